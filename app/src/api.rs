@@ -1,0 +1,217 @@
+//! Server functions: thin edges. Each finds out who is asking, calls one
+//! `control` function, and converts the result. No SQL and no rules here.
+
+use control::{AuditEventView, ChainReport, InvitePreview, Me, SessionView, TeamView};
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::AppError;
+
+#[cfg(feature = "ssr")]
+fn parse<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, AppError> {
+    raw.trim()
+        .parse()
+        .map_err(|_| AppError::Invalid(format!("`{}` is not a valid {what}.", raw.chars().take(40).collect::<String>())))
+}
+
+/// The signed-in person, or `None` when signed out.
+#[server(endpoint = "current-user")]
+pub async fn current_user() -> Result<Option<Me>, AppError> {
+    let cx = crate::context::cx().await?;
+    if cx.user().await?.is_none() {
+        return Ok(None);
+    }
+    let actor = cx.actor().await?;
+    let orgs = control::access::orgs_of(&cx.state.store, actor.user()).await?;
+    Ok(Some(Me {
+        user_id: actor.user(),
+        email: actor.email().to_string(),
+        org: actor.org_view().clone(),
+        orgs,
+    }))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Installation {
+    /// No user yet: the setup form is available with the logged code.
+    Open,
+    /// Setup was completed; the page is gone.
+    Done,
+}
+
+#[server(endpoint = "setup-state")]
+pub async fn setup_state() -> Result<Installation, AppError> {
+    let cx = crate::context::cx().await?;
+    let open = cx.state.setup.is_open().await && control::accounts::setup_needed(&cx.state.store).await?;
+    Ok(if open { Installation::Open } else { Installation::Done })
+}
+
+#[server(endpoint = "complete-setup")]
+pub async fn complete_setup(code: String, org_name: String, email: String, password: String) -> Result<(), AppError> {
+    use secrecy::SecretString;
+    let cx = crate::context::cx().await?;
+    let form = control::accounts::SetupForm {
+        code: SecretString::from(code),
+        org_name,
+        email,
+        password: SecretString::from(password),
+    };
+    let (user, org) = control::accounts::complete_setup(&cx.state.store, &cx.state.setup, form, &cx.meta, cx.now).await?;
+    cx.start_session(user, org).await?;
+    leptos_axum::redirect("/");
+    Ok(())
+}
+
+#[server(endpoint = "login")]
+pub async fn login(email: String, password: String) -> Result<(), AppError> {
+    let cx = crate::context::cx().await?;
+    let done = control::accounts::login(&cx.state.store, &email, secrecy::SecretString::from(password), &cx.meta, cx.now).await?;
+    cx.start_session(done.user, done.org).await?;
+    leptos_axum::redirect("/");
+    Ok(())
+}
+
+#[server(endpoint = "logout")]
+pub async fn logout() -> Result<(), AppError> {
+    let cx = crate::context::cx().await?;
+    if let Ok(actor) = cx.actor().await {
+        control::accounts::record_logout(&actor, cx.now).await?;
+    }
+    cx.session.flush().await?;
+    leptos_axum::redirect("/login");
+    Ok(())
+}
+
+#[server(endpoint = "switch-org")]
+pub async fn switch_org(org: String) -> Result<(), AppError> {
+    let cx = crate::context::cx().await?;
+    let (user, _) = cx.user().await?.ok_or_else(AppError::signed_out)?;
+    let org = parse::<control::OrgId>(&org, "organisation")?;
+    let actor = control::access::actor_in(&cx.state.store, user, org, cx.meta.clone()).await?;
+    cx.session.insert(control::sessions::keys::ORG, actor.org().0).await?;
+    leptos_axum::redirect("/");
+    Ok(())
+}
+
+#[server(endpoint = "team")]
+pub async fn load_team() -> Result<TeamView, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    Ok(control::team::team(&auth, cx.now).await?)
+}
+
+/// Returns the one-time invitation link.
+#[server(endpoint = "invite-member")]
+pub async fn invite_member(email: String, role: String) -> Result<String, AppError> {
+    use secrecy::ExposeSecret;
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ManageMembers>()?;
+    let role = parse::<control::Role>(&role, "role")?;
+    let invite = control::team::invite(&auth, &email, role, cx.now).await?;
+    Ok(format!("{}/invite/{}", cx.state.public_url.trim_end_matches('/'), invite.token.expose_secret()))
+}
+
+#[server(endpoint = "revoke-invite")]
+pub async fn revoke_invite(id: String) -> Result<(), AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ManageMembers>()?;
+    let id = parse::<control::InviteId>(&id, "invitation id")?;
+    Ok(control::team::revoke_invite(&auth, id, cx.now).await?)
+}
+
+#[server(endpoint = "change-role")]
+pub async fn change_role(user_id: String, role: String) -> Result<(), AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ManageMembers>()?;
+    let user = parse::<control::UserId>(&user_id, "member id")?;
+    let role = parse::<control::Role>(&role, "role")?;
+    Ok(control::team::change_role(&auth, user, role, cx.now).await?)
+}
+
+#[server(endpoint = "remove-member")]
+pub async fn remove_member(user_id: String) -> Result<(), AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ManageMembers>()?;
+    let user = parse::<control::UserId>(&user_id, "member id")?;
+    Ok(control::team::remove_member(&auth, user, cx.now).await?)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteInfo {
+    pub invite: InvitePreview,
+    /// The email of the signed-in user, if any.
+    pub signed_in_as: Option<String>,
+}
+
+#[server(endpoint = "invite-details")]
+pub async fn invite_details(token: String) -> Result<InviteInfo, AppError> {
+    let cx = crate::context::cx().await?;
+    let invite = control::team::preview_invite(&cx.state.store, &token, cx.now).await?;
+    let signed_in_as = match cx.user().await? {
+        Some(_) => cx.actor().await.ok().map(|a| a.email().to_string()),
+        None => None,
+    };
+    Ok(InviteInfo { invite, signed_in_as })
+}
+
+/// Accepts an invitation: as the signed-in user, or by creating the invited
+/// account with `password`.
+#[server(endpoint = "accept-invite")]
+pub async fn accept_invite(token: String, password: Option<String>) -> Result<(), AppError> {
+    let cx = crate::context::cx().await?;
+    let org = match cx.user().await? {
+        Some((user, _)) => control::team::accept_invite_signed_in(&cx.state.store, &token, user, &cx.meta, cx.now).await?,
+        None => {
+            let password = password.ok_or_else(|| AppError::Invalid("Choose a password for your new account.".into()))?;
+            let (user, org) = control::team::accept_invite_new_account(
+                &cx.state.store,
+                &token,
+                secrecy::SecretString::from(password),
+                &cx.meta,
+                cx.now,
+            )
+            .await?;
+            cx.start_session(user, org).await?;
+            org
+        }
+    };
+    cx.session.insert(control::sessions::keys::ORG, org.0).await?;
+    leptos_axum::redirect("/");
+    Ok(())
+}
+
+#[server(endpoint = "my-sessions")]
+pub async fn my_sessions() -> Result<Vec<SessionView>, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    Ok(control::sessions::list_own(&actor, cx.session.id(), cx.now).await?)
+}
+
+#[server(endpoint = "sign-out-others")]
+pub async fn sign_out_others() -> Result<u64, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let current = cx.session.id().ok_or_else(AppError::signed_out)?;
+    Ok(control::sessions::revoke_others(&actor, current, cx.now).await?)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    pub events: Vec<AuditEventView>,
+    pub chain: ChainReport,
+}
+
+#[server(endpoint = "audit-events")]
+pub async fn audit_events() -> Result<AuditPage, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    let events = control::audit::latest(&auth, 100).await?;
+    let chain = control::audit::verify(&auth).await?;
+    Ok(AuditPage { events, chain })
+}

@@ -1,0 +1,105 @@
+//! Server-side request context for server functions: the shared state, who is
+//! asking, and where the request came from.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use control::access::{Actor, RequestMeta};
+use control::accounts::SetupGate;
+use control::sessions::keys;
+use control::store::Store;
+use control::{OrgId, Timestamp, UserId};
+use leptos::prelude::*;
+use tower_sessions::Session;
+
+use crate::AppError;
+
+/// State shared by every request, given to server functions through context.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub setup: Arc<SetupGate>,
+    /// The dashboard's public base URL, used to build invitation links.
+    pub public_url: String,
+}
+
+/// The client's address as decided by the server (socket peer, or a trusted
+/// proxy's header when configured). Inserted into request extensions.
+#[derive(Clone, Debug)]
+pub struct ClientIp(pub String);
+
+/// The per-response CSP nonce chosen by the server's security-header layer.
+#[derive(Clone, Debug)]
+pub struct CspNonce(pub String);
+
+pub struct Cx {
+    pub state: AppState,
+    pub session: Session,
+    pub meta: RequestMeta,
+    pub now: Timestamp,
+}
+
+pub async fn cx() -> Result<Cx, AppError> {
+    let state = use_context::<AppState>().ok_or(AppError::Internal)?;
+    let session: Session = leptos_axum::extract().await.map_err(|_| AppError::Internal)?;
+    let Extension(ClientIp(ip)) = leptos_axum::extract::<Extension<ClientIp>>()
+        .await
+        .unwrap_or(Extension(ClientIp(String::new())));
+    let headers: axum::http::HeaderMap = leptos_axum::extract().await.map_err(|_| AppError::Internal)?;
+    let ua = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    Ok(Cx {
+        state,
+        session,
+        meta: RequestMeta::new(ip, ua),
+        now: Timestamp::now(),
+    })
+}
+
+impl Cx {
+    /// The signed-in user, if the session is valid and within its absolute lifetime.
+    pub async fn user(&self) -> Result<Option<(UserId, Option<OrgId>)>, AppError> {
+        let Some(user) = self.session.get::<i64>(keys::USER).await? else {
+            return Ok(None);
+        };
+        let created = self.session.get::<i64>(keys::CREATED).await?.unwrap_or(0);
+        if Timestamp(created).plus_secs(control::sessions::ABSOLUTE_SECS) <= self.now {
+            self.session.flush().await?;
+            return Ok(None);
+        }
+        let org = self.session.get::<i64>(keys::ORG).await?.map(OrgId);
+        Ok(Some((UserId(user), org)))
+    }
+
+    /// The signed-in actor, or `Unauthenticated`.
+    pub async fn actor(&self) -> Result<Actor, AppError> {
+        let (user, org) = self.user().await?.ok_or_else(AppError::signed_out)?;
+        match control::access::actor(&self.state.store, user, org, self.meta.clone()).await {
+            Ok(actor) => {
+                if Some(actor.org()) != org {
+                    self.session.insert(keys::ORG, actor.org().0).await?;
+                }
+                Ok(actor)
+            }
+            Err(control::ControlError::Unauthenticated(_)) => {
+                self.session.flush().await?;
+                Err(AppError::signed_out())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Starts a signed-in session under a new id (no fixation across login).
+    pub async fn start_session(&self, user: UserId, org: OrgId) -> Result<(), AppError> {
+        self.session.cycle_id().await?;
+        self.session.clear().await;
+        self.session.insert(keys::USER, user.0).await?;
+        self.session.insert(keys::ORG, org.0).await?;
+        self.session.insert(keys::CREATED, self.now.0).await?;
+        self.session.insert(keys::IP, &self.meta.ip).await?;
+        self.session.insert(keys::UA, &self.meta.user_agent).await?;
+        Ok(())
+    }
+}

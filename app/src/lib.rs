@@ -1,0 +1,73 @@
+//! The Pilothouse dashboard: routes, pages, components and server functions.
+//!
+//! Pages render on the server (async SSR, so redirects and status codes are
+//! decided before the first byte) and hydrate in the browser. Every form is an
+//! `ActionForm`, so it also works without JavaScript.
+
+pub mod api;
+#[cfg(feature = "ssr")]
+pub mod context;
+mod error;
+mod pages;
+mod ui;
+
+pub use error::AppError;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{ParentRoute, Route, Router, Routes};
+use leptos_router::{path, SsrMode};
+
+/// The HTML document around the app (server only).
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let Some(parts) = use_context::<axum::http::request::Parts>() {
+        if let Some(nonce) = parts.extensions.get::<context::CspNonce>() {
+            provide_context(leptos::nonce::Nonce::from_value(nonce.0.clone()));
+        }
+    }
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body class="min-h-screen bg-slate-50 text-slate-900 antialiased">
+                <App />
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    #[cfg(feature = "hydrate")]
+    Effect::new(|_| {
+        if let Some(body) = document().body() {
+            let _ = body.set_attribute("data-hydrated", "true");
+        }
+    });
+    view! {
+        <Stylesheet id="leptos" href="/pkg/pilothouse.css" />
+        <Title text="Pilothouse" />
+        <Router>
+            <Routes fallback=pages::NotFound>
+                <Route path=path!("/login") view=pages::LoginPage ssr=SsrMode::Async />
+                <Route path=path!("/setup") view=pages::SetupPage ssr=SsrMode::Async />
+                <Route path=path!("/invite/:token") view=pages::InvitePage ssr=SsrMode::Async />
+                <ParentRoute path=path!("") view=ui::Shell ssr=SsrMode::Async>
+                    <Route path=path!("") view=pages::Dashboard />
+                    <Route path=path!("servers") view=pages::Servers />
+                    <Route path=path!("approvals") view=pages::Approvals />
+                    <Route path=path!("audit") view=pages::AuditLog />
+                    <Route path=path!("team") view=pages::Team />
+                    <Route path=path!("settings") view=pages::Settings />
+                </ParentRoute>
+            </Routes>
+        </Router>
+    }
+}

@@ -1,0 +1,233 @@
+//! Access control: who is asking, and what their role lets them do.
+//!
+//! An [`Actor`] can only be built by [`actor`], which reads the person's
+//! membership from the database; an [`Authorized<C>`] can only be built by
+//! [`Actor::authorize`], which checks the role against the capability `C`.
+//! Mutating functions in this crate take an `Authorized<C>`, so no edge (UI,
+//! REST, CLI) can reach them without the check. Hiding a button is never the
+//! control.
+
+use std::marker::PhantomData;
+
+use sqlx::Row;
+
+use crate::audit::AuditActor;
+use crate::store::{Store, Tx};
+use crate::{ControlError, OrgId, OrgView, Role, UserId};
+
+/// Where a request came from, for the audit log. Bounded so a hostile header
+/// cannot bloat the log.
+#[derive(Clone, Debug, Default)]
+pub struct RequestMeta {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+impl RequestMeta {
+    pub fn new(ip: impl Into<String>, user_agent: &str) -> Self {
+        Self {
+            ip: bounded(ip.into(), 64),
+            user_agent: bounded(user_agent.to_string(), 256),
+        }
+    }
+}
+
+fn bounded(mut s: String, max_chars: usize) -> String {
+    s.retain(|c| !c.is_control());
+    if s.chars().count() > max_chars {
+        s = s.chars().take(max_chars).collect();
+    }
+    s
+}
+
+/// A signed-in person acting inside one organisation where they are a member.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    store: Store,
+    user: UserId,
+    email: String,
+    org: OrgView,
+    meta: RequestMeta,
+}
+
+impl Actor {
+    pub fn user(&self) -> UserId {
+        self.user
+    }
+    pub fn email(&self) -> &str {
+        &self.email
+    }
+    pub fn org(&self) -> OrgId {
+        self.org.id
+    }
+    pub fn org_view(&self) -> &OrgView {
+        &self.org
+    }
+    pub fn role(&self) -> Role {
+        self.org.role
+    }
+    pub fn meta(&self) -> &RequestMeta {
+        &self.meta
+    }
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn audit_actor(&self) -> AuditActor {
+        AuditActor {
+            user: Some(self.user),
+            label: self.email.clone(),
+            ip: self.meta.ip.clone(),
+            user_agent: self.meta.user_agent.clone(),
+        }
+    }
+
+    /// The only way to obtain an [`Authorized`] proof.
+    pub fn authorize<C: Capability>(&self) -> Result<Authorized<'_, C>, ControlError> {
+        if C::allows(self.org.role) {
+            Ok(Authorized {
+                actor: self,
+                _capability: PhantomData,
+            })
+        } else {
+            Err(ControlError::forbidden(format!(
+                "Your role ({}) does not allow you to {}.",
+                self.org.role,
+                C::DESCRIPTION
+            )))
+        }
+    }
+
+    /// Re-reads the actor's role inside a write transaction, so a role that was
+    /// lowered a moment ago cannot still be used for a change.
+    pub(crate) async fn recheck<C: Capability>(&self, tx: &mut Tx) -> Result<(), ControlError> {
+        let row = sqlx::query("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
+            .bind(self.org.id.0)
+            .bind(self.user.0)
+            .fetch_optional(tx.conn())
+            .await?;
+        let role: Option<Role> = match row {
+            Some(r) => Some(parse_role(&r.try_get::<String, _>(0)?)?),
+            None => None,
+        };
+        match role {
+            Some(role) if C::allows(role) => Ok(()),
+            _ => Err(ControlError::forbidden(format!(
+                "Your role does not allow you to {}.",
+                C::DESCRIPTION
+            ))),
+        }
+    }
+}
+
+/// Proof that the actor's role allows capability `C`. It has no public constructor.
+pub struct Authorized<'a, C> {
+    actor: &'a Actor,
+    _capability: PhantomData<C>,
+}
+
+impl<C> Authorized<'_, C> {
+    pub fn actor(&self) -> &Actor {
+        self.actor
+    }
+    pub fn store(&self) -> &Store {
+        &self.actor.store
+    }
+}
+
+/// Something a role may or may not do.
+pub trait Capability {
+    /// Completes "Your role does not allow you to ...".
+    const DESCRIPTION: &'static str;
+    fn allows(role: Role) -> bool;
+}
+
+/// Read anything in the organisation (every member, Viewer included).
+pub struct ReadOrg;
+impl Capability for ReadOrg {
+    const DESCRIPTION: &'static str = "view this organisation";
+    fn allows(_: Role) -> bool {
+        true
+    }
+}
+
+/// Invite, change and remove members (Owner, Admin).
+pub struct ManageMembers;
+impl Capability for ManageMembers {
+    const DESCRIPTION: &'static str = "manage members";
+    fn allows(role: Role) -> bool {
+        role.manages_members()
+    }
+}
+
+/// Make, change or remove Owners (Owner only).
+pub struct ManageOwners;
+impl Capability for ManageOwners {
+    const DESCRIPTION: &'static str = "make or remove owners";
+    fn allows(role: Role) -> bool {
+        role == Role::Owner
+    }
+}
+
+pub(crate) fn parse_role(s: &str) -> Result<Role, ControlError> {
+    s.parse()
+        .map_err(|_| ControlError::Internal(format!("stored role `{s}` is not a role").into()))
+}
+
+/// The organisations a user belongs to, oldest membership first.
+pub async fn orgs_of(store: &Store, user: UserId) -> Result<Vec<OrgView>, ControlError> {
+    let rows = sqlx::query(
+        "SELECT o.id, o.name, m.role FROM memberships m JOIN orgs o ON o.id = m.org_id \
+         WHERE m.user_id = $1 ORDER BY m.created_at, o.id",
+    )
+    .bind(user.0)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(OrgView {
+                id: OrgId(r.try_get(0)?),
+                name: r.try_get(1)?,
+                role: parse_role(&r.try_get::<String, _>(2)?)?,
+            })
+        })
+        .collect()
+}
+
+/// Builds the actor for a signed-in user working in `org` (or in their first
+/// organisation when `org` is `None` or no longer theirs).
+pub async fn actor(store: &Store, user: UserId, org: Option<OrgId>, meta: RequestMeta) -> Result<Actor, ControlError> {
+    let email: Option<String> = sqlx::query("SELECT email FROM users WHERE id = $1")
+        .bind(user.0)
+        .fetch_optional(store.pool())
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    let Some(email) = email else {
+        return Err(ControlError::Unauthenticated("Please sign in.".into()));
+    };
+    let orgs = orgs_of(store, user).await?;
+    let chosen = org
+        .and_then(|id| orgs.iter().find(|o| o.id == id))
+        .or_else(|| orgs.first())
+        .cloned()
+        .ok_or_else(|| ControlError::forbidden("Your account is not a member of any organisation."))?;
+    Ok(Actor {
+        store: store.clone(),
+        user,
+        email,
+        org: chosen,
+        meta,
+    })
+}
+
+/// Like [`actor`] but only for an organisation the user is a member of:
+/// switching to anyone else's organisation is refused, not silently redirected.
+pub async fn actor_in(store: &Store, user: UserId, org: OrgId, meta: RequestMeta) -> Result<Actor, ControlError> {
+    let actor = actor(store, user, Some(org), meta).await?;
+    if actor.org() == org {
+        Ok(actor)
+    } else {
+        Err(ControlError::not_found("No such organisation."))
+    }
+}

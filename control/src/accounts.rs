@@ -1,0 +1,367 @@
+//! Accounts: first-run setup, email/password login, and scripted user creation.
+//!
+//! Setup is guarded by a one-time code printed to the server log, so nobody on
+//! the network can claim a fresh installation before its operator does; once
+//! any user exists, setup is closed for good. Login answers every failure with
+//! the same message after the same work, and is throttled per account and per
+//! client IP before any hashing happens.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use sqlx::Row;
+use tokio::sync::Mutex;
+
+use crate::access::RequestMeta;
+use crate::audit::{self, AuditAction, AuditActor, Event};
+use crate::crypto::{secret_eq, token_hash};
+use crate::store::{is_unique_violation, Store, Tx};
+use crate::{password, throttle, ControlError, OrgId, Role, Timestamp, UserId};
+
+pub const MAX_EMAIL_CHARS: usize = 254;
+pub const MAX_ORG_NAME_CHARS: usize = 80;
+const LOGIN_FAILED: &str = "Incorrect email or password.";
+
+/// Normalises and checks an email address: trimmed, lower-case, one `@` with
+/// something on both sides and a dot in the domain.
+pub fn normalize_email(raw: &str) -> Result<String, ControlError> {
+    let email = raw.trim().to_lowercase();
+    if email.is_empty() {
+        return Err(ControlError::invalid("Enter an email address."));
+    }
+    if email.chars().count() > MAX_EMAIL_CHARS {
+        return Err(ControlError::invalid(format!(
+            "The email address is too long (at most {MAX_EMAIL_CHARS} characters)."
+        )));
+    }
+    let valid = match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    };
+    if !valid {
+        return Err(ControlError::invalid("Enter a valid email address, like name@example.com."));
+    }
+    Ok(email)
+}
+
+pub fn validate_org_name(raw: &str) -> Result<String, ControlError> {
+    let name = raw.trim().to_string();
+    if name.is_empty() {
+        return Err(ControlError::invalid("Enter an organisation name."));
+    }
+    if name.chars().count() > MAX_ORG_NAME_CHARS {
+        return Err(ControlError::invalid(format!(
+            "The organisation name is too long (at most {MAX_ORG_NAME_CHARS} characters)."
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ControlError::invalid("The organisation name contains control characters."));
+    }
+    Ok(name)
+}
+
+/// Whether the installation still needs its first Owner.
+pub async fn setup_needed(store: &Store) -> Result<bool, ControlError> {
+    let count: i64 = sqlx::query("SELECT COUNT(*) FROM users")
+        .fetch_one(store.pool())
+        .await?
+        .try_get(0)?;
+    Ok(count == 0)
+}
+
+/// The one-time setup code of this process, kept only as a hash.
+#[derive(Debug, Default)]
+pub struct SetupGate {
+    code_hash: Mutex<Option<String>>,
+}
+
+impl SetupGate {
+    /// Opens the gate when no user exists yet. Returns the code to print to
+    /// the operator's log (never anywhere else).
+    pub async fn open(store: &Store) -> Result<(SetupGate, Option<SecretString>), ControlError> {
+        if !setup_needed(store).await? {
+            return Ok((SetupGate::default(), None));
+        }
+        let code = crate::crypto::random_token(16);
+        let gate = SetupGate {
+            code_hash: Mutex::new(Some(token_hash("setup", &code))),
+        };
+        Ok((gate, Some(SecretString::from(code))))
+    }
+
+    /// Whether a setup code is still waiting to be used.
+    pub async fn is_open(&self) -> bool {
+        self.code_hash.lock().await.is_some()
+    }
+}
+
+pub struct SetupForm {
+    pub code: SecretString,
+    pub org_name: String,
+    pub email: String,
+    pub password: SecretString,
+}
+
+/// Creates the first Owner and organisation. The code is consumed on success.
+pub async fn complete_setup(
+    store: &Store,
+    gate: &SetupGate,
+    form: SetupForm,
+    meta: &RequestMeta,
+    now: Timestamp,
+) -> Result<(UserId, OrgId), ControlError> {
+    let client = throttle::client_key(&meta.ip);
+    throttle::check(store, &client, throttle::CLIENT, now).await?;
+    let mut slot = gate.code_hash.lock().await;
+    if !setup_needed(store).await? {
+        *slot = None;
+    }
+    let Some(expected) = slot.as_ref() else {
+        return Err(ControlError::conflict("Setup has already been completed. Sign in instead."));
+    };
+    let given = token_hash("setup", form.code.expose_secret());
+    if !secret_eq(given.as_bytes(), expected.as_bytes()) {
+        let mut tx = store.begin().await?;
+        throttle::record(&mut tx, &client, now).await?;
+        tx.commit().await?;
+        return Err(ControlError::Unauthenticated(
+            "That setup code is not valid. Copy it from the server log.".into(),
+        ));
+    }
+    let org_name = validate_org_name(&form.org_name)?;
+    let email = normalize_email(&form.email)?;
+    password::validate_new(form.password.expose_secret(), &email)?;
+    let hash = password::hash(form.password).await?;
+
+    let mut tx = store.begin().await?;
+    // Another replica may have completed setup meanwhile.
+    let users: i64 = sqlx::query("SELECT COUNT(*) FROM users")
+        .fetch_one(tx.conn())
+        .await?
+        .try_get(0)?;
+    if users > 0 {
+        *slot = None;
+        return Err(ControlError::conflict("Setup has already been completed. Sign in instead."));
+    }
+    let org = insert_org(&mut tx, &org_name, now).await?;
+    let user = insert_user(&mut tx, &email, &hash, now).await?;
+    insert_membership(&mut tx, org, user, Role::Owner, now).await?;
+    let actor = AuditActor {
+        user: Some(user),
+        label: email.clone(),
+        ip: meta.ip.clone(),
+        user_agent: meta.user_agent.clone(),
+    };
+    audit::append(
+        &mut tx,
+        &actor,
+        Event::new(org, AuditAction::SetupCompleted, format!("org:{}", org.0), json!({ "org_name": org_name, "owner": email })),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    *slot = None;
+    Ok((user, org))
+}
+
+/// The result of a successful login.
+#[derive(Clone, Copy, Debug)]
+pub struct LoggedIn {
+    pub user: UserId,
+    pub org: OrgId,
+}
+
+/// Email/password login.
+pub async fn login(
+    store: &Store,
+    email: &str,
+    password: SecretString,
+    meta: &RequestMeta,
+    now: Timestamp,
+) -> Result<LoggedIn, ControlError> {
+    if password.expose_secret().chars().count() > password::MAX_CHARS {
+        return Err(ControlError::invalid(format!(
+            "The password is too long (at most {} characters).",
+            password::MAX_CHARS
+        )));
+    }
+    // A malformed email still costs the same and counts against the client.
+    let email = email.trim().to_lowercase();
+    if email.chars().count() > MAX_EMAIL_CHARS {
+        return Err(ControlError::invalid(format!(
+            "The email address is too long (at most {MAX_EMAIL_CHARS} characters)."
+        )));
+    }
+    let account = throttle::account_key(&email);
+    let client = throttle::client_key(&meta.ip);
+    throttle::check(store, &client, throttle::CLIENT, now).await?;
+    throttle::check(store, &account, throttle::ACCOUNT, now).await?;
+
+    let row = sqlx::query("SELECT id, password_hash FROM users WHERE email = $1")
+        .bind(&email)
+        .fetch_optional(store.pool())
+        .await?;
+    let (user, stored) = match row {
+        Some(r) => (Some(UserId(r.try_get(0)?)), Some(r.try_get::<String, _>(1)?)),
+        None => (None, None),
+    };
+    let ok = password::verify(password, stored).await?;
+    let mut tx = store.begin().await?;
+    let Some(user) = user.filter(|_| ok) else {
+        throttle::record(&mut tx, &account, now).await?;
+        throttle::record(&mut tx, &client, now).await?;
+        tx.commit().await?;
+        return Err(ControlError::Unauthenticated(LOGIN_FAILED.into()));
+    };
+    throttle::clear(&mut tx, &account).await?;
+    let org: Option<i64> = sqlx::query(
+        "SELECT org_id FROM memberships WHERE user_id = $1 ORDER BY created_at, org_id LIMIT 1",
+    )
+    .bind(user.0)
+    .fetch_optional(tx.conn())
+    .await?
+    .map(|r| r.try_get(0))
+    .transpose()?;
+    let Some(org) = org.map(OrgId) else {
+        tx.commit().await?;
+        return Err(ControlError::forbidden("Your account is not a member of any organisation."));
+    };
+    let actor = AuditActor {
+        user: Some(user),
+        label: email.clone(),
+        ip: meta.ip.clone(),
+        user_agent: meta.user_agent.clone(),
+    };
+    audit::append(&mut tx, &actor, Event::new(org, AuditAction::LoginSucceeded, format!("user:{}", user.0), json!({})), now).await?;
+    tx.commit().await?;
+    Ok(LoggedIn { user, org })
+}
+
+/// Records a logout in the organisation the session was working in.
+pub async fn record_logout(actor: &crate::access::Actor, now: Timestamp) -> Result<(), ControlError> {
+    let mut tx = actor.store().begin().await?;
+    audit::append(
+        &mut tx,
+        &actor.audit_actor(),
+        Event::new(actor.org(), AuditAction::LoggedOut, format!("user:{}", actor.user().0), json!({})),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `pilothouse admin add-user`: creates the organisation if missing and a user
+/// in it with the given role. For scripted setups; audited as the CLI.
+pub async fn add_user_cli(
+    store: &Store,
+    org_name: &str,
+    email: &str,
+    role: Role,
+    password: SecretString,
+    now: Timestamp,
+) -> Result<(UserId, OrgId), ControlError> {
+    let org_name = validate_org_name(org_name)?;
+    let email = normalize_email(email)?;
+    password::validate_new(password.expose_secret(), &email)?;
+    let hash = password::hash(password).await?;
+    let actor = AuditActor::cli();
+
+    let mut tx = store.begin().await?;
+    let existing: Option<i64> = sqlx::query("SELECT id FROM orgs WHERE name = $1")
+        .bind(&org_name)
+        .fetch_optional(tx.conn())
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    let org = match existing {
+        Some(id) => OrgId(id),
+        None => {
+            let org = insert_org(&mut tx, &org_name, now).await?;
+            audit::append(&mut tx, &actor, Event::new(org, AuditAction::OrgCreated, format!("org:{}", org.0), json!({ "name": org_name })), now).await?;
+            org
+        }
+    };
+    let user = insert_user(&mut tx, &email, &hash, now).await?;
+    insert_membership(&mut tx, org, user, role, now).await?;
+    audit::append(
+        &mut tx,
+        &actor,
+        Event::new(org, AuditAction::UserCreated, format!("user:{}", user.0), json!({ "email": email, "role": role.as_str() })),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((user, org))
+}
+
+pub(crate) async fn insert_org(tx: &mut Tx, name: &str, now: Timestamp) -> Result<OrgId, ControlError> {
+    let row = sqlx::query("INSERT INTO orgs (name, created_at) VALUES ($1, $2) RETURNING id")
+        .bind(name)
+        .bind(now.0)
+        .fetch_one(tx.conn())
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                ControlError::conflict("An organisation with that name already exists.")
+            } else {
+                e.into()
+            }
+        })?;
+    Ok(OrgId(row.try_get(0)?))
+}
+
+pub(crate) async fn insert_user(tx: &mut Tx, email: &str, hash: &str, now: Timestamp) -> Result<UserId, ControlError> {
+    let row = sqlx::query("INSERT INTO users (email, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id")
+        .bind(email)
+        .bind(hash)
+        .bind(now.0)
+        .fetch_one(tx.conn())
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                ControlError::conflict("An account with that email already exists.")
+            } else {
+                e.into()
+            }
+        })?;
+    Ok(UserId(row.try_get(0)?))
+}
+
+pub(crate) async fn insert_membership(tx: &mut Tx, org: OrgId, user: UserId, role: Role, now: Timestamp) -> Result<(), ControlError> {
+    sqlx::query("INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(org.0)
+        .bind(user.0)
+        .bind(role.as_str())
+        .bind(now.0)
+        .execute(tx.conn())
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                ControlError::conflict("That person is already a member of this organisation.")
+            } else {
+                e.into()
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(normalize_email("  Ada@Example.COM ").unwrap(), "ada@example.com");
+        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a da@example.com", "ada@.com"] {
+            assert!(normalize_email(bad).is_err(), "{bad:?}");
+        }
+        assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
+}

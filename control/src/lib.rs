@@ -1,0 +1,36 @@
+//! Pilothouse control plane: accounts, organisations, roles, sessions and the
+//! audit chain, over one store API that runs on SQLite and PostgreSQL.
+//!
+//! The plain types in [`types`] compile everywhere (the wasm front end uses
+//! them). Everything that touches the database, password hashing or sessions
+//! sits behind the `server` feature. No HTTP and no Leptos in this crate: the
+//! edges (`app`, `server`) find out who is asking and call in here.
+
+pub mod types;
+
+#[cfg(feature = "server")]
+pub mod access;
+#[cfg(feature = "server")]
+pub mod accounts;
+#[cfg(feature = "server")]
+pub mod audit;
+#[cfg(feature = "server")]
+pub mod crypto;
+#[cfg(feature = "server")]
+mod error;
+#[cfg(feature = "server")]
+pub mod password;
+#[cfg(feature = "server")]
+pub mod sessions;
+#[cfg(feature = "server")]
+pub mod store;
+#[cfg(feature = "server")]
+pub mod team;
+#[cfg(feature = "testing")]
+pub mod testing;
+#[cfg(feature = "server")]
+pub mod throttle;
+
+#[cfg(feature = "server")]
+pub use error::{ControlError, StoreError};
+pub use types::*;

@@ -1,0 +1,399 @@
+//! Team management: members, roles and invitations inside one organisation.
+//!
+//! Rules kept here (and only here): Owners and Admins manage members; only an
+//! Owner creates, changes or removes an Owner; the last Owner can be neither
+//! demoted nor removed. Invitations are one-time links that expire; only the
+//! token's hash is stored.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use sqlx::Row;
+
+use crate::access::{parse_role, Actor, Authorized, ManageMembers, ManageOwners, ReadOrg, RequestMeta};
+use crate::accounts::{insert_membership, insert_user, normalize_email};
+use crate::audit::{self, AuditAction, AuditActor, Event};
+use crate::crypto::{random_token, token_hash};
+use crate::store::{Store, Tx};
+use crate::{password, ControlError, InviteId, InvitePreview, InviteView, MemberView, OrgId, Role, TeamView, Timestamp, UserId};
+
+/// How long an invitation link stays valid.
+pub const INVITE_TTL_SECS: i64 = 7 * 86_400;
+
+pub async fn team(auth: &Authorized<'_, ReadOrg>, now: Timestamp) -> Result<TeamView, ControlError> {
+    let store = auth.store();
+    let org = auth.actor().org();
+    let rows = sqlx::query(
+        "SELECT u.id, u.email, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id \
+         WHERE m.org_id = $1 ORDER BY m.created_at, u.id",
+    )
+    .bind(org.0)
+    .fetch_all(store.pool())
+    .await?;
+    let members = rows
+        .iter()
+        .map(|r| {
+            Ok(MemberView {
+                user_id: UserId(r.try_get(0)?),
+                email: r.try_get(1)?,
+                role: parse_role(&r.try_get::<String, _>(2)?)?,
+                joined_at: Timestamp(r.try_get(3)?),
+            })
+        })
+        .collect::<Result<Vec<_>, ControlError>>()?;
+    let role = auth.actor().role();
+    let invites = if role.manages_members() {
+        let rows = sqlx::query(
+            "SELECT i.id, i.email, i.role, u.email, i.created_at, i.expires_at FROM invites i \
+             JOIN users u ON u.id = i.created_by \
+             WHERE i.org_id = $1 AND i.accepted_at IS NULL AND i.revoked_at IS NULL AND i.expires_at > $2 \
+             ORDER BY i.created_at DESC",
+        )
+        .bind(org.0)
+        .bind(now.0)
+        .fetch_all(store.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InviteView {
+                    id: InviteId(r.try_get(0)?),
+                    email: r.try_get(1)?,
+                    role: parse_role(&r.try_get::<String, _>(2)?)?,
+                    invited_by: r.try_get(3)?,
+                    created_at: Timestamp(r.try_get(4)?),
+                    expires_at: Timestamp(r.try_get(5)?),
+                })
+            })
+            .collect::<Result<Vec<_>, ControlError>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(TeamView {
+        members,
+        invites,
+        can_manage: role.manages_members(),
+        can_manage_owners: role == Role::Owner,
+    })
+}
+
+/// An invitation that was just created. The token is shown once, to the
+/// inviter, as a link; it is never stored or logged.
+pub struct NewInvite {
+    pub id: InviteId,
+    pub token: SecretString,
+}
+
+pub async fn invite(auth: &Authorized<'_, ManageMembers>, email: &str, role: Role, now: Timestamp) -> Result<NewInvite, ControlError> {
+    let actor = auth.actor();
+    if role == Role::Owner {
+        actor.authorize::<ManageOwners>()?;
+    }
+    let email = normalize_email(email)?;
+    let mut tx = auth.store().begin().await?;
+    actor.recheck::<ManageMembers>(&mut tx).await?;
+    let member: Option<i64> = sqlx::query(
+        "SELECT m.user_id FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND u.email = $2",
+    )
+    .bind(actor.org().0)
+    .bind(&email)
+    .fetch_optional(tx.conn())
+    .await?
+    .map(|r| r.try_get(0))
+    .transpose()?;
+    if member.is_some() {
+        return Err(ControlError::conflict(format!("{email} is already a member of this organisation.")));
+    }
+    let pending: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM invites WHERE org_id = $1 AND email = $2 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $3",
+    )
+    .bind(actor.org().0)
+    .bind(&email)
+    .bind(now.0)
+    .fetch_one(tx.conn())
+    .await?
+    .try_get(0)?;
+    if pending > 0 {
+        return Err(ControlError::conflict(format!(
+            "{email} already has a pending invitation. Revoke it first to send a new one."
+        )));
+    }
+    let token = random_token(24);
+    let expires = now.plus_secs(INVITE_TTL_SECS);
+    let id: i64 = sqlx::query(
+        "INSERT INTO invites (org_id, email, role, token_hash, created_by, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(actor.org().0)
+    .bind(&email)
+    .bind(role.as_str())
+    .bind(token_hash("invite", &token))
+    .bind(actor.user().0)
+    .bind(now.0)
+    .bind(expires.0)
+    .fetch_one(tx.conn())
+    .await?
+    .try_get(0)?;
+    audit::append(
+        &mut tx,
+        &actor.audit_actor(),
+        Event::new(actor.org(), AuditAction::InviteCreated, format!("invite:{id}"), json!({ "email": email, "role": role.as_str(), "expires_at": expires.0 })),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(NewInvite {
+        id: InviteId(id),
+        token: SecretString::from(token),
+    })
+}
+
+pub async fn revoke_invite(auth: &Authorized<'_, ManageMembers>, id: InviteId, now: Timestamp) -> Result<(), ControlError> {
+    let actor = auth.actor();
+    let mut tx = auth.store().begin().await?;
+    actor.recheck::<ManageMembers>(&mut tx).await?;
+    let row = sqlx::query("SELECT email, role FROM invites WHERE id = $1 AND org_id = $2 AND accepted_at IS NULL AND revoked_at IS NULL")
+        .bind(id.0)
+        .bind(actor.org().0)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or_else(|| ControlError::not_found("No such pending invitation."))?;
+    let email: String = row.try_get(0)?;
+    let role = parse_role(&row.try_get::<String, _>(1)?)?;
+    if role == Role::Owner {
+        actor.authorize::<ManageOwners>()?;
+    }
+    sqlx::query("UPDATE invites SET revoked_at = $1 WHERE id = $2")
+        .bind(now.0)
+        .bind(id.0)
+        .execute(tx.conn())
+        .await?;
+    audit::append(&mut tx, &actor.audit_actor(), Event::new(actor.org(), AuditAction::InviteRevoked, format!("invite:{}", id.0), json!({ "email": email })), now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+struct PendingInvite {
+    id: i64,
+    org: OrgId,
+    org_name: String,
+    email: String,
+    role: Role,
+    expires_at: Timestamp,
+}
+
+async fn find_invite(conn: &mut sqlx::AnyConnection, token: &str, now: Timestamp) -> Result<PendingInvite, ControlError> {
+    let row = sqlx::query(
+        "SELECT i.id, i.org_id, o.name, i.email, i.role, i.expires_at, i.accepted_at, i.revoked_at \
+         FROM invites i JOIN orgs o ON o.id = i.org_id WHERE i.token_hash = $1",
+    )
+    .bind(token_hash("invite", token))
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| ControlError::not_found("This invitation link is not valid. Ask for a new one."))?;
+    let accepted: Option<i64> = row.try_get(6)?;
+    let revoked: Option<i64> = row.try_get(7)?;
+    let expires_at = Timestamp(row.try_get(5)?);
+    if accepted.is_some() {
+        return Err(ControlError::conflict("This invitation has already been used."));
+    }
+    if revoked.is_some() {
+        return Err(ControlError::conflict("This invitation was revoked. Ask for a new one."));
+    }
+    if expires_at <= now {
+        return Err(ControlError::conflict("This invitation has expired. Ask for a new one."));
+    }
+    Ok(PendingInvite {
+        id: row.try_get(0)?,
+        org: OrgId(row.try_get(1)?),
+        org_name: row.try_get(2)?,
+        email: row.try_get(3)?,
+        role: parse_role(&row.try_get::<String, _>(4)?)?,
+        expires_at,
+    })
+}
+
+/// What the holder of an invitation link sees before accepting.
+pub async fn preview_invite(store: &Store, token: &str, now: Timestamp) -> Result<InvitePreview, ControlError> {
+    let mut conn = store.pool().acquire().await?;
+    let invite = find_invite(&mut conn, token, now).await?;
+    let exists: i64 = sqlx::query("SELECT COUNT(*) FROM users WHERE email = $1")
+        .bind(&invite.email)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+    Ok(InvitePreview {
+        org_name: invite.org_name,
+        email: invite.email,
+        role: invite.role,
+        expires_at: invite.expires_at,
+        account_exists: exists > 0,
+    })
+}
+
+async fn finish_accept(tx: &mut Tx, invite: &PendingInvite, user: UserId, actor: &AuditActor, now: Timestamp) -> Result<(), ControlError> {
+    // Single use even under a race: only one UPDATE can flip accepted_at.
+    let flipped = sqlx::query("UPDATE invites SET accepted_at = $1, accepted_by = $2 WHERE id = $3 AND accepted_at IS NULL AND revoked_at IS NULL")
+        .bind(now.0)
+        .bind(user.0)
+        .bind(invite.id)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+    if flipped != 1 {
+        return Err(ControlError::conflict("This invitation has already been used."));
+    }
+    insert_membership(tx, invite.org, user, invite.role, now).await?;
+    audit::append(
+        tx,
+        actor,
+        Event::new(invite.org, AuditAction::InviteAccepted, format!("user:{}", user.0), json!({ "invite": invite.id, "email": invite.email, "role": invite.role.as_str() })),
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Accepts an invitation by creating the invited account.
+pub async fn accept_invite_new_account(
+    store: &Store,
+    token: &str,
+    password: SecretString,
+    meta: &RequestMeta,
+    now: Timestamp,
+) -> Result<(UserId, OrgId), ControlError> {
+    let invite = {
+        let mut conn = store.pool().acquire().await?;
+        find_invite(&mut conn, token, now).await?
+    };
+    password::validate_new(password.expose_secret(), &invite.email)?;
+    let hash = password::hash(password).await?;
+    let mut tx = store.begin().await?;
+    let invite = find_invite(tx.conn(), token, now).await?;
+    let user = insert_user(&mut tx, &invite.email, &hash, now)
+        .await
+        .map_err(|e| match e {
+            ControlError::Conflict(_) => ControlError::conflict("An account with this email already exists: sign in to accept."),
+            e => e,
+        })?;
+    let actor = AuditActor {
+        user: Some(user),
+        label: invite.email.clone(),
+        ip: meta.ip.clone(),
+        user_agent: meta.user_agent.clone(),
+    };
+    audit::append(&mut tx, &actor, Event::new(invite.org, AuditAction::UserCreated, format!("user:{}", user.0), json!({ "email": invite.email })), now).await?;
+    finish_accept(&mut tx, &invite, user, &actor, now).await?;
+    tx.commit().await?;
+    Ok((user, invite.org))
+}
+
+/// Accepts an invitation as a signed-in user whose email matches it.
+pub async fn accept_invite_signed_in(
+    store: &Store,
+    token: &str,
+    user: UserId,
+    meta: &RequestMeta,
+    now: Timestamp,
+) -> Result<OrgId, ControlError> {
+    let mut tx = store.begin().await?;
+    let invite = find_invite(tx.conn(), token, now).await?;
+    let email: String = sqlx::query("SELECT email FROM users WHERE id = $1")
+        .bind(user.0)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or_else(|| ControlError::Unauthenticated("Please sign in.".into()))?
+        .try_get(0)?;
+    if email != invite.email {
+        return Err(ControlError::forbidden(format!(
+            "This invitation is for {}. Sign in with that account to accept it.",
+            invite.email
+        )));
+    }
+    let actor = AuditActor {
+        user: Some(user),
+        label: email,
+        ip: meta.ip.clone(),
+        user_agent: meta.user_agent.clone(),
+    };
+    finish_accept(&mut tx, &invite, user, &actor, now).await?;
+    tx.commit().await?;
+    Ok(invite.org)
+}
+
+async fn member_role(tx: &mut Tx, org: OrgId, user: UserId) -> Result<(Role, String), ControlError> {
+    let row = sqlx::query("SELECT m.role, u.email FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND m.user_id = $2")
+        .bind(org.0)
+        .bind(user.0)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or_else(|| ControlError::not_found("No such member in this organisation."))?;
+    Ok((parse_role(&row.try_get::<String, _>(0)?)?, row.try_get(1)?))
+}
+
+async fn owner_count(tx: &mut Tx, org: OrgId) -> Result<i64, ControlError> {
+    Ok(sqlx::query("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'")
+        .bind(org.0)
+        .fetch_one(tx.conn())
+        .await?
+        .try_get(0)?)
+}
+
+fn require_owner_for(actor: &Actor, current: Role, new: Option<Role>) -> Result<(), ControlError> {
+    if current == Role::Owner || new == Some(Role::Owner) {
+        actor.authorize::<ManageOwners>()?;
+    }
+    Ok(())
+}
+
+pub async fn change_role(auth: &Authorized<'_, ManageMembers>, user: UserId, role: Role, now: Timestamp) -> Result<(), ControlError> {
+    let actor = auth.actor();
+    let mut tx = auth.store().begin().await?;
+    actor.recheck::<ManageMembers>(&mut tx).await?;
+    let (current, email) = member_role(&mut tx, actor.org(), user).await?;
+    require_owner_for(actor, current, Some(role))?;
+    if current == role {
+        return Ok(());
+    }
+    if current == Role::Owner && owner_count(&mut tx, actor.org()).await? <= 1 {
+        return Err(ControlError::conflict("The last Owner cannot be demoted. Make someone else an Owner first."));
+    }
+    sqlx::query("UPDATE memberships SET role = $1 WHERE org_id = $2 AND user_id = $3")
+        .bind(role.as_str())
+        .bind(actor.org().0)
+        .bind(user.0)
+        .execute(tx.conn())
+        .await?;
+    audit::append(
+        &mut tx,
+        &actor.audit_actor(),
+        Event::new(actor.org(), AuditAction::RoleChanged, format!("user:{}", user.0), json!({ "email": email, "from": current.as_str(), "to": role.as_str() })),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn remove_member(auth: &Authorized<'_, ManageMembers>, user: UserId, now: Timestamp) -> Result<(), ControlError> {
+    let actor = auth.actor();
+    let mut tx = auth.store().begin().await?;
+    actor.recheck::<ManageMembers>(&mut tx).await?;
+    let (current, email) = member_role(&mut tx, actor.org(), user).await?;
+    require_owner_for(actor, current, None)?;
+    if current == Role::Owner && owner_count(&mut tx, actor.org()).await? <= 1 {
+        return Err(ControlError::conflict("The last Owner cannot be removed."));
+    }
+    sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+        .bind(actor.org().0)
+        .bind(user.0)
+        .execute(tx.conn())
+        .await?;
+    audit::append(
+        &mut tx,
+        &actor.audit_actor(),
+        Event::new(actor.org(), AuditAction::MemberRemoved, format!("user:{}", user.0), json!({ "email": email, "role": current.as_str() })),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! Plain types shared by the server and the wasm front end: ids, roles, time
+//! stamps and the view structs the UI renders. Nothing here can touch the
+//! database or carry a secret.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = std::num::ParseIntError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.trim().parse().map(Self)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An organisation (tenant). Every resource belongs to exactly one.
+    OrgId
+);
+id_type!(
+    /// A person who can sign in.
+    UserId
+);
+id_type!(
+    /// A pending invitation to join an organisation.
+    InviteId
+);
+
+/// Milliseconds since the Unix epoch, UTC. Stored as a 64-bit integer on both
+/// database backends so that comparisons and hashing never depend on a
+/// dialect's time type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn plus_secs(self, secs: i64) -> Self {
+        Self(self.0.saturating_add(secs.saturating_mul(1000)))
+    }
+
+    /// `YYYY-MM-DD HH:MM UTC`, computed without a time library so it also
+    /// works in the browser.
+    pub fn display_utc(self) -> String {
+        let secs = self.0.div_euclid(1000);
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60)
+    }
+}
+
+#[cfg(feature = "server")]
+impl Timestamp {
+    pub fn now() -> Self {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A member's role inside one organisation, strongest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+    Viewer,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Owner, Role::Admin, Role::Member, Role::Viewer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Owner => "Owner",
+            Role::Admin => "Admin",
+            Role::Member => "Member",
+            Role::Viewer => "Viewer",
+        }
+    }
+
+    /// Higher is stronger.
+    pub fn rank(self) -> u8 {
+        match self {
+            Role::Owner => 3,
+            Role::Admin => 2,
+            Role::Member => 1,
+            Role::Viewer => 0,
+        }
+    }
+
+    /// Owners and Admins manage members, invitations and destructive actions.
+    pub fn manages_members(self) -> bool {
+        self.rank() >= Role::Admin.rank()
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role `{0}`: expected owner, admin, member or viewer")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "owner" => Ok(Role::Owner),
+            "admin" => Ok(Role::Admin),
+            "member" => Ok(Role::Member),
+            "viewer" => Ok(Role::Viewer),
+            _ => Err(UnknownRole(s.chars().take(32).collect())),
+        }
+    }
+}
+
+/// An organisation as seen by one of its members.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgView {
+    pub id: OrgId,
+    pub name: String,
+    pub role: Role,
+}
+
+/// The signed-in person and the organisation they are working in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    pub user_id: UserId,
+    pub email: String,
+    pub org: OrgView,
+    pub orgs: Vec<OrgView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub user_id: UserId,
+    pub email: String,
+    pub role: Role,
+    pub joined_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteView {
+    pub id: InviteId,
+    pub email: String,
+    pub role: Role,
+    pub invited_by: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// An invitation as shown to the person who holds its link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitePreview {
+    pub org_name: String,
+    pub email: String,
+    pub role: Role,
+    pub expires_at: Timestamp,
+    /// Whether an account with the invited email already exists.
+    pub account_exists: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamView {
+    pub members: Vec<MemberView>,
+    pub invites: Vec<InviteView>,
+    /// Whether the viewer may manage members (Owner or Admin).
+    pub can_manage: bool,
+    /// Whether the viewer may create or change Owners.
+    pub can_manage_owners: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// Opaque handle (a prefix of the stored hash), never the session id.
+    pub handle: String,
+    pub created_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub ip: String,
+    pub user_agent: String,
+    pub current: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEventView {
+    pub seq: i64,
+    pub at: Timestamp,
+    pub actor: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub action: String,
+    pub target: String,
+    pub details: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainReport {
+    pub events_checked: i64,
+    /// The first sequence number whose row does not match the chain, if any.
+    pub first_broken_seq: Option<i64>,
+}
+
+impl ChainReport {
+    pub fn intact(&self) -> bool {
+        self.first_broken_seq.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_render_in_utc() {
+        assert_eq!(Timestamp(0).display_utc(), "1970-01-01 00:00 UTC");
+        assert_eq!(Timestamp(1_795_305_600_000).display_utc(), "2026-11-22 00:00 UTC");
+        assert_eq!(Timestamp(951_782_400_000).display_utc(), "2000-02-29 00:00 UTC");
+    }
+
+    #[test]
+    fn roles_parse_and_rank() {
+        assert_eq!("Admin".parse::<Role>(), Ok(Role::Admin));
+        assert!("root".parse::<Role>().is_err());
+        assert!(Role::Owner.manages_members() && Role::Admin.manages_members());
+        assert!(!Role::Member.manages_members() && !Role::Viewer.manages_members());
+    }
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The whole check, as CI runs it: format, lints, Rust tests against PostgreSQL,
+# a debug site build, then the browser tests. Stops at the first failing step.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+# npm's tailwindcss and wasm-opt must come first: otherwise cargo-leptos tries
+# to download its own copies (no GitHub access here) or finds Debian's broken
+# wasm-opt.
+export PATH="$PWD/node_modules/.bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+# shellcheck source=scripts/pg.sh
+. scripts/pg.sh
+
+STEP_NAMES=()
+STEP_SECS=()
+TOTAL_START=$SECONDS
+LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/pilothouse-test.XXXXXX")
+
+on_exit() {
+	pg_cleanup
+	rm -rf "$LOG_DIR"
+}
+
+fmt_secs() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+
+summary() {
+	local i
+	printf '\nstep durations:\n'
+	for i in "${!STEP_NAMES[@]}"; do
+		printf '  %-24s %s\n' "${STEP_NAMES[$i]}" "$(fmt_secs "${STEP_SECS[$i]}")"
+	done
+}
+
+# step NAME COMMAND [ARG...]: runs in this shell (pg_setup's exports must stick).
+step() {
+	local name=$1 start=$SECONDS rc=0
+	shift
+	printf '\n==> [%s] %s: %s\n' "$(date +%H:%M:%S)" "$name" "$*"
+	"$@" || rc=$?
+	STEP_NAMES+=("$name")
+	STEP_SECS+=($((SECONDS - start)))
+	if ((rc != 0)); then
+		summary
+		printf '\nFAILED at step "%s" (exit %d) after %s\n' "$name" "$rc" "$(fmt_secs $((SECONDS - TOTAL_START)))"
+		exit "$rc"
+	fi
+}
+
+# logged LOG COMMAND [ARG...]: shows the output and keeps a copy for counting.
+logged() {
+	local log=$1
+	shift
+	"$@" 2>&1 | tee "$LOG_DIR/$log"
+}
+
+# Sums "N passed" and "N failed" over the matching result lines of a log.
+count() {
+	sed -E 's/\x1b\[[0-9;]*m//g' "$LOG_DIR/$1" | grep -E "$2" |
+		sed -nE 's/.* ([0-9]+) passed[;,] ([0-9]+) failed.*/\1 \2/p' |
+		awk '{ p += $1; f += $2 } END { printf "%d %d\n", p, f }'
+}
+
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+step "fmt" cargo fmt --all -- --check
+step "clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "postgres" pg_setup
+step "cargo test" logged cargo-test.log cargo test --workspace
+step "site build" cargo leptos build
+step "browser tests" logged e2e.log node end2end/run.mjs
+pg_cleanup
+
+read -r rust_passed rust_failed < <(count cargo-test.log '^test result: ')
+read -r e2e_passed e2e_failed < <(count e2e.log '^[0-9]+ passed, [0-9]+ failed$')
+summary
+printf '\nall %d steps passed in %s (Rust tests: %d passed, browser tests: %d passed)\n' \
+	"${#STEP_NAMES[@]}" "$(fmt_secs $((SECONDS - TOTAL_START)))" "$rust_passed" "$e2e_passed"
+printf 'total: %d passed, %d failed\n' $((rust_passed + e2e_passed)) $((rust_failed + e2e_failed))

@@ -1,0 +1,139 @@
+//! Configuration: defaults, then a TOML file, then `PILOTHOUSE_*` environment
+//! variables (`__` separates nested keys), then command-line flags. A secret
+//! can also come from a file named by its `*_FILE` variable (for example
+//! `PILOTHOUSE_DATABASE_URL_FILE`), so it never has to sit in the environment.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// Where the SQLite database and other local state live.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; defaults to SQLite in `data_dir`.
+    pub database_url: Option<SecretString>,
+    /// Address of the dashboard's HTTP listener.
+    pub listen: SocketAddr,
+    /// The dashboard's public base URL (used in invitation links and to
+    /// decide whether cookies are `Secure`). Defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed. Empty: none.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Directory holding the built site (pkg/, favicon.ico). Found next to
+    /// the binary when unset.
+    pub site_root: Option<PathBuf>,
+    /// Upper bound for request bodies, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Serialize)]
+struct Defaults {
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    trusted_proxies: Vec<IpAddr>,
+    max_body_bytes: usize,
+}
+
+/// Values given on the command line; `None` leaves lower layers in force.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("cannot read {var} file {path}: {source}")]
+    SecretFile {
+        var: String,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+const SECRET_KEYS: &[&str] = &["database_url"];
+
+impl Config {
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        let defaults = Defaults {
+            data_dir: PathBuf::from("./data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 64 * 1024,
+        };
+        let mut figment = Figment::from(Serialized::defaults(defaults));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        // DATABASE_URL is the conventional name; the prefixed one wins.
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            figment = figment.merge(Serialized::default("database_url", url));
+        }
+        figment = figment.merge(Env::prefixed("PILOTHOUSE_").split("__").ignore(&["config"]).filter(|k| !k.as_str().ends_with("_file")));
+        for key in SECRET_KEYS {
+            let var = format!("PILOTHOUSE_{}_FILE", key.to_ascii_uppercase());
+            if let Ok(path) = std::env::var(&var) {
+                let value = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
+                    var: var.clone(),
+                    path: path.clone(),
+                    source,
+                })?;
+                figment = figment.merge(Serialized::default(key, value.trim().to_string()));
+            }
+        }
+        figment = figment.merge(Serialized::defaults(overrides));
+        figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    /// The database URL to use (never logged).
+    pub fn database_url(&self) -> SecretString {
+        match &self.database_url {
+            Some(url) if !url.expose_secret().is_empty() => url.clone(),
+            _ => SecretString::from(control::store::Store::sqlite_url(&self.data_dir)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_files_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pilothouse.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:4000\"\nmax_body_bytes = 1000\n").unwrap();
+        let c = Config::load(Some(&file), Overrides::default()).unwrap();
+        assert_eq!(c.listen.port(), 4000);
+        assert_eq!(c.max_body_bytes, 1000);
+        let c = Config::load(
+            Some(&file),
+            Overrides {
+                listen: Some("127.0.0.1:5000".parse().unwrap()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 5000);
+    }
+
+    #[test]
+    fn bad_values_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "listen = \"not an address\"\n").unwrap();
+        let err = Config::load(Some(&file), Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+}

@@ -1,0 +1,261 @@
+//! The `pilothouse` server: configuration, start-up, the HTTP router (UI,
+//! server functions, health) and background jobs.
+//!
+//! [`Application::build`] opens the store (applying migrations), opens the
+//! first-run setup gate and binds the listener; [`Application::run_until_stopped`]
+//! serves until the process is told to stop. Tests build it on port 0.
+
+pub mod config;
+pub mod http;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::context::AppState;
+use app::{shell, App};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use control::accounts::SetupGate;
+use control::sessions::DbSessionStore;
+use control::store::Store;
+use leptos::config::LeptosOptions;
+use leptos::prelude::provide_context;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+
+pub use config::{Config, Overrides};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] control::StoreError),
+    #[error("cannot read the database: {0}")]
+    Control(#[from] control::ControlError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    store: Store,
+    addr: SocketAddr,
+    public_url: String,
+}
+
+#[derive(Clone)]
+struct Health {
+    store: Store,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Application, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let store = Store::connect(config.database_url().expose_secret()).await?;
+        tracing::info!(backend = store.backend().name(), "database ready, migrations applied");
+        control::password::warm_up();
+
+        let listener = TcpListener::bind(config.listen).await.map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"))
+            .trim_end_matches('/')
+            .to_string();
+
+        let (gate, code) = SetupGate::open(&store).await?;
+        if let Some(code) = code {
+            // The operator reads the code here; it is good for this process only.
+            tracing::warn!(
+                "no account exists yet: open {public_url}/setup and enter the one-time setup code: {}",
+                code.expose_secret()
+            );
+            eprintln!("setup code: {}", code.expose_secret());
+        }
+
+        let state = AppState {
+            store: store.clone(),
+            setup: Arc::new(gate),
+            public_url: public_url.clone(),
+        };
+        let edge = http::EdgeConfig {
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+            public_origin: origin_of(&public_url),
+            tls: public_url.starts_with("https://"),
+        };
+        let router = router(&config, state, edge, addr);
+        Ok(Application {
+            listener,
+            router,
+            store,
+            addr,
+            public_url,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until SIGINT/SIGTERM, then finishes in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let sessions = DbSessionStore::new(self.store.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                if let Err(e) = sessions.delete_expired(control::Timestamp::now()).await {
+                    tracing::warn!(error = %e, "could not delete expired sessions");
+                }
+            }
+        });
+        tracing::info!("listening on http://{}", self.addr);
+        axum::serve(
+            self.listener,
+            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+    }
+}
+
+fn origin_of(url: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url[scheme_end..].find('/') {
+        Some(i) => url[..scheme_end + i].to_string(),
+        None => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Where the built site (pkg/, favicon) is: configured, then `LEPTOS_SITE_ROOT`,
+/// then `site/` next to the binary or one level up (the layout of `target/`),
+/// then `target/site` under the working directory.
+pub fn find_site_root(configured: Option<&Path>) -> PathBuf {
+    if let Some(p) = configured {
+        return p.to_path_buf();
+    }
+    if let Ok(p) = std::env::var("LEPTOS_SITE_ROOT") {
+        return PathBuf::from(p);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            for candidate in [dir.join("site"), dir.join("../site")] {
+                if candidate.join("pkg").is_dir() {
+                    return candidate;
+                }
+            }
+        }
+    }
+    PathBuf::from("target/site")
+}
+
+fn router(config: &Config, state: AppState, edge: http::EdgeConfig, addr: SocketAddr) -> Router {
+    let site_root = find_site_root(config.site_root.as_deref());
+    let options = LeptosOptions::builder()
+        .output_name("pilothouse")
+        .site_root(site_root.display().to_string())
+        .site_pkg_dir("pkg")
+        .site_addr(addr)
+        .build();
+    let routes = generate_route_list(App);
+    let context = {
+        let state = state.clone();
+        move || provide_context(state.clone())
+    };
+    let sessions = SessionManagerLayer::new(DbSessionStore::new(state.store.clone()))
+        .with_name("pilothouse_session")
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(edge.tls)
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(time::Duration::seconds(control::sessions::IDLE_SECS)));
+    let health = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Health {
+            store: state.store.clone(),
+        });
+    let ui: Router = Router::new()
+        .leptos_routes_with_context(&options, routes, context.clone(), {
+            let options = options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler_with_context(context, shell))
+        .with_state(options);
+    ui.layer(axum::middleware::from_fn(http::server_fn_errors))
+        .layer(sessions)
+        .merge(health)
+        .layer(axum::middleware::from_fn_with_state(edge.clone(), http::same_origin))
+        .layer(axum::middleware::from_fn_with_state(edge, http::edge))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok")
+}
+
+async fn readyz(State(h): State<Health>) -> impl IntoResponse {
+    match h.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `pilothouse`: serve the control plane, or administer it from the shell.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use control::{ControlError, Role};
+use secrecy::{ExposeSecret, SecretString};
+use server::{Application, Config, Overrides};
+
+#[derive(Parser)]
+#[command(name = "pilothouse", version, about = "Pilothouse: a self-hostable control plane for server fleets")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the dashboard.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on (default 127.0.0.1:3000).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Administer accounts from the shell.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a user (and the organisation if missing). The password is read from stdin.
+    AddUser {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_name = "NAME")]
+        org: String,
+        #[arg(long, value_name = "EMAIL")]
+        email: String,
+        #[arg(long, value_name = "ROLE", value_parser = parse_role)]
+        role: Role,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Configuration file (TOML).
+    #[arg(long, value_name = "FILE", env = "PILOTHOUSE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for local data (default ./data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// sqlite://... or postgres://... (default: SQLite in the data directory).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse().map_err(|e: control::types::UnknownRole| e.to_string())
+}
+
+impl Common {
+    fn load(self, listen: Option<SocketAddr>) -> Result<Config, String> {
+        Config::load(
+            self.config.as_deref(),
+            Overrides {
+                data_dir: self.data_dir,
+                database_url: self.database_url,
+                listen,
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pilothouse: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve { common, listen } => {
+            let config = match common.load(listen) {
+                Ok(c) => c,
+                Err(e) => return usage_error(&e),
+            };
+            let app = match Application::build(config).await {
+                Ok(app) => app,
+                Err(e) => {
+                    eprintln!("pilothouse: cannot start: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match app.run_until_stopped().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pilothouse: server error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Admin {
+            command: AdminCommand::AddUser { common, org, email, role },
+        } => {
+            let config = match common.load(None) {
+                Ok(c) => c,
+                Err(e) => return usage_error(&e),
+            };
+            let mut input = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+                return usage_error(&format!("cannot read the password from stdin: {e}"));
+            }
+            let password = SecretString::from(input.trim_end_matches(['\r', '\n']).to_string());
+            if password.expose_secret().is_empty() {
+                return usage_error("no password on stdin: pipe the new user's password in.");
+            }
+            if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+                eprintln!("pilothouse: cannot create {}: {e}", config.data_dir.display());
+                return ExitCode::FAILURE;
+            }
+            let store = match control::store::Store::connect(config.database_url().expose_secret()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("pilothouse: cannot open the database: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = control::accounts::add_user_cli(&store, &org, &email, role, password, control::Timestamp::now()).await;
+            store.close().await;
+            match result {
+                Ok((user, org_id)) => {
+                    println!("created user {} ({email}) as {role} in organisation {org} ({})", user.0, org_id.0);
+                    ExitCode::SUCCESS
+                }
+                Err(e @ (ControlError::Invalid(_) | ControlError::Conflict(_))) => usage_error(&e.to_string()),
+                Err(e) => {
+                    eprintln!("pilothouse: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("pilothouse: {message}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,66 @@
+//! Spawns the real server on port 0 with a fresh database and gives tests a
+//! cookie-keeping HTTP client per person.
+
+#![allow(dead_code)]
+
+use control::accounts;
+use control::testing::TestDb;
+use control::{OrgId, Role, Timestamp, UserId};
+use reqwest::redirect::Policy;
+use secrecy::SecretString;
+use server::{Application, Config, Overrides};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct TestApp {
+    pub addr: String,
+    pub db: TestDb,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn spawn(db: TestDb) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(
+            None,
+            Overrides {
+                data_dir: Some(dir.path().to_path_buf()),
+                database_url: Some(db.url.clone()),
+                listen: Some("127.0.0.1:0".parse().unwrap()),
+            },
+        )
+        .unwrap();
+        let app = Application::build(config).await.expect("the server starts");
+        let addr = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        TestApp { addr, db, dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.addr)
+    }
+
+    /// A browser-like client: keeps cookies, does not follow redirects.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().unwrap()
+    }
+
+    pub async fn add_user(&self, org: &str, email: &str, role: Role) -> (UserId, OrgId) {
+        accounts::add_user_cli(&self.db.store, org, email, role, SecretString::from(PASSWORD), Timestamp::now())
+            .await
+            .unwrap()
+    }
+
+    /// Calls a server function with form fields.
+    pub async fn call(&self, client: &reqwest::Client, endpoint: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        client.post(self.url(&format!("/api/{endpoint}"))).form(form).send().await.unwrap()
+    }
+
+    /// A client signed in as `email`.
+    pub async fn signed_in(&self, email: &str) -> reqwest::Client {
+        let client = self.client();
+        let res = self.call(&client, "login", &[("email", email), ("password", PASSWORD)]).await;
+        assert!(res.status().is_success() || res.status().is_redirection(), "login of {email}: {}", res.status());
+        client
+    }
+}

@@ -1,0 +1,207 @@
+//! The role matrix: every server function and page of the dashboard, called
+//! as Owner, Admin, Member, Viewer, anonymous, and as the Owner of another
+//! organisation, with the outcome each must get.
+
+mod helpers;
+
+use control::testing::TestDb;
+use control::Role;
+use helpers::TestApp;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Anonymous,
+    OtherOrg,
+    Viewer,
+    Member,
+    Admin,
+    Owner,
+}
+
+const EVERYONE: [Who; 6] = [Who::Anonymous, Who::OtherOrg, Who::Viewer, Who::Member, Who::Admin, Who::Owner];
+
+async fn role_matrix(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let (_, acme) = app.add_user("Acme", "owner@example.com", Role::Owner).await;
+    app.add_user("Acme", "admin@example.com", Role::Admin).await;
+    app.add_user("Acme", "member@example.com", Role::Member).await;
+    app.add_user("Acme", "viewer@example.com", Role::Viewer).await;
+    let (target, _) = app.add_user("Acme", "target@example.com", Role::Member).await;
+    let (gone_a, _) = app.add_user("Acme", "gone-a@example.com", Role::Member).await;
+    let (gone_o, _) = app.add_user("Acme", "gone-o@example.com", Role::Member).await;
+    app.add_user("Globex", "stranger@example.com", Role::Owner).await;
+
+    let mut clients = Vec::new();
+    for who in EVERYONE {
+        let client = match who {
+            Who::Anonymous => app.client(),
+            Who::OtherOrg => app.signed_in("stranger@example.com").await,
+            Who::Viewer => app.signed_in("viewer@example.com").await,
+            Who::Member => app.signed_in("member@example.com").await,
+            Who::Admin => app.signed_in("admin@example.com").await,
+            Who::Owner => app.signed_in("owner@example.com").await,
+        };
+        clients.push((who, client));
+    }
+
+    // Pages: members see them, anonymous visitors are sent to /login.
+    for path in ["/", "/servers", "/approvals", "/audit", "/team", "/settings"] {
+        for (who, c) in &clients {
+            let res = c.get(app.url(path)).send().await.unwrap();
+            let expected = if *who == Who::Anonymous { 302 } else { 200 };
+            assert_eq!(res.status(), expected, "GET {path} as {who:?}");
+            if *who == Who::OtherOrg {
+                let html = res.text().await.unwrap();
+                assert!(!html.contains("owner@example.com") && !html.contains("Acme"), "GET {path} as {who:?} leaks Acme");
+            }
+        }
+    }
+    // The team page offers management only to Owners and Admins.
+    for (who, c) in &clients {
+        let html = c.get(app.url("/team")).send().await.unwrap().text().await.unwrap();
+        let manages = html.contains("Send invitation") || html.contains("Change role");
+        let expected = matches!(who, Who::Admin | Who::Owner | Who::OtherOrg);
+        assert_eq!(manages, expected, "management controls on /team as {who:?}");
+    }
+
+    let target_id = target.0.to_string();
+    let acme_id = acme.0.to_string();
+    // Reads: any member 200, anonymous 401; the other org only ever sees its own data.
+    for (endpoint, form) in [
+        ("team", vec![]),
+        ("audit-events", vec![]),
+        ("my-sessions", vec![]),
+    ] {
+        for (who, c) in &clients {
+            let res = app.call(c, endpoint, &form).await;
+            let expected = if *who == Who::Anonymous { 401 } else { 200 };
+            assert_eq!(res.status(), expected, "{endpoint} as {who:?}");
+            let body = res.text().await.unwrap();
+            if *who == Who::OtherOrg {
+                assert!(!body.contains("owner@example.com"), "{endpoint} as {who:?} leaks Acme: {body}");
+            }
+        }
+    }
+    for (who, c) in &clients {
+        let res = app.call(c, "current-user", &[]).await;
+        assert_eq!(res.status(), 200, "current-user as {who:?}");
+        let body = res.text().await.unwrap();
+        assert_eq!(body == "null", *who == Who::Anonymous, "current-user as {who:?}: {body}");
+        let res = app.call(c, "setup-state", &[]).await;
+        assert_eq!(res.text().await.unwrap(), "\"Done\"");
+    }
+
+    // Writes. Each row: endpoint, form for a given caller, who may do it, and
+    // what the other org's Owner gets (their role allows it, but not here).
+    for (who, c) in &clients {
+        let email = format!("invitee-{who:?}@example.com").to_lowercase();
+        let res = app.call(c, "invite-member", &[("email", &email), ("role", "member")]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member => 403,
+            // The stranger invites into their own organisation; Acme is untouched.
+            Who::OtherOrg | Who::Admin | Who::Owner => 200,
+        };
+        assert_eq!(res.status(), expected, "invite-member as {who:?}");
+        let owner_invite = app.call(c, "invite-member", &[("email", "boss@example.com"), ("role", "owner")]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member | Who::Admin => 403,
+            Who::OtherOrg | Who::Owner => 200,
+        };
+        assert_eq!(owner_invite.status(), expected, "invite an owner as {who:?}");
+    }
+
+    for (who, c) in &clients {
+        let res = app.call(c, "change-role", &[("user_id", &target_id), ("role", "viewer")]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member => 403,
+            Who::OtherOrg => 404,
+            Who::Admin | Who::Owner => 200,
+        };
+        assert_eq!(res.status(), expected, "change-role as {who:?}");
+        let res = app.call(c, "change-role", &[("user_id", &target_id), ("role", "owner")]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member | Who::Admin => 403,
+            Who::OtherOrg => 404,
+            Who::Owner => 200,
+        };
+        assert_eq!(res.status(), expected, "promote to owner as {who:?}");
+        if *who == Who::Owner {
+            let res = app.call(c, "change-role", &[("user_id", &target_id), ("role", "member")]).await;
+            assert_eq!(res.status(), 200);
+        }
+    }
+
+    for (who, c) in &clients {
+        let victim = match who {
+            Who::Owner => gone_o.0.to_string(),
+            _ => gone_a.0.to_string(),
+        };
+        let res = app.call(c, "remove-member", &[("user_id", &victim)]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member => 403,
+            Who::OtherOrg => 404,
+            Who::Admin | Who::Owner => 200,
+        };
+        assert_eq!(res.status(), expected, "remove-member as {who:?}");
+    }
+
+    // Revoking Acme's pending invitations.
+    let owner_c = &clients.iter().find(|(w, _)| *w == Who::Owner).unwrap().1;
+    let team: serde_json::Value = app.call(owner_c, "team", &[]).await.json().await.unwrap();
+    let invites: Vec<i64> = team["invites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["role"] == "member")
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(invites.len(), 2, "{team}");
+    for (who, c) in &clients {
+        let id = if *who == Who::Owner { invites[1] } else { invites[0] }.to_string();
+        let res = app.call(c, "revoke-invite", &[("id", &id)]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member => 403,
+            Who::OtherOrg => 404,
+            Who::Admin | Who::Owner => 200,
+        };
+        assert_eq!(res.status(), expected, "revoke-invite as {who:?}");
+    }
+
+    for (who, c) in &clients {
+        let res = app.call(c, "switch-org", &[("org", &acme_id)]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::OtherOrg => 404,
+            _ => 200,
+        };
+        assert_eq!(res.status(), expected, "switch-org as {who:?}");
+        let res = app.call(c, "sign-out-others", &[]).await;
+        let expected = if *who == Who::Anonymous { 401 } else { 200 };
+        assert_eq!(res.status(), expected, "sign-out-others as {who:?}");
+        let res = app.call(c, "complete-setup", &[("code", "x"), ("org_name", "Evil"), ("email", "e@example.com"), ("password", "correct horse battery staple")]).await;
+        assert_eq!(res.status(), 409, "complete-setup as {who:?}");
+        let res = app.call(c, "accept-invite", &[("token", "not-a-token"), ("password", "correct horse battery staple")]).await;
+        assert_eq!(res.status(), 404, "accept-invite with a bad token as {who:?}");
+        let res = app.call(c, "invite-details", &[("token", "not-a-token")]).await;
+        assert_eq!(res.status(), 404, "invite-details with a bad token as {who:?}");
+    }
+
+    // Nothing the refused callers tried reached Acme's audit chain, and it is intact.
+    let audit = app.call(owner_c, "audit-events", &[]).await.text().await.unwrap();
+    assert!(!audit.contains("stranger@example.com"), "{audit}");
+    assert!(audit.contains("\"first_broken_seq\":null"), "{audit}");
+
+    for (who, c) in &clients {
+        let res = app.call(c, "logout", &[]).await;
+        assert_eq!(res.status(), 200, "logout as {who:?}");
+        assert_eq!(app.call(c, "team", &[]).await.status(), 401, "signed out as {who:?}");
+    }
+}
+
+control::both_backends!(role_matrix);
