@@ -1,3 +1,4 @@
+#![recursion_limit = "512"]
 //! The Pilothouse dashboard: routes, pages, components and server functions.
 //!
 //! Pages render on the server (async SSR, so redirects and status codes are

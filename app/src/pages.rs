@@ -46,10 +46,16 @@ pub fn LoginPage() -> impl IntoView {
         <Suspense>
             {move || Suspend::new(async move {
                 match state.await {
-                    (Ok(Installation::Open), _) => view! { <Redirect path="/setup" /> }.into_any(),
                     (_, Ok(Some(_))) => view! { <Redirect path="/" /> }.into_any(),
-                    _ => view! {
+                    (setup, _) => view! {
                         <AuthCard title="Sign in">
+                            {(setup == Ok(Installation::Open)).then(|| view! {
+                                <p data-testid="setup-hint" class="mb-4 rounded-md bg-sky-50 p-3 text-sm text-sky-900">
+                                    "First run: no account exists yet. "
+                                    <A href="/setup" attr:class="font-semibold underline">"Set up Pilothouse"</A>
+                                    " with the code from the server log."
+                                </p>
+                            })}
                             <ActionForm action=login attr:class="flex flex-col gap-4">
                                 <FormError action=login />
                                 <label class="field">

@@ -77,6 +77,7 @@ pub async fn team(auth: &Authorized<'_, ReadOrg>, now: Timestamp) -> Result<Team
 
 /// An invitation that was just created. The token is shown once, to the
 /// inviter, as a link; it is never stored or logged.
+#[derive(Debug)]
 pub struct NewInvite {
     pub id: InviteId,
     pub token: SecretString,

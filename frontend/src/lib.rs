@@ -1,3 +1,4 @@
+#![recursion_limit = "512"]
 //! The hydrate entry point: the wasm module that takes over the server-rendered
 //! dashboard in the browser.
 

@@ -12,17 +12,17 @@ async fn health_and_server_rendered_login(db: TestDb) {
     let c = app.client();
     assert_eq!(c.get(app.url("/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(c.get(app.url("/readyz")).send().await.unwrap().status(), 200);
-    // A fresh installation sends people to /setup.
-    let res = c.get(app.url("/login")).send().await.unwrap();
-    assert_eq!(res.status(), 302);
-    assert_eq!(res.headers()["location"], "/setup");
+    // A fresh installation points people to /setup.
+    let html = app.page(&c, "/login").await.text().await.unwrap();
+    assert!(html.contains("href=\"/setup\""), "{html}");
     app.add_user("Acme", "owner@example.com", Role::Owner).await;
 
-    let res = c.get(app.url("/login")).send().await.unwrap();
+    let res = app.page(&c, "/login").await;
     assert_eq!(res.status(), 200);
     let h = res.headers().clone();
     let html = res.text().await.unwrap();
     assert!(html.contains("name=\"email\"") && html.contains("name=\"password\"") && html.contains("Sign in"), "{html}");
+    assert!(!html.contains("href=\"/setup\""), "no setup hint once an account exists");
     let csp = h["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("'nonce-"), "{csp}");
     let nonce = csp.split("'nonce-").nth(1).unwrap().split('\'').next().unwrap();
@@ -32,9 +32,9 @@ async fn health_and_server_rendered_login(db: TestDb) {
     assert_eq!(h["referrer-policy"], "same-origin");
     assert!(h.get("strict-transport-security").is_none(), "no HSTS over plain HTTP");
 
-    let res = c.get(app.url("/no-such-page")).send().await.unwrap();
+    let res = app.page(&c, "/no-such-page").await;
     assert_eq!(res.status(), 404);
-    let res = c.get(app.url("/team")).send().await.unwrap();
+    let res = app.page(&c, "/team").await;
     assert_eq!(res.status(), 302, "signed-out visitors are sent to sign in");
     assert_eq!(res.headers()["location"], "/login");
 }
@@ -59,7 +59,7 @@ async fn login_failures_are_identical_then_throttled(db: TestDb) {
     assert_eq!(res.status(), 429, "the 21st attempt in an hour is refused, even with the right password");
     let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry > 3000 && retry <= 3600, "{retry}");
-    assert!(res.text().await.unwrap().contains("Too many attempts"));
+    assert!(res.text().await.unwrap().contains("Throttled"));
 }
 
 async fn bad_input_gets_clear_4xx(db: TestDb) {
@@ -131,7 +131,7 @@ async fn sessions_rotate_and_sign_out_everywhere_else(db: TestDb) {
     app.add_user("Acme", "owner@example.com", Role::Owner).await;
     // The session id changes at login (no fixation).
     let c = app.client();
-    let before = c.get(app.url("/login")).send().await.unwrap();
+    let before = app.page(&c, "/login").await;
     assert!(before.headers().get("set-cookie").is_none(), "no session for anonymous visitors");
     let res = app.call(&c, "login", &[("email", "owner@example.com"), ("password", PASSWORD)]).await;
     let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();

@@ -51,6 +51,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Loads a page as a browser does (asking for HTML).
+    pub async fn page(&self, client: &reqwest::Client, path: &str) -> reqwest::Response {
+        client.get(self.url(path)).header("accept", "text/html").send().await.unwrap()
+    }
+
     /// Calls a server function with form fields.
     pub async fn call(&self, client: &reqwest::Client, endpoint: &str, form: &[(&str, &str)]) -> reqwest::Response {
         client.post(self.url(&format!("/api/{endpoint}"))).form(form).send().await.unwrap()

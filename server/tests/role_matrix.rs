@@ -47,7 +47,7 @@ async fn role_matrix(db: TestDb) {
     // Pages: members see them, anonymous visitors are sent to /login.
     for path in ["/", "/servers", "/approvals", "/audit", "/team", "/settings"] {
         for (who, c) in &clients {
-            let res = c.get(app.url(path)).send().await.unwrap();
+            let res = app.page(c, path).await;
             let expected = if *who == Who::Anonymous { 302 } else { 200 };
             assert_eq!(res.status(), expected, "GET {path} as {who:?}");
             if *who == Who::OtherOrg {
@@ -58,7 +58,7 @@ async fn role_matrix(db: TestDb) {
     }
     // The team page offers management only to Owners and Admins.
     for (who, c) in &clients {
-        let html = c.get(app.url("/team")).send().await.unwrap().text().await.unwrap();
+        let html = app.page(c, "/team").await.text().await.unwrap();
         let manages = html.contains("Send invitation") || html.contains("Change role");
         let expected = matches!(who, Who::Admin | Who::Owner | Who::OtherOrg);
         assert_eq!(manages, expected, "management controls on /team as {who:?}");
