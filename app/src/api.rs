@@ -9,9 +9,12 @@ use crate::AppError;
 
 #[cfg(feature = "ssr")]
 fn parse<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, AppError> {
-    raw.trim()
-        .parse()
-        .map_err(|_| AppError::Invalid(format!("`{}` is not a valid {what}.", raw.chars().take(40).collect::<String>())))
+    raw.trim().parse().map_err(|_| {
+        AppError::Invalid(format!(
+            "`{}` is not a valid {what}.",
+            raw.chars().take(40).collect::<String>()
+        ))
+    })
 }
 
 /// The signed-in person, or `None` when signed out.
@@ -42,12 +45,22 @@ pub enum Installation {
 #[server(endpoint = "setup-state")]
 pub async fn setup_state() -> Result<Installation, AppError> {
     let cx = crate::context::cx().await?;
-    let open = cx.state.setup.is_open().await && control::accounts::setup_needed(&cx.state.store).await?;
-    Ok(if open { Installation::Open } else { Installation::Done })
+    let open =
+        cx.state.setup.is_open().await && control::accounts::setup_needed(&cx.state.store).await?;
+    Ok(if open {
+        Installation::Open
+    } else {
+        Installation::Done
+    })
 }
 
 #[server(endpoint = "complete-setup")]
-pub async fn complete_setup(code: String, org_name: String, email: String, password: String) -> Result<(), AppError> {
+pub async fn complete_setup(
+    code: String,
+    org_name: String,
+    email: String,
+    password: String,
+) -> Result<(), AppError> {
     use secrecy::SecretString;
     let cx = crate::context::cx().await?;
     let form = control::accounts::SetupForm {
@@ -56,7 +69,9 @@ pub async fn complete_setup(code: String, org_name: String, email: String, passw
         email,
         password: SecretString::from(password),
     };
-    let (user, org) = control::accounts::complete_setup(&cx.state.store, &cx.state.setup, form, &cx.meta, cx.now).await?;
+    let (user, org) =
+        control::accounts::complete_setup(&cx.state.store, &cx.state.setup, form, &cx.meta, cx.now)
+            .await?;
     cx.start_session(user, org).await?;
     leptos_axum::redirect("/");
     Ok(())
@@ -65,7 +80,14 @@ pub async fn complete_setup(code: String, org_name: String, email: String, passw
 #[server(endpoint = "login")]
 pub async fn login(email: String, password: String) -> Result<(), AppError> {
     let cx = crate::context::cx().await?;
-    let done = control::accounts::login(&cx.state.store, &email, secrecy::SecretString::from(password), &cx.meta, cx.now).await?;
+    let done = control::accounts::login(
+        &cx.state.store,
+        &email,
+        secrecy::SecretString::from(password),
+        &cx.meta,
+        cx.now,
+    )
+    .await?;
     cx.start_session(done.user, done.org).await?;
     leptos_axum::redirect("/");
     Ok(())
@@ -88,7 +110,9 @@ pub async fn switch_org(org: String) -> Result<(), AppError> {
     let (user, _) = cx.user().await?.ok_or_else(AppError::signed_out)?;
     let org = parse::<control::OrgId>(&org, "organisation")?;
     let actor = control::access::actor_in(&cx.state.store, user, org, cx.meta.clone()).await?;
-    cx.session.insert(control::sessions::keys::ORG, actor.org().0).await?;
+    cx.session
+        .insert(control::sessions::keys::ORG, actor.org().0)
+        .await?;
     leptos_axum::redirect("/");
     Ok(())
 }
@@ -110,7 +134,11 @@ pub async fn invite_member(email: String, role: String) -> Result<String, AppErr
     let auth = actor.authorize::<control::access::ManageMembers>()?;
     let role = parse::<control::Role>(&role, "role")?;
     let invite = control::team::invite(&auth, &email, role, cx.now).await?;
-    Ok(format!("{}/invite/{}", cx.state.public_url.trim_end_matches('/'), invite.token.expose_secret()))
+    Ok(format!(
+        "{}/invite/{}",
+        cx.state.public_url.trim_end_matches('/'),
+        invite.token.expose_secret()
+    ))
 }
 
 #[server(endpoint = "revoke-invite")]
@@ -156,7 +184,10 @@ pub async fn invite_details(token: String) -> Result<InviteInfo, AppError> {
         Some(_) => cx.actor().await.ok().map(|a| a.email().to_string()),
         None => None,
     };
-    Ok(InviteInfo { invite, signed_in_as })
+    Ok(InviteInfo {
+        invite,
+        signed_in_as,
+    })
 }
 
 /// Accepts an invitation: as the signed-in user, or by creating the invited
@@ -165,9 +196,14 @@ pub async fn invite_details(token: String) -> Result<InviteInfo, AppError> {
 pub async fn accept_invite(token: String, password: Option<String>) -> Result<(), AppError> {
     let cx = crate::context::cx().await?;
     let org = match cx.user().await? {
-        Some((user, _)) => control::team::accept_invite_signed_in(&cx.state.store, &token, user, &cx.meta, cx.now).await?,
+        Some((user, _)) => {
+            control::team::accept_invite_signed_in(&cx.state.store, &token, user, &cx.meta, cx.now)
+                .await?
+        }
         None => {
-            let password = password.ok_or_else(|| AppError::Invalid("Choose a password for your new account.".into()))?;
+            let password = password.ok_or_else(|| {
+                AppError::Invalid("Choose a password for your new account.".into())
+            })?;
             let (user, org) = control::team::accept_invite_new_account(
                 &cx.state.store,
                 &token,
@@ -180,7 +216,9 @@ pub async fn accept_invite(token: String, password: Option<String>) -> Result<()
             org
         }
     };
-    cx.session.insert(control::sessions::keys::ORG, org.0).await?;
+    cx.session
+        .insert(control::sessions::keys::ORG, org.0)
+        .await?;
     leptos_axum::redirect("/");
     Ok(())
 }

@@ -41,11 +41,15 @@ pub struct Cx {
 
 pub async fn cx() -> Result<Cx, AppError> {
     let state = use_context::<AppState>().ok_or(AppError::Internal)?;
-    let session: Session = leptos_axum::extract().await.map_err(|_| AppError::Internal)?;
+    let session: Session = leptos_axum::extract()
+        .await
+        .map_err(|_| AppError::Internal)?;
     let Extension(ClientIp(ip)) = leptos_axum::extract::<Extension<ClientIp>>()
         .await
         .unwrap_or(Extension(ClientIp(String::new())));
-    let headers: axum::http::HeaderMap = leptos_axum::extract().await.map_err(|_| AppError::Internal)?;
+    let headers: axum::http::HeaderMap = leptos_axum::extract()
+        .await
+        .map_err(|_| AppError::Internal)?;
     let ua = headers
         .get(axum::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())

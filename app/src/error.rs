@@ -54,10 +54,12 @@ impl FromServerFnError for AppError {
 
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         match value {
-            ServerFnErrorErr::Args(_) | ServerFnErrorErr::MissingArg(_) => {
-                AppError::Request("The form was incomplete or malformed. Reload the page and try again.".into())
+            ServerFnErrorErr::Args(_) | ServerFnErrorErr::MissingArg(_) => AppError::Request(
+                "The form was incomplete or malformed. Reload the page and try again.".into(),
+            ),
+            ServerFnErrorErr::Request(_) => {
+                AppError::Request("Could not reach the server. Check your connection.".into())
             }
-            ServerFnErrorErr::Request(_) => AppError::Request("Could not reach the server. Check your connection.".into()),
             _ => AppError::Internal,
         }
     }

@@ -6,7 +6,7 @@ use leptos_router::components::{Redirect, A};
 use leptos_router::hooks::use_params_map;
 
 use crate::api::*;
-use crate::ui::{SignedInUser, ErrorPanel, FormError};
+use crate::ui::{ErrorPanel, FormError, SignedInUser};
 
 #[component]
 pub fn NotFound() -> impl IntoView {
@@ -41,7 +41,10 @@ fn AuthCard(title: &'static str, children: Children) -> impl IntoView {
 #[component]
 pub fn LoginPage() -> impl IntoView {
     let login = ServerAction::<Login>::new();
-    let state = Resource::new(|| (), |_| async { (setup_state().await, current_user().await) });
+    let state = Resource::new(
+        || (),
+        |_| async { (setup_state().await, current_user().await) },
+    );
     view! {
         <Suspense>
             {move || Suspend::new(async move {
@@ -190,7 +193,10 @@ fn me() -> SignedInUser {
 }
 
 #[component]
-fn PageTitle(title: &'static str, #[prop(optional)] subtitle: Option<&'static str>) -> impl IntoView {
+fn PageTitle(
+    title: &'static str,
+    #[prop(optional)] subtitle: Option<&'static str>,
+) -> impl IntoView {
     view! {
         <div class="mb-6">
             <h1 class="text-2xl font-semibold tracking-tight">{title}</h1>
@@ -295,7 +301,14 @@ pub fn Team() -> impl IntoView {
     let remove = ServerAction::<RemoveMember>::new();
     let revoke = ServerAction::<RevokeInvite>::new();
     let data = Resource::new(
-        move || (invite.version().get(), change.version().get(), remove.version().get(), revoke.version().get()),
+        move || {
+            (
+                invite.version().get(),
+                change.version().get(),
+                remove.version().get(),
+                revoke.version().get(),
+            )
+        },
         |_| load_team(),
     );
     view! {
@@ -320,7 +333,9 @@ fn role_options(can_manage_owners: bool, selected: Role) -> impl IntoView {
     Role::ALL
         .into_iter()
         .filter(move |r| can_manage_owners || *r != Role::Owner)
-        .map(move |r| view! { <option value=r.as_str() selected=r == selected>{r.label()}</option> })
+        .map(
+            move |r| view! { <option value=r.as_str() selected=r == selected>{r.label()}</option> },
+        )
         .collect_view()
 }
 

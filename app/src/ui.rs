@@ -135,20 +135,16 @@ pub fn ErrorPanel(error: AppError) -> impl IntoView {
 /// The error of a form: from the action (with JavaScript) or from the
 /// `error` query parameter (plain form post redirected back).
 #[component]
-pub fn FormError<T: Send + Sync + Clone + 'static>(
-    action: ServerAction<T>,
-) -> impl IntoView
+pub fn FormError<T: Send + Sync + Clone + 'static>(action: ServerAction<T>) -> impl IntoView
 where
     T: leptos::server_fn::ServerFn<Error = AppError>,
     T::Output: Send + Sync + Clone + 'static,
 {
     let query = use_query_map();
-    let message = move || {
-        match action.value().get() {
-            Some(Err(e)) => Some(e.to_string()),
-            Some(Ok(_)) => None,
-            None => query.with(|q| q.get("error")),
-        }
+    let message = move || match action.value().get() {
+        Some(Err(e)) => Some(e.to_string()),
+        Some(Ok(_)) => None,
+        None => query.with(|q| q.get("error")),
     };
     view! {
         {move || {

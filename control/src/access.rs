@@ -196,7 +196,12 @@ pub async fn orgs_of(store: &Store, user: UserId) -> Result<Vec<OrgView>, Contro
 
 /// Builds the actor for a signed-in user working in `org` (or in their first
 /// organisation when `org` is `None` or no longer theirs).
-pub async fn actor(store: &Store, user: UserId, org: Option<OrgId>, meta: RequestMeta) -> Result<Actor, ControlError> {
+pub async fn actor(
+    store: &Store,
+    user: UserId,
+    org: Option<OrgId>,
+    meta: RequestMeta,
+) -> Result<Actor, ControlError> {
     let email: Option<String> = sqlx::query("SELECT email FROM users WHERE id = $1")
         .bind(user.0)
         .fetch_optional(store.pool())
@@ -211,7 +216,9 @@ pub async fn actor(store: &Store, user: UserId, org: Option<OrgId>, meta: Reques
         .and_then(|id| orgs.iter().find(|o| o.id == id))
         .or_else(|| orgs.first())
         .cloned()
-        .ok_or_else(|| ControlError::forbidden("Your account is not a member of any organisation."))?;
+        .ok_or_else(|| {
+            ControlError::forbidden("Your account is not a member of any organisation.")
+        })?;
     Ok(Actor {
         store: store.clone(),
         user,
@@ -223,7 +230,12 @@ pub async fn actor(store: &Store, user: UserId, org: Option<OrgId>, meta: Reques
 
 /// Like [`actor`] but only for an organisation the user is a member of:
 /// switching to anyone else's organisation is refused, not silently redirected.
-pub async fn actor_in(store: &Store, user: UserId, org: OrgId, meta: RequestMeta) -> Result<Actor, ControlError> {
+pub async fn actor_in(
+    store: &Store,
+    user: UserId,
+    org: OrgId,
+    meta: RequestMeta,
+) -> Result<Actor, ControlError> {
     let actor = actor(store, user, Some(org), meta).await?;
     if actor.org() == org {
         Ok(actor)

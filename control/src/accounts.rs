@@ -45,7 +45,9 @@ pub fn normalize_email(raw: &str) -> Result<String, ControlError> {
         None => false,
     };
     if !valid {
-        return Err(ControlError::invalid("Enter a valid email address, like name@example.com."));
+        return Err(ControlError::invalid(
+            "Enter a valid email address, like name@example.com.",
+        ));
     }
     Ok(email)
 }
@@ -61,7 +63,9 @@ pub fn validate_org_name(raw: &str) -> Result<String, ControlError> {
         )));
     }
     if name.chars().any(char::is_control) {
-        return Err(ControlError::invalid("The organisation name contains control characters."));
+        return Err(ControlError::invalid(
+            "The organisation name contains control characters.",
+        ));
     }
     Ok(name)
 }
@@ -123,7 +127,9 @@ pub async fn complete_setup(
         *slot = None;
     }
     let Some(expected) = slot.as_ref() else {
-        return Err(ControlError::conflict("Setup has already been completed. Sign in instead."));
+        return Err(ControlError::conflict(
+            "Setup has already been completed. Sign in instead.",
+        ));
     };
     let given = token_hash("setup", form.code.expose_secret());
     if !secret_eq(given.as_bytes(), expected.as_bytes()) {
@@ -147,7 +153,9 @@ pub async fn complete_setup(
         .try_get(0)?;
     if users > 0 {
         *slot = None;
-        return Err(ControlError::conflict("Setup has already been completed. Sign in instead."));
+        return Err(ControlError::conflict(
+            "Setup has already been completed. Sign in instead.",
+        ));
     }
     let org = insert_org(&mut tx, &org_name, now).await?;
     let user = insert_user(&mut tx, &email, &hash, now).await?;
@@ -161,7 +169,12 @@ pub async fn complete_setup(
     audit::append(
         &mut tx,
         &actor,
-        Event::new(org, AuditAction::SetupCompleted, format!("org:{}", org.0), json!({ "org_name": org_name, "owner": email })),
+        Event::new(
+            org,
+            AuditAction::SetupCompleted,
+            format!("org:{}", org.0),
+            json!({ "org_name": org_name, "owner": email }),
+        ),
         now,
     )
     .await?;
@@ -208,7 +221,10 @@ pub async fn login(
         .fetch_optional(store.pool())
         .await?;
     let (user, stored) = match row {
-        Some(r) => (Some(UserId(r.try_get(0)?)), Some(r.try_get::<String, _>(1)?)),
+        Some(r) => (
+            Some(UserId(r.try_get(0)?)),
+            Some(r.try_get::<String, _>(1)?),
+        ),
         None => (None, None),
     };
     let ok = password::verify(password, stored).await?;
@@ -230,7 +246,9 @@ pub async fn login(
     .transpose()?;
     let Some(org) = org.map(OrgId) else {
         tx.commit().await?;
-        return Err(ControlError::forbidden("Your account is not a member of any organisation."));
+        return Err(ControlError::forbidden(
+            "Your account is not a member of any organisation.",
+        ));
     };
     let actor = AuditActor {
         user: Some(user),
@@ -238,18 +256,37 @@ pub async fn login(
         ip: meta.ip.clone(),
         user_agent: meta.user_agent.clone(),
     };
-    audit::append(&mut tx, &actor, Event::new(org, AuditAction::LoginSucceeded, format!("user:{}", user.0), json!({})), now).await?;
+    audit::append(
+        &mut tx,
+        &actor,
+        Event::new(
+            org,
+            AuditAction::LoginSucceeded,
+            format!("user:{}", user.0),
+            json!({}),
+        ),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(LoggedIn { user, org })
 }
 
 /// Records a logout in the organisation the session was working in.
-pub async fn record_logout(actor: &crate::access::Actor, now: Timestamp) -> Result<(), ControlError> {
+pub async fn record_logout(
+    actor: &crate::access::Actor,
+    now: Timestamp,
+) -> Result<(), ControlError> {
     let mut tx = actor.store().begin().await?;
     audit::append(
         &mut tx,
         &actor.audit_actor(),
-        Event::new(actor.org(), AuditAction::LoggedOut, format!("user:{}", actor.user().0), json!({})),
+        Event::new(
+            actor.org(),
+            AuditAction::LoggedOut,
+            format!("user:{}", actor.user().0),
+            json!({}),
+        ),
         now,
     )
     .await?;
@@ -284,7 +321,18 @@ pub async fn add_user_cli(
         Some(id) => OrgId(id),
         None => {
             let org = insert_org(&mut tx, &org_name, now).await?;
-            audit::append(&mut tx, &actor, Event::new(org, AuditAction::OrgCreated, format!("org:{}", org.0), json!({ "name": org_name })), now).await?;
+            audit::append(
+                &mut tx,
+                &actor,
+                Event::new(
+                    org,
+                    AuditAction::OrgCreated,
+                    format!("org:{}", org.0),
+                    json!({ "name": org_name }),
+                ),
+                now,
+            )
+            .await?;
             org
         }
     };
@@ -293,7 +341,12 @@ pub async fn add_user_cli(
     audit::append(
         &mut tx,
         &actor,
-        Event::new(org, AuditAction::UserCreated, format!("user:{}", user.0), json!({ "email": email, "role": role.as_str() })),
+        Event::new(
+            org,
+            AuditAction::UserCreated,
+            format!("user:{}", user.0),
+            json!({ "email": email, "role": role.as_str() }),
+        ),
         now,
     )
     .await?;
@@ -301,7 +354,11 @@ pub async fn add_user_cli(
     Ok((user, org))
 }
 
-pub(crate) async fn insert_org(tx: &mut Tx, name: &str, now: Timestamp) -> Result<OrgId, ControlError> {
+pub(crate) async fn insert_org(
+    tx: &mut Tx,
+    name: &str,
+    now: Timestamp,
+) -> Result<OrgId, ControlError> {
     let row = sqlx::query("INSERT INTO orgs (name, created_at) VALUES ($1, $2) RETURNING id")
         .bind(name)
         .bind(now.0)
@@ -317,38 +374,53 @@ pub(crate) async fn insert_org(tx: &mut Tx, name: &str, now: Timestamp) -> Resul
     Ok(OrgId(row.try_get(0)?))
 }
 
-pub(crate) async fn insert_user(tx: &mut Tx, email: &str, hash: &str, now: Timestamp) -> Result<UserId, ControlError> {
-    let row = sqlx::query("INSERT INTO users (email, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id")
-        .bind(email)
-        .bind(hash)
-        .bind(now.0)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                ControlError::conflict("An account with that email already exists.")
-            } else {
-                e.into()
-            }
-        })?;
+pub(crate) async fn insert_user(
+    tx: &mut Tx,
+    email: &str,
+    hash: &str,
+    now: Timestamp,
+) -> Result<UserId, ControlError> {
+    let row = sqlx::query(
+        "INSERT INTO users (email, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(email)
+    .bind(hash)
+    .bind(now.0)
+    .fetch_one(tx.conn())
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            ControlError::conflict("An account with that email already exists.")
+        } else {
+            e.into()
+        }
+    })?;
     Ok(UserId(row.try_get(0)?))
 }
 
-pub(crate) async fn insert_membership(tx: &mut Tx, org: OrgId, user: UserId, role: Role, now: Timestamp) -> Result<(), ControlError> {
-    sqlx::query("INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(org.0)
-        .bind(user.0)
-        .bind(role.as_str())
-        .bind(now.0)
-        .execute(tx.conn())
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                ControlError::conflict("That person is already a member of this organisation.")
-            } else {
-                e.into()
-            }
-        })?;
+pub(crate) async fn insert_membership(
+    tx: &mut Tx,
+    org: OrgId,
+    user: UserId,
+    role: Role,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    sqlx::query(
+        "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(org.0)
+    .bind(user.0)
+    .bind(role.as_str())
+    .bind(now.0)
+    .execute(tx.conn())
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            ControlError::conflict("That person is already a member of this organisation.")
+        } else {
+            e.into()
+        }
+    })?;
     Ok(())
 }
 
@@ -358,8 +430,19 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(normalize_email("  Ada@Example.COM ").unwrap(), "ada@example.com");
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a da@example.com", "ada@.com"] {
+        assert_eq!(
+            normalize_email("  Ada@Example.COM ").unwrap(),
+            "ada@example.com"
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a da@example.com",
+            "ada@.com",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad:?}");
         }
         assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).is_err());

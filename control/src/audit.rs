@@ -129,7 +129,12 @@ fn chain_hash(prev_hash: &str, f: &Fields<'_>) -> String {
 }
 
 /// Appends one event to its organisation's chain, inside the caller's transaction.
-pub async fn append(tx: &mut Tx, actor: &AuditActor, event: Event, now: Timestamp) -> Result<(), StoreError> {
+pub async fn append(
+    tx: &mut Tx,
+    actor: &AuditActor,
+    event: Event,
+    now: Timestamp,
+) -> Result<(), StoreError> {
     // Serialise appends per organisation so two writers never fork the chain.
     // SQLite write transactions are already serialised by the store.
     if tx.backend() == Backend::Postgres {
@@ -138,10 +143,12 @@ pub async fn append(tx: &mut Tx, actor: &AuditActor, event: Event, now: Timestam
             .execute(tx.conn())
             .await?;
     }
-    let head = sqlx::query("SELECT seq, hash FROM audit_events WHERE org_id = $1 ORDER BY seq DESC LIMIT 1")
-        .bind(event.org.0)
-        .fetch_optional(tx.conn())
-        .await?;
+    let head = sqlx::query(
+        "SELECT seq, hash FROM audit_events WHERE org_id = $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(event.org.0)
+    .fetch_optional(tx.conn())
+    .await?;
     let (seq, prev_hash) = match head {
         Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<String, _>(1)?),
         None => (1, GENESIS.to_string()),
@@ -182,7 +189,10 @@ pub async fn append(tx: &mut Tx, actor: &AuditActor, event: Event, now: Timestam
 }
 
 /// The latest events of the caller's organisation, newest first.
-pub async fn latest(auth: &Authorized<'_, ReadOrg>, limit: i64) -> Result<Vec<AuditEventView>, ControlError> {
+pub async fn latest(
+    auth: &Authorized<'_, ReadOrg>,
+    limit: i64,
+) -> Result<Vec<AuditEventView>, ControlError> {
     let rows = sqlx::query(
         "SELECT seq, at, actor, ip, user_agent, action, target, details FROM audit_events \
          WHERE org_id = $1 ORDER BY seq DESC LIMIT $2",

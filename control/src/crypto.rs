@@ -46,7 +46,10 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, random_token(16));
         assert_ne!(token_hash("invite", &a), token_hash("setup", &a));
-        assert_eq!(token_hash("invite", &a), token_hash("invite", &format!(" {a}\n")));
+        assert_eq!(
+            token_hash("invite", &a),
+            token_hash("invite", &format!(" {a}\n"))
+        );
         assert!(secret_eq(b"abc", b"abc") && !secret_eq(b"abc", b"abd") && !secret_eq(b"a", b"ab"));
     }
 }

@@ -38,10 +38,38 @@ pub fn warm_up() {
 }
 
 const COMMON: &[&str] = &[
-    "password", "passw0rd", "123456", "12345678", "qwerty", "letmein", "welcome", "admin", "iloveyou",
-    "abc123", "monkey", "dragon", "football", "baseball", "sunshine", "princess", "trustno1", "changeme",
-    "pilothouse", "secret", "login", "master", "superman", "starwars", "whatever", "qwertyuiop",
-    "asdfghjkl", "zxcvbnm", "1q2w3e4r", "hello", "freedom", "shadow",
+    "password",
+    "passw0rd",
+    "123456",
+    "12345678",
+    "qwerty",
+    "letmein",
+    "welcome",
+    "admin",
+    "iloveyou",
+    "abc123",
+    "monkey",
+    "dragon",
+    "football",
+    "baseball",
+    "sunshine",
+    "princess",
+    "trustno1",
+    "changeme",
+    "pilothouse",
+    "secret",
+    "login",
+    "master",
+    "superman",
+    "starwars",
+    "whatever",
+    "qwertyuiop",
+    "asdfghjkl",
+    "zxcvbnm",
+    "1q2w3e4r",
+    "hello",
+    "freedom",
+    "shadow",
 ];
 
 /// Checks a new password against the rules; the message says which rule failed.
@@ -60,18 +88,31 @@ pub fn validate_new(password: &str, email: &str) -> Result<(), ControlError> {
     let lower = password.to_lowercase();
     let distinct: std::collections::BTreeSet<char> = lower.chars().collect();
     if distinct.len() < 4 {
-        return Err(ControlError::invalid("The password repeats too few different characters."));
+        return Err(ControlError::invalid(
+            "The password repeats too few different characters.",
+        ));
     }
     if is_sequence(&lower) {
         return Err(ControlError::invalid("The password is a simple sequence."));
     }
     let stripped: String = lower.chars().filter(|c| c.is_alphabetic()).collect();
-    if COMMON.iter().any(|w| lower == *w || (stripped == *w) || lower.starts_with(w) && lower[w.len()..].chars().all(|c| c.is_ascii_digit() || !c.is_alphanumeric())) {
-        return Err(ControlError::invalid("The password is too common; choose another."));
+    if COMMON.iter().any(|w| {
+        lower == *w
+            || (stripped == *w)
+            || lower.starts_with(w)
+                && lower[w.len()..]
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || !c.is_alphanumeric())
+    }) {
+        return Err(ControlError::invalid(
+            "The password is too common; choose another.",
+        ));
     }
     let local = email.split('@').next().unwrap_or("").to_lowercase();
     if local.len() >= 4 && lower.contains(&local) {
-        return Err(ControlError::invalid("The password must not contain your email address."));
+        return Err(ControlError::invalid(
+            "The password must not contain your email address.",
+        ));
     }
     Ok(())
 }
@@ -100,8 +141,9 @@ pub async fn verify(password: SecretString, stored: Option<String>) -> Result<bo
     tokio::task::spawn_blocking(move || {
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| DUMMY_HASH.clone());
-        let parsed = PasswordHash::new(&phc)
-            .map_err(|e| ControlError::Internal(format!("stored password hash is malformed: {e}").into()))?;
+        let parsed = PasswordHash::new(&phc).map_err(|e| {
+            ControlError::Internal(format!("stored password hash is malformed: {e}").into())
+        })?;
         let ok = argon2()
             .verify_password(password.expose_secret().as_bytes(), &parsed)
             .is_ok();
@@ -134,10 +176,23 @@ mod tests {
 
     #[tokio::test]
     async fn hash_and_verify_round_trip() {
-        let h = hash(SecretString::from("correct horse battery staple")).await.unwrap();
+        let h = hash(SecretString::from("correct horse battery staple"))
+            .await
+            .unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(verify(SecretString::from("correct horse battery staple"), Some(h.clone())).await.unwrap());
-        assert!(!verify(SecretString::from("wrong horse battery staple"), Some(h)).await.unwrap());
-        assert!(!verify(SecretString::from("anything at all"), None).await.unwrap());
+        assert!(verify(
+            SecretString::from("correct horse battery staple"),
+            Some(h.clone())
+        )
+        .await
+        .unwrap());
+        assert!(
+            !verify(SecretString::from("wrong horse battery staple"), Some(h))
+                .await
+                .unwrap()
+        );
+        assert!(!verify(SecretString::from("anything at all"), None)
+            .await
+            .unwrap());
     }
 }

@@ -85,11 +85,23 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let data = serde_json::to_string(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        let data = serde_json::to_string(&record.data)
+            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
         let user = record.data.get(keys::USER).and_then(|v| v.as_i64());
-        let text = |k: &str| record.data.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let text = |k: &str| {
+            record
+                .data
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
         let now = Timestamp::now().0;
-        let created = record.data.get(keys::CREATED).and_then(|v| v.as_i64()).unwrap_or(now);
+        let created = record
+            .data
+            .get(keys::CREATED)
+            .and_then(|v| v.as_i64())
+            .unwrap_or(now);
         sqlx::query(
             "INSERT INTO sessions (id_hash, user_id, data, created_at, last_seen_at, expires_at, ip, user_agent) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -111,18 +123,22 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let row = sqlx::query("SELECT data, expires_at FROM sessions WHERE id_hash = $1 AND expires_at > $2")
-            .bind(id_hash(id))
-            .bind(Timestamp::now().0)
-            .fetch_optional(self.store.pool())
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(
+            "SELECT data, expires_at FROM sessions WHERE id_hash = $1 AND expires_at > $2",
+        )
+        .bind(id_hash(id))
+        .bind(Timestamp::now().0)
+        .fetch_optional(self.store.pool())
+        .await
+        .map_err(backend)?;
         let Some(row) = row else { return Ok(None) };
         let data: String = row.try_get(0).map_err(backend)?;
         let expires: i64 = row.try_get(1).map_err(backend)?;
-        let data = serde_json::from_str(&data).map_err(|e| session_store::Error::Decode(e.to_string()))?;
-        let expiry_date = OffsetDateTime::from_unix_timestamp_nanos(i128::from(expires) * 1_000_000)
-            .map_err(|e| session_store::Error::Decode(e.to_string()))?;
+        let data =
+            serde_json::from_str(&data).map_err(|e| session_store::Error::Decode(e.to_string()))?;
+        let expiry_date =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(expires) * 1_000_000)
+                .map_err(|e| session_store::Error::Decode(e.to_string()))?;
         Ok(Some(Record {
             id: *id,
             data,
@@ -141,7 +157,11 @@ impl SessionStore for DbSessionStore {
 }
 
 /// The caller's own live sessions, most recent first.
-pub async fn list_own(actor: &Actor, current: Option<Id>, now: Timestamp) -> Result<Vec<SessionView>, ControlError> {
+pub async fn list_own(
+    actor: &Actor,
+    current: Option<Id>,
+    now: Timestamp,
+) -> Result<Vec<SessionView>, ControlError> {
     let current = current.map(|id| id_hash(&id));
     let rows = sqlx::query(
         "SELECT id_hash, created_at, last_seen_at, ip, user_agent FROM sessions \
@@ -168,7 +188,11 @@ pub async fn list_own(actor: &Actor, current: Option<Id>, now: Timestamp) -> Res
 }
 
 /// Ends every session of the caller except the current one.
-pub async fn revoke_others(actor: &Actor, current: Id, now: Timestamp) -> Result<u64, ControlError> {
+pub async fn revoke_others(
+    actor: &Actor,
+    current: Id,
+    now: Timestamp,
+) -> Result<u64, ControlError> {
     let mut tx = actor.store().begin().await?;
     let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
         .bind(actor.user().0)
@@ -179,7 +203,12 @@ pub async fn revoke_others(actor: &Actor, current: Id, now: Timestamp) -> Result
     audit::append(
         &mut tx,
         &actor.audit_actor(),
-        Event::new(actor.org(), AuditAction::OtherSessionsRevoked, format!("user:{}", actor.user().0), json!({ "sessions_ended": ended })),
+        Event::new(
+            actor.org(),
+            AuditAction::OtherSessionsRevoked,
+            format!("user:{}", actor.user().0),
+            json!({ "sessions_ended": ended }),
+        ),
         now,
     )
     .await?;

@@ -55,7 +55,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,7 +100,10 @@ impl Store {
 
     /// The SQLite URL for a data directory.
     pub fn sqlite_url(data_dir: &std::path::Path) -> String {
-        format!("sqlite://{}?mode=rwc", data_dir.join("pilothouse.db").display())
+        format!(
+            "sqlite://{}?mode=rwc",
+            data_dir.join("pilothouse.db").display()
+        )
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

@@ -9,17 +9,25 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use sqlx::Row;
 
-use crate::access::{parse_role, Actor, Authorized, ManageMembers, ManageOwners, ReadOrg, RequestMeta};
+use crate::access::{
+    parse_role, Actor, Authorized, ManageMembers, ManageOwners, ReadOrg, RequestMeta,
+};
 use crate::accounts::{insert_membership, insert_user, normalize_email};
 use crate::audit::{self, AuditAction, AuditActor, Event};
 use crate::crypto::{random_token, token_hash};
 use crate::store::{Store, Tx};
-use crate::{password, ControlError, InviteId, InvitePreview, InviteView, MemberView, OrgId, Role, TeamView, Timestamp, UserId};
+use crate::{
+    password, ControlError, InviteId, InvitePreview, InviteView, MemberView, OrgId, Role, TeamView,
+    Timestamp, UserId,
+};
 
 /// How long an invitation link stays valid.
 pub const INVITE_TTL_SECS: i64 = 7 * 86_400;
 
-pub async fn team(auth: &Authorized<'_, ReadOrg>, now: Timestamp) -> Result<TeamView, ControlError> {
+pub async fn team(
+    auth: &Authorized<'_, ReadOrg>,
+    now: Timestamp,
+) -> Result<TeamView, ControlError> {
     let store = auth.store();
     let org = auth.actor().org();
     let rows = sqlx::query(
@@ -83,7 +91,12 @@ pub struct NewInvite {
     pub token: SecretString,
 }
 
-pub async fn invite(auth: &Authorized<'_, ManageMembers>, email: &str, role: Role, now: Timestamp) -> Result<NewInvite, ControlError> {
+pub async fn invite(
+    auth: &Authorized<'_, ManageMembers>,
+    email: &str,
+    role: Role,
+    now: Timestamp,
+) -> Result<NewInvite, ControlError> {
     let actor = auth.actor();
     if role == Role::Owner {
         actor.authorize::<ManageOwners>()?;
@@ -101,7 +114,9 @@ pub async fn invite(auth: &Authorized<'_, ManageMembers>, email: &str, role: Rol
     .map(|r| r.try_get(0))
     .transpose()?;
     if member.is_some() {
-        return Err(ControlError::conflict(format!("{email} is already a member of this organisation.")));
+        return Err(ControlError::conflict(format!(
+            "{email} is already a member of this organisation."
+        )));
     }
     let pending: i64 = sqlx::query(
         "SELECT COUNT(*) FROM invites WHERE org_id = $1 AND email = $2 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $3",
@@ -136,7 +151,12 @@ pub async fn invite(auth: &Authorized<'_, ManageMembers>, email: &str, role: Rol
     audit::append(
         &mut tx,
         &actor.audit_actor(),
-        Event::new(actor.org(), AuditAction::InviteCreated, format!("invite:{id}"), json!({ "email": email, "role": role.as_str(), "expires_at": expires.0 })),
+        Event::new(
+            actor.org(),
+            AuditAction::InviteCreated,
+            format!("invite:{id}"),
+            json!({ "email": email, "role": role.as_str(), "expires_at": expires.0 }),
+        ),
         now,
     )
     .await?;
@@ -147,7 +167,11 @@ pub async fn invite(auth: &Authorized<'_, ManageMembers>, email: &str, role: Rol
     })
 }
 
-pub async fn revoke_invite(auth: &Authorized<'_, ManageMembers>, id: InviteId, now: Timestamp) -> Result<(), ControlError> {
+pub async fn revoke_invite(
+    auth: &Authorized<'_, ManageMembers>,
+    id: InviteId,
+    now: Timestamp,
+) -> Result<(), ControlError> {
     let actor = auth.actor();
     let mut tx = auth.store().begin().await?;
     actor.recheck::<ManageMembers>(&mut tx).await?;
@@ -167,7 +191,18 @@ pub async fn revoke_invite(auth: &Authorized<'_, ManageMembers>, id: InviteId, n
         .bind(id.0)
         .execute(tx.conn())
         .await?;
-    audit::append(&mut tx, &actor.audit_actor(), Event::new(actor.org(), AuditAction::InviteRevoked, format!("invite:{}", id.0), json!({ "email": email })), now).await?;
+    audit::append(
+        &mut tx,
+        &actor.audit_actor(),
+        Event::new(
+            actor.org(),
+            AuditAction::InviteRevoked,
+            format!("invite:{}", id.0),
+            json!({ "email": email }),
+        ),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -181,7 +216,11 @@ struct PendingInvite {
     expires_at: Timestamp,
 }
 
-async fn find_invite(conn: &mut sqlx::AnyConnection, token: &str, now: Timestamp) -> Result<PendingInvite, ControlError> {
+async fn find_invite(
+    conn: &mut sqlx::AnyConnection,
+    token: &str,
+    now: Timestamp,
+) -> Result<PendingInvite, ControlError> {
     let row = sqlx::query(
         "SELECT i.id, i.org_id, o.name, i.email, i.role, i.expires_at, i.accepted_at, i.revoked_at \
          FROM invites i JOIN orgs o ON o.id = i.org_id WHERE i.token_hash = $1",
@@ -194,13 +233,19 @@ async fn find_invite(conn: &mut sqlx::AnyConnection, token: &str, now: Timestamp
     let revoked: Option<i64> = row.try_get(7)?;
     let expires_at = Timestamp(row.try_get(5)?);
     if accepted.is_some() {
-        return Err(ControlError::conflict("This invitation has already been used."));
+        return Err(ControlError::conflict(
+            "This invitation has already been used.",
+        ));
     }
     if revoked.is_some() {
-        return Err(ControlError::conflict("This invitation was revoked. Ask for a new one."));
+        return Err(ControlError::conflict(
+            "This invitation was revoked. Ask for a new one.",
+        ));
     }
     if expires_at <= now {
-        return Err(ControlError::conflict("This invitation has expired. Ask for a new one."));
+        return Err(ControlError::conflict(
+            "This invitation has expired. Ask for a new one.",
+        ));
     }
     Ok(PendingInvite {
         id: row.try_get(0)?,
@@ -213,7 +258,11 @@ async fn find_invite(conn: &mut sqlx::AnyConnection, token: &str, now: Timestamp
 }
 
 /// What the holder of an invitation link sees before accepting.
-pub async fn preview_invite(store: &Store, token: &str, now: Timestamp) -> Result<InvitePreview, ControlError> {
+pub async fn preview_invite(
+    store: &Store,
+    token: &str,
+    now: Timestamp,
+) -> Result<InvitePreview, ControlError> {
     let mut conn = store.pool().acquire().await?;
     let invite = find_invite(&mut conn, token, now).await?;
     let exists: i64 = sqlx::query("SELECT COUNT(*) FROM users WHERE email = $1")
@@ -230,7 +279,13 @@ pub async fn preview_invite(store: &Store, token: &str, now: Timestamp) -> Resul
     })
 }
 
-async fn finish_accept(tx: &mut Tx, invite: &PendingInvite, user: UserId, actor: &AuditActor, now: Timestamp) -> Result<(), ControlError> {
+async fn finish_accept(
+    tx: &mut Tx,
+    invite: &PendingInvite,
+    user: UserId,
+    actor: &AuditActor,
+    now: Timestamp,
+) -> Result<(), ControlError> {
     // Single use even under a race: only one UPDATE can flip accepted_at.
     let flipped = sqlx::query("UPDATE invites SET accepted_at = $1, accepted_by = $2 WHERE id = $3 AND accepted_at IS NULL AND revoked_at IS NULL")
         .bind(now.0)
@@ -240,13 +295,20 @@ async fn finish_accept(tx: &mut Tx, invite: &PendingInvite, user: UserId, actor:
         .await?
         .rows_affected();
     if flipped != 1 {
-        return Err(ControlError::conflict("This invitation has already been used."));
+        return Err(ControlError::conflict(
+            "This invitation has already been used.",
+        ));
     }
     insert_membership(tx, invite.org, user, invite.role, now).await?;
     audit::append(
         tx,
         actor,
-        Event::new(invite.org, AuditAction::InviteAccepted, format!("user:{}", user.0), json!({ "invite": invite.id, "email": invite.email, "role": invite.role.as_str() })),
+        Event::new(
+            invite.org,
+            AuditAction::InviteAccepted,
+            format!("user:{}", user.0),
+            json!({ "invite": invite.id, "email": invite.email, "role": invite.role.as_str() }),
+        ),
         now,
     )
     .await?;
@@ -272,7 +334,9 @@ pub async fn accept_invite_new_account(
     let user = insert_user(&mut tx, &invite.email, &hash, now)
         .await
         .map_err(|e| match e {
-            ControlError::Conflict(_) => ControlError::conflict("An account with this email already exists: sign in to accept."),
+            ControlError::Conflict(_) => ControlError::conflict(
+                "An account with this email already exists: sign in to accept.",
+            ),
             e => e,
         })?;
     let actor = AuditActor {
@@ -281,7 +345,18 @@ pub async fn accept_invite_new_account(
         ip: meta.ip.clone(),
         user_agent: meta.user_agent.clone(),
     };
-    audit::append(&mut tx, &actor, Event::new(invite.org, AuditAction::UserCreated, format!("user:{}", user.0), json!({ "email": invite.email })), now).await?;
+    audit::append(
+        &mut tx,
+        &actor,
+        Event::new(
+            invite.org,
+            AuditAction::UserCreated,
+            format!("user:{}", user.0),
+            json!({ "email": invite.email }),
+        ),
+        now,
+    )
+    .await?;
     finish_accept(&mut tx, &invite, user, &actor, now).await?;
     tx.commit().await?;
     Ok((user, invite.org))
@@ -320,7 +395,11 @@ pub async fn accept_invite_signed_in(
     Ok(invite.org)
 }
 
-async fn member_role(tx: &mut Tx, org: OrgId, user: UserId) -> Result<(Role, String), ControlError> {
+async fn member_role(
+    tx: &mut Tx,
+    org: OrgId,
+    user: UserId,
+) -> Result<(Role, String), ControlError> {
     let row = sqlx::query("SELECT m.role, u.email FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND m.user_id = $2")
         .bind(org.0)
         .bind(user.0)
@@ -331,11 +410,13 @@ async fn member_role(tx: &mut Tx, org: OrgId, user: UserId) -> Result<(Role, Str
 }
 
 async fn owner_count(tx: &mut Tx, org: OrgId) -> Result<i64, ControlError> {
-    Ok(sqlx::query("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'")
-        .bind(org.0)
-        .fetch_one(tx.conn())
-        .await?
-        .try_get(0)?)
+    Ok(
+        sqlx::query("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'")
+            .bind(org.0)
+            .fetch_one(tx.conn())
+            .await?
+            .try_get(0)?,
+    )
 }
 
 fn require_owner_for(actor: &Actor, current: Role, new: Option<Role>) -> Result<(), ControlError> {
@@ -345,7 +426,12 @@ fn require_owner_for(actor: &Actor, current: Role, new: Option<Role>) -> Result<
     Ok(())
 }
 
-pub async fn change_role(auth: &Authorized<'_, ManageMembers>, user: UserId, role: Role, now: Timestamp) -> Result<(), ControlError> {
+pub async fn change_role(
+    auth: &Authorized<'_, ManageMembers>,
+    user: UserId,
+    role: Role,
+    now: Timestamp,
+) -> Result<(), ControlError> {
     let actor = auth.actor();
     let mut tx = auth.store().begin().await?;
     actor.recheck::<ManageMembers>(&mut tx).await?;
@@ -355,7 +441,9 @@ pub async fn change_role(auth: &Authorized<'_, ManageMembers>, user: UserId, rol
         return Ok(());
     }
     if current == Role::Owner && owner_count(&mut tx, actor.org()).await? <= 1 {
-        return Err(ControlError::conflict("The last Owner cannot be demoted. Make someone else an Owner first."));
+        return Err(ControlError::conflict(
+            "The last Owner cannot be demoted. Make someone else an Owner first.",
+        ));
     }
     sqlx::query("UPDATE memberships SET role = $1 WHERE org_id = $2 AND user_id = $3")
         .bind(role.as_str())
@@ -366,7 +454,12 @@ pub async fn change_role(auth: &Authorized<'_, ManageMembers>, user: UserId, rol
     audit::append(
         &mut tx,
         &actor.audit_actor(),
-        Event::new(actor.org(), AuditAction::RoleChanged, format!("user:{}", user.0), json!({ "email": email, "from": current.as_str(), "to": role.as_str() })),
+        Event::new(
+            actor.org(),
+            AuditAction::RoleChanged,
+            format!("user:{}", user.0),
+            json!({ "email": email, "from": current.as_str(), "to": role.as_str() }),
+        ),
         now,
     )
     .await?;
@@ -374,7 +467,11 @@ pub async fn change_role(auth: &Authorized<'_, ManageMembers>, user: UserId, rol
     Ok(())
 }
 
-pub async fn remove_member(auth: &Authorized<'_, ManageMembers>, user: UserId, now: Timestamp) -> Result<(), ControlError> {
+pub async fn remove_member(
+    auth: &Authorized<'_, ManageMembers>,
+    user: UserId,
+    now: Timestamp,
+) -> Result<(), ControlError> {
     let actor = auth.actor();
     let mut tx = auth.store().begin().await?;
     actor.recheck::<ManageMembers>(&mut tx).await?;
@@ -391,7 +488,12 @@ pub async fn remove_member(auth: &Authorized<'_, ManageMembers>, user: UserId, n
     audit::append(
         &mut tx,
         &actor.audit_actor(),
-        Event::new(actor.org(), AuditAction::MemberRemoved, format!("user:{}", user.0), json!({ "email": email, "role": current.as_str() })),
+        Event::new(
+            actor.org(),
+            AuditAction::MemberRemoved,
+            format!("user:{}", user.0),
+            json!({ "email": email, "role": current.as_str() }),
+        ),
         now,
     )
     .await?;

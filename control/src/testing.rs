@@ -19,7 +19,9 @@ impl TestDb {
     pub async fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let url = Store::sqlite_url(dir.path());
-        let store = Store::connect(&url).await.expect("open a fresh SQLite store");
+        let store = Store::connect(&url)
+            .await
+            .expect("open a fresh SQLite store");
         TestDb {
             store,
             url,
@@ -40,7 +42,8 @@ impl TestDb {
                 return None;
             }
         };
-        let prefix = std::env::var("PILOTHOUSE_TEST_PG_PREFIX").unwrap_or_else(|_| "ph_test".into());
+        let prefix =
+            std::env::var("PILOTHOUSE_TEST_PG_PREFIX").unwrap_or_else(|_| "ph_test".into());
         let name = format!("{prefix}_{}", crate::crypto::random_token(6));
         let admin = format!("{}/postgres", base.trim_end_matches('/'));
         sqlx::any::install_default_drivers();
@@ -51,8 +54,14 @@ impl TestDb {
             .await
             .expect("create a test database");
         let url = format!("{}/{name}", base.trim_end_matches('/'));
-        let store = Store::connect(&url).await.expect("open a fresh PostgreSQL store");
-        Some(TestDb { store, url, _dir: None })
+        let store = Store::connect(&url)
+            .await
+            .expect("open a fresh PostgreSQL store");
+        Some(TestDb {
+            store,
+            url,
+            _dir: None,
+        })
     }
 }
 

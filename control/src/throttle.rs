@@ -36,13 +36,19 @@ pub fn client_key(ip: &str) -> String {
 }
 
 /// Refuses with [`ControlError::Throttled`] when `key` has reached its limit.
-pub async fn check(store: &Store, key: &str, limit: Limit, now: Timestamp) -> Result<(), ControlError> {
+pub async fn check(
+    store: &Store,
+    key: &str,
+    limit: Limit,
+    now: Timestamp,
+) -> Result<(), ControlError> {
     let since = now.plus_secs(-limit.window_secs).0;
-    let row = sqlx::query("SELECT COUNT(*), MIN(at) FROM login_failures WHERE key = $1 AND at > $2")
-        .bind(key)
-        .bind(since)
-        .fetch_one(store.pool())
-        .await?;
+    let row =
+        sqlx::query("SELECT COUNT(*), MIN(at) FROM login_failures WHERE key = $1 AND at > $2")
+            .bind(key)
+            .bind(since)
+            .fetch_one(store.pool())
+            .await?;
     let count: i64 = row.try_get(0)?;
     if count < limit.max_failures {
         return Ok(());
@@ -51,7 +57,9 @@ pub async fn check(store: &Store, key: &str, limit: Limit, now: Timestamp) -> Re
     let oldest: Option<i64> = row.try_get(1)?;
     let free_at = oldest.unwrap_or(now.0) + limit.window_secs * 1000;
     let wait_ms = (free_at - now.0).max(1000);
-    Err(ControlError::Throttled(Duration::from_millis(wait_ms as u64)))
+    Err(ControlError::Throttled(Duration::from_millis(
+        wait_ms as u64,
+    )))
 }
 
 /// Records one failure for `key` and forgets failures older than a day.

@@ -60,7 +60,11 @@ impl Timestamp {
         let days = secs.div_euclid(86_400);
         let rem = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
-        format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60)
+        format!(
+            "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+            rem / 3600,
+            (rem % 3600) / 60
+        )
     }
 }
 
@@ -257,8 +261,14 @@ mod tests {
     #[test]
     fn dates_render_in_utc() {
         assert_eq!(Timestamp(0).display_utc(), "1970-01-01 00:00 UTC");
-        assert_eq!(Timestamp(1_795_305_600_000).display_utc(), "2026-11-22 00:00 UTC");
-        assert_eq!(Timestamp(951_782_400_000).display_utc(), "2000-02-29 00:00 UTC");
+        assert_eq!(
+            Timestamp(1_795_305_600_000).display_utc(),
+            "2026-11-22 00:00 UTC"
+        );
+        assert_eq!(
+            Timestamp(951_782_400_000).display_utc(),
+            "2000-02-29 00:00 UTC"
+        );
     }
 
     #[test]

@@ -19,13 +19,25 @@ fn meta() -> RequestMeta {
 }
 
 async fn add(db: &TestDb, org: &str, email: &str, role: Role) -> (UserId, OrgId) {
-    accounts::add_user_cli(&db.store, org, email, role, secret(PASSWORD), Timestamp::now())
-        .await
-        .expect("add user")
+    accounts::add_user_cli(
+        &db.store,
+        org,
+        email,
+        role,
+        secret(PASSWORD),
+        Timestamp::now(),
+    )
+    .await
+    .expect("add user")
 }
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
-    sqlx::query(sql).fetch_one(db.store.pool()).await.unwrap().try_get(0).unwrap()
+    sqlx::query(sql)
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap()
 }
 
 async fn setup_is_one_time(db: TestDb) {
@@ -37,25 +49,61 @@ async fn setup_is_one_time(db: TestDb) {
         email: "Owner@Example.com".into(),
         password: secret(PASSWORD),
     };
-    let wrong = accounts::complete_setup(&db.store, &gate, form("0000"), &meta(), Timestamp::now()).await;
-    assert!(matches!(wrong, Err(ControlError::Unauthenticated(_))), "{wrong:?}");
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM users").await, 0, "nothing written on a wrong code");
+    let wrong =
+        accounts::complete_setup(&db.store, &gate, form("0000"), &meta(), Timestamp::now()).await;
+    assert!(
+        matches!(wrong, Err(ControlError::Unauthenticated(_))),
+        "{wrong:?}"
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM users").await,
+        0,
+        "nothing written on a wrong code"
+    );
 
-    let (_, org) = accounts::complete_setup(&db.store, &gate, form(code.expose_secret()), &meta(), Timestamp::now())
-        .await
-        .unwrap();
-    let again = accounts::complete_setup(&db.store, &gate, form(code.expose_secret()), &meta(), Timestamp::now()).await;
+    let (_, org) = accounts::complete_setup(
+        &db.store,
+        &gate,
+        form(code.expose_secret()),
+        &meta(),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let again = accounts::complete_setup(
+        &db.store,
+        &gate,
+        form(code.expose_secret()),
+        &meta(),
+        Timestamp::now(),
+    )
+    .await;
     assert!(matches!(again, Err(ControlError::Conflict(_))), "{again:?}");
     assert!(!gate.is_open().await);
     let (_, none) = SetupGate::open(&db.store).await.unwrap();
     assert!(none.is_none(), "no new code once an owner exists");
 
-    let done = accounts::login(&db.store, "owner@example.com", secret(PASSWORD), &meta(), Timestamp::now()).await.unwrap();
+    let done = accounts::login(
+        &db.store,
+        "owner@example.com",
+        secret(PASSWORD),
+        &meta(),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
     assert_eq!(done.org, org);
-    let actor = access::actor(&db.store, done.user, None, meta()).await.unwrap();
+    let actor = access::actor(&db.store, done.user, None, meta())
+        .await
+        .unwrap();
     assert_eq!(actor.role(), Role::Owner);
     let read = actor.authorize::<ReadOrg>().unwrap();
-    let actions: Vec<String> = audit::latest(&read, 10).await.unwrap().into_iter().map(|e| e.action).collect();
+    let actions: Vec<String> = audit::latest(&read, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
     assert_eq!(actions, vec!["user.login", "setup.completed"]);
     assert!(audit::verify(&read).await.unwrap().intact());
 }
@@ -63,22 +111,61 @@ async fn setup_is_one_time(db: TestDb) {
 async fn login_failures_look_the_same_and_are_throttled(db: TestDb) {
     add(&db, "Acme", "ada@example.com", Role::Member).await;
     let now = Timestamp::now();
-    let unknown = accounts::login(&db.store, "nobody@example.com", secret(PASSWORD), &meta(), now).await.unwrap_err();
-    let wrong = accounts::login(&db.store, "ada@example.com", secret("wrong password!!"), &meta(), now).await.unwrap_err();
+    let unknown = accounts::login(
+        &db.store,
+        "nobody@example.com",
+        secret(PASSWORD),
+        &meta(),
+        now,
+    )
+    .await
+    .unwrap_err();
+    let wrong = accounts::login(
+        &db.store,
+        "ada@example.com",
+        secret("wrong password!!"),
+        &meta(),
+        now,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(unknown.to_string(), wrong.to_string());
-    assert!(matches!(unknown, ControlError::Unauthenticated(_)) && matches!(wrong, ControlError::Unauthenticated(_)));
+    assert!(
+        matches!(unknown, ControlError::Unauthenticated(_))
+            && matches!(wrong, ControlError::Unauthenticated(_))
+    );
 
     for _ in 1..control::throttle::ACCOUNT.max_failures {
-        let e = accounts::login(&db.store, "ada@example.com", secret("wrong password!!"), &meta(), now).await.unwrap_err();
+        let e = accounts::login(
+            &db.store,
+            "ada@example.com",
+            secret("wrong password!!"),
+            &meta(),
+            now,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, ControlError::Unauthenticated(_)), "{e:?}");
     }
     // The 21st attempt is refused before the password is even checked, right or wrong.
-    let e = accounts::login(&db.store, "ada@example.com", secret(PASSWORD), &meta(), now).await.unwrap_err();
-    let ControlError::Throttled(wait) = e else { panic!("expected throttling, got {e:?}") };
+    let e = accounts::login(&db.store, "ada@example.com", secret(PASSWORD), &meta(), now)
+        .await
+        .unwrap_err();
+    let ControlError::Throttled(wait) = e else {
+        panic!("expected throttling, got {e:?}")
+    };
     assert!(wait.as_secs() > 3000 && wait.as_secs() <= 3600, "{wait:?}");
     // An hour later the window has passed.
     let later = now.plus_secs(3601);
-    accounts::login(&db.store, "ada@example.com", secret(PASSWORD), &meta(), later).await.unwrap();
+    accounts::login(
+        &db.store,
+        "ada@example.com",
+        secret(PASSWORD),
+        &meta(),
+        later,
+    )
+    .await
+    .unwrap();
 }
 
 async fn team_rules_hold(db: TestDb) {
@@ -86,64 +173,149 @@ async fn team_rules_hold(db: TestDb) {
     let (admin, _) = add(&db, "Acme", "admin@example.com", Role::Admin).await;
     let (viewer, _) = add(&db, "Acme", "viewer@example.com", Role::Viewer).await;
     let now = Timestamp::now();
-    let owner_a = access::actor(&db.store, owner, Some(org), meta()).await.unwrap();
-    let admin_a = access::actor(&db.store, admin, Some(org), meta()).await.unwrap();
-    let viewer_a = access::actor(&db.store, viewer, Some(org), meta()).await.unwrap();
+    let owner_a = access::actor(&db.store, owner, Some(org), meta())
+        .await
+        .unwrap();
+    let admin_a = access::actor(&db.store, admin, Some(org), meta())
+        .await
+        .unwrap();
+    let viewer_a = access::actor(&db.store, viewer, Some(org), meta())
+        .await
+        .unwrap();
 
-    assert!(matches!(viewer_a.authorize::<ManageMembers>(), Err(ControlError::Forbidden(_))));
+    assert!(matches!(
+        viewer_a.authorize::<ManageMembers>(),
+        Err(ControlError::Forbidden(_))
+    ));
     let admin_m = admin_a.authorize::<ManageMembers>().unwrap();
     let owner_m = owner_a.authorize::<ManageMembers>().unwrap();
 
     // Admins cannot create, promote to, demote or remove Owners.
-    assert!(matches!(team::invite(&admin_m, "x@example.com", Role::Owner, now).await, Err(ControlError::Forbidden(_))));
-    assert!(matches!(team::change_role(&admin_m, viewer, Role::Owner, now).await, Err(ControlError::Forbidden(_))));
-    assert!(matches!(team::change_role(&admin_m, owner, Role::Viewer, now).await, Err(ControlError::Forbidden(_))));
-    assert!(matches!(team::remove_member(&admin_m, owner, now).await, Err(ControlError::Forbidden(_))));
+    assert!(matches!(
+        team::invite(&admin_m, "x@example.com", Role::Owner, now).await,
+        Err(ControlError::Forbidden(_))
+    ));
+    assert!(matches!(
+        team::change_role(&admin_m, viewer, Role::Owner, now).await,
+        Err(ControlError::Forbidden(_))
+    ));
+    assert!(matches!(
+        team::change_role(&admin_m, owner, Role::Viewer, now).await,
+        Err(ControlError::Forbidden(_))
+    ));
+    assert!(matches!(
+        team::remove_member(&admin_m, owner, now).await,
+        Err(ControlError::Forbidden(_))
+    ));
     // The last Owner stays.
-    assert!(matches!(team::change_role(&owner_m, owner, Role::Admin, now).await, Err(ControlError::Conflict(_))));
-    assert!(matches!(team::remove_member(&owner_m, owner, now).await, Err(ControlError::Conflict(_))));
+    assert!(matches!(
+        team::change_role(&owner_m, owner, Role::Admin, now).await,
+        Err(ControlError::Conflict(_))
+    ));
+    assert!(matches!(
+        team::remove_member(&owner_m, owner, now).await,
+        Err(ControlError::Conflict(_))
+    ));
     // Admins manage non-owners.
-    team::change_role(&admin_m, viewer, Role::Member, now).await.unwrap();
+    team::change_role(&admin_m, viewer, Role::Member, now)
+        .await
+        .unwrap();
 
     // Invitations: one-time, expiring, for that email only.
     let audit_before = count(&db, "SELECT COUNT(*) FROM audit_events").await;
     let dup = team::invite(&admin_m, "viewer@example.com", Role::Member, now).await;
     assert!(matches!(dup, Err(ControlError::Conflict(_))));
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM audit_events").await, audit_before, "a refused change writes nothing");
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM audit_events").await,
+        audit_before,
+        "a refused change writes nothing"
+    );
 
-    let inv = team::invite(&admin_m, "new@example.com", Role::Member, now).await.unwrap();
+    let inv = team::invite(&admin_m, "new@example.com", Role::Member, now)
+        .await
+        .unwrap();
     let token = inv.token.expose_secret().to_string();
     let preview = team::preview_invite(&db.store, &token, now).await.unwrap();
-    assert_eq!((preview.email.as_str(), preview.role, preview.account_exists), ("new@example.com", Role::Member, false));
-    let expired = team::preview_invite(&db.store, &token, now.plus_secs(team::INVITE_TTL_SECS + 1)).await;
-    assert!(matches!(expired, Err(ControlError::Conflict(ref m)) if m.contains("expired")), "{expired:?}");
-    let weak = team::accept_invite_new_account(&db.store, &token, secret("short"), &meta(), now).await;
+    assert_eq!(
+        (preview.email.as_str(), preview.role, preview.account_exists),
+        ("new@example.com", Role::Member, false)
+    );
+    let expired =
+        team::preview_invite(&db.store, &token, now.plus_secs(team::INVITE_TTL_SECS + 1)).await;
+    assert!(
+        matches!(expired, Err(ControlError::Conflict(ref m)) if m.contains("expired")),
+        "{expired:?}"
+    );
+    let weak =
+        team::accept_invite_new_account(&db.store, &token, secret("short"), &meta(), now).await;
     assert!(matches!(weak, Err(ControlError::Invalid(_))));
-    let (new_user, joined) = team::accept_invite_new_account(&db.store, &token, secret(PASSWORD), &meta(), now).await.unwrap();
+    let (new_user, joined) =
+        team::accept_invite_new_account(&db.store, &token, secret(PASSWORD), &meta(), now)
+            .await
+            .unwrap();
     assert_eq!(joined, org);
-    let reuse = team::accept_invite_new_account(&db.store, &token, secret(PASSWORD), &meta(), now).await;
-    assert!(matches!(reuse, Err(ControlError::Conflict(ref m)) if m.contains("already been used")), "{reuse:?}");
-    let new_a = access::actor(&db.store, new_user, Some(org), meta()).await.unwrap();
+    let reuse =
+        team::accept_invite_new_account(&db.store, &token, secret(PASSWORD), &meta(), now).await;
+    assert!(
+        matches!(reuse, Err(ControlError::Conflict(ref m)) if m.contains("already been used")),
+        "{reuse:?}"
+    );
+    let new_a = access::actor(&db.store, new_user, Some(org), meta())
+        .await
+        .unwrap();
     assert_eq!(new_a.role(), Role::Member);
 
     // Another organisation's member cannot act here or switch into it.
     let (stranger, other_org) = add(&db, "Globex", "stranger@example.com", Role::Owner).await;
-    let s = access::actor(&db.store, stranger, Some(org), meta()).await.unwrap();
-    assert_eq!(s.org(), other_org, "asking for someone else's org falls back to your own");
-    assert!(matches!(access::actor_in(&db.store, stranger, org, meta()).await, Err(ControlError::NotFound(_))));
+    let s = access::actor(&db.store, stranger, Some(org), meta())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.org(),
+        other_org,
+        "asking for someone else's org falls back to your own"
+    );
+    assert!(matches!(
+        access::actor_in(&db.store, stranger, org, meta()).await,
+        Err(ControlError::NotFound(_))
+    ));
     let s_m = s.authorize::<ManageMembers>().unwrap();
-    assert!(matches!(team::change_role(&s_m, viewer, Role::Admin, now).await, Err(ControlError::NotFound(_))));
-    assert!(matches!(team::remove_member(&s_m, viewer, now).await, Err(ControlError::NotFound(_))));
+    assert!(matches!(
+        team::change_role(&s_m, viewer, Role::Admin, now).await,
+        Err(ControlError::NotFound(_))
+    ));
+    assert!(matches!(
+        team::remove_member(&s_m, viewer, now).await,
+        Err(ControlError::NotFound(_))
+    ));
 
     // A role lowered after the actor was loaded cannot still be used.
-    team::change_role(&owner_m, admin, Role::Viewer, now).await.unwrap();
+    team::change_role(&owner_m, admin, Role::Viewer, now)
+        .await
+        .unwrap();
     let stale = team::invite(&admin_m, "late@example.com", Role::Member, now).await;
-    assert!(matches!(stale, Err(ControlError::Forbidden(_))), "{stale:?}");
+    assert!(
+        matches!(stale, Err(ControlError::Forbidden(_))),
+        "{stale:?}"
+    );
 
     let read = owner_a.authorize::<ReadOrg>().unwrap();
-    let actions: Vec<String> = audit::latest(&read, 50).await.unwrap().into_iter().map(|e| e.action).collect();
-    for expected in ["member.role_changed", "invite.created", "invite.accepted", "user.created"] {
-        assert!(actions.iter().any(|a| a == expected), "{expected} missing from {actions:?}");
+    let actions: Vec<String> = audit::latest(&read, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    for expected in [
+        "member.role_changed",
+        "invite.created",
+        "invite.accepted",
+        "user.created",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} missing from {actions:?}"
+        );
     }
     assert!(audit::verify(&read).await.unwrap().intact());
 }
@@ -152,9 +324,13 @@ async fn audit_rows_are_append_only_and_edits_are_detected(db: TestDb) {
     let (_, org) = add(&db, "Acme", "owner@example.com", Role::Owner).await;
     add(&db, "Acme", "second@example.com", Role::Member).await;
     add(&db, "Acme", "third@example.com", Role::Viewer).await;
-    let update = sqlx::query("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2").execute(db.store.pool()).await;
+    let update = sqlx::query("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2")
+        .execute(db.store.pool())
+        .await;
     assert!(update.unwrap_err().to_string().contains("append-only"));
-    let delete = sqlx::query("DELETE FROM audit_events WHERE seq = 3").execute(db.store.pool()).await;
+    let delete = sqlx::query("DELETE FROM audit_events WHERE seq = 3")
+        .execute(db.store.pool())
+        .await;
     assert!(delete.unwrap_err().to_string().contains("append-only"));
     assert!(audit::verify_org(&db.store, org).await.unwrap().intact());
 

@@ -80,20 +80,28 @@ impl Config {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             figment = figment.merge(Serialized::default("database_url", url));
         }
-        figment = figment.merge(Env::prefixed("PILOTHOUSE_").split("__").ignore(&["config"]).filter(|k| !k.as_str().ends_with("_file")));
+        figment = figment.merge(
+            Env::prefixed("PILOTHOUSE_")
+                .split("__")
+                .ignore(&["config"])
+                .filter(|k| !k.as_str().ends_with("_file")),
+        );
         for key in SECRET_KEYS {
             let var = format!("PILOTHOUSE_{}_FILE", key.to_ascii_uppercase());
             if let Ok(path) = std::env::var(&var) {
-                let value = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
-                    var: var.clone(),
-                    path: path.clone(),
-                    source,
-                })?;
+                let value =
+                    std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
+                        var: var.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
                 figment = figment.merge(Serialized::default(key, value.trim().to_string()));
             }
         }
         figment = figment.merge(Serialized::defaults(overrides));
-        figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))
     }
 
     /// The database URL to use (never logged).
@@ -113,7 +121,11 @@ mod tests {
     fn flags_override_files_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pilothouse.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:4000\"\nmax_body_bytes = 1000\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:4000\"\nmax_body_bytes = 1000\n",
+        )
+        .unwrap();
         let c = Config::load(Some(&file), Overrides::default()).unwrap();
         assert_eq!(c.listen.port(), 4000);
         assert_eq!(c.max_body_bytes, 1000);

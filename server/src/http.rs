@@ -69,16 +69,28 @@ pub async fn edge(State(cfg): State<EdgeConfig>, mut req: Request, next: Next) -
         h.insert(header::CONTENT_SECURITY_POLICY, v);
     }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     // same-origin keeps the Referer that plain (no-JS) form posts are sent back to.
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
-    h.insert(HeaderName::from_static("cross-origin-opener-policy"), HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
     h.insert(
         HeaderName::from_static("permissions-policy"),
         HeaderValue::from_static("camera=(), microphone=(), geolocation=(), payment=()"),
     );
     if cfg.tls {
-        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
     }
     if !is_asset && !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -87,7 +99,12 @@ pub async fn edge(State(cfg): State<EdgeConfig>, mut req: Request, next: Next) -
 }
 
 fn plain_error(status: StatusCode, message: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message.to_string(),
+    )
+        .into_response()
 }
 
 /// Refuses cross-origin state-changing requests. Browsers send `Origin` on
@@ -102,7 +119,10 @@ pub async fn same_origin(State(cfg): State<EdgeConfig>, req: Request, next: Next
     let headers = req.headers();
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
         let scheme = if cfg.tls { "https" } else { "http" };
         let own = !host.is_empty() && origin == format!("{scheme}://{host}");
         if !(own || origin == cfg.public_origin) {
@@ -134,7 +154,9 @@ pub async fn server_fn_errors(req: Request, next: Next) -> Response {
         return res;
     }
     let (mut parts, body) = res.into_parts();
-    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
     let err: AppError = serde_json::from_slice(&bytes).unwrap_or(AppError::Internal);
     if let (true, Some(path)) = (plain_form, back_to) {
         let location = with_error_param(&path, &err.to_string());
@@ -148,7 +170,9 @@ pub async fn server_fn_errors(req: Request, next: Next) -> Response {
     parts.status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     parts.headers.remove(header::LOCATION);
     if let AppError::Throttled(secs) = err {
-        parts.headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        parts
+            .headers
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     Response::from_parts(parts, Body::from(bytes))
 }
@@ -156,7 +180,9 @@ pub async fn server_fn_errors(req: Request, next: Next) -> Response {
 /// The path and query of a Referer, only if it is a plain absolute URL; we
 /// never redirect to another host.
 fn same_site_path(referer: &str) -> Option<String> {
-    let rest = referer.strip_prefix("http://").or_else(|| referer.strip_prefix("https://"))?;
+    let rest = referer
+        .strip_prefix("http://")
+        .or_else(|| referer.strip_prefix("https://"))?;
     let slash = rest.find('/')?;
     let path = &rest[slash..];
     (path.starts_with('/') && !path.starts_with("//")).then(|| path.to_string())
@@ -180,9 +206,15 @@ mod tests {
 
     #[test]
     fn referers_only_give_local_paths() {
-        assert_eq!(same_site_path("http://h:1/login?x=1").as_deref(), Some("/login?x=1"));
+        assert_eq!(
+            same_site_path("http://h:1/login?x=1").as_deref(),
+            Some("/login?x=1")
+        );
         assert_eq!(same_site_path("https://h//evil.com"), None);
         assert_eq!(same_site_path("javascript:alert(1)"), None);
-        assert_eq!(with_error_param("/login?error=old&a=b", "Bad & wrong"), "/login?a=b&error=Bad+%26+wrong");
+        assert_eq!(
+            with_error_param("/login?error=old&a=b", "Bad & wrong"),
+            "/login?a=b&error=Bad+%26+wrong"
+        );
     }
 }

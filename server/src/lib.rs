@@ -37,13 +37,19 @@ pub use config::{Config, Overrides};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot open the database: {0}")]
     Store(#[from] control::StoreError),
     #[error("cannot read the database: {0}")]
     Control(#[from] control::ControlError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub struct Application {
@@ -66,13 +72,19 @@ impl Application {
             source,
         })?;
         let store = Store::connect(config.database_url().expose_secret()).await?;
-        tracing::info!(backend = store.backend().name(), "database ready, migrations applied");
+        tracing::info!(
+            backend = store.backend().name(),
+            "database ready, migrations applied"
+        );
         control::password::warm_up();
 
-        let listener = TcpListener::bind(config.listen).await.map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen {
             addr: config.listen,
             source,
@@ -145,7 +157,8 @@ impl Application {
         tracing::info!("listening on http://{}", self.addr);
         axum::serve(
             self.listener,
-            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -223,7 +236,9 @@ fn router(config: &Config, state: AppState, edge: http::EdgeConfig, addr: Socket
         .with_same_site(SameSite::Lax)
         .with_secure(edge.tls)
         .with_path("/")
-        .with_expiry(Expiry::OnInactivity(time::Duration::seconds(control::sessions::IDLE_SECS)));
+        .with_expiry(Expiry::OnInactivity(time::Duration::seconds(
+            control::sessions::IDLE_SECS,
+        )));
     let health = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -235,12 +250,17 @@ fn router(config: &Config, state: AppState, edge: http::EdgeConfig, addr: Socket
             let options = options.clone();
             move || shell(options.clone())
         })
-        .fallback(leptos_axum::file_and_error_handler_with_context(context, shell))
+        .fallback(leptos_axum::file_and_error_handler_with_context(
+            context, shell,
+        ))
         .with_state(options);
     ui.layer(axum::middleware::from_fn(http::server_fn_errors))
         .layer(sessions)
         .merge(health)
-        .layer(axum::middleware::from_fn_with_state(edge.clone(), http::same_origin))
+        .layer(axum::middleware::from_fn_with_state(
+            edge.clone(),
+            http::same_origin,
+        ))
         .layer(axum::middleware::from_fn_with_state(edge, http::edge))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))

@@ -11,7 +11,11 @@ use secrecy::{ExposeSecret, SecretString};
 use server::{Application, Config, Overrides};
 
 #[derive(Parser)]
-#[command(name = "pilothouse", version, about = "Pilothouse: a self-hostable control plane for server fleets")]
+#[command(
+    name = "pilothouse",
+    version,
+    about = "Pilothouse: a self-hostable control plane for server fleets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,7 +67,8 @@ struct Common {
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
-    s.parse().map_err(|e: control::types::UnknownRole| e.to_string())
+    s.parse()
+        .map_err(|e: control::types::UnknownRole| e.to_string())
 }
 
 impl Common {
@@ -82,14 +87,21 @@ impl Common {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pilothouse: cannot start the async runtime: {e}");
@@ -122,7 +134,13 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Admin {
-            command: AdminCommand::AddUser { common, org, email, role },
+            command:
+                AdminCommand::AddUser {
+                    common,
+                    org,
+                    email,
+                    role,
+                },
         } => {
             let config = match common.load(None) {
                 Ok(c) => c,
@@ -137,24 +155,41 @@ async fn run(cli: Cli) -> ExitCode {
                 return usage_error("no password on stdin: pipe the new user's password in.");
             }
             if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
-                eprintln!("pilothouse: cannot create {}: {e}", config.data_dir.display());
+                eprintln!(
+                    "pilothouse: cannot create {}: {e}",
+                    config.data_dir.display()
+                );
                 return ExitCode::FAILURE;
             }
-            let store = match control::store::Store::connect(config.database_url().expose_secret()).await {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("pilothouse: cannot open the database: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let result = control::accounts::add_user_cli(&store, &org, &email, role, password, control::Timestamp::now()).await;
+            let store =
+                match control::store::Store::connect(config.database_url().expose_secret()).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("pilothouse: cannot open the database: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+            let result = control::accounts::add_user_cli(
+                &store,
+                &org,
+                &email,
+                role,
+                password,
+                control::Timestamp::now(),
+            )
+            .await;
             store.close().await;
             match result {
                 Ok((user, org_id)) => {
-                    println!("created user {} ({email}) as {role} in organisation {org} ({})", user.0, org_id.0);
+                    println!(
+                        "created user {} ({email}) as {role} in organisation {org} ({})",
+                        user.0, org_id.0
+                    );
                     ExitCode::SUCCESS
                 }
-                Err(e @ (ControlError::Invalid(_) | ControlError::Conflict(_))) => usage_error(&e.to_string()),
+                Err(e @ (ControlError::Invalid(_) | ControlError::Conflict(_))) => {
+                    usage_error(&e.to_string())
+                }
                 Err(e) => {
                     eprintln!("pilothouse: {e}");
                     ExitCode::FAILURE

@@ -10,8 +10,14 @@ use helpers::{TestApp, PASSWORD};
 async fn health_and_server_rendered_login(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let c = app.client();
-    assert_eq!(c.get(app.url("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(app.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(app.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.get(app.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
     // A fresh installation points people to /setup.
     let html = app.page(&c, "/login").await.text().await.unwrap();
     assert!(html.contains("href=\"/setup\""), "{html}");
@@ -21,16 +27,39 @@ async fn health_and_server_rendered_login(db: TestDb) {
     assert_eq!(res.status(), 200);
     let h = res.headers().clone();
     let html = res.text().await.unwrap();
-    assert!(html.contains("name=\"email\"") && html.contains("name=\"password\"") && html.contains("Sign in"), "{html}");
-    assert!(!html.contains("href=\"/setup\""), "no setup hint once an account exists");
+    assert!(
+        html.contains("name=\"email\"")
+            && html.contains("name=\"password\"")
+            && html.contains("Sign in"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("href=\"/setup\""),
+        "no setup hint once an account exists"
+    );
     let csp = h["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("'nonce-"), "{csp}");
-    let nonce = csp.split("'nonce-").nth(1).unwrap().split('\'').next().unwrap();
-    assert!(html.contains(&format!("nonce=\"{nonce}\"")), "hydration scripts carry the CSP nonce");
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("'nonce-"),
+        "{csp}"
+    );
+    let nonce = csp
+        .split("'nonce-")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    assert!(
+        html.contains(&format!("nonce=\"{nonce}\"")),
+        "hydration scripts carry the CSP nonce"
+    );
     assert_eq!(h["x-frame-options"], "DENY");
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["referrer-policy"], "same-origin");
-    assert!(h.get("strict-transport-security").is_none(), "no HSTS over plain HTTP");
+    assert!(
+        h.get("strict-transport-security").is_none(),
+        "no HSTS over plain HTTP"
+    );
 
     let res = app.page(&c, "/no-such-page").await;
     assert_eq!(res.status(), 404);
@@ -43,21 +72,66 @@ async fn login_failures_are_identical_then_throttled(db: TestDb) {
     let app = TestApp::spawn(db).await;
     app.add_user("Acme", "ada@example.com", Role::Member).await;
     let c = app.client();
-    let unknown = app.call(&c, "login", &[("email", "nobody@example.com"), ("password", "wrong password here")]).await;
+    let unknown = app
+        .call(
+            &c,
+            "login",
+            &[
+                ("email", "nobody@example.com"),
+                ("password", "wrong password here"),
+            ],
+        )
+        .await;
     let (s1, b1) = (unknown.status(), unknown.text().await.unwrap());
-    let wrong = app.call(&c, "login", &[("email", "ada@example.com"), ("password", "wrong password here")]).await;
+    let wrong = app
+        .call(
+            &c,
+            "login",
+            &[
+                ("email", "ada@example.com"),
+                ("password", "wrong password here"),
+            ],
+        )
+        .await;
     let (s2, b2) = (wrong.status(), wrong.text().await.unwrap());
     assert_eq!(s1, 401);
-    assert_eq!((s1, &b1), (s2, &b2), "unknown user and wrong password must look the same");
+    assert_eq!(
+        (s1, &b1),
+        (s2, &b2),
+        "unknown user and wrong password must look the same"
+    );
     assert!(b1.contains("Incorrect email or password."));
 
     for _ in 2..=20 {
-        let res = app.call(&c, "login", &[("email", "ada@example.com"), ("password", "wrong password here")]).await;
+        let res = app
+            .call(
+                &c,
+                "login",
+                &[
+                    ("email", "ada@example.com"),
+                    ("password", "wrong password here"),
+                ],
+            )
+            .await;
         assert_eq!(res.status(), 401);
     }
-    let res = app.call(&c, "login", &[("email", "ada@example.com"), ("password", PASSWORD)]).await;
-    assert_eq!(res.status(), 429, "the 21st attempt in an hour is refused, even with the right password");
-    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let res = app
+        .call(
+            &c,
+            "login",
+            &[("email", "ada@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        429,
+        "the 21st attempt in an hour is refused, even with the right password"
+    );
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry > 3000 && retry <= 3600, "{retry}");
     assert!(res.text().await.unwrap().contains("Throttled"));
 }
@@ -68,30 +142,67 @@ async fn bad_input_gets_clear_4xx(db: TestDb) {
     let c = app.signed_in("owner@example.com").await;
 
     // Missing field.
-    let res = app.call(&c, "invite-member", &[("email", "x@example.com")]).await;
+    let res = app
+        .call(&c, "invite-member", &[("email", "x@example.com")])
+        .await;
     assert_eq!(res.status(), 400);
-    assert!(res.text().await.unwrap().contains("incomplete or malformed"));
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("incomplete or malformed"));
     // Unknown role, bad email, over-long email.
-    let res = app.call(&c, "invite-member", &[("email", "x@example.com"), ("role", "root")]).await;
+    let res = app
+        .call(
+            &c,
+            "invite-member",
+            &[("email", "x@example.com"), ("role", "root")],
+        )
+        .await;
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("not a valid role"));
-    let res = app.call(&c, "invite-member", &[("email", "not-an-email"), ("role", "member")]).await;
+    let res = app
+        .call(
+            &c,
+            "invite-member",
+            &[("email", "not-an-email"), ("role", "member")],
+        )
+        .await;
     assert_eq!(res.status(), 400);
     let long = format!("{}@example.com", "a".repeat(300));
-    let res = app.call(&c, "invite-member", &[("email", &long), ("role", "member")]).await;
+    let res = app
+        .call(&c, "invite-member", &[("email", &long), ("role", "member")])
+        .await;
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("too long"));
-    let res = app.call(&c, "change-role", &[("user_id", "abc"), ("role", "admin")]).await;
+    let res = app
+        .call(&c, "change-role", &[("user_id", "abc"), ("role", "admin")])
+        .await;
     assert_eq!(res.status(), 400);
     // Oversized body.
     let huge = "a".repeat(200 * 1024);
-    let res = app.call(&c, "invite-member", &[("email", &huge), ("role", "member")]).await;
+    let res = app
+        .call(&c, "invite-member", &[("email", &huge), ("role", "member")])
+        .await;
     assert_eq!(res.status(), 413);
     // A bad setup code after setup: setup is gone.
-    let res = app.call(&c, "complete-setup", &[("code", "x"), ("org_name", "y"), ("email", "z@example.com"), ("password", PASSWORD)]).await;
+    let res = app
+        .call(
+            &c,
+            "complete-setup",
+            &[
+                ("code", "x"),
+                ("org_name", "y"),
+                ("email", "z@example.com"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
     assert_eq!(res.status(), 409);
     // Expired/unknown invitation tokens.
-    let res = app.call(&app.client(), "invite-details", &[("token", "deadbeef")]).await;
+    let res = app
+        .call(&app.client(), "invite-details", &[("token", "deadbeef")])
+        .await;
     assert_eq!(res.status(), 404);
     assert!(res.text().await.unwrap().contains("not valid"));
 }
@@ -132,19 +243,42 @@ async fn sessions_rotate_and_sign_out_everywhere_else(db: TestDb) {
     // The session id changes at login (no fixation).
     let c = app.client();
     let before = app.page(&c, "/login").await;
-    assert!(before.headers().get("set-cookie").is_none(), "no session for anonymous visitors");
-    let res = app.call(&c, "login", &[("email", "owner@example.com"), ("password", PASSWORD)]).await;
+    assert!(
+        before.headers().get("set-cookie").is_none(),
+        "no session for anonymous visitors"
+    );
+    let res = app
+        .call(
+            &c,
+            "login",
+            &[("email", "owner@example.com"), ("password", PASSWORD)],
+        )
+        .await;
     let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"),
+        "{cookie}"
+    );
 
     let other = app.signed_in("owner@example.com").await;
     let list = app.call(&c, "my-sessions", &[]).await.text().await.unwrap();
     assert_eq!(list.matches("\"handle\"").count(), 2, "{list}");
-    assert!(!list.contains(cookie.split(';').next().unwrap().split('=').nth(1).unwrap()), "session ids are never shown");
+    assert!(
+        !list.contains(cookie.split(';').next().unwrap().split('=').nth(1).unwrap()),
+        "session ids are never shown"
+    );
     let res = app.call(&c, "sign-out-others", &[]).await;
     assert_eq!(res.text().await.unwrap(), "1");
-    assert_eq!(app.call(&other, "team", &[]).await.status(), 401, "the other session is gone");
-    assert_eq!(app.call(&c, "team", &[]).await.status(), 200, "this one stays");
+    assert_eq!(
+        app.call(&other, "team", &[]).await.status(),
+        401,
+        "the other session is gone"
+    );
+    assert_eq!(
+        app.call(&c, "team", &[]).await.status(),
+        200,
+        "this one stays"
+    );
     assert_eq!(app.call(&c, "logout", &[]).await.status(), 200);
     assert_eq!(app.call(&c, "team", &[]).await.status(), 401);
 }

@@ -42,30 +42,66 @@ impl TestApp {
 
     /// A browser-like client: keeps cookies, does not follow redirects.
     pub fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().unwrap()
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(Policy::none())
+            .build()
+            .unwrap()
     }
 
     pub async fn add_user(&self, org: &str, email: &str, role: Role) -> (UserId, OrgId) {
-        accounts::add_user_cli(&self.db.store, org, email, role, SecretString::from(PASSWORD), Timestamp::now())
-            .await
-            .unwrap()
+        accounts::add_user_cli(
+            &self.db.store,
+            org,
+            email,
+            role,
+            SecretString::from(PASSWORD),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap()
     }
 
     /// Loads a page as a browser does (asking for HTML).
     pub async fn page(&self, client: &reqwest::Client, path: &str) -> reqwest::Response {
-        client.get(self.url(path)).header("accept", "text/html").send().await.unwrap()
+        client
+            .get(self.url(path))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Calls a server function with form fields.
-    pub async fn call(&self, client: &reqwest::Client, endpoint: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        client.post(self.url(&format!("/api/{endpoint}"))).form(form).send().await.unwrap()
+    pub async fn call(
+        &self,
+        client: &reqwest::Client,
+        endpoint: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        client
+            .post(self.url(&format!("/api/{endpoint}")))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// A client signed in as `email`.
     pub async fn signed_in(&self, email: &str) -> reqwest::Client {
         let client = self.client();
-        let res = self.call(&client, "login", &[("email", email), ("password", PASSWORD)]).await;
-        assert!(res.status().is_success() || res.status().is_redirection(), "login of {email}: {}", res.status());
+        let res = self
+            .call(
+                &client,
+                "login",
+                &[("email", email), ("password", PASSWORD)],
+            )
+            .await;
+        assert!(
+            res.status().is_success() || res.status().is_redirection(),
+            "login of {email}: {}",
+            res.status()
+        );
         client
     }
 }

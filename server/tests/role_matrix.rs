@@ -18,18 +18,34 @@ enum Who {
     Owner,
 }
 
-const EVERYONE: [Who; 6] = [Who::Anonymous, Who::OtherOrg, Who::Viewer, Who::Member, Who::Admin, Who::Owner];
+const EVERYONE: [Who; 6] = [
+    Who::Anonymous,
+    Who::OtherOrg,
+    Who::Viewer,
+    Who::Member,
+    Who::Admin,
+    Who::Owner,
+];
 
 async fn role_matrix(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let (_, acme) = app.add_user("Acme", "owner@example.com", Role::Owner).await;
     app.add_user("Acme", "admin@example.com", Role::Admin).await;
-    app.add_user("Acme", "member@example.com", Role::Member).await;
-    app.add_user("Acme", "viewer@example.com", Role::Viewer).await;
-    let (target, _) = app.add_user("Acme", "target@example.com", Role::Member).await;
-    let (gone_a, _) = app.add_user("Acme", "gone-a@example.com", Role::Member).await;
-    let (gone_o, _) = app.add_user("Acme", "gone-o@example.com", Role::Member).await;
-    app.add_user("Globex", "stranger@example.com", Role::Owner).await;
+    app.add_user("Acme", "member@example.com", Role::Member)
+        .await;
+    app.add_user("Acme", "viewer@example.com", Role::Viewer)
+        .await;
+    let (target, _) = app
+        .add_user("Acme", "target@example.com", Role::Member)
+        .await;
+    let (gone_a, _) = app
+        .add_user("Acme", "gone-a@example.com", Role::Member)
+        .await;
+    let (gone_o, _) = app
+        .add_user("Acme", "gone-o@example.com", Role::Member)
+        .await;
+    app.add_user("Globex", "stranger@example.com", Role::Owner)
+        .await;
 
     let mut clients = Vec::new();
     for who in EVERYONE {
@@ -45,14 +61,24 @@ async fn role_matrix(db: TestDb) {
     }
 
     // Pages: members see them, anonymous visitors are sent to /login.
-    for path in ["/", "/servers", "/approvals", "/audit", "/team", "/settings"] {
+    for path in [
+        "/",
+        "/servers",
+        "/approvals",
+        "/audit",
+        "/team",
+        "/settings",
+    ] {
         for (who, c) in &clients {
             let res = app.page(c, path).await;
             let expected = if *who == Who::Anonymous { 302 } else { 200 };
             assert_eq!(res.status(), expected, "GET {path} as {who:?}");
             if *who == Who::OtherOrg {
                 let html = res.text().await.unwrap();
-                assert!(!html.contains("owner@example.com") && !html.contains("Acme"), "GET {path} as {who:?} leaks Acme");
+                assert!(
+                    !html.contains("owner@example.com") && !html.contains("Acme"),
+                    "GET {path} as {who:?} leaks Acme"
+                );
             }
         }
     }
@@ -78,7 +104,10 @@ async fn role_matrix(db: TestDb) {
             assert_eq!(res.status(), expected, "{endpoint} as {who:?}");
             let body = res.text().await.unwrap();
             if *who == Who::OtherOrg {
-                assert!(!body.contains("owner@example.com"), "{endpoint} as {who:?} leaks Acme: {body}");
+                assert!(
+                    !body.contains("owner@example.com"),
+                    "{endpoint} as {who:?} leaks Acme: {body}"
+                );
             }
         }
     }
@@ -86,7 +115,11 @@ async fn role_matrix(db: TestDb) {
         let res = app.call(c, "current-user", &[]).await;
         assert_eq!(res.status(), 200, "current-user as {who:?}");
         let body = res.text().await.unwrap();
-        assert_eq!(body == "null", *who == Who::Anonymous, "current-user as {who:?}: {body}");
+        assert_eq!(
+            body == "null",
+            *who == Who::Anonymous,
+            "current-user as {who:?}: {body}"
+        );
         let res = app.call(c, "setup-state", &[]).await;
         assert_eq!(res.text().await.unwrap(), "\"Done\"");
     }
@@ -95,7 +128,9 @@ async fn role_matrix(db: TestDb) {
     // what the other org's Owner gets (their role allows it, but not here).
     for (who, c) in &clients {
         let email = format!("invitee-{who:?}@example.com").to_lowercase();
-        let res = app.call(c, "invite-member", &[("email", &email), ("role", "member")]).await;
+        let res = app
+            .call(c, "invite-member", &[("email", &email), ("role", "member")])
+            .await;
         let expected = match who {
             Who::Anonymous => 401,
             Who::Viewer | Who::Member => 403,
@@ -103,17 +138,33 @@ async fn role_matrix(db: TestDb) {
             Who::OtherOrg | Who::Admin | Who::Owner => 200,
         };
         assert_eq!(res.status(), expected, "invite-member as {who:?}");
-        let owner_invite = app.call(c, "invite-member", &[("email", "boss@example.com"), ("role", "owner")]).await;
+        let owner_invite = app
+            .call(
+                c,
+                "invite-member",
+                &[("email", "boss@example.com"), ("role", "owner")],
+            )
+            .await;
         let expected = match who {
             Who::Anonymous => 401,
             Who::Viewer | Who::Member | Who::Admin => 403,
             Who::OtherOrg | Who::Owner => 200,
         };
-        assert_eq!(owner_invite.status(), expected, "invite an owner as {who:?}");
+        assert_eq!(
+            owner_invite.status(),
+            expected,
+            "invite an owner as {who:?}"
+        );
     }
 
     for (who, c) in &clients {
-        let res = app.call(c, "change-role", &[("user_id", &target_id), ("role", "viewer")]).await;
+        let res = app
+            .call(
+                c,
+                "change-role",
+                &[("user_id", &target_id), ("role", "viewer")],
+            )
+            .await;
         let expected = match who {
             Who::Anonymous => 401,
             Who::Viewer | Who::Member => 403,
@@ -121,7 +172,13 @@ async fn role_matrix(db: TestDb) {
             Who::Admin | Who::Owner => 200,
         };
         assert_eq!(res.status(), expected, "change-role as {who:?}");
-        let res = app.call(c, "change-role", &[("user_id", &target_id), ("role", "owner")]).await;
+        let res = app
+            .call(
+                c,
+                "change-role",
+                &[("user_id", &target_id), ("role", "owner")],
+            )
+            .await;
         let expected = match who {
             Who::Anonymous => 401,
             Who::Viewer | Who::Member | Who::Admin => 403,
@@ -130,7 +187,13 @@ async fn role_matrix(db: TestDb) {
         };
         assert_eq!(res.status(), expected, "promote to owner as {who:?}");
         if *who == Who::Owner {
-            let res = app.call(c, "change-role", &[("user_id", &target_id), ("role", "member")]).await;
+            let res = app
+                .call(
+                    c,
+                    "change-role",
+                    &[("user_id", &target_id), ("role", "member")],
+                )
+                .await;
             assert_eq!(res.status(), 200);
         }
     }
@@ -162,7 +225,12 @@ async fn role_matrix(db: TestDb) {
         .collect();
     assert_eq!(invites.len(), 2, "{team}");
     for (who, c) in &clients {
-        let id = if *who == Who::Owner { invites[1] } else { invites[0] }.to_string();
+        let id = if *who == Who::Owner {
+            invites[1]
+        } else {
+            invites[0]
+        }
+        .to_string();
         let res = app.call(c, "revoke-invite", &[("id", &id)]).await;
         let expected = match who {
             Who::Anonymous => 401,
@@ -184,23 +252,62 @@ async fn role_matrix(db: TestDb) {
         let res = app.call(c, "sign-out-others", &[]).await;
         let expected = if *who == Who::Anonymous { 401 } else { 200 };
         assert_eq!(res.status(), expected, "sign-out-others as {who:?}");
-        let res = app.call(c, "complete-setup", &[("code", "x"), ("org_name", "Evil"), ("email", "e@example.com"), ("password", "correct horse battery staple")]).await;
+        let res = app
+            .call(
+                c,
+                "complete-setup",
+                &[
+                    ("code", "x"),
+                    ("org_name", "Evil"),
+                    ("email", "e@example.com"),
+                    ("password", "correct horse battery staple"),
+                ],
+            )
+            .await;
         assert_eq!(res.status(), 409, "complete-setup as {who:?}");
-        let res = app.call(c, "accept-invite", &[("token", "not-a-token"), ("password", "correct horse battery staple")]).await;
-        assert_eq!(res.status(), 404, "accept-invite with a bad token as {who:?}");
-        let res = app.call(c, "invite-details", &[("token", "not-a-token")]).await;
-        assert_eq!(res.status(), 404, "invite-details with a bad token as {who:?}");
+        let res = app
+            .call(
+                c,
+                "accept-invite",
+                &[
+                    ("token", "not-a-token"),
+                    ("password", "correct horse battery staple"),
+                ],
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            404,
+            "accept-invite with a bad token as {who:?}"
+        );
+        let res = app
+            .call(c, "invite-details", &[("token", "not-a-token")])
+            .await;
+        assert_eq!(
+            res.status(),
+            404,
+            "invite-details with a bad token as {who:?}"
+        );
     }
 
     // Nothing the refused callers tried reached Acme's audit chain, and it is intact.
-    let audit = app.call(owner_c, "audit-events", &[]).await.text().await.unwrap();
+    let audit = app
+        .call(owner_c, "audit-events", &[])
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(!audit.contains("stranger@example.com"), "{audit}");
     assert!(audit.contains("\"first_broken_seq\":null"), "{audit}");
 
     for (who, c) in &clients {
         let res = app.call(c, "logout", &[]).await;
         assert_eq!(res.status(), 200, "logout as {who:?}");
-        assert_eq!(app.call(c, "team", &[]).await.status(), 401, "signed out as {who:?}");
+        assert_eq!(
+            app.call(c, "team", &[]).await.status(),
+            401,
+            "signed out as {who:?}"
+        );
     }
 }
 
