@@ -135,9 +135,9 @@ pub fn ErrorPanel(error: AppError) -> impl IntoView {
 /// The error of a form: from the action (with JavaScript) or from the
 /// `error` query parameter (plain form post redirected back).
 #[component]
-pub fn FormError<T: Send + Sync + Clone + 'static>(action: ServerAction<T>) -> impl IntoView
+pub fn FormError<T>(action: ServerAction<T>) -> impl IntoView
 where
-    T: leptos::server_fn::ServerFn<Error = AppError>,
+    T: leptos::server_fn::ServerFn<Error = AppError> + Send + Sync + Clone + 'static,
     T::Output: Send + Sync + Clone + 'static,
 {
     let query = use_query_map();

@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo bench -p control --bench login`
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use control::access::RequestMeta;

@@ -1,6 +1,10 @@
 //! Control-plane behaviour on both backends: one test body, run on SQLite and
 //! on PostgreSQL.
 
+// Test bodies are shared by both backends through a macro, so they are not
+// `#[test]` functions themselves; a failed unwrap is a failed test here.
+#![allow(clippy::unwrap_used)]
+
 use control::access::{self, ManageMembers, ReadOrg, RequestMeta};
 use control::accounts::{self, SetupForm, SetupGate};
 use control::testing::TestDb;

@@ -1,6 +1,10 @@
 //! The HTTP surface of `pilothouse serve`, run against the real server on
 //! port 0 with a fresh SQLite or PostgreSQL database.
 
+// Test bodies are shared by both backends through a macro, so they are not
+// `#[test]` functions themselves; a failed unwrap is a failed test here.
+#![allow(clippy::unwrap_used)]
+
 mod helpers;
 
 use control::testing::TestDb;

@@ -1,7 +1,7 @@
 //! Spawns the real server on port 0 with a fresh database and gives tests a
 //! cookie-keeping HTTP client per person.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use control::accounts;
 use control::testing::TestDb;
