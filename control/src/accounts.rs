@@ -354,6 +354,17 @@ pub async fn add_user_cli(
     Ok((user, org))
 }
 
+/// Maps a unique-constraint violation to a clear `Conflict`, anything else to itself.
+fn conflict_if_unique(message: &'static str) -> impl FnOnce(sqlx::Error) -> ControlError {
+    move |e| {
+        if is_unique_violation(&e) {
+            ControlError::conflict(message)
+        } else {
+            e.into()
+        }
+    }
+}
+
 pub(crate) async fn insert_org(
     tx: &mut Tx,
     name: &str,
@@ -364,13 +375,9 @@ pub(crate) async fn insert_org(
         .bind(now.0)
         .fetch_one(tx.conn())
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                ControlError::conflict("An organisation with that name already exists.")
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(conflict_if_unique(
+            "An organisation with that name already exists.",
+        ))?;
     Ok(OrgId(row.try_get(0)?))
 }
 

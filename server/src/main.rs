@@ -120,6 +120,9 @@ async fn run(cli: Cli) -> ExitCode {
             };
             let app = match Application::build(config).await {
                 Ok(app) => app,
+                Err(e @ server::StartError::Store(control::StoreError::UnsupportedUrl)) => {
+                    return usage_error(&format!("cannot start: {e}"));
+                }
                 Err(e) => {
                     eprintln!("pilothouse: cannot start: {e}");
                     return ExitCode::FAILURE;

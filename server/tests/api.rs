@@ -287,10 +287,124 @@ async fn sessions_rotate_and_sign_out_everywhere_else(db: TestDb) {
     assert_eq!(app.call(&c, "team", &[]).await.status(), 401);
 }
 
+async fn forms_work_without_javascript(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    app.add_user("Acme", "owner@example.com", Role::Owner).await;
+    let c = app.client();
+    let post = |password: &'static str| {
+        c.post(app.url("/api/login"))
+            .header("accept", "text/html")
+            .header("origin", app.addr.clone())
+            .header("referer", app.url("/login?next=1"))
+            .form(&[("email", "owner@example.com"), ("password", password)])
+            .send()
+    };
+    // A refused plain form post goes back to its page with the message.
+    let res = post("not the password").await.unwrap();
+    assert_eq!(res.status(), 303);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(location, "/login?next=1&error=Incorrect+email+or+password.");
+    let html = app.page(&c, &location).await.text().await.unwrap();
+    assert!(
+        html.contains("data-testid=\"form-error\"")
+            && html.contains("Incorrect email or password."),
+        "{html}"
+    );
+    // A successful one lands on the dashboard, signed in.
+    let res = post(PASSWORD).await.unwrap();
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()["location"], "/");
+    let html = app.page(&c, "/").await.text().await.unwrap();
+    assert!(html.contains("owner@example.com"), "{html}");
+}
+
+async fn a_member_of_two_orgs_switches_between_them(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    app.add_user("Acme", "ada@example.com", Role::Owner).await;
+    app.add_user("Globex", "boss@example.com", Role::Owner)
+        .await;
+    let boss = app.signed_in("boss@example.com").await;
+    let ada = app.signed_in("ada@example.com").await;
+    let link: String = app
+        .call(
+            &boss,
+            "invite-member",
+            &[("email", "ada@example.com"), ("role", "viewer")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = link.rsplit('/').next().unwrap();
+    // The invitation is for Ada: the boss cannot accept it for himself.
+    let res = app.call(&boss, "accept-invite", &[("token", token)]).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        app.call(&ada, "accept-invite", &[("token", token)])
+            .await
+            .status(),
+        200
+    );
+
+    let me: serde_json::Value = app
+        .call(&ada, "current-user", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["org"]["name"], "Globex");
+    assert_eq!(me["org"]["role"], "viewer");
+    assert_eq!(me["orgs"].as_array().unwrap().len(), 2);
+    let acme = me["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "Acme")
+        .unwrap()["id"]
+        .to_string();
+    // As a Globex viewer Ada cannot invite; after switching to Acme, as its owner, she can.
+    let res = app
+        .call(
+            &ada,
+            "invite-member",
+            &[("email", "x@example.com"), ("role", "member")],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        app.call(&ada, "switch-org", &[("org", &acme)])
+            .await
+            .status(),
+        200
+    );
+    let me: serde_json::Value = app
+        .call(&ada, "current-user", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["org"]["name"].as_str(), me["org"]["role"].as_str()),
+        (Some("Acme"), Some("owner"))
+    );
+    let res = app
+        .call(
+            &ada,
+            "invite-member",
+            &[("email", "x@example.com"), ("role", "member")],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let team = app.call(&ada, "team", &[]).await.text().await.unwrap();
+    assert!(!team.contains("boss@example.com"), "{team}");
+}
+
 control::both_backends!(
     health_and_server_rendered_login,
     login_failures_are_identical_then_throttled,
     bad_input_gets_clear_4xx,
     cross_origin_posts_are_refused,
     sessions_rotate_and_sign_out_everywhere_else,
+    forms_work_without_javascript,
+    a_member_of_two_orgs_switches_between_them,
 );

@@ -1,0 +1,134 @@
+//! The `pilothouse` binary's command line: scripted user creation and clear
+//! refusals (exit 2 with a sentence) for bad input.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn pilothouse(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pilothouse"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn admin_add_user_creates_accounts_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let add = |email: &str, role: &str, password: &str| {
+        pilothouse(
+            &[
+                "admin",
+                "add-user",
+                "--data-dir",
+                data,
+                "--org",
+                "Acme",
+                "--email",
+                email,
+                "--role",
+                role,
+            ],
+            password,
+        )
+    };
+
+    let ok = add("ops@example.com", "admin", "correct horse battery staple\n");
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(
+        text(&ok.stdout).contains("created user"),
+        "{}",
+        text(&ok.stdout)
+    );
+
+    for (email, role, password, says) in [
+        (
+            "ops@example.com",
+            "admin",
+            "correct horse battery staple\n",
+            "already exists",
+        ),
+        (
+            "weak@example.com",
+            "member",
+            "password\n",
+            "at least 12 characters",
+        ),
+        (
+            "bad-email",
+            "member",
+            "correct horse battery staple\n",
+            "valid email",
+        ),
+        (
+            "x@example.com",
+            "root",
+            "correct horse battery staple\n",
+            "unknown role",
+        ),
+        ("x@example.com", "member", "", "no password on stdin"),
+    ] {
+        let out = add(email, role, password);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{email} {role}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(says),
+            "{email} {role}: {}",
+            text(&out.stderr)
+        );
+        assert!(!text(&out.stderr).contains("panicked"));
+    }
+}
+
+#[test]
+fn serve_refuses_an_unusable_database_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pilothouse(
+        &[
+            "serve",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--database-url",
+            "mysql://db/x",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot open the database") && err.contains("sqlite:// or postgres://"),
+        "{err}"
+    );
+
+    let out = pilothouse(&["serve", "--listen", "not-an-address"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("invalid value"),
+        "{}",
+        text(&out.stderr)
+    );
+}
