@@ -38,6 +38,12 @@ pub enum AuditAction {
     InviteAccepted,
     RoleChanged,
     MemberRemoved,
+    RegistrationTokenCreated,
+    AgentRegistered,
+    AgentRegistrationRefused,
+    AgentRevoked,
+    CommandQueued,
+    CommandFinished,
 }
 
 impl AuditAction {
@@ -55,6 +61,12 @@ impl AuditAction {
             AuditAction::InviteAccepted => "invite.accepted",
             AuditAction::RoleChanged => "member.role_changed",
             AuditAction::MemberRemoved => "member.removed",
+            AuditAction::RegistrationTokenCreated => "agent.registration_token_created",
+            AuditAction::AgentRegistered => "agent.registered",
+            AuditAction::AgentRegistrationRefused => "agent.registration_refused",
+            AuditAction::AgentRevoked => "agent.revoked",
+            AuditAction::CommandQueued => "command.queued",
+            AuditAction::CommandFinished => "command.finished",
         }
     }
 }

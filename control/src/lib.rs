@@ -13,7 +13,11 @@ pub mod access;
 #[cfg(feature = "server")]
 pub mod accounts;
 #[cfg(feature = "server")]
+pub mod agents;
+#[cfg(feature = "server")]
 pub mod audit;
+#[cfg(feature = "server")]
+pub mod ca;
 #[cfg(feature = "server")]
 pub mod crypto;
 #[cfg(feature = "server")]

@@ -254,6 +254,67 @@ impl ChainReport {
     }
 }
 
+/// An enrolled agent (one per managed server). Random, never reused.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AgentId(pub String);
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AgentId {
+    /// Agent ids are `agt_` and 24 lower-case hex digits.
+    pub fn parse(s: &str) -> Option<AgentId> {
+        let hex = s.strip_prefix("agt_")?;
+        (hex.len() == 24
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| AgentId(s.to_string()))
+    }
+}
+
+/// The post-quantum state of a server's command channel, as the Security tab shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PqcState {
+    AgentNotInstalled,
+    PendingKeyRegistration,
+    ClassicalFallback,
+    PostQuantumActive,
+}
+
+impl PqcState {
+    pub fn label(self) -> &'static str {
+        match self {
+            PqcState::AgentNotInstalled => "Agent not installed",
+            PqcState::PendingKeyRegistration => "Pending key registration",
+            PqcState::ClassicalFallback => "Classical fallback",
+            PqcState::PostQuantumActive => "Post-quantum encryption active",
+        }
+    }
+}
+
+/// A server as the Servers pages show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub id: AgentId,
+    pub hostname: String,
+    pub agent_version: String,
+    pub online: bool,
+    pub revoked: bool,
+    pub last_seen_at: Option<Timestamp>,
+    pub pqc: PqcState,
+    pub keys_registered_at: Timestamp,
+    pub cert_serial: String,
+    pub cert_fingerprint: String,
+    pub cert_not_after: Timestamp,
+    pub kem_key_id: Option<String>,
+    pub tls_group: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

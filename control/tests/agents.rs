@@ -1,0 +1,311 @@
+//! Agent enrolment, gateway authentication, revocation and the command queue
+//! on both backends.
+
+// Test bodies are shared by both backends through a macro, so they are not
+// `#[test]` functions themselves; a failed unwrap is a failed test here.
+#![allow(clippy::unwrap_used)]
+
+use control::access::{self, ReadOrg, RequestMeta};
+use control::agents::{self, Enrolment, ManageAgents};
+use control::ca::AgentCa;
+use control::testing::TestDb;
+use control::{accounts, audit, AgentId, ControlError, OrgId, PqcState, Role, Timestamp, UserId};
+use secrecy::{ExposeSecret, SecretString};
+
+async fn add(db: &TestDb, org: &str, email: &str, role: Role) -> (UserId, OrgId) {
+    accounts::add_user_cli(
+        &db.store,
+        org,
+        email,
+        role,
+        SecretString::from("correct horse battery staple"),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap()
+}
+
+fn meta() -> RequestMeta {
+    RequestMeta::new("192.0.2.7", "pilothouse-agent/0.1.0")
+}
+
+fn enrolment(token: &str, kem: bool) -> Enrolment {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let (secret, _) = agents::parse_token(token).unwrap();
+    Enrolment {
+        token_secret: secret.to_string(),
+        csr_pem: csr,
+        identity_key: "ed25519-public-key-b64".into(),
+        kem_key: kem.then(|| "x-wing-public-key-b64".into()),
+        kem_key_id: kem.then(|| "0123456789abcdef".into()),
+        hostname: "web-1".into(),
+        agent_version: "0.1.0".into(),
+    }
+}
+
+async fn enrolment_tokens_are_one_time_and_audited(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp::now();
+    let ca = AgentCa::load_or_create(dir.path(), now).unwrap();
+    let (owner, org) = add(&db, "Acme", "owner@example.com", Role::Owner).await;
+    let (member, _) = add(&db, "Acme", "member@example.com", Role::Member).await;
+    let owner = access::actor(&db.store, owner, Some(org), meta())
+        .await
+        .unwrap();
+    let member = access::actor(&db.store, member, Some(org), meta())
+        .await
+        .unwrap();
+    assert!(matches!(
+        member.authorize::<ManageAgents>(),
+        Err(ControlError::Forbidden(_))
+    ));
+    let manage = owner.authorize::<ManageAgents>().unwrap();
+    assert!(matches!(
+        agents::create_registration_token(&manage, &ca.pin(), 10, now).await,
+        Err(ControlError::Invalid(_))
+    ));
+
+    let token = agents::create_registration_token(&manage, &ca.pin(), 3600, now)
+        .await
+        .unwrap();
+    let token = token.token.expose_secret().to_string();
+    assert_eq!(
+        agents::parse_token(&token).unwrap().1,
+        ca.pin(),
+        "the token carries the CA pin"
+    );
+
+    let enrolled = agents::enrol(&db.store, &ca, enrolment(&token, false), &meta(), now)
+        .await
+        .unwrap();
+    assert_eq!(enrolled.org, org);
+    let again = agents::enrol(&db.store, &ca, enrolment(&token, false), &meta(), now).await;
+    assert!(
+        matches!(again, Err(ControlError::Conflict(ref m)) if m.contains("already been used")),
+        "{again:?}"
+    );
+
+    let expired = agents::create_registration_token(&manage, &ca.pin(), 60, now)
+        .await
+        .unwrap();
+    let late = agents::enrol(
+        &db.store,
+        &ca,
+        enrolment(expired.token.expose_secret(), true),
+        &meta(),
+        now.plus_secs(61),
+    )
+    .await;
+    assert!(
+        matches!(late, Err(ControlError::Conflict(ref m)) if m.contains("expired")),
+        "{late:?}"
+    );
+    let forged = format!("pht1_{}_{}", "0".repeat(32), ca.pin());
+    let unknown = agents::enrol(&db.store, &ca, enrolment(&forged, true), &meta(), now).await;
+    assert!(
+        matches!(unknown, Err(ControlError::Unauthenticated(_))),
+        "{unknown:?}"
+    );
+
+    // Another organisation's token enrols there, never here.
+    let (stranger, other) = add(&db, "Globex", "stranger@example.com", Role::Owner).await;
+    let stranger = access::actor(&db.store, stranger, Some(other), meta())
+        .await
+        .unwrap();
+    let theirs =
+        agents::create_registration_token(&stranger.authorize().unwrap(), &ca.pin(), 3600, now)
+            .await
+            .unwrap();
+    let elsewhere = agents::enrol(
+        &db.store,
+        &ca,
+        enrolment(theirs.token.expose_secret(), true),
+        &meta(),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(elsewhere.org, other);
+
+    let read = owner.authorize::<ReadOrg>().unwrap();
+    let servers = agents::list(&read, now).await.unwrap();
+    assert_eq!(servers.len(), 1, "Acme sees only its own server");
+    assert_eq!(servers[0].pqc, PqcState::ClassicalFallback);
+    assert!(servers[0].online);
+    assert!(!servers[0].online || servers[0].last_seen_at.is_some());
+    let listed = agents::list(&read, now.plus_secs(91)).await.unwrap();
+    assert!(!listed[0].online, "silent for 90 s means offline");
+    let actions: Vec<String> = audit::latest(&read, 20)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "agent.registration_refused")
+            .count(),
+        2,
+        "{actions:?}"
+    );
+    assert!(actions.contains(&"agent.registered".to_string()));
+}
+
+async fn revocation_refuses_the_certificate_and_cancels_commands(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp::now();
+    let ca = AgentCa::load_or_create(dir.path(), now).unwrap();
+    let (owner, org) = add(&db, "Acme", "owner@example.com", Role::Owner).await;
+    let owner = access::actor(&db.store, owner, Some(org), meta())
+        .await
+        .unwrap();
+    let manage = owner.authorize::<ManageAgents>().unwrap();
+    let token = agents::create_registration_token(&manage, &ca.pin(), 3600, now)
+        .await
+        .unwrap();
+    let enrolled = agents::enrol(
+        &db.store,
+        &ca,
+        enrolment(token.token.expose_secret(), true),
+        &meta(),
+        now,
+    )
+    .await
+    .unwrap();
+    let identity = agents::authenticate(&db.store, &enrolled.cert.fingerprint)
+        .await
+        .unwrap();
+    assert_eq!(identity.agent, enrolled.agent);
+    assert!(agents::authenticate(&db.store, &"0".repeat(64))
+        .await
+        .is_err());
+
+    // The queue: delivered until reported, reported once.
+    let first = agents::enqueue(
+        &manage,
+        &enrolled.agent,
+        "ping",
+        serde_json::json!({}),
+        300,
+        now,
+    )
+    .await
+    .unwrap();
+    let second = agents::enqueue(
+        &manage,
+        &enrolled.agent,
+        "ping",
+        serde_json::json!({}),
+        300,
+        now,
+    )
+    .await
+    .unwrap();
+    let pending = agents::take_pending(&db.store, &enrolled.agent, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(
+        agents::take_pending(&db.store, &enrolled.agent, now)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "at-least-once"
+    );
+    agents::finish(&db.store, &identity, &first, true, "pong", now)
+        .await
+        .unwrap();
+    agents::finish(&db.store, &identity, &first, false, "late duplicate", now)
+        .await
+        .unwrap();
+    let read = owner.authorize::<ReadOrg>().unwrap();
+    assert_eq!(
+        agents::command_state(&read, &first).await.unwrap(),
+        ("succeeded".to_string(), Some("pong".to_string()))
+    );
+    let expiring = agents::enqueue(
+        &manage,
+        &enrolled.agent,
+        "ping",
+        serde_json::json!({}),
+        1,
+        now,
+    )
+    .await
+    .unwrap();
+    let later = agents::take_pending(&db.store, &enrolled.agent, now.plus_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        later.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        vec![second.clone()]
+    );
+    assert_eq!(
+        agents::command_state(&read, &expiring).await.unwrap().0,
+        "expired"
+    );
+
+    // Another organisation cannot touch it.
+    let (stranger, other) = add(&db, "Globex", "stranger@example.com", Role::Owner).await;
+    let stranger = access::actor(&db.store, stranger, Some(other), meta())
+        .await
+        .unwrap();
+    let s = stranger.authorize::<ManageAgents>().unwrap();
+    assert!(matches!(
+        agents::revoke(&s, &enrolled.agent, now).await,
+        Err(ControlError::NotFound(_))
+    ));
+    assert!(matches!(
+        agents::enqueue(&s, &enrolled.agent, "ping", serde_json::json!({}), 60, now).await,
+        Err(ControlError::NotFound(_))
+    ));
+
+    agents::revoke(&manage, &enrolled.agent, now).await.unwrap();
+    let refused = agents::authenticate(&db.store, &enrolled.cert.fingerprint).await;
+    assert!(
+        matches!(refused, Err(ControlError::Unauthenticated(ref m)) if m.contains("revoked")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        agents::command_state(&read, &second).await.unwrap().0,
+        "cancelled"
+    );
+    let view = agents::get(&read, &enrolled.agent, now).await.unwrap();
+    assert!(view.revoked && !view.online);
+    assert!(AgentId::parse(&enrolled.agent.0).is_some());
+
+    // The same host enrols again as a new identity.
+    let token = agents::create_registration_token(&manage, &ca.pin(), 3600, now)
+        .await
+        .unwrap();
+    let again = agents::enrol(
+        &db.store,
+        &ca,
+        enrolment(token.token.expose_secret(), true),
+        &meta(),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_ne!(again.agent, enrolled.agent);
+    assert_eq!(
+        agents::get(&read, &again.agent, now).await.unwrap().pqc,
+        PqcState::PostQuantumActive
+    );
+}
+
+control::both_backends!(
+    enrolment_tokens_are_one_time_and_audited,
+    revocation_refuses_the_certificate_and_cancels_commands,
+);
