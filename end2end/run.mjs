@@ -61,7 +61,7 @@ class Server {
     this.dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pilothouse-e2e-'));
     const env = { ...process.env, RUST_LOG: 'info' };
     if (!env.LEPTOS_SITE_ROOT) env.LEPTOS_SITE_ROOT = path.join(REPO, 'target', 'site');
-    const args = ['serve', '--data-dir', this.dataDir, '--listen', '127.0.0.1:0'];
+    const args = ['serve', '--data-dir', this.dataDir, '--listen', '127.0.0.1:0', '--agent-listen', '127.0.0.1:0'];
     console.log(`# starting ${this.bin} ${args.join(' ')}`);
     this.proc = spawn(this.bin, args, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
 

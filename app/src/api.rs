@@ -253,3 +253,87 @@ pub async fn audit_events() -> Result<AuditPage, AppError> {
     let chain = control::audit::verify(&auth).await?;
     Ok(AuditPage { events, chain })
 }
+
+#[server(endpoint = "list-servers")]
+pub async fn list_servers() -> Result<Vec<control::AgentView>, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    Ok(control::agents::list(&auth, cx.now).await?)
+}
+
+#[server(endpoint = "server-detail")]
+pub async fn server_detail(id: String) -> Result<control::AgentView, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    let id =
+        control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
+    Ok(control::agents::get(&auth, &id, cx.now).await?)
+}
+
+/// A new one-time registration token and the exact command that uses it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewServerToken {
+    pub token: String,
+    pub command: String,
+    pub expires_at: control::Timestamp,
+}
+
+#[server(endpoint = "create-registration-token")]
+pub async fn create_registration_token() -> Result<NewServerToken, AppError> {
+    use secrecy::ExposeSecret;
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let new = control::agents::create_registration_token(
+        &auth,
+        &cx.state.ca_pin,
+        control::agents::DEFAULT_TOKEN_TTL_SECS,
+        cx.now,
+    )
+    .await?;
+    let token = new.token.expose_secret().to_string();
+    Ok(NewServerToken {
+        command: format!(
+            "pilothouse-agent register --server {} --token {token}",
+            cx.state.agent_url
+        ),
+        token,
+        expires_at: new.expires_at,
+    })
+}
+
+/// Queues a ping for the server and returns the command id.
+#[server(endpoint = "ping-server")]
+pub async fn ping_server(id: String) -> Result<String, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let id =
+        control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
+    let command =
+        control::agents::enqueue(&auth, &id, "ping", serde_json::json!({}), 300, cx.now).await?;
+    cx.state.dispatcher.wake(&id);
+    Ok(command)
+}
+
+#[server(endpoint = "command-state")]
+pub async fn command_state(id: String) -> Result<(String, Option<String>), AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    Ok(control::agents::command_state(&auth, &id).await?)
+}
+
+#[server(endpoint = "revoke-server")]
+pub async fn revoke_server(id: String) -> Result<(), AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let id =
+        control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
+    control::agents::revoke(&auth, &id, cx.now).await?;
+    cx.state.dispatcher.wake(&id);
+    Ok(())
+}

@@ -21,6 +21,12 @@ pub struct AppState {
     pub setup: Arc<SetupGate>,
     /// The dashboard's public base URL, used to build invitation links.
     pub public_url: String,
+    /// Wakes agents' long-polls after a command for them is committed.
+    pub dispatcher: Arc<control::dispatch::Dispatcher>,
+    /// SHA-256 pin of the agent CA, carried in registration tokens.
+    pub ca_pin: String,
+    /// `https://HOST:PORT` of the agent gateway, for the register command.
+    pub agent_url: String,
 }
 
 /// The client's address as decided by the server (socket peer, or a trusted

@@ -21,6 +21,8 @@ pub mod ca;
 #[cfg(feature = "server")]
 pub mod crypto;
 #[cfg(feature = "server")]
+pub mod dispatch;
+#[cfg(feature = "server")]
 mod error;
 #[cfg(feature = "server")]
 pub mod password;

@@ -29,12 +29,22 @@ pub struct Config {
     pub site_root: Option<PathBuf>,
     /// Upper bound for request bodies, in bytes.
     pub max_body_bytes: usize,
+    /// Address of the agent gateway's TLS listener.
+    pub agent_listen: SocketAddr,
+    /// DNS names and IP addresses the gateway's certificate is valid for
+    /// (what agents put in `--server https://HOST:PORT`).
+    pub agent_tls_names: Vec<String>,
+    /// How long an agent's long-poll is held when nothing is queued.
+    pub poll_timeout_secs: u64,
 }
 
 #[derive(Serialize)]
 struct Defaults {
     data_dir: PathBuf,
     listen: SocketAddr,
+    agent_listen: SocketAddr,
+    agent_tls_names: Vec<String>,
+    poll_timeout_secs: u64,
     trusted_proxies: Vec<IpAddr>,
     max_body_bytes: usize,
 }
@@ -48,6 +58,8 @@ pub struct Overrides {
     pub database_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +81,9 @@ impl Config {
         let defaults = Defaults {
             data_dir: PathBuf::from("./data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            agent_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            agent_tls_names: vec!["localhost".into(), "127.0.0.1".into()],
+            poll_timeout_secs: 25,
             trusted_proxies: Vec::new(),
             max_body_bytes: 64 * 1024,
         };

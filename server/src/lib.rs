@@ -6,6 +6,7 @@
 //! serves until the process is told to stop. Tests build it on port 0.
 
 pub mod config;
+pub mod gateway;
 pub mod http;
 
 use std::net::SocketAddr;
@@ -50,6 +51,15 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("agent CA: {0}")]
+    Ca(#[from] control::ca::CaError),
+    #[error("agent gateway TLS: {0}")]
+    Tls(String),
+    #[error("cannot read or write {path}: {source}")]
+    Secret {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub struct Application {
@@ -58,6 +68,11 @@ pub struct Application {
     store: Store,
     addr: SocketAddr,
     public_url: String,
+    agent_listener: TcpListener,
+    agent_addr: SocketAddr,
+    agent_tls: rustls::ServerConfig,
+    agent_router: Router,
+    ca_pin: String,
 }
 
 #[derive(Clone)]
@@ -96,6 +111,39 @@ impl Application {
             .trim_end_matches('/')
             .to_string();
 
+        let now = control::Timestamp::now();
+        let ca = Arc::new(control::ca::AgentCa::load_or_create(&config.data_dir, now)?);
+        let agent_tls =
+            gateway::tls_config(&ca, &config.agent_tls_names, now).map_err(StartError::Tls)?;
+        let agent_listener = TcpListener::bind(config.agent_listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.agent_listen,
+                source,
+            })?;
+        let agent_addr = agent_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.agent_listen,
+                source,
+            })?;
+        let dispatcher = Arc::new(control::dispatch::Dispatcher::default());
+        let jwt_key = load_or_create_secret(&config.data_dir.join("agent-jwt.key"))?;
+        let agent_router = gateway::routes(gateway::GatewayState {
+            store: store.clone(),
+            ca: ca.clone(),
+            dispatcher: dispatcher.clone(),
+            jwt_key: jwt_key.into(),
+            poll_timeout: Duration::from_secs(config.poll_timeout_secs.clamp(1, 300)),
+        })
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes));
+        let agent_host = config
+            .agent_tls_names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "localhost".into());
+
         let (gate, code) = SetupGate::open(&store).await?;
         if let Some(code) = code {
             // The operator reads the code here; it is good for this process only.
@@ -110,6 +158,9 @@ impl Application {
             store: store.clone(),
             setup: Arc::new(gate),
             public_url: public_url.clone(),
+            dispatcher,
+            ca_pin: ca.pin(),
+            agent_url: format!("https://{agent_host}:{}", agent_addr.port()),
         };
         let edge = http::EdgeConfig {
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
@@ -123,6 +174,11 @@ impl Application {
             store,
             addr,
             public_url,
+            agent_listener,
+            agent_addr,
+            agent_tls,
+            agent_router,
+            ca_pin: ca.pin(),
         })
     }
 
@@ -132,6 +188,16 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The agent gateway's TLS address.
+    pub fn agent_addr(&self) -> SocketAddr {
+        self.agent_addr
+    }
+
+    /// SHA-256 pin of the agent CA certificate.
+    pub fn ca_pin(&self) -> &str {
+        &self.ca_pin
     }
 
     pub fn public_url(&self) -> &str {
@@ -154,6 +220,12 @@ impl Application {
                 }
             }
         });
+        tokio::spawn(gateway::serve(
+            self.agent_listener,
+            self.agent_tls,
+            self.agent_router,
+        ));
+        tracing::info!("agent gateway listening on https://{}", self.agent_addr);
         tracing::info!("listening on http://{}", self.addr);
         axum::serve(
             self.listener,
@@ -163,6 +235,41 @@ impl Application {
         .with_graceful_shutdown(shutdown_signal())
         .await
     }
+}
+
+/// Reads a 32-byte secret from `path`, creating it (mode 0600) on first start.
+fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |source| StartError::Secret {
+        path: path.display().to_string(),
+        source,
+    };
+    if !path.exists() {
+        let secret = control::crypto::random_token(32);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(err)?;
+        f.write_all(secret.as_bytes()).map_err(err)?;
+    }
+    let mode = std::fs::metadata(path).map_err(err)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("readable by other users (mode {mode:o}); run `chmod 600` on it"),
+        )));
+    }
+    let hex = std::fs::read_to_string(path).map_err(err)?;
+    if hex.trim().len() < 64 {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "too short to be a secret",
+        )));
+    }
+    Ok(hex.trim().as_bytes().to_vec())
 }
 
 fn origin_of(url: &str) -> String {

@@ -30,6 +30,9 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:3000).
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Address of the agent gateway's TLS listener (default 127.0.0.1:8443).
+        #[arg(long, value_name = "ADDR")]
+        agent_listen: Option<SocketAddr>,
     },
     /// Administer accounts from the shell.
     Admin {
@@ -72,13 +75,18 @@ fn parse_role(s: &str) -> Result<Role, String> {
 }
 
 impl Common {
-    fn load(self, listen: Option<SocketAddr>) -> Result<Config, String> {
+    fn load(
+        self,
+        listen: Option<SocketAddr>,
+        agent_listen: Option<SocketAddr>,
+    ) -> Result<Config, String> {
         Config::load(
             self.config.as_deref(),
             Overrides {
                 data_dir: self.data_dir,
                 database_url: self.database_url,
                 listen,
+                agent_listen,
             },
         )
         .map_err(|e| e.to_string())
@@ -113,8 +121,12 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve { common, listen } => {
-            let config = match common.load(listen) {
+        Command::Serve {
+            common,
+            listen,
+            agent_listen,
+        } => {
+            let config = match common.load(listen, agent_listen) {
                 Ok(c) => c,
                 Err(e) => return usage_error(&e),
             };
@@ -145,7 +157,7 @@ async fn run(cli: Cli) -> ExitCode {
                     role,
                 },
         } => {
-            let config = match common.load(None) {
+            let config = match common.load(None, None) {
                 Ok(c) => c,
                 Err(e) => return usage_error(&e),
             };

@@ -294,6 +294,124 @@ async fn role_matrix(db: TestDb) {
         );
     }
 
+    // Servers: enrol two agents in Acme directly through the control plane.
+    let ca =
+        control::ca::AgentCa::load_or_create(app.dir.path(), control::Timestamp::now()).unwrap();
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let token = control::agents::create_registration_token_cli(
+            &app.db.store,
+            "Acme",
+            &ca.pin(),
+            600,
+            control::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+        let secret =
+            control::agents::parse_token(secrecy::ExposeSecret::expose_secret(&token.token))
+                .unwrap()
+                .0
+                .to_string();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let enrolled = control::agents::enrol(
+            &app.db.store,
+            &ca,
+            control::agents::Enrolment {
+                token_secret: secret,
+                csr_pem: csr,
+                identity_key: "k".into(),
+                kem_key: None,
+                kem_key_id: None,
+                hostname: "web".into(),
+                agent_version: "0.1.0".into(),
+            },
+            &control::access::RequestMeta::default(),
+            control::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+        servers.push(enrolled.agent.0);
+    }
+    for (who, c) in &clients {
+        let res = app.call(c, "list-servers", &[]).await;
+        let expected = if *who == Who::Anonymous { 401 } else { 200 };
+        assert_eq!(res.status(), expected, "list-servers as {who:?}");
+        if *who == Who::OtherOrg {
+            assert_eq!(
+                res.text().await.unwrap(),
+                "[]",
+                "the other org sees none of Acme's servers"
+            );
+        }
+        let res = app.call(c, "server-detail", &[("id", &servers[0])]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::OtherOrg => 404,
+            _ => 200,
+        };
+        assert_eq!(res.status(), expected, "server-detail as {who:?}");
+        let res = app.call(c, "create-registration-token", &[]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member => 403,
+            Who::OtherOrg | Who::Admin | Who::Owner => 200,
+        };
+        assert_eq!(
+            res.status(),
+            expected,
+            "create-registration-token as {who:?}"
+        );
+        if expected == 200 {
+            let body = res.text().await.unwrap();
+            assert!(
+                body.contains("pilothouse-agent register --server https://"),
+                "{body}"
+            );
+        }
+        // The Admin revokes the first server below; the Owner works on the second.
+        let target = if *who == Who::Owner { &servers[1] } else { &servers[0] };
+        let res = app.call(c, "ping-server", &[("id", target)]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member => 403,
+            Who::OtherOrg => 404,
+            Who::Admin | Who::Owner => 200,
+        };
+        assert_eq!(res.status(), expected, "ping-server as {who:?}");
+        if expected == 200 {
+            let command: String = res.json().await.unwrap();
+            for (other, oc) in &clients {
+                let res = app.call(oc, "command-state", &[("id", &command)]).await;
+                let expected = match other {
+                    Who::Anonymous => 401,
+                    Who::OtherOrg => 404,
+                    _ => 200,
+                };
+                assert_eq!(res.status(), expected, "command-state as {other:?}");
+            }
+        }
+        let victim = if *who == Who::Owner {
+            &servers[1]
+        } else {
+            &servers[0]
+        };
+        let res = app.call(c, "revoke-server", &[("id", victim)]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member => 403,
+            Who::OtherOrg => 404,
+            Who::Admin | Who::Owner => 200,
+        };
+        assert_eq!(res.status(), expected, "revoke-server as {who:?}");
+    }
+
     // Nothing the refused callers tried reached Acme's audit chain, and it is intact.
     let audit = app
         .call(owner_c, "audit-events", &[])

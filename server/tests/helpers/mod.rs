@@ -14,6 +14,9 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestApp {
     pub addr: String,
+    /// The agent gateway's TLS address.
+    pub agent_addr: std::net::SocketAddr,
+    pub ca_pin: String,
     pub db: TestDb,
     pub dir: tempfile::TempDir,
 }
@@ -27,13 +30,22 @@ impl TestApp {
                 data_dir: Some(dir.path().to_path_buf()),
                 database_url: Some(db.url.clone()),
                 listen: Some("127.0.0.1:0".parse().unwrap()),
+                agent_listen: Some("127.0.0.1:0".parse().unwrap()),
             },
         )
         .unwrap();
         let app = Application::build(config).await.expect("the server starts");
         let addr = format!("http://127.0.0.1:{}", app.port());
+        let agent_addr = app.agent_addr();
+        let ca_pin = app.ca_pin().to_string();
         tokio::spawn(app.run_until_stopped());
-        TestApp { addr, db, dir }
+        TestApp {
+            addr,
+            agent_addr,
+            ca_pin,
+            db,
+            dir,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,441 @@
+//! The agent gateway: a TLS 1.3 listener (X25519MLKEM768 preferred) serving
+//! `/agent/v1/*` with client certificates from the agent CA.
+//!
+//! Every request but enrolment must present a client certificate that this
+//! control plane issued to a live (not revoked, not superseded) agent, and a
+//! short-lived JWT bound to that agent id and certificate fingerprint. An
+//! attacker without an agent's private key cannot pass the handshake as that
+//! agent; an agent cannot act as another (the JWT and the certificate must
+//! agree, and every query is scoped to the authenticated agent).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use control::agents::{self, AgentIdentity, Enrolment};
+use control::ca::AgentCa;
+use control::dispatch::Dispatcher;
+use control::store::Store;
+use control::{ControlError, Timestamp};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// JWTs for agents live this long; agents refresh them over mTLS.
+pub const JWT_TTL_SECS: i64 = 300;
+const JWT_AUDIENCE: &str = "pilothouse-agent-gateway";
+
+/// What the TLS layer learned about the connection.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// Hex SHA-256 of the client certificate, if one was presented.
+    pub cert_fingerprint: Option<String>,
+    /// The negotiated key exchange group, e.g. `X25519MLKEM768`.
+    pub tls_group: String,
+}
+
+#[derive(Clone)]
+pub struct GatewayState {
+    pub store: Store,
+    pub ca: Arc<AgentCa>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub jwt_key: Arc<[u8]>,
+    pub poll_timeout: Duration,
+}
+
+/// A gateway error: a status and a reason, never a secret.
+#[derive(Debug)]
+pub struct GatewayError(StatusCode, String);
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            [(header::CONTENT_TYPE, "application/json")],
+            Json(serde_json::json!({ "error": self.1 })),
+        )
+            .into_response()
+    }
+}
+
+impl From<ControlError> for GatewayError {
+    fn from(e: ControlError) -> Self {
+        let status = match &e {
+            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ControlError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
+            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ControlError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "agent gateway error");
+            return GatewayError(status, "internal error".into());
+        }
+        tracing::info!(status = status.as_u16(), reason = %e, "agent request refused");
+        GatewayError(status, e.to_string())
+    }
+}
+
+fn unauthorized(reason: &str) -> GatewayError {
+    tracing::info!(reason, "agent request refused");
+    GatewayError(StatusCode::UNAUTHORIZED, reason.to_string())
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    /// SHA-256 fingerprint of the certificate the token is bound to.
+    cnf: String,
+    aud: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// An agent authenticated by certificate (and, for [`AgentAuth`], by JWT).
+pub struct AgentCert(pub AgentIdentity, pub String);
+
+impl FromRequestParts<GatewayState> for AgentCert {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &GatewayState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<PeerInfo>()
+            .ok_or_else(|| unauthorized("no TLS connection information"))?;
+        let fingerprint = peer
+            .cert_fingerprint
+            .clone()
+            .ok_or_else(|| unauthorized("a client certificate is required"))?;
+        let identity = agents::authenticate(&state.store, &fingerprint).await?;
+        Ok(AgentCert(identity, fingerprint))
+    }
+}
+
+pub struct AgentAuth(pub AgentIdentity);
+
+impl FromRequestParts<GatewayState> for AgentAuth {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &GatewayState,
+    ) -> Result<Self, Self::Rejection> {
+        let AgentCert(identity, fingerprint) = AgentCert::from_request_parts(parts, state).await?;
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("a bearer token is required"))?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[JWT_AUDIENCE]);
+        validation.leeway = 5;
+        let claims = jsonwebtoken::decode::<Claims>(
+            token,
+            &DecodingKey::from_secret(&state.jwt_key),
+            &validation,
+        )
+        .map_err(|e| unauthorized(&format!("the bearer token is not valid ({e})")))?
+        .claims;
+        if claims.sub != identity.agent.0 || claims.cnf != fingerprint {
+            return Err(unauthorized(
+                "the bearer token belongs to another agent or certificate",
+            ));
+        }
+        Ok(AgentAuth(identity))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolRequest {
+    pub token: String,
+    pub csr_pem: String,
+    pub identity_key: String,
+    pub kem_key: Option<String>,
+    pub kem_key_id: Option<String>,
+    pub hostname: String,
+    pub agent_version: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrolResponse {
+    pub agent_id: String,
+    pub client_cert_pem: String,
+    pub ca_cert_pem: String,
+    pub cert_not_after: i64,
+}
+
+async fn enrol(
+    State(state): State<GatewayState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Json(req): Json<EnrolRequest>,
+) -> Result<Json<EnrolResponse>, GatewayError> {
+    let (secret, _pin) = agents::parse_token(&req.token).ok_or_else(|| {
+        GatewayError(
+            StatusCode::BAD_REQUEST,
+            "the registration token is malformed".into(),
+        )
+    })?;
+    let meta = control::access::RequestMeta::new(
+        addr.ip().to_string(),
+        &format!("pilothouse-agent/{}", req.agent_version),
+    );
+    let enrolled = agents::enrol(
+        &state.store,
+        &state.ca,
+        Enrolment {
+            token_secret: secret.to_string(),
+            csr_pem: req.csr_pem,
+            identity_key: req.identity_key,
+            kem_key: req.kem_key,
+            kem_key_id: req.kem_key_id,
+            hostname: req.hostname,
+            agent_version: req.agent_version,
+        },
+        &meta,
+        Timestamp::now(),
+    )
+    .await?;
+    tracing::info!(agent = %enrolled.agent, "agent enrolled");
+    Ok(Json(EnrolResponse {
+        agent_id: enrolled.agent.0,
+        client_cert_pem: enrolled.cert.pem,
+        ca_cert_pem: state.ca.cert_pem().to_string(),
+        cert_not_after: enrolled.cert.not_after.0,
+    }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub expires_in_secs: i64,
+}
+
+async fn token(
+    State(state): State<GatewayState>,
+    AgentCert(identity, fingerprint): AgentCert,
+) -> Result<Json<TokenResponse>, GatewayError> {
+    let now = Timestamp::now().0 / 1000;
+    let claims = Claims {
+        sub: identity.agent.0,
+        cnf: fingerprint,
+        aud: JWT_AUDIENCE.into(),
+        iat: now,
+        exp: now + JWT_TTL_SECS,
+    };
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&state.jwt_key),
+    )
+    .map_err(ControlError::internal)?;
+    Ok(Json(TokenResponse {
+        token,
+        expires_in_secs: JWT_TTL_SECS,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollRequest {
+    /// How long the agent is willing to wait, capped by the server.
+    pub wait_secs: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireCommand {
+    pub id: String,
+    pub seq: i64,
+    pub kind: String,
+    pub args: serde_json::Value,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PollResponse {
+    pub commands: Vec<WireCommand>,
+}
+
+/// The long-poll: answers at once with pending commands, otherwise waits
+/// for a wake-up (a command committed for this agent) or the timeout.
+async fn poll(
+    State(state): State<GatewayState>,
+    Extension(peer): Extension<PeerInfo>,
+    AgentAuth(identity): AgentAuth,
+    Json(req): Json<PollRequest>,
+) -> Result<Json<PollResponse>, GatewayError> {
+    let wait = req
+        .wait_secs
+        .map(Duration::from_secs)
+        .unwrap_or(state.poll_timeout)
+        .min(state.poll_timeout);
+    let notify = state.dispatcher.slot(&identity.agent);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Register interest before looking, so a wake-up between the look and the wait is kept.
+        let notified = notify.notified();
+        agents::touch(
+            &state.store,
+            &identity.agent,
+            &peer.tls_group,
+            Timestamp::now(),
+        )
+        .await?;
+        let pending = agents::take_pending(&state.store, &identity.agent, Timestamp::now()).await?;
+        if !pending.is_empty() {
+            let commands = pending
+                .into_iter()
+                .map(|c| WireCommand {
+                    args: serde_json::from_str(&c.args).unwrap_or(serde_json::Value::Null),
+                    id: c.id,
+                    seq: c.seq,
+                    kind: c.kind,
+                    issued_at: c.created_at.0,
+                    expires_at: c.expires_at.0,
+                })
+                .collect();
+            return Ok(Json(PollResponse { commands }));
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Ok(Json(PollResponse {
+                commands: Vec::new(),
+            }));
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultRequest {
+    pub command_id: String,
+    pub succeeded: bool,
+    pub output: String,
+}
+
+async fn result(
+    State(state): State<GatewayState>,
+    AgentAuth(identity): AgentAuth,
+    Json(req): Json<ResultRequest>,
+) -> Result<StatusCode, GatewayError> {
+    if req.output.len() > 16 * 1024 || req.command_id.len() > 64 {
+        return Err(GatewayError(
+            StatusCode::BAD_REQUEST,
+            "the result is too large".into(),
+        ));
+    }
+    agents::finish(
+        &state.store,
+        &identity,
+        &req.command_id,
+        req.succeeded,
+        &req.output,
+        Timestamp::now(),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub fn routes(state: GatewayState) -> Router {
+    Router::new()
+        .route("/agent/v1/enrol", post(enrol))
+        .route("/agent/v1/token", post(token))
+        .route("/agent/v1/poll", post(poll))
+        .route("/agent/v1/result", post(result))
+        .with_state(state)
+}
+
+/// TLS 1.3 only, client certificates from the agent CA requested (required
+/// for everything but enrolment, which the handlers enforce).
+pub fn tls_config(ca: &AgentCa, names: &[String], now: Timestamp) -> Result<ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca.cert_der().to_vec()))
+        .map_err(|e| format!("agent CA certificate: {e}"))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| format!("client verifier: {e}"))?;
+    let (cert_pem, key_pem) = ca.issue_server(names, now).map_err(|e| e.to_string())?;
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| format!("gateway certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("gateway key: {e}"))?;
+    let chain = vec![cert, CertificateDer::from(ca.cert_der().to_vec())];
+    ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("gateway TLS: {e}"))
+}
+
+/// Accepts TLS connections and serves `router` on each, with the peer's
+/// certificate fingerprint and TLS group attached to every request.
+pub async fn serve(listener: TcpListener, config: ServerConfig, router: Router) {
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    loop {
+        let (tcp, addr) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "agent gateway accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = %addr, error = %e, "agent TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let (_, conn) = tls.get_ref();
+            let peer = PeerInfo {
+                cert_fingerprint: conn
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| control::crypto::sha256_hex(c.as_ref())),
+                tls_group: conn
+                    .negotiated_key_exchange_group()
+                    .map(|g| format!("{:?}", g.name()))
+                    .unwrap_or_default(),
+            };
+            let service = TowerToHyperService::new(
+                router
+                    .layer(Extension(peer))
+                    .layer(Extension(ConnectInfo(addr))),
+            );
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+                tracing::debug!(peer = %addr, error = %e, "agent connection ended");
+            }
+        });
+    }
+}
