@@ -337,3 +337,22 @@ pub async fn revoke_server(id: String) -> Result<(), AppError> {
     cx.state.dispatcher.wake(&id);
     Ok(())
 }
+
+/// Chart data for a server: `range` is `hour` or `day`.
+#[server(endpoint = "server-metrics")]
+pub async fn server_metrics(
+    id: String,
+    range: String,
+) -> Result<Vec<control::MetricPoint>, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    let id =
+        control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
+    let secs = match range.as_str() {
+        "hour" => 3600,
+        "day" => 86_400,
+        _ => return Err(AppError::Invalid("The range is `hour` or `day`.".into())),
+    };
+    Ok(control::metrics::series(&auth, &id, secs, cx.now).await?)
+}

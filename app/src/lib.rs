@@ -6,10 +6,12 @@
 //! `ActionForm`, so it also works without JavaScript.
 
 pub mod api;
+mod chart;
 #[cfg(feature = "ssr")]
 pub mod context;
 mod error;
 mod pages;
+mod servers;
 mod ui;
 
 pub use error::AppError;
@@ -62,7 +64,8 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/invite/:token") view=pages::InvitePage ssr=SsrMode::Async />
                 <ParentRoute path=path!("") view=ui::Shell ssr=SsrMode::Async>
                     <Route path=path!("") view=pages::Dashboard />
-                    <Route path=path!("servers") view=pages::Servers />
+                    <Route path=path!("servers") view=servers::Servers />
+                    <Route path=path!("servers/:id") view=servers::ServerDetail />
                     <Route path=path!("approvals") view=pages::Approvals />
                     <Route path=path!("audit") view=pages::AuditLog />
                     <Route path=path!("team") view=pages::Team />

@@ -188,12 +188,12 @@ pub fn InvitePage() -> impl IntoView {
     }
 }
 
-fn me() -> SignedInUser {
+pub(crate) fn me() -> SignedInUser {
     expect_context::<SignedInUser>()
 }
 
 #[component]
-fn PageTitle(
+pub(crate) fn PageTitle(
     title: &'static str,
     #[prop(optional)] subtitle: Option<&'static str>,
 ) -> impl IntoView {
@@ -224,16 +224,6 @@ pub fn Dashboard() -> impl IntoView {
                 <div class="card-value">"0"</div>
                 <A href="/servers" attr:class="text-sm text-sky-700 underline">"View servers"</A>
             </div>
-        </div>
-    }
-}
-
-#[component]
-pub fn Servers() -> impl IntoView {
-    view! {
-        <PageTitle title="Servers" subtitle="Servers running the Pilothouse agent appear here." />
-        <div class="card text-slate-600" data-testid="servers-empty">
-            "No servers are registered yet."
         </div>
     }
 }

@@ -1,9 +1,61 @@
 //! The agent channel shared by the `pilothouse-agent` binary and the control plane.
 //!
-//! It owns the wire format between them. For now it carries only the protocol
-//! version; the sealed command envelope (X-Wing + AEAD + Ed25519) lands with the
-//! agent channel work.
+//! It owns the wire format between them and every cryptographic decision on it:
+//!
+//! - [`keys`]: X-Wing (ML-KEM-768 + X25519) and Ed25519 key types.
+//! - [`envelope`]: commands sealed to one agent and signed by the control plane, and
+//!   results sealed to the control plane and signed by the agent.
+//! - [`replay`]: the agent's replay guard (exactly-once execution over at-least-once
+//!   delivery).
+//! - [`registration`]: signed key registrations for activation and rotation.
+//! - [`api`]: the agent gateway's HTTP request and response bodies.
+//!
+//! Everything is synchronous and pure: no I/O, no clock and no global RNG inside the
+//! protocol functions. Time is a parameter (`now_ms`, Unix milliseconds) and so is
+//! randomness (any [`CryptoRng`]; [`os_rng`] for production, a seeded RNG in tests).
+//!
+//! Past this crate an attacker who controls the network between control plane and
+//! agent (or a relay in between) cannot read payloads, alter or redirect messages,
+//! or get an agent to run an expired or replayed command. See each module for what
+//! it does and does not defend against.
+
+pub mod api;
+pub mod envelope;
+mod error;
+pub mod keys;
+pub mod registration;
+pub mod replay;
+mod wire;
+
+pub use envelope::{
+    open_command, open_result, seal_command, seal_result, CommandHeader, Envelope, EnvelopeHeader,
+    OpenedCommand, OpenedResult, ResultHeader, ResultStatus, SealedCommand, SealedResult,
+};
+pub use error::{ChannelError, ReplayKind};
+pub use keys::{KemPublicKey, KemSecretKey, KeyId, SigningKey, VerifyingKey};
+pub use registration::{
+    sign_registration, verify_registration, KeyRegistration, SignedKeyRegistration,
+    VerifiedKeyRegistration,
+};
+pub use replay::ReplayGuard;
+
+/// The `rand_core` version the RNG parameters use, so callers name the same traits.
+pub use rand_core;
+pub use rand_core::CryptoRng;
 
 /// Version of the agent wire protocol. Every message carries it; a peer refuses
 /// versions it does not know instead of guessing.
 pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The operating system's RNG as a [`CryptoRng`].
+pub type OsRng = rand_core::UnwrapErr<getrandom::SysRng>;
+
+/// The operating system's RNG, for key generation and sealing in production.
+///
+/// Panics (inside a draw) if the OS cannot supply randomness at all. On Linux that
+/// means `getrandom(2)` itself failing, which it does not after boot (it blocks until
+/// the pool is seeded). There is no safe way to seal or generate keys without
+/// randomness, so stopping is the right outcome.
+pub fn os_rng() -> OsRng {
+    rand_core::UnwrapErr(getrandom::SysRng)
+}

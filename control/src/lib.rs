@@ -25,6 +25,8 @@ pub mod dispatch;
 #[cfg(feature = "server")]
 mod error;
 #[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
 pub mod password;
 #[cfg(feature = "server")]
 pub mod sessions;

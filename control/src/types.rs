@@ -68,6 +68,24 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Milliseconds now, on the server or in the browser; used only for
+    /// drawing (chart edges), never for a security decision.
+    pub fn now_browser_or_server() -> i64 {
+        #[cfg(target_arch = "wasm32")]
+        {
+            js_sys::Date::now() as i64
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or_default()
+        }
+    }
+}
+
 #[cfg(feature = "server")]
 impl Timestamp {
     pub fn now() -> Self {
@@ -313,6 +331,20 @@ pub struct AgentView {
     pub cert_not_after: Timestamp,
     pub kem_key_id: Option<String>,
     pub tls_group: String,
+}
+
+/// One point of a server's metrics chart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    pub at: Timestamp,
+    pub cpu_pct: f64,
+    pub mem_used: i64,
+    pub mem_total: i64,
+    pub disk_used: i64,
+    pub disk_total: i64,
+    pub net_rx_bps: f64,
+    pub net_tx_bps: f64,
+    pub load1: f64,
 }
 
 #[cfg(test)]

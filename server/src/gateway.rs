@@ -18,6 +18,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
+use channel::api::{
+    EnrolRequest, EnrolResponse, MetricsBatch, PollRequest, PollResponse, ResultRequest,
+    TokenResponse, WireCommand,
+};
 use control::agents::{self, AgentIdentity, Enrolment};
 use control::ca::AgentCa;
 use control::dispatch::Dispatcher;
@@ -165,26 +169,6 @@ impl FromRequestParts<GatewayState> for AgentAuth {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrolRequest {
-    pub token: String,
-    pub csr_pem: String,
-    pub identity_key: String,
-    pub kem_key: Option<String>,
-    pub kem_key_id: Option<String>,
-    pub hostname: String,
-    pub agent_version: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EnrolResponse {
-    pub agent_id: String,
-    pub client_cert_pem: String,
-    pub ca_cert_pem: String,
-    pub cert_not_after: i64,
-}
-
 async fn enrol(
     State(state): State<GatewayState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -225,12 +209,6 @@ async fn enrol(
     }))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TokenResponse {
-    pub token: String,
-    pub expires_in_secs: i64,
-}
-
 async fn token(
     State(state): State<GatewayState>,
     AgentCert(identity, fingerprint): AgentCert,
@@ -253,28 +231,6 @@ async fn token(
         token,
         expires_in_secs: JWT_TTL_SECS,
     }))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PollRequest {
-    /// How long the agent is willing to wait, capped by the server.
-    pub wait_secs: Option<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct WireCommand {
-    pub id: String,
-    pub seq: i64,
-    pub kind: String,
-    pub args: serde_json::Value,
-    pub issued_at: i64,
-    pub expires_at: i64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PollResponse {
-    pub commands: Vec<WireCommand>,
 }
 
 /// The long-poll: answers at once with pending commands, otherwise waits
@@ -325,14 +281,6 @@ async fn poll(
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResultRequest {
-    pub command_id: String,
-    pub succeeded: bool,
-    pub output: String,
-}
-
 async fn result(
     State(state): State<GatewayState>,
     AgentAuth(identity): AgentAuth,
@@ -356,8 +304,19 @@ async fn result(
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn metrics(
+    State(state): State<GatewayState>,
+    AgentAuth(identity): AgentAuth,
+    Json(batch): Json<MetricsBatch>,
+) -> Result<Json<serde_json::Value>, GatewayError> {
+    let accepted =
+        control::metrics::record(&state.store, &identity, &batch.samples, Timestamp::now()).await?;
+    Ok(Json(serde_json::json!({ "accepted": accepted })))
+}
+
 pub fn routes(state: GatewayState) -> Router {
     Router::new()
+        .route("/agent/v1/metrics", post(metrics))
         .route("/agent/v1/enrol", post(enrol))
         .route("/agent/v1/token", post(token))
         .route("/agent/v1/poll", post(poll))

@@ -220,6 +220,17 @@ impl Application {
                 }
             }
         });
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(300));
+            loop {
+                tick.tick().await;
+                if let Err(e) = control::metrics::maintain(&store, control::Timestamp::now()).await
+                {
+                    tracing::warn!(error = %e, "metrics rollup failed");
+                }
+            }
+        });
         tokio::spawn(gateway::serve(
             self.agent_listener,
             self.agent_tls,

@@ -203,6 +203,51 @@ async fn enrol_poll_ping_and_revoke(db: TestDb) {
     );
     assert_eq!(view["pqc"], "ClassicalFallback");
 
+    // Metrics: one batch, one transaction; impossible samples are dropped, resending is harmless.
+    let now = Timestamp::now().0;
+    let sample = |at: i64, cpu: f64| {
+        json!({
+            "at": at, "cpu_pct": cpu, "mem_used_bytes": 1_000_000_000u64, "mem_total_bytes": 4_000_000_000u64,
+            "disks": [{ "mount": "/", "used_bytes": 10u64, "total_bytes": 100u64 }],
+            "net_rx_bytes_per_sec": 1500.0, "net_tx_bytes_per_sec": 700.0, "load": [0.5, 0.4, 0.3]
+        })
+    };
+    let batch = json!({ "samples": [sample(now - 120_000, 10.0), sample(now - 60_000, 20.0), sample(now, 30.0), sample(now, 150.0)] });
+    let res = agent.post("/agent/v1/metrics", batch.clone()).await;
+    assert_eq!(res.json::<Value>().await.unwrap()["accepted"], 3);
+    agent.post("/agent/v1/metrics", batch).await;
+    let points: Value = app
+        .call(
+            &owner,
+            "server-metrics",
+            &[("id", &agent.id), ("range", "hour")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cpu: Vec<f64> = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["cpu_pct"].as_f64().unwrap())
+        .collect();
+    assert_eq!(cpu, vec![10.0, 20.0, 30.0]);
+    let too_many =
+        json!({ "samples": (0..181).map(|i| sample(now - i * 1000, 1.0)).collect::<Vec<_>>() });
+    assert_eq!(
+        agent.post("/agent/v1/metrics", too_many).await.status(),
+        400
+    );
+    let res = app
+        .call(
+            &owner,
+            "server-metrics",
+            &[("id", &agent.id), ("range", "year")],
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+
     // Revocation refuses the certificate at once.
     assert_eq!(
         app.call(&owner, "revoke-server", &[("id", &agent.id)])
@@ -305,13 +350,15 @@ async fn the_gateway_refuses_what_it_should(db: TestDb) {
         .post("/agent/v1/poll", json!({ "wait_secs": 1, "sneaky": true }))
         .await;
     assert_eq!(res.status(), 422);
-    let res = a
-        .post(
-            "/agent/v1/result",
-            json!({ "command_id": "x", "succeeded": true, "output": "a".repeat(200 * 1024) }),
-        )
-        .await;
-    assert_eq!(res.status(), 413);
+    helpers::expect_too_large(
+        a.client
+            .post(url("/agent/v1/result"))
+            .bearer_auth(&a.jwt)
+            .json(
+                &json!({ "command_id": "x", "succeeded": true, "output": "a".repeat(200 * 1024) }),
+            ),
+    )
+    .await;
     // Enrolment: malformed token, reused token.
     let (body, _) = enrol_body("pht1_nope");
     let res = anonymous

@@ -376,7 +376,11 @@ async fn role_matrix(db: TestDb) {
             );
         }
         // The Admin revokes the first server below; the Owner works on the second.
-        let target = if *who == Who::Owner { &servers[1] } else { &servers[0] };
+        let target = if *who == Who::Owner {
+            &servers[1]
+        } else {
+            &servers[0]
+        };
         let res = app.call(c, "ping-server", &[("id", target)]).await;
         let expected = match who {
             Who::Anonymous => 401,

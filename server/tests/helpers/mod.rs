@@ -117,3 +117,12 @@ impl TestApp {
         client
     }
 }
+
+/// An oversized body must be refused with 413. The server may answer and close
+/// before the client has finished writing; then the client sees a broken pipe.
+pub async fn expect_too_large(req: reqwest::RequestBuilder) {
+    match req.send().await {
+        Ok(res) => assert_eq!(res.status(), 413),
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
+}

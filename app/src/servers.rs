@@ -1,0 +1,248 @@
+//! The Servers pages: the fleet list with "Add server", and a server's detail
+//! with its Security tab (PQC state, keys, certificate, revocation).
+
+use control::{AgentView, Role};
+use leptos::prelude::*;
+use leptos_router::components::A;
+use leptos_router::hooks::{use_params_map, use_query_map};
+
+use crate::api::*;
+use crate::chart::{self, LineChart};
+use crate::pages::{me, PageTitle};
+use crate::ui::{ErrorPanel, FormError};
+
+/// A signal that ticks every `secs` in the browser (never on the server), for live refresh.
+fn ticker(secs: u32) -> ReadSignal<u32> {
+    let (tick, set_tick) = signal(0u32);
+    Effect::new(move |_| {
+        let _ = set_interval_with_handle(
+            move || set_tick.update(|t| *t += 1),
+            std::time::Duration::from_secs(u64::from(secs)),
+        );
+    });
+    tick
+}
+
+fn status_badge(s: &AgentView) -> impl IntoView {
+    let (label, class) = if s.revoked {
+        ("Revoked", "badge bg-red-100 text-red-800")
+    } else if s.online {
+        ("Online", "badge bg-emerald-100 text-emerald-800")
+    } else {
+        ("Offline", "badge bg-amber-100 text-amber-800")
+    };
+    view! { <span data-testid="server-status" class=class>{label}</span> }
+}
+
+fn manages(role: Role) -> bool {
+    role.manages_members()
+}
+
+#[component]
+pub fn Servers() -> impl IntoView {
+    let tick = ticker(10);
+    let add = ServerAction::<CreateRegistrationToken>::new();
+    let servers = Resource::new(move || tick.get(), |_| list_servers());
+    let can_manage = manages(me().0.org.role);
+    view! {
+        <PageTitle title="Servers" subtitle="Servers running the Pilothouse agent. The list refreshes itself." />
+        <Suspense fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match servers.await {
+                    Ok(list) if list.is_empty() => view! {
+                        <div class="card text-slate-600" data-testid="servers-empty">"No servers are registered yet."</div>
+                    }.into_any(),
+                    Ok(list) => view! {
+                        <div class="overflow-x-auto rounded-lg border border-slate-200 bg-white">
+                            <table class="table">
+                                <thead><tr><th>"Name"</th><th>"Status"</th><th>"Last seen"</th><th>"Agent"</th><th>"PQC"</th></tr></thead>
+                                <tbody>
+                                    {list.into_iter().map(|s| {
+                                        let (badge, href, name) = (status_badge(&s), format!("/servers/{}", s.id.0), s.hostname.clone());
+                                        view! {
+                                        <tr data-testid="server-row" data-agent=s.id.0.clone()>
+                                            <td><A href=href attr:class="font-medium text-sky-700 underline">{name}</A></td>
+                                            <td>{badge}</td>
+                                            <td class="whitespace-nowrap text-sm">{s.last_seen_at.map(|t| t.display_utc()).unwrap_or_else(|| "never".into())}</td>
+                                            <td class="text-sm">{s.agent_version.clone()}</td>
+                                            <td class="text-sm" data-testid="server-pqc">{s.pqc.label()}</td>
+                                        </tr>
+                                    }}).collect_view()}
+                                </tbody>
+                            </table>
+                        </div>
+                    }.into_any(),
+                    Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
+                }
+            })}
+        </Suspense>
+        {can_manage.then(|| view! {
+            <section class="mt-8 max-w-3xl">
+                <h2 class="text-lg font-semibold">"Add server"</h2>
+                <p class="mt-1 text-sm text-slate-600">
+                    "Creates a one-time registration token (valid for one hour). Run the command on the new server."
+                </p>
+                <ActionForm action=add attr:class="mt-3">
+                    <button class="btn-primary" type="submit">"Add server"</button>
+                </ActionForm>
+                <div class="mt-3">
+                    <FormError action=add />
+                    {move || add.value().get().and_then(Result::ok).map(|t| view! {
+                        <div class="rounded-md bg-slate-900 p-3 text-sm text-slate-100">
+                            <code data-testid="register-command" class="block break-all">{t.command}</code>
+                        </div>
+                        <p class="mt-1 text-xs text-slate-500">{format!("Expires {}. Shown only once.", t.expires_at.display_utc())}</p>
+                    })}
+                </div>
+            </section>
+        })}
+    }
+}
+
+#[component]
+pub fn ServerDetail() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").unwrap_or_default());
+    let tick = ticker(5);
+    let ping = ServerAction::<PingServer>::new();
+    let revoke = ServerAction::<RevokeServer>::new();
+    let server = Resource::new(
+        move || (id(), tick.get(), revoke.version().get()),
+        |(id, _, _)| server_detail(id),
+    );
+    let can_manage = manages(me().0.org.role);
+    view! {
+        <A href="/servers" attr:class="text-sm text-sky-700 underline">"← All servers"</A>
+        <Suspense fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match server.await {
+                    Ok(s) => view! { <ServerView s can_manage ping revoke /> <Metrics /> }.into_any(),
+                    Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn Field(label: &'static str, testid: &'static str, value: String) -> impl IntoView {
+    view! {
+        <div>
+            <dt class="text-xs font-semibold uppercase tracking-wide text-slate-500">{label}</dt>
+            <dd class="mt-0.5 break-all font-mono text-sm" data-testid=testid>{value}</dd>
+        </div>
+    }
+}
+
+#[component]
+fn ServerView(
+    s: AgentView,
+    can_manage: bool,
+    ping: ServerAction<PingServer>,
+    revoke: ServerAction<RevokeServer>,
+) -> impl IntoView {
+    let id = s.id.0.clone();
+    let active = !s.revoked;
+    view! {
+        <div class="mt-2 mb-6 flex items-center gap-3">
+            <h1 class="text-2xl font-semibold tracking-tight">{s.hostname.clone()}</h1>
+            {status_badge(&s)}
+        </div>
+        <section class="card">
+            <h2 class="mb-4 text-lg font-semibold">"Security"</h2>
+            <dl class="grid gap-4 md:grid-cols-2">
+                <Field label="Post-quantum encryption" testid="pqc-state" value=s.pqc.label().to_string() />
+                <Field label="Keys registered" testid="keys-registered" value=s.keys_registered_at.display_utc() />
+                <Field label="Agent id" testid="agent-id" value=s.id.0.clone() />
+                <Field label="Command key id (X-Wing)" testid="kem-key-id" value=s.kem_key_id.clone().unwrap_or_else(|| "none".into()) />
+                <Field label="Certificate serial" testid="cert-serial" value=s.cert_serial.clone() />
+                <Field label="Certificate expires" testid="cert-expiry" value=s.cert_not_after.display_utc() />
+                <Field label="Certificate fingerprint (SHA-256)" testid="cert-fingerprint" value=s.cert_fingerprint.clone() />
+                <Field label="TLS group in use" testid="tls-group" value=if s.tls_group.is_empty() { "not connected yet".to_string() } else { s.tls_group.clone() } />
+            </dl>
+            {(can_manage && active).then(|| {
+                let (id1, id2) = (id.clone(), id.clone());
+                view! {
+                    <div class="mt-6 flex flex-wrap items-start gap-3">
+                        <ActionForm action=ping>
+                            <input type="hidden" name="id" value=id1 />
+                            <button class="btn-secondary" type="submit">"Ping"</button>
+                        </ActionForm>
+                        <details class="rounded-md border border-red-200 px-3 py-2">
+                            <summary class="cursor-pointer text-sm font-medium text-red-700">"Revoke agent"</summary>
+                            <p class="mt-2 max-w-sm text-sm text-slate-600">
+                                "The agent's certificate is refused at once and its pending commands are cancelled. The server can enrol again with a new token."
+                            </p>
+                            <ActionForm action=revoke attr:class="mt-2">
+                                <input type="hidden" name="id" value=id2 />
+                                <button class="btn-danger" type="submit">"Confirm revoke"</button>
+                            </ActionForm>
+                        </details>
+                    </div>
+                    <div class="mt-3 flex flex-col gap-2">
+                        <FormError action=ping />
+                        <FormError action=revoke />
+                        {move || ping.value().get().and_then(Result::ok).map(|c| view! {
+                            <p class="text-sm text-slate-600" data-testid="ping-queued">{format!("Ping queued ({c}).")}</p>
+                        })}
+                    </div>
+                }
+            })}
+        </section>
+    }
+}
+
+#[component]
+fn Metrics() -> impl IntoView {
+    let params = use_params_map();
+    let query = use_query_map();
+    let id = move || params.with(|p| p.get("id").unwrap_or_default());
+    let range = move || {
+        query
+            .with(|q| q.get("range"))
+            .filter(|r| r == "day")
+            .unwrap_or_else(|| "hour".into())
+    };
+    let tick = ticker(60);
+    let data = Resource::new(
+        move || (id(), range(), tick.get()),
+        |(id, range, _)| async move {
+            let now = control::Timestamp::now_browser_or_server();
+            (server_metrics(id, range.clone()).await, range, now)
+        },
+    );
+    view! {
+        <section class="mt-6">
+            <div class="mb-3 flex items-center gap-4">
+                <h2 class="text-lg font-semibold">"Metrics"</h2>
+                <A href="?range=hour" attr:class="text-sm text-sky-700 underline">"Last hour"</A>
+                <A href="?range=day" attr:class="text-sm text-sky-700 underline">"Last day"</A>
+            </div>
+            <Suspense fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    let (result, range, now) = data.await;
+                    match result {
+                        Ok(points) => {
+                            let span = if range == "day" { 86_400_000 } else { 3_600_000 };
+                            let (x_min, x_max) = (now - span, now);
+                            let series = |f: fn(&control::MetricPoint) -> f64| points.iter().map(|p| (p.at.0, f(p))).collect::<Vec<_>>();
+                            let mem_top = points.iter().map(|p| p.mem_total as f64).fold(0.0, f64::max);
+                            let disk_top = points.iter().map(|p| p.disk_total as f64).fold(0.0, f64::max);
+                            view! {
+                                <div class="grid gap-4 md:grid-cols-2">
+                                    <LineChart title="CPU" testid="chart-cpu" points=series(|p| p.cpu_pct) x_min x_max y_max=100.0 format=chart::percent />
+                                    <LineChart title="Memory used" testid="chart-memory" points=series(|p| p.mem_used as f64) x_min x_max y_max=mem_top format=chart::bytes />
+                                    <LineChart title="Disk used" testid="chart-disk" points=series(|p| p.disk_used as f64) x_min x_max y_max=disk_top format=chart::bytes />
+                                    <LineChart title="Network received" testid="chart-net-rx" points=series(|p| p.net_rx_bps) x_min x_max format=chart::rate />
+                                    <LineChart title="Network sent" testid="chart-net-tx" points=series(|p| p.net_tx_bps) x_min x_max format=chart::rate />
+                                    <LineChart title="Load (1 min)" testid="chart-load" points=series(|p| p.load1) x_min x_max format=chart::plain />
+                                </div>
+                            }.into_any()
+                        }
+                        Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}

@@ -1,0 +1,211 @@
+//! Agent metrics: batched writes, series for charts, and retention with
+//! downsampling (raw samples 48 h, 5-minute averages 90 days).
+//!
+//! A batch is written in one transaction with multi-row inserts, never one
+//! transaction per sample; a resent batch (after a lost reply) is harmless
+//! because a sample is keyed by agent and time.
+
+use channel::api::MetricSample;
+use sqlx::Row;
+
+use crate::access::{Authorized, ReadOrg};
+use crate::agents::AgentIdentity;
+use crate::store::Store;
+use crate::{AgentId, ControlError, MetricPoint, Timestamp};
+
+pub const RAW_RETENTION_SECS: i64 = 48 * 3600;
+pub const ROLLUP_RETENTION_SECS: i64 = 90 * 86_400;
+const BUCKET_MS: i64 = 300_000;
+const ROWS_PER_INSERT: usize = 50;
+
+fn valid(s: &MetricSample, now: Timestamp) -> bool {
+    let finite = [
+        s.cpu_pct,
+        s.net_rx_bytes_per_sec,
+        s.net_tx_bytes_per_sec,
+        s.load[0],
+        s.load[1],
+        s.load[2],
+    ]
+    .iter()
+    .all(|v| v.is_finite() && *v >= 0.0);
+    finite
+        && s.cpu_pct <= 100.0
+        && s.mem_used_bytes <= s.mem_total_bytes
+        && s.disks.len() <= 64
+        && s.disks
+            .iter()
+            .all(|d| d.used_bytes <= d.total_bytes && d.mount.len() <= 256)
+        && s.at > now.plus_secs(-RAW_RETENTION_SECS).0
+        && s.at <= now.plus_secs(300).0
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Stores a batch of samples from an agent. Returns how many were accepted;
+/// samples outside the retention window or with impossible values are dropped.
+pub async fn record(
+    store: &Store,
+    agent: &AgentIdentity,
+    samples: &[MetricSample],
+    now: Timestamp,
+) -> Result<usize, ControlError> {
+    if samples.len() > channel::api::MAX_BATCH_SAMPLES {
+        return Err(ControlError::invalid(format!(
+            "A batch carries at most {} samples.",
+            channel::api::MAX_BATCH_SAMPLES
+        )));
+    }
+    let good: Vec<&MetricSample> = samples.iter().filter(|s| valid(s, now)).collect();
+    if good.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = store.begin().await?;
+    for chunk in good.chunks(ROWS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO metrics_raw (agent_id, at, cpu_pct, mem_used, mem_total, disk_used, disk_total, disks, net_rx_bps, net_tx_bps, load1, load5, load15) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 13;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(
+                &(1..=13)
+                    .map(|k| format!("${}", b + k))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            sql.push(')');
+        }
+        sql.push_str(" ON CONFLICT (agent_id, at) DO NOTHING");
+        let mut q = sqlx::query(&sql);
+        for s in chunk {
+            let used: u64 = s.disks.iter().map(|d| d.used_bytes).sum();
+            let total: u64 = s.disks.iter().map(|d| d.total_bytes).sum();
+            let disks = serde_json::to_string(&s.disks).map_err(ControlError::internal)?;
+            q = q
+                .bind(&agent.agent.0)
+                .bind(s.at)
+                .bind(s.cpu_pct)
+                .bind(clamp_i64(s.mem_used_bytes))
+                .bind(clamp_i64(s.mem_total_bytes))
+                .bind(clamp_i64(used))
+                .bind(clamp_i64(total))
+                .bind(disks)
+                .bind(s.net_rx_bytes_per_sec)
+                .bind(s.net_tx_bytes_per_sec)
+                .bind(s.load[0])
+                .bind(s.load[1])
+                .bind(s.load[2]);
+        }
+        q.execute(tx.conn()).await?;
+    }
+    tx.commit().await?;
+    Ok(good.len())
+}
+
+fn point(r: &sqlx::any::AnyRow) -> Result<MetricPoint, sqlx::Error> {
+    Ok(MetricPoint {
+        at: Timestamp(r.try_get(0)?),
+        cpu_pct: r.try_get(1)?,
+        mem_used: r.try_get(2)?,
+        mem_total: r.try_get(3)?,
+        disk_used: r.try_get(4)?,
+        disk_total: r.try_get(5)?,
+        net_rx_bps: r.try_get(6)?,
+        net_tx_bps: r.try_get(7)?,
+        load1: r.try_get(8)?,
+    })
+}
+
+const AVERAGES: &str = "CAST(AVG(cpu_pct) AS DOUBLE PRECISION), CAST(AVG(mem_used) AS BIGINT), CAST(MAX(mem_total) AS BIGINT), \
+     CAST(AVG(disk_used) AS BIGINT), CAST(MAX(disk_total) AS BIGINT), CAST(AVG(net_rx_bps) AS DOUBLE PRECISION), \
+     CAST(AVG(net_tx_bps) AS DOUBLE PRECISION), CAST(AVG(load1) AS DOUBLE PRECISION)";
+
+/// The series for a chart of the last `range_secs`: raw samples for an hour
+/// or less, 5-minute averages beyond.
+pub async fn series(
+    auth: &Authorized<'_, ReadOrg>,
+    agent: &AgentId,
+    range_secs: i64,
+    now: Timestamp,
+) -> Result<Vec<MetricPoint>, ControlError> {
+    let store = auth.store();
+    let owned: i64 = sqlx::query("SELECT COUNT(*) FROM agents WHERE id = $1 AND org_id = $2")
+        .bind(&agent.0)
+        .bind(auth.actor().org().0)
+        .fetch_one(store.pool())
+        .await?
+        .try_get(0)?;
+    if owned == 0 {
+        return Err(ControlError::not_found("No such server."));
+    }
+    let since = now
+        .plus_secs(-range_secs.clamp(60, ROLLUP_RETENTION_SECS))
+        .0;
+    let rows = if range_secs <= 3600 {
+        sqlx::query(
+            "SELECT at, cpu_pct, mem_used, mem_total, disk_used, disk_total, net_rx_bps, net_tx_bps, load1 \
+             FROM metrics_raw WHERE agent_id = $1 AND at > $2 ORDER BY at",
+        )
+        .bind(&agent.0)
+        .bind(since)
+        .fetch_all(store.pool())
+        .await?
+    } else if range_secs <= RAW_RETENTION_SECS {
+        sqlx::query(&format!(
+            "SELECT (at / {BUCKET_MS}) * {BUCKET_MS} AS bucket, {AVERAGES} FROM metrics_raw \
+             WHERE agent_id = $1 AND at > $2 GROUP BY bucket ORDER BY bucket"
+        ))
+        .bind(&agent.0)
+        .bind(since)
+        .fetch_all(store.pool())
+        .await?
+    } else {
+        sqlx::query(
+            "SELECT at, cpu_pct, mem_used, mem_total, disk_used, disk_total, net_rx_bps, net_tx_bps, load1 \
+             FROM metrics_5m WHERE agent_id = $1 AND at > $2 ORDER BY at",
+        )
+        .bind(&agent.0)
+        .bind(since)
+        .fetch_all(store.pool())
+        .await?
+    };
+    rows.iter()
+        .map(point)
+        .collect::<Result<_, _>>()
+        .map_err(Into::into)
+}
+
+/// Rolls complete 5-minute buckets of raw samples into averages and applies
+/// retention. Idempotent; run every few minutes.
+pub async fn maintain(store: &Store, now: Timestamp) -> Result<(), ControlError> {
+    let horizon = now.0 - now.0.rem_euclid(BUCKET_MS);
+    let mut tx = store.begin().await?;
+    sqlx::query(&format!(
+        "INSERT INTO metrics_5m (agent_id, at, cpu_pct, mem_used, mem_total, disk_used, disk_total, net_rx_bps, net_tx_bps, load1) \
+         SELECT agent_id, (at / {BUCKET_MS}) * {BUCKET_MS} AS bucket, {AVERAGES} FROM metrics_raw \
+         WHERE at < $1 AND at >= $2 GROUP BY agent_id, bucket \
+         ON CONFLICT (agent_id, at) DO UPDATE SET cpu_pct = excluded.cpu_pct, mem_used = excluded.mem_used, \
+         mem_total = excluded.mem_total, disk_used = excluded.disk_used, disk_total = excluded.disk_total, \
+         net_rx_bps = excluded.net_rx_bps, net_tx_bps = excluded.net_tx_bps, load1 = excluded.load1"
+    ))
+    .bind(horizon)
+    .bind(now.plus_secs(-RAW_RETENTION_SECS).0)
+    .execute(tx.conn())
+    .await?;
+    sqlx::query("DELETE FROM metrics_raw WHERE at < $1")
+        .bind(now.plus_secs(-RAW_RETENTION_SECS).0)
+        .execute(tx.conn())
+        .await?;
+    sqlx::query("DELETE FROM metrics_5m WHERE at < $1")
+        .bind(now.plus_secs(-ROLLUP_RETENTION_SECS).0)
+        .execute(tx.conn())
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
