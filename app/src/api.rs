@@ -356,3 +356,27 @@ pub async fn server_metrics(
     };
     Ok(control::metrics::series(&auth, &id, secs, cx.now).await?)
 }
+
+/// Asks the server's agent to make and register new keys.
+#[server(endpoint = "rotate-keys")]
+pub async fn rotate_keys(id: String) -> Result<String, AppError> {
+    key_action(id, control::agents::KeyAction::RotateKeys).await
+}
+
+/// Asks an agent in classical fallback to register an ML-KEM (X-Wing) key.
+#[server(endpoint = "activate-pqc")]
+pub async fn activate_pqc(id: String) -> Result<String, AppError> {
+    key_action(id, control::agents::KeyAction::ActivatePqc).await
+}
+
+#[cfg(feature = "ssr")]
+async fn key_action(id: String, action: control::agents::KeyAction) -> Result<String, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let id =
+        control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
+    let command = control::agents::request_key_action(&auth, &id, action, cx.now).await?;
+    cx.state.dispatcher.wake(&id);
+    Ok(command)
+}

@@ -106,9 +106,19 @@ pub fn ServerDetail() -> impl IntoView {
     let tick = ticker(5);
     let ping = ServerAction::<PingServer>::new();
     let revoke = ServerAction::<RevokeServer>::new();
+    let rotate = ServerAction::<RotateKeys>::new();
+    let activate = ServerAction::<ActivatePqc>::new();
     let server = Resource::new(
-        move || (id(), tick.get(), revoke.version().get()),
-        |(id, _, _)| server_detail(id),
+        move || {
+            (
+                id(),
+                tick.get(),
+                revoke.version().get(),
+                rotate.version().get(),
+                activate.version().get(),
+            )
+        },
+        |(id, ..)| server_detail(id),
     );
     let can_manage = manages(me().0.org.role);
     view! {
@@ -116,7 +126,7 @@ pub fn ServerDetail() -> impl IntoView {
         <Suspense fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match server.await {
-                    Ok(s) => view! { <ServerView s can_manage ping revoke /> <Metrics /> }.into_any(),
+                    Ok(s) => view! { <ServerView s can_manage ping revoke rotate activate /> <Metrics /> }.into_any(),
                     Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
                 }
             })}
@@ -140,9 +150,12 @@ fn ServerView(
     can_manage: bool,
     ping: ServerAction<PingServer>,
     revoke: ServerAction<RevokeServer>,
+    rotate: ServerAction<RotateKeys>,
+    activate: ServerAction<ActivatePqc>,
 ) -> impl IntoView {
     let id = s.id.0.clone();
     let active = !s.revoked;
+    let fallback = s.pqc == control::PqcState::ClassicalFallback;
     view! {
         <div class="mt-2 mb-6 flex items-center gap-3">
             <h1 class="text-2xl font-semibold tracking-tight">{s.hostname.clone()}</h1>
@@ -161,9 +174,19 @@ fn ServerView(
                 <Field label="TLS group in use" testid="tls-group" value=if s.tls_group.is_empty() { "not connected yet".to_string() } else { s.tls_group.clone() } />
             </dl>
             {(can_manage && active).then(|| {
-                let (id1, id2) = (id.clone(), id.clone());
+                let (id1, id2, id3, id4) = (id.clone(), id.clone(), id.clone(), id.clone());
                 view! {
                     <div class="mt-6 flex flex-wrap items-start gap-3">
+                        <ActionForm action=rotate>
+                            <input type="hidden" name="id" value=id3 />
+                            <button class="btn-primary" type="submit">"Rotate Keys"</button>
+                        </ActionForm>
+                        {fallback.then(|| view! {
+                            <ActionForm action=activate>
+                                <input type="hidden" name="id" value=id4 />
+                                <button class="btn-primary" type="submit">"Activate Post-Quantum Encryption"</button>
+                            </ActionForm>
+                        })}
                         <ActionForm action=ping>
                             <input type="hidden" name="id" value=id1 />
                             <button class="btn-secondary" type="submit">"Ping"</button>
@@ -182,6 +205,8 @@ fn ServerView(
                     <div class="mt-3 flex flex-col gap-2">
                         <FormError action=ping />
                         <FormError action=revoke />
+                        <FormError action=rotate />
+                        <FormError action=activate />
                         {move || ping.value().get().and_then(Result::ok).map(|c| view! {
                             <p class="text-sm text-slate-600" data-testid="ping-queued">{format!("Ping queued ({c}).")}</p>
                         })}

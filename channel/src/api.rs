@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::{
+    KemPublicKey, SealedCommand, SealedResult, SignedCommand, SignedKeyRegistration, VerifyingKey,
+};
+
 /// `POST /agent/v1/enrol` (TLS without a client certificate).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -12,11 +16,10 @@ pub struct EnrolRequest {
     pub token: String,
     /// PEM CSR for the agent's TLS client key.
     pub csr_pem: String,
-    /// The agent's Ed25519 identity key (base64url).
-    pub identity_key: String,
-    /// The agent's X-Wing public key (base64url), absent in classical fallback.
-    pub kem_key: Option<String>,
-    pub kem_key_id: Option<String>,
+    /// The agent's Ed25519 identity key.
+    pub identity_key: VerifyingKey,
+    /// The agent's X-Wing public key, absent in classical fallback.
+    pub kem_key: Option<KemPublicKey>,
     pub hostname: String,
     pub agent_version: String,
 }
@@ -29,6 +32,10 @@ pub struct EnrolResponse {
     pub ca_cert_pem: String,
     /// Unix milliseconds.
     pub cert_not_after: i64,
+    /// The control plane's command-signing key: every command must verify under it.
+    pub command_verifying_key: VerifyingKey,
+    /// The control plane's KEM key: results are sealed to it.
+    pub control_kem_key: KemPublicKey,
 }
 
 /// `POST /agent/v1/token` (mTLS): a short-lived JWT for the other endpoints.
@@ -47,31 +54,80 @@ pub struct PollRequest {
     pub wait_secs: Option<u64>,
 }
 
-/// A command as delivered (the sealed form replaces this in the next protocol step).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireCommand {
-    pub id: String,
-    pub seq: i64,
-    pub kind: String,
-    pub args: serde_json::Value,
-    pub issued_at: i64,
-    pub expires_at: i64,
+/// A command as delivered: sealed to the agent's KEM key, or only signed while
+/// the agent has none (classical fallback).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "form", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DeliveredCommand {
+    Sealed { envelope: SealedCommand },
+    Signed { envelope: SignedCommand },
+}
+
+impl DeliveredCommand {
+    pub fn header(&self) -> &crate::CommandHeader {
+        match self {
+            DeliveredCommand::Sealed { envelope } => envelope.header(),
+            DeliveredCommand::Signed { envelope } => envelope.header(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollResponse {
-    pub commands: Vec<WireCommand>,
+    pub commands: Vec<DeliveredCommand>,
+}
+
+/// Command kinds of this protocol version.
+pub mod kinds {
+    /// Round trip; the agent answers "pong".
+    pub const PING: &str = "ping";
+    /// Make new identity, KEM and TLS keys and register them ([`super::KeysRequest`]).
+    pub const ROTATE_KEYS: &str = "rotate_keys";
+    /// Make an X-Wing key if there is none and register it.
+    pub const REGISTER_PQC_KEY: &str = "register_pqc_key";
 }
 
 /// `POST /agent/v1/result` (mTLS + JWT).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResultRequest {
-    pub command_id: String,
-    pub succeeded: bool,
-    pub output: String,
+    /// Sealed to the control plane's KEM key, signed by the agent's identity key.
+    pub result: SealedResult,
+}
+
+/// `POST /agent/v1/keys` (mTLS + JWT): new keys, signed by the current identity
+/// key and by the new one. With `csr_pem` the TLS certificate is replaced too;
+/// the registration's `tls_cert_fingerprint` is then the hex SHA-256 of the
+/// CSR's PEM text, binding the CSR to the signed registration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysRequest {
+    pub registration: SignedKeyRegistration,
+    pub csr_pem: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysResponse {
+    /// The new client certificate when a CSR was sent.
+    pub client_cert_pem: Option<String>,
+    pub cert_not_after: Option<i64>,
+}
+
+/// `POST /agent/v1/renew` (mTLS + JWT): a new certificate for the same key
+/// pair or a new one, before the current one expires.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewResponse {
+    pub client_cert_pem: String,
+    pub cert_not_after: i64,
 }
 
 /// Usage of one mounted filesystem.

@@ -28,8 +28,9 @@ pub mod replay;
 mod wire;
 
 pub use envelope::{
-    open_command, open_result, seal_command, seal_result, CommandHeader, Envelope, EnvelopeHeader,
-    OpenedCommand, OpenedResult, ResultHeader, ResultStatus, SealedCommand, SealedResult,
+    open_command, open_result, open_signed_command, seal_command, seal_result, sign_command,
+    CommandHeader, Envelope, EnvelopeHeader, OpenedCommand, OpenedResult, ResultHeader,
+    ResultStatus, SealedCommand, SealedResult, SignedCommand,
 };
 pub use error::{ChannelError, ReplayKind};
 pub use keys::{KemPublicKey, KemSecretKey, KeyId, SigningKey, VerifyingKey};

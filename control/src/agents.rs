@@ -15,8 +15,10 @@ use crate::access::{Authorized, Capability, ReadOrg, RequestMeta};
 use crate::audit::{self, AuditAction, AuditActor, Event};
 use crate::ca::{AgentCa, IssuedCert};
 use crate::crypto::{random_token, token_hash};
+use crate::server_keys::{decode_key, encode_key};
 use crate::store::Store;
 use crate::{AgentId, AgentView, ControlError, OrgId, PqcState, Role, Timestamp};
+use channel::{KemPublicKey, VerifyingKey};
 
 /// A server not heard from for this long shows Offline.
 pub const OFFLINE_AFTER_SECS: i64 = 90;
@@ -144,9 +146,8 @@ pub async fn create_registration_token_cli(
 pub struct Enrolment {
     pub token_secret: String,
     pub csr_pem: String,
-    pub identity_key: String,
-    pub kem_key: Option<String>,
-    pub kem_key_id: Option<String>,
+    pub identity_key: VerifyingKey,
+    pub kem_key: Option<KemPublicKey>,
     pub hostname: String,
     pub agent_version: String,
 }
@@ -179,17 +180,9 @@ pub async fn enrol(
 ) -> Result<Enrolled, ControlError> {
     let hostname = bounded_text(&e.hostname, 253, "hostname")?;
     let version = bounded_text(&e.agent_version, 32, "agent version")?;
-    let identity_key = bounded_text(&e.identity_key, 128, "identity key")?;
-    let kem_key = e
-        .kem_key
-        .as_deref()
-        .map(|k| bounded_text(k, 4096, "KEM key"))
-        .transpose()?;
-    let kem_key_id = e
-        .kem_key_id
-        .as_deref()
-        .map(|k| bounded_text(k, 64, "KEM key id"))
-        .transpose()?;
+    let identity_key = encode_key(&e.identity_key);
+    let kem_key = e.kem_key.as_ref().map(encode_key);
+    let kem_key_id = e.kem_key.as_ref().map(|k| k.key_id().to_string());
     let actor = AuditActor {
         user: None,
         label: format!("agent on {hostname}"),
@@ -293,8 +286,8 @@ pub async fn enrol(
 pub struct AgentIdentity {
     pub agent: AgentId,
     pub org: OrgId,
-    pub identity_key: String,
-    pub kem_key: Option<String>,
+    pub identity_key: VerifyingKey,
+    pub kem_key: Option<KemPublicKey>,
 }
 
 /// Recognises an agent by its client certificate's fingerprint. Unknown,
@@ -314,11 +307,16 @@ pub async fn authenticate(
             "This agent has been revoked.".into(),
         ));
     }
+    let corrupt = || ControlError::Internal("an agent's stored key does not parse".into());
+    let identity_key: String = row.try_get(2)?;
+    let kem_key: Option<String> = row.try_get(3)?;
     Ok(AgentIdentity {
         agent: AgentId(row.try_get(0)?),
         org: OrgId(row.try_get(1)?),
-        identity_key: row.try_get(2)?,
-        kem_key: row.try_get(3)?,
+        identity_key: decode_key(&identity_key).ok_or_else(corrupt)?,
+        kem_key: kem_key
+            .map(|k| decode_key(&k).ok_or_else(corrupt))
+            .transpose()?,
     })
 }
 
@@ -657,4 +655,210 @@ mod tests {
             assert!(parse_token(bad).is_none(), "{bad}");
         }
     }
+}
+
+/// Which key round an Owner or Admin asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyAction {
+    /// New identity, KEM and TLS keys.
+    RotateKeys,
+    /// Register an X-Wing key (for an agent in classical fallback).
+    ActivatePqc,
+}
+
+impl KeyAction {
+    fn kind(self) -> &'static str {
+        match self {
+            KeyAction::RotateKeys => channel::api::kinds::ROTATE_KEYS,
+            KeyAction::ActivatePqc => channel::api::kinds::REGISTER_PQC_KEY,
+        }
+    }
+}
+
+/// How long a key round waits for an agent that is offline.
+pub const KEY_ACTION_TTL_SECS: i64 = 7 * 86_400;
+
+/// Asks an agent to rotate its keys or register an ML-KEM key: marks the
+/// server "Pending key registration" and queues the command. An agent that is
+/// offline completes it when it returns (the command waits for a week).
+pub async fn request_key_action(
+    auth: &Authorized<'_, ManageAgents>,
+    agent: &AgentId,
+    action: KeyAction,
+    now: Timestamp,
+) -> Result<String, ControlError> {
+    let actor = auth.actor();
+    if action == KeyAction::ActivatePqc {
+        let has_kem: Option<Option<String>> = sqlx::query(
+            "SELECT kem_key FROM agents WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(&agent.0)
+        .bind(actor.org().0)
+        .fetch_optional(auth.store().pool())
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+        match has_kem {
+            None => return Err(ControlError::not_found("No such active server.")),
+            Some(Some(_)) => {
+                return Err(ControlError::conflict(
+                    "Post-quantum encryption is already active on this server.",
+                ))
+            }
+            Some(None) => {}
+        }
+    }
+    let command = enqueue(
+        auth,
+        agent,
+        action.kind(),
+        json!({}),
+        KEY_ACTION_TTL_SECS,
+        now,
+    )
+    .await?;
+    let mut tx = auth.store().begin().await?;
+    sqlx::query("UPDATE agents SET pending_key_action = $1 WHERE id = $2 AND org_id = $3")
+        .bind(action.kind())
+        .bind(&agent.0)
+        .bind(actor.org().0)
+        .execute(tx.conn())
+        .await?;
+    let what = match action {
+        KeyAction::RotateKeys => AuditAction::KeyRotationRequested,
+        KeyAction::ActivatePqc => AuditAction::PqcActivationRequested,
+    };
+    audit::append(
+        &mut tx,
+        &actor.audit_actor(),
+        Event::new(
+            actor.org(),
+            what,
+            format!("agent:{}", agent.0),
+            json!({ "command": command }),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(command)
+}
+
+fn agent_actor(agent: &AgentIdentity) -> AuditActor {
+    AuditActor {
+        user: None,
+        label: format!("agent {}", agent.agent.0),
+        ip: String::new(),
+        user_agent: String::new(),
+    }
+}
+
+/// Records keys an agent registered in a message signed by its current
+/// identity key (already verified by the caller against `agent.identity_key`).
+/// With a CSR, also issues a new client certificate, which replaces the old one
+/// at once. Returns the new certificate, if any.
+pub async fn register_keys(
+    store: &Store,
+    ca: &AgentCa,
+    agent: &AgentIdentity,
+    registration: &channel::KeyRegistration,
+    csr_pem: Option<&str>,
+    now: Timestamp,
+) -> Result<Option<IssuedCert>, ControlError> {
+    let cert = match csr_pem {
+        Some(csr) => {
+            let bound = registration.tls_cert_fingerprint.as_deref()
+                == Some(crate::crypto::sha256_hex(csr).as_str());
+            if !bound {
+                return Err(ControlError::invalid(
+                    "The CSR does not match the fingerprint in the signed registration.",
+                ));
+            }
+            Some(
+                ca.issue_client(csr, &agent.agent.0, now)
+                    .map_err(|e| ControlError::invalid(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    let rotated = registration.identity_key != agent.identity_key;
+    let activated = agent.kem_key.is_none();
+    let mut tx = store.begin().await?;
+    sqlx::query(
+        "UPDATE agents SET identity_key = $1, kem_key = $2, kem_key_id = $3, keys_registered_at = $4, pending_key_action = NULL \
+         WHERE id = $5 AND revoked_at IS NULL",
+    )
+    .bind(encode_key(&registration.identity_key))
+    .bind(encode_key(&registration.kem_public_key))
+    .bind(registration.kem_public_key.key_id().to_string())
+    .bind(now.0)
+    .bind(&agent.agent.0)
+    .execute(tx.conn())
+    .await?;
+    if let Some(cert) = &cert {
+        sqlx::query("UPDATE agents SET cert_serial = $1, cert_fingerprint = $2, cert_not_after = $3 WHERE id = $4")
+            .bind(&cert.serial)
+            .bind(&cert.fingerprint)
+            .bind(cert.not_after.0)
+            .bind(&agent.agent.0)
+            .execute(tx.conn())
+            .await?;
+    }
+    let action = if activated {
+        AuditAction::PqcActivated
+    } else if rotated || cert.is_some() {
+        AuditAction::KeysRotated
+    } else {
+        AuditAction::KeysRegistered
+    };
+    audit::append(
+        &mut tx,
+        &agent_actor(agent),
+        Event::new(
+            agent.org,
+            action,
+            format!("agent:{}", agent.agent.0),
+            json!({ "kem_key_id": registration.kem_public_key.key_id().to_string(), "identity_key_id": registration.identity_key.key_id().to_string(), "cert_serial": cert.as_ref().map(|c| c.serial.clone()) }),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(cert)
+}
+
+/// Issues a fresh client certificate to an agent before its current one
+/// expires; the old certificate is refused from then on.
+pub async fn renew_cert(
+    store: &Store,
+    ca: &AgentCa,
+    agent: &AgentIdentity,
+    csr_pem: &str,
+    now: Timestamp,
+) -> Result<IssuedCert, ControlError> {
+    let cert = ca
+        .issue_client(csr_pem, &agent.agent.0, now)
+        .map_err(|e| ControlError::invalid(e.to_string()))?;
+    let mut tx = store.begin().await?;
+    sqlx::query("UPDATE agents SET cert_serial = $1, cert_fingerprint = $2, cert_not_after = $3 WHERE id = $4 AND revoked_at IS NULL")
+        .bind(&cert.serial)
+        .bind(&cert.fingerprint)
+        .bind(cert.not_after.0)
+        .bind(&agent.agent.0)
+        .execute(tx.conn())
+        .await?;
+    audit::append(
+        &mut tx,
+        &agent_actor(agent),
+        Event::new(
+            agent.org,
+            AuditAction::CertRenewed,
+            format!("agent:{}", agent.agent.0),
+            json!({ "cert_serial": cert.serial, "not_after": cert.not_after.0 }),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(cert)
 }

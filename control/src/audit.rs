@@ -44,6 +44,12 @@ pub enum AuditAction {
     AgentRevoked,
     CommandQueued,
     CommandFinished,
+    KeyRotationRequested,
+    PqcActivationRequested,
+    KeysRotated,
+    KeysRegistered,
+    PqcActivated,
+    CertRenewed,
 }
 
 impl AuditAction {
@@ -67,6 +73,12 @@ impl AuditAction {
             AuditAction::AgentRevoked => "agent.revoked",
             AuditAction::CommandQueued => "command.queued",
             AuditAction::CommandFinished => "command.finished",
+            AuditAction::KeyRotationRequested => "agent.key_rotation_requested",
+            AuditAction::PqcActivationRequested => "agent.pqc_activation_requested",
+            AuditAction::KeysRotated => "agent.keys_rotated",
+            AuditAction::KeysRegistered => "agent.keys_registered",
+            AuditAction::PqcActivated => "agent.pqc_activated",
+            AuditAction::CertRenewed => "agent.cert_renewed",
         }
     }
 }

@@ -41,9 +41,8 @@ fn enrolment(token: &str, kem: bool) -> Enrolment {
     Enrolment {
         token_secret: secret.to_string(),
         csr_pem: csr,
-        identity_key: "ed25519-public-key-b64".into(),
-        kem_key: kem.then(|| "x-wing-public-key-b64".into()),
-        kem_key_id: kem.then(|| "0123456789abcdef".into()),
+        identity_key: channel::SigningKey::generate().verifying_key().clone(),
+        kem_key: kem.then(|| channel::KemSecretKey::generate().public_key().clone()),
         hostname: "web-1".into(),
         agent_version: "0.1.0".into(),
     }

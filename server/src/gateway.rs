@@ -19,9 +19,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use channel::api::{
-    EnrolRequest, EnrolResponse, MetricsBatch, PollRequest, PollResponse, ResultRequest,
-    TokenResponse, WireCommand,
+    kinds, DeliveredCommand, EnrolRequest, EnrolResponse, KeysRequest, KeysResponse, MetricsBatch,
+    PollRequest, PollResponse, RenewRequest, RenewResponse, ResultRequest, TokenResponse,
 };
+use channel::{CommandHeader, ResultStatus};
 use control::agents::{self, AgentIdentity, Enrolment};
 use control::ca::AgentCa;
 use control::dispatch::Dispatcher;
@@ -57,6 +58,7 @@ pub struct GatewayState {
     pub ca: Arc<AgentCa>,
     pub dispatcher: Arc<Dispatcher>,
     pub jwt_key: Arc<[u8]>,
+    pub keys: Arc<control::server_keys::ServerKeys>,
     pub poll_timeout: Duration,
 }
 
@@ -192,7 +194,6 @@ async fn enrol(
             csr_pem: req.csr_pem,
             identity_key: req.identity_key,
             kem_key: req.kem_key,
-            kem_key_id: req.kem_key_id,
             hostname: req.hostname,
             agent_version: req.agent_version,
         },
@@ -206,6 +207,8 @@ async fn enrol(
         client_cert_pem: enrolled.cert.pem,
         ca_cert_pem: state.ca.cert_pem().to_string(),
         cert_not_after: enrolled.cert.not_after.0,
+        command_verifying_key: state.keys.signing.verifying_key().clone(),
+        control_kem_key: state.keys.kem.public_key().clone(),
     }))
 }
 
@@ -261,16 +264,9 @@ async fn poll(
         let pending = agents::take_pending(&state.store, &identity.agent, Timestamp::now()).await?;
         if !pending.is_empty() {
             let commands = pending
-                .into_iter()
-                .map(|c| WireCommand {
-                    args: serde_json::from_str(&c.args).unwrap_or(serde_json::Value::Null),
-                    id: c.id,
-                    seq: c.seq,
-                    kind: c.kind,
-                    issued_at: c.created_at.0,
-                    expires_at: c.expires_at.0,
-                })
-                .collect();
+                .iter()
+                .map(|c| deliver(&state, &identity, c))
+                .collect::<Result<Vec<_>, GatewayError>>()?;
             return Ok(Json(PollResponse { commands }));
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -281,27 +277,137 @@ async fn poll(
     }
 }
 
+/// Seals a queued command to the agent's KEM key, or only signs it while the
+/// agent has none (classical fallback; only key-registration and ping
+/// commands, whose arguments are not secret, are sent that way).
+fn deliver(
+    state: &GatewayState,
+    agent: &AgentIdentity,
+    c: &agents::QueuedCommand,
+) -> Result<DeliveredCommand, GatewayError> {
+    let header = CommandHeader {
+        agent_id: agent.agent.0.clone(),
+        command_id: c.id.clone(),
+        sequence: u64::try_from(c.seq).unwrap_or(0),
+        issued_at: c.created_at.0,
+        expires_at: c.expires_at.0,
+        kind: c.kind.clone(),
+    };
+    let internal = |e: channel::ChannelError| GatewayError::from(ControlError::internal(e));
+    match &agent.kem_key {
+        Some(kem) => {
+            let envelope = channel::seal_command(
+                &header,
+                c.args.as_bytes(),
+                kem,
+                &state.keys.signing,
+                &mut channel::os_rng(),
+            )
+            .map_err(internal)?;
+            Ok(DeliveredCommand::Sealed { envelope })
+        }
+        None if SIGNED_ONLY_KINDS.contains(&c.kind.as_str()) => {
+            let envelope = channel::sign_command(&header, c.args.as_bytes(), &state.keys.signing)
+                .map_err(internal)?;
+            Ok(DeliveredCommand::Signed { envelope })
+        }
+        None => Err(GatewayError(
+            StatusCode::CONFLICT,
+            "a queued command needs post-quantum encryption; register a KEM key first".into(),
+        )),
+    }
+}
+
+/// Commands that may travel signed but not encrypted (nothing secret in them).
+const SIGNED_ONLY_KINDS: &[&str] = &[kinds::PING, kinds::ROTATE_KEYS, kinds::REGISTER_PQC_KEY];
+
 async fn result(
     State(state): State<GatewayState>,
     AgentAuth(identity): AgentAuth,
     Json(req): Json<ResultRequest>,
 ) -> Result<StatusCode, GatewayError> {
-    if req.output.len() > 16 * 1024 || req.command_id.len() > 64 {
-        return Err(GatewayError(
+    let opened = channel::open_result(
+        &req.result,
+        &identity.agent.0,
+        &state.keys.kem,
+        &identity.identity_key,
+        Timestamp::now().0,
+    )
+    .map_err(|e| {
+        GatewayError(
             StatusCode::BAD_REQUEST,
-            "the result is too large".into(),
-        ));
-    }
+            format!("the result was refused: {e}"),
+        )
+    })?;
+    let header = opened.header();
+    let output = String::from_utf8_lossy(opened.output());
+    let succeeded = header.status == ResultStatus::Succeeded;
+    let summary = match header.status {
+        ResultStatus::Succeeded | ResultStatus::Failed => output.to_string(),
+        other => format!("{other:?}: {output}"),
+    };
     agents::finish(
         &state.store,
         &identity,
-        &req.command_id,
-        req.succeeded,
-        &req.output,
+        &header.command_id,
+        succeeded,
+        &summary,
         Timestamp::now(),
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn keys(
+    State(state): State<GatewayState>,
+    AgentAuth(identity): AgentAuth,
+    Json(req): Json<KeysRequest>,
+) -> Result<Json<KeysResponse>, GatewayError> {
+    let verified = channel::verify_registration(
+        &req.registration,
+        &identity.agent.0,
+        &identity.identity_key,
+        Timestamp::now().0,
+    )
+    .map_err(|e| {
+        GatewayError(
+            StatusCode::BAD_REQUEST,
+            format!("the key registration was refused: {e}"),
+        )
+    })?;
+    let cert = agents::register_keys(
+        &state.store,
+        &state.ca,
+        &identity,
+        verified.registration(),
+        req.csr_pem.as_deref(),
+        Timestamp::now(),
+    )
+    .await?;
+    tracing::info!(agent = %identity.agent, new_cert = cert.is_some(), "agent registered new keys");
+    Ok(Json(KeysResponse {
+        cert_not_after: cert.as_ref().map(|c| c.not_after.0),
+        client_cert_pem: cert.map(|c| c.pem),
+    }))
+}
+
+async fn renew(
+    State(state): State<GatewayState>,
+    AgentAuth(identity): AgentAuth,
+    Json(req): Json<RenewRequest>,
+) -> Result<Json<RenewResponse>, GatewayError> {
+    let cert = agents::renew_cert(
+        &state.store,
+        &state.ca,
+        &identity,
+        &req.csr_pem,
+        Timestamp::now(),
+    )
+    .await?;
+    Ok(Json(RenewResponse {
+        client_cert_pem: cert.pem,
+        cert_not_after: cert.not_after.0,
+    }))
 }
 
 async fn metrics(
@@ -317,6 +423,8 @@ async fn metrics(
 pub fn routes(state: GatewayState) -> Router {
     Router::new()
         .route("/agent/v1/metrics", post(metrics))
+        .route("/agent/v1/keys", post(keys))
+        .route("/agent/v1/renew", post(renew))
         .route("/agent/v1/enrol", post(enrol))
         .route("/agent/v1/token", post(token))
         .route("/agent/v1/poll", post(poll))

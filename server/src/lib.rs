@@ -55,6 +55,8 @@ pub enum StartError {
     Ca(#[from] control::ca::CaError),
     #[error("agent gateway TLS: {0}")]
     Tls(String),
+    #[error("control plane keys: {0}")]
+    Keys(#[from] control::server_keys::KeyFileError),
     #[error("cannot read or write {path}: {source}")]
     Secret {
         path: String,
@@ -129,11 +131,15 @@ impl Application {
             })?;
         let dispatcher = Arc::new(control::dispatch::Dispatcher::default());
         let jwt_key = load_or_create_secret(&config.data_dir.join("agent-jwt.key"))?;
+        let keys = Arc::new(control::server_keys::ServerKeys::load_or_create(
+            &config.data_dir,
+        )?);
         let agent_router = gateway::routes(gateway::GatewayState {
             store: store.clone(),
             ca: ca.clone(),
             dispatcher: dispatcher.clone(),
             jwt_key: jwt_key.into(),
+            keys,
             poll_timeout: Duration::from_secs(config.poll_timeout_secs.clamp(1, 300)),
         })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))

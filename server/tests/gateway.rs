@@ -25,6 +25,12 @@ struct Agent {
     client: reqwest::Client,
     base: String,
     jwt: String,
+    ca_pem: String,
+    identity: channel::SigningKey,
+    kem: Option<channel::KemSecretKey>,
+    server_verifying: channel::VerifyingKey,
+    control_kem: channel::KemPublicKey,
+    replay: channel::ReplayGuard,
 }
 
 fn tls_client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
@@ -52,7 +58,7 @@ fn tls_client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
         .unwrap()
 }
 
-fn enrol_body(token: &str) -> (Value, String) {
+fn csr() -> (String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
     let csr = rcgen::CertificateParams::new(Vec::<String>::new())
         .unwrap()
@@ -60,16 +66,24 @@ fn enrol_body(token: &str) -> (Value, String) {
         .unwrap()
         .pem()
         .unwrap();
+    (csr, key.serialize_pem())
+}
+
+fn enrol_body(
+    token: &str,
+    identity: &channel::SigningKey,
+    kem: Option<&channel::KemSecretKey>,
+) -> (Value, String) {
+    let (csr, key) = csr();
     let body = json!({
         "token": token,
         "csr_pem": csr,
-        "identity_key": "ed25519-public-key",
-        "kem_key": null,
-        "kem_key_id": null,
+        "identity_key": identity.verifying_key(),
+        "kem_key": kem.map(|k| k.public_key()),
         "hostname": "web-1",
         "agent_version": "0.1.0",
     });
-    (body, key.serialize_pem())
+    (body, key)
 }
 
 async fn token_for(app: &TestApp) -> String {
@@ -89,10 +103,16 @@ async fn token_for(app: &TestApp) -> String {
 
 impl Agent {
     async fn enrol(app: &TestApp) -> Agent {
+        Agent::enrol_with(app, true).await
+    }
+
+    async fn enrol_with(app: &TestApp, pqc: bool) -> Agent {
         let ca_pem = std::fs::read_to_string(app.dir.path().join("agent-ca.crt")).unwrap();
         let base = format!("https://127.0.0.1:{}", app.agent_addr.port());
         let anonymous = tls_client(&ca_pem, None);
-        let (body, key) = enrol_body(&token_for(app).await);
+        let identity = channel::SigningKey::generate();
+        let kem = pqc.then(channel::KemSecretKey::generate);
+        let (body, key) = enrol_body(&token_for(app).await, &identity, kem.as_ref());
         let res = anonymous
             .post(format!("{base}/agent/v1/enrol"))
             .json(&body)
@@ -100,23 +120,34 @@ impl Agent {
             .await
             .unwrap();
         assert_eq!(res.status(), 200);
-        let enrolled: Value = res.json().await.unwrap();
-        let cert = enrolled["client_cert_pem"].as_str().unwrap();
-        let client = tls_client(&ca_pem, Some((cert, &key)));
-        let jwt: Value = client
-            .post(format!("{base}/agent/v1/token"))
+        let enrolled: channel::api::EnrolResponse = res.json().await.unwrap();
+        let mut agent = Agent {
+            id: enrolled.agent_id,
+            client: tls_client(&ca_pem, Some((&enrolled.client_cert_pem, &key))),
+            base,
+            jwt: String::new(),
+            ca_pem,
+            identity,
+            kem,
+            server_verifying: enrolled.command_verifying_key,
+            control_kem: enrolled.control_kem_key,
+            replay: channel::ReplayGuard::new(),
+        };
+        agent.refresh_jwt().await;
+        agent
+    }
+
+    async fn refresh_jwt(&mut self) {
+        let jwt: Value = self
+            .client
+            .post(format!("{}/agent/v1/token", self.base))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        Agent {
-            id: enrolled["agent_id"].as_str().unwrap().to_string(),
-            client,
-            base,
-            jwt: jwt["token"].as_str().unwrap().to_string(),
-        }
+        self.jwt = jwt["token"].as_str().unwrap().to_string();
     }
 
     async fn post(&self, path: &str, body: Value) -> reqwest::Response {
@@ -128,13 +159,118 @@ impl Agent {
             .await
             .unwrap()
     }
+
+    async fn poll(&self, wait_secs: u64) -> Vec<channel::api::DeliveredCommand> {
+        let res = self
+            .post("/agent/v1/poll", json!({ "wait_secs": wait_secs }))
+            .await;
+        assert_eq!(res.status(), 200);
+        res.json::<channel::api::PollResponse>()
+            .await
+            .unwrap()
+            .commands
+    }
+
+    /// Opens a delivered command as the agent does.
+    fn open(
+        &self,
+        delivered: &channel::api::DeliveredCommand,
+    ) -> Result<channel::OpenedCommand, channel::ChannelError> {
+        let now = Timestamp::now().0;
+        match delivered {
+            channel::api::DeliveredCommand::Sealed { envelope } => channel::open_command(
+                envelope,
+                &self.id,
+                self.kem.as_ref().expect("a sealed command needs a KEM key"),
+                &self.server_verifying,
+                &self.replay,
+                now,
+            ),
+            channel::api::DeliveredCommand::Signed { envelope } => channel::open_signed_command(
+                envelope,
+                &self.id,
+                &self.server_verifying,
+                &self.replay,
+                now,
+            ),
+        }
+    }
+
+    fn sealed_result(
+        &self,
+        cmd: &channel::OpenedCommand,
+        output: &str,
+        signer: &channel::SigningKey,
+    ) -> Value {
+        let header = channel::ResultHeader {
+            agent_id: self.id.clone(),
+            command_id: cmd.header().command_id.clone(),
+            sequence: cmd.header().sequence,
+            finished_at: Timestamp::now().0,
+            status: channel::ResultStatus::Succeeded,
+        };
+        let sealed = channel::seal_result(
+            &header,
+            output.as_bytes(),
+            &self.control_kem,
+            signer,
+            &mut channel::os_rng(),
+        )
+        .unwrap();
+        json!({ "result": sealed })
+    }
+
+    async fn report(&mut self, cmd: &channel::OpenedCommand, output: &str) {
+        let body = self.sealed_result(cmd, output, &self.identity);
+        let res = self.post("/agent/v1/result", body).await;
+        assert_eq!(res.status(), 204);
+        self.replay.commit(cmd);
+    }
+
+    /// Answers a key-registration command: new KEM key (and for a rotation new
+    /// identity and TLS keys, with the new certificate taking over).
+    async fn register_keys(&mut self, rotate: bool) -> reqwest::Response {
+        let new_identity = if rotate {
+            channel::SigningKey::generate()
+        } else {
+            channel::SigningKey::from_bytes(&*self.identity.to_bytes()).unwrap()
+        };
+        let new_kem = channel::KemSecretKey::generate();
+        let (csr, key) = csr();
+        let registration = channel::KeyRegistration {
+            agent_id: self.id.clone(),
+            kem_public_key: new_kem.public_key().clone(),
+            identity_key: new_identity.verifying_key().clone(),
+            tls_cert_fingerprint: rotate.then(|| control::crypto::sha256_hex(&csr)),
+            issued_at: Timestamp::now().0,
+        };
+        let signed =
+            channel::sign_registration(registration, &self.identity, &new_identity).unwrap();
+        let res = self
+            .post(
+                "/agent/v1/keys",
+                json!({ "registration": signed, "csr_pem": rotate.then_some(csr) }),
+            )
+            .await;
+        if res.status() != 200 {
+            return res;
+        }
+        let body: channel::api::KeysResponse = res.json().await.unwrap();
+        if let Some(cert) = body.client_cert_pem {
+            self.client = tls_client(&self.ca_pem, Some((&cert, &key)));
+        }
+        self.identity = new_identity;
+        self.kem = Some(new_kem);
+        self.refresh_jwt().await;
+        self.post("/agent/v1/poll", json!({ "wait_secs": 0 })).await
+    }
 }
 
 async fn enrol_poll_ping_and_revoke(db: TestDb) {
     let app = TestApp::spawn(db).await;
     app.add_user("Acme", "owner@example.com", Role::Owner).await;
     let owner = app.signed_in("owner@example.com").await;
-    let agent = Agent::enrol(&app).await;
+    let mut agent = Agent::enrol(&app).await;
 
     // Nothing queued: the poll is held and answers empty at its timeout.
     let started = Instant::now();
@@ -156,7 +292,7 @@ async fn enrol_poll_ping_and_revoke(db: TestDb) {
                 .send()
                 .await
                 .unwrap()
-                .json::<Value>()
+                .json::<channel::api::PollResponse>()
                 .await
                 .unwrap()
         })
@@ -171,17 +307,30 @@ async fn enrol_poll_ping_and_revoke(db: TestDb) {
     let delivered = tokio::time::timeout(Duration::from_secs(5), poll)
         .await
         .expect("the poll was woken")
-        .unwrap();
-    assert_eq!(delivered["commands"][0]["id"], command.as_str());
-    assert_eq!(delivered["commands"][0]["kind"], "ping");
+        .unwrap()
+        .commands;
+    assert_eq!(delivered.len(), 1);
+    assert!(
+        matches!(delivered[0], channel::api::DeliveredCommand::Sealed { .. }),
+        "sealed to the agent's X-Wing key"
+    );
+    let opened = agent.open(&delivered[0]).unwrap();
+    assert_eq!(opened.header().command_id, command);
+    assert_eq!(opened.header().kind, "ping");
 
-    let res = agent
-        .post(
-            "/agent/v1/result",
-            json!({ "command_id": command, "succeeded": true, "output": "pong" }),
-        )
-        .await;
-    assert_eq!(res.status(), 204);
+    // A result signed by some other key is refused; the real one is recorded.
+    let forged = agent.sealed_result(&opened, "pong", &channel::SigningKey::generate());
+    let res = agent.post("/agent/v1/result", forged).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("signature"));
+    // Until reported, the command is delivered again (at-least-once), and the agent's guard keeps it to once.
+    let again = agent.poll(0).await;
+    assert_eq!(again[0].header().command_id, command);
+    agent.report(&opened, "pong").await;
+    assert!(matches!(
+        agent.open(&again[0]),
+        Err(channel::ChannelError::Replay(_))
+    ));
     let state: Value = app
         .call(&owner, "command-state", &[("id", &command)])
         .await
@@ -189,6 +338,10 @@ async fn enrol_poll_ping_and_revoke(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(state, json!(["succeeded", "pong"]));
+    assert!(
+        agent.poll(0).await.is_empty(),
+        "a reported command is not delivered again"
+    );
 
     let view: Value = app
         .call(&owner, "server-detail", &[("id", &agent.id)])
@@ -201,7 +354,7 @@ async fn enrol_poll_ping_and_revoke(db: TestDb) {
         view["tls_group"], "X25519MLKEM768",
         "post-quantum hybrid TLS was negotiated"
     );
-    assert_eq!(view["pqc"], "ClassicalFallback");
+    assert_eq!(view["pqc"], "PostQuantumActive");
 
     // Metrics: one batch, one transaction; impossible samples are dropped, resending is harmless.
     let now = Timestamp::now().0;
@@ -323,7 +476,45 @@ async fn the_gateway_refuses_what_it_should(db: TestDb) {
     assert_eq!(res.status(), 401);
     assert!(res.text().await.unwrap().contains("another agent"));
     // Another agent's command cannot be reported.
-    let res = a.post("/agent/v1/result", json!({ "command_id": "cmd_000000000000000000000000", "succeeded": true, "output": "" })).await;
+    let header = channel::ResultHeader {
+        agent_id: b.id.clone(),
+        command_id: "cmd_000000000000000000000000".into(),
+        sequence: 1,
+        finished_at: Timestamp::now().0,
+        status: channel::ResultStatus::Succeeded,
+    };
+    let sealed = channel::seal_result(
+        &header,
+        b"",
+        &b.control_kem,
+        &b.identity,
+        &mut channel::os_rng(),
+    )
+    .unwrap();
+    let res = a
+        .post("/agent/v1/result", json!({ "result": sealed }))
+        .await;
+    assert_eq!(
+        res.status(),
+        400,
+        "a result made by another agent is refused"
+    );
+    // A result for a command that does not exist.
+    let header = channel::ResultHeader {
+        agent_id: a.id.clone(),
+        ..header
+    };
+    let sealed = channel::seal_result(
+        &header,
+        b"",
+        &a.control_kem,
+        &a.identity,
+        &mut channel::os_rng(),
+    )
+    .unwrap();
+    let res = a
+        .post("/agent/v1/result", json!({ "result": sealed }))
+        .await;
     assert_eq!(res.status(), 404);
     // Malformed, truncated, wrong content type, unknown fields, oversized.
     let res = a
@@ -354,13 +545,12 @@ async fn the_gateway_refuses_what_it_should(db: TestDb) {
         a.client
             .post(url("/agent/v1/result"))
             .bearer_auth(&a.jwt)
-            .json(
-                &json!({ "command_id": "x", "succeeded": true, "output": "a".repeat(200 * 1024) }),
-            ),
+            .json(&json!({ "result": "a".repeat(200 * 1024) })),
     )
     .await;
     // Enrolment: malformed token, reused token.
-    let (body, _) = enrol_body("pht1_nope");
+    let some_key = channel::SigningKey::generate();
+    let (body, _) = enrol_body("pht1_nope", &some_key, None);
     let res = anonymous
         .post(url("/agent/v1/enrol"))
         .json(&body)
@@ -369,7 +559,7 @@ async fn the_gateway_refuses_what_it_should(db: TestDb) {
         .unwrap();
     assert_eq!(res.status(), 400);
     let token = token_for(&app).await;
-    let (body, _) = enrol_body(&token);
+    let (body, _) = enrol_body(&token, &some_key, None);
     assert_eq!(
         anonymous
             .post(url("/agent/v1/enrol"))
@@ -388,7 +578,7 @@ async fn the_gateway_refuses_what_it_should(db: TestDb) {
         .unwrap();
     assert_eq!(res.status(), 409);
     assert!(res.text().await.unwrap().contains("already been used"));
-    let (mut body, _) = enrol_body(&token_for(&app).await);
+    let (mut body, _) = enrol_body(&token_for(&app).await, &some_key, None);
     body["csr_pem"] =
         json!("-----BEGIN CERTIFICATE REQUEST-----\ngarbage\n-----END CERTIFICATE REQUEST-----\n");
     let res = anonymous
@@ -400,7 +590,132 @@ async fn the_gateway_refuses_what_it_should(db: TestDb) {
     assert_eq!(res.status(), 400);
 }
 
+async fn activate_pqc_and_rotate_keys(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    app.add_user("Acme", "owner@example.com", Role::Owner).await;
+    let owner = app.signed_in("owner@example.com").await;
+    let mut agent = Agent::enrol_with(&app, false).await;
+    let detail = |app: &TestApp, owner: &reqwest::Client, id: String| {
+        let owner = owner.clone();
+        let url = app.url("/api/server-detail");
+        async move {
+            owner
+                .post(url)
+                .form(&[("id", id)])
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        detail(&app, &owner, agent.id.clone()).await["pqc"],
+        "ClassicalFallback"
+    );
+
+    // Activate PQC: pending until the agent registers its X-Wing key.
+    assert_eq!(
+        app.call(&owner, "activate-pqc", &[("id", &agent.id)])
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        detail(&app, &owner, agent.id.clone()).await["pqc"],
+        "PendingKeyRegistration"
+    );
+    let delivered = agent.poll(1).await;
+    assert!(
+        matches!(delivered[0], channel::api::DeliveredCommand::Signed { .. }),
+        "no KEM key yet: signed only"
+    );
+    let cmd = agent.open(&delivered[0]).unwrap();
+    assert_eq!(cmd.header().kind, "register_pqc_key");
+    // A registration signed by a key the server does not know is refused.
+    let stranger = channel::SigningKey::generate();
+    let forged = channel::sign_registration(
+        channel::KeyRegistration {
+            agent_id: agent.id.clone(),
+            kem_public_key: channel::KemSecretKey::generate().public_key().clone(),
+            identity_key: stranger.verifying_key().clone(),
+            tls_cert_fingerprint: None,
+            issued_at: Timestamp::now().0,
+        },
+        &stranger,
+        &stranger,
+    )
+    .unwrap();
+    let res = agent
+        .post(
+            "/agent/v1/keys",
+            json!({ "registration": forged, "csr_pem": null }),
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(agent.register_keys(false).await.status(), 200);
+    agent.report(&cmd, "registered").await;
+    let view = detail(&app, &owner, agent.id.clone()).await;
+    assert_eq!(view["pqc"], "PostQuantumActive");
+    let kem_id = agent.kem.as_ref().unwrap().key_id().to_string();
+    assert_eq!(view["kem_key_id"], kem_id.as_str());
+    let registered_at = view["keys_registered_at"].as_i64().unwrap();
+
+    // Rotate: sealed to the current key; new identity, KEM and TLS keys; the old certificate stops working.
+    let old_client = agent.client.clone();
+    let old_jwt = agent.jwt.clone();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        app.call(&owner, "rotate-keys", &[("id", &agent.id)])
+            .await
+            .status(),
+        200
+    );
+    let delivered = agent.poll(1).await;
+    assert!(matches!(
+        delivered[0],
+        channel::api::DeliveredCommand::Sealed { .. }
+    ));
+    let cmd = agent.open(&delivered[0]).unwrap();
+    assert_eq!(cmd.header().kind, "rotate_keys");
+    assert_eq!(
+        agent.register_keys(true).await.status(),
+        200,
+        "the new certificate works at once"
+    );
+    agent.report(&cmd, "rotated").await;
+    let view = detail(&app, &owner, agent.id.clone()).await;
+    assert_eq!(view["pqc"], "PostQuantumActive");
+    assert_ne!(view["kem_key_id"], kem_id.as_str());
+    assert!(view["keys_registered_at"].as_i64().unwrap() > registered_at);
+    let res = old_client
+        .post(format!("{}/agent/v1/poll", agent.base))
+        .bearer_auth(old_jwt)
+        .json(&json!({ "wait_secs": 0 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "the replaced certificate is refused");
+
+    let audit = app
+        .call(&owner, "audit-events", &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    for action in [
+        "agent.pqc_activation_requested",
+        "agent.pqc_activated",
+        "agent.key_rotation_requested",
+        "agent.keys_rotated",
+    ] {
+        assert!(audit.contains(action), "{action} missing");
+    }
+}
+
 control::both_backends!(
+    activate_pqc_and_rotate_keys,
     enrol_poll_ping_and_revoke,
     the_gateway_refuses_what_it_should
 );

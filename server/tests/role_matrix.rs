@@ -326,9 +326,8 @@ async fn role_matrix(db: TestDb) {
             control::agents::Enrolment {
                 token_secret: secret,
                 csr_pem: csr,
-                identity_key: "k".into(),
+                identity_key: channel::SigningKey::generate().verifying_key().clone(),
                 kem_key: None,
-                kem_key_id: None,
                 hostname: "web".into(),
                 agent_version: "0.1.0".into(),
             },
@@ -400,6 +399,21 @@ async fn role_matrix(db: TestDb) {
                 };
                 assert_eq!(res.status(), expected, "command-state as {other:?}");
             }
+        }
+        let own_target = if *who == Who::Owner {
+            &servers[1]
+        } else {
+            &servers[0]
+        };
+        for endpoint in ["activate-pqc", "rotate-keys"] {
+            let res = app.call(c, endpoint, &[("id", own_target)]).await;
+            let expected = match who {
+                Who::Anonymous => 401,
+                Who::Viewer | Who::Member => 403,
+                Who::OtherOrg => 404,
+                Who::Admin | Who::Owner => 200,
+            };
+            assert_eq!(res.status(), expected, "{endpoint} as {who:?}");
         }
         let victim = if *who == Who::Owner {
             &servers[1]
