@@ -74,6 +74,8 @@ class Server {
       if (this.lines.length > 5000) this.lines.splice(0, 1000);
       const listen = clean.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
       if (listen && !baseUrl) baseUrl = listen[1];
+      const gateway = clean.match(/agent gateway listening on (https:\/\/127\.0\.0\.1:\d+)/);
+      if (gateway && !this.agentUrl) this.agentUrl = gateway[1];
       const code = clean.match(/setup code:\s*([0-9a-fA-F]{32})(?![0-9a-fA-F])/);
       if (code && !setupCode) setupCode = code[1];
       wake();
@@ -179,6 +181,10 @@ function makeContext({ server, browser, shared }) {
   const t = {
     baseUrl: server.baseUrl,
     setupCode: server.setupCode,
+    // The agent gateway (https://127.0.0.1:PORT) and the agent binary, for tests that run a real agent.
+    agentUrl: server.agentUrl,
+    agentBin: process.env.PILOTHOUSE_AGENT_BIN || path.join(REPO, 'target', 'debug', 'pilothouse-agent'),
+    serverLines: () => server.lines.slice(),
     browser,
     // Plain object shared by all tests of the run (state carries over).
     state: shared,

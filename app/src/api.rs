@@ -380,3 +380,13 @@ async fn key_action(id: String, action: control::agents::KeyAction) -> Result<St
     cx.state.dispatcher.wake(&id);
     Ok(command)
 }
+
+#[server(endpoint = "recent-commands")]
+pub async fn recent_commands(id: String) -> Result<Vec<control::CommandView>, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    let id =
+        control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
+    Ok(control::agents::recent_commands(&auth, &id, 10).await?)
+}

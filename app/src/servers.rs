@@ -126,7 +126,7 @@ pub fn ServerDetail() -> impl IntoView {
         <Suspense fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match server.await {
-                    Ok(s) => view! { <ServerView s can_manage ping revoke rotate activate /> <Metrics /> }.into_any(),
+                    Ok(s) => view! { <ServerView s can_manage ping revoke rotate activate /> <Commands tick /> <Metrics /> }.into_any(),
                     Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
                 }
             })}
@@ -264,6 +264,41 @@ fn Metrics() -> impl IntoView {
                                 </div>
                             }.into_any()
                         }
+                        Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+#[component]
+fn Commands(tick: ReadSignal<u32>) -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").unwrap_or_default());
+    let list = Resource::new(move || (id(), tick.get()), |(id, _)| recent_commands(id));
+    view! {
+        <section class="mt-6">
+            <h2 class="mb-3 text-lg font-semibold">"Recent commands"</h2>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    match list.await {
+                        Ok(rows) if rows.is_empty() => view! { <p class="text-sm text-slate-600">"None yet."</p> }.into_any(),
+                        Ok(rows) => view! {
+                            <table class="table rounded-lg border border-slate-200 bg-white">
+                                <thead><tr><th>"Command"</th><th>"State"</th><th>"Queued"</th><th>"Finished"</th></tr></thead>
+                                <tbody>
+                                    {rows.into_iter().map(|c| view! {
+                                        <tr data-testid="command-row" data-kind=c.kind.clone() data-state=c.state.clone()>
+                                            <td><code>{c.kind.clone()}</code></td>
+                                            <td data-testid="command-state">{c.state.clone()}</td>
+                                            <td class="whitespace-nowrap text-sm">{c.created_at.display_utc()}</td>
+                                            <td class="whitespace-nowrap text-sm">{c.finished_at.map(|t| t.display_utc()).unwrap_or_default()}</td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        }.into_any(),
                         Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
                     }
                 })}

@@ -862,3 +862,31 @@ pub async fn renew_cert(
     tx.commit().await?;
     Ok(cert)
 }
+
+/// The latest commands of one server of the caller's organisation.
+pub async fn recent_commands(
+    auth: &Authorized<'_, ReadOrg>,
+    agent: &AgentId,
+    limit: i64,
+) -> Result<Vec<crate::CommandView>, ControlError> {
+    let rows = sqlx::query(
+        "SELECT id, kind, state, created_at, finished_at FROM commands WHERE agent_id = $1 AND org_id = $2 ORDER BY seq DESC LIMIT $3",
+    )
+    .bind(&agent.0)
+    .bind(auth.actor().org().0)
+    .bind(limit.clamp(1, 100))
+    .fetch_all(auth.store().pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(crate::CommandView {
+                id: r.try_get(0)?,
+                kind: r.try_get(1)?,
+                state: r.try_get(2)?,
+                created_at: Timestamp(r.try_get(3)?),
+                finished_at: r.try_get::<Option<i64>, _>(4)?.map(Timestamp),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}

@@ -347,6 +347,16 @@ pub struct MetricPoint {
     pub load1: f64,
 }
 
+/// A command as the server page lists it (never its arguments or output).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandView {
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    pub created_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,7 +82,7 @@ impl Config {
             data_dir: PathBuf::from("./data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             agent_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
-            agent_tls_names: vec!["localhost".into(), "127.0.0.1".into()],
+            agent_tls_names: vec!["127.0.0.1".into(), "localhost".into()],
             poll_timeout_secs: 25,
             trusted_proxies: Vec::new(),
             max_body_bytes: 64 * 1024,

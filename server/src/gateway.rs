@@ -251,9 +251,16 @@ async fn poll(
         .min(state.poll_timeout);
     let notify = state.dispatcher.slot(&identity.agent);
     let deadline = tokio::time::Instant::now() + wait;
+    let mut first = true;
     loop {
         // Register interest before looking, so a wake-up between the look and the wait is kept.
         let notified = notify.notified();
+        if !first {
+            // Woken: the agent may have been revoked or re-keyed meanwhile.
+            let fingerprint = peer.cert_fingerprint.as_deref().unwrap_or_default();
+            agents::authenticate(&state.store, fingerprint).await?;
+        }
+        first = false;
         agents::touch(
             &state.store,
             &identity.agent,

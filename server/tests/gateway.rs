@@ -401,13 +401,31 @@ async fn enrol_poll_ping_and_revoke(db: TestDb) {
         .await;
     assert_eq!(res.status(), 400);
 
-    // Revocation refuses the certificate at once.
+    // Revocation refuses the certificate at once, even on a poll already held.
+    let held = {
+        let (client, base, jwt) = (agent.client.clone(), agent.base.clone(), agent.jwt.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{base}/agent/v1/poll"))
+                .bearer_auth(jwt)
+                .json(&json!({ "wait_secs": 20 }))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         app.call(&owner, "revoke-server", &[("id", &agent.id)])
             .await
             .status(),
         200
     );
+    let res = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("the held poll ended at the revocation")
+        .unwrap();
+    assert_eq!(res.status(), 401);
     let res = agent
         .post("/agent/v1/poll", json!({ "wait_secs": 1 }))
         .await;
