@@ -54,6 +54,33 @@ enum AdminCommand {
         #[arg(long, value_name = "ROLE", value_parser = parse_role)]
         role: Role,
     },
+    /// Create a one-time agent registration token; it is printed alone on the last line.
+    RegistrationToken {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_name = "NAME")]
+        org: String,
+        /// How long the token stays valid: e.g. 30m, 1h, 2d (default 1h, at most 7d).
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_ttl)]
+        ttl: i64,
+    },
+}
+
+/// `90s`, `30m`, `1h`, `2d` or plain seconds.
+fn parse_ttl(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30m, 1h or 2d"))?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}` is not a duration like 30m, 1h or 2d")),
+    };
+    Ok(n.saturating_mul(factor))
 }
 
 #[derive(Args)]
@@ -144,6 +171,58 @@ async fn run(cli: Cli) -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("pilothouse: server error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Admin {
+            command: AdminCommand::RegistrationToken { common, org, ttl },
+        } => {
+            let config = match common.load(None, None) {
+                Ok(c) => c,
+                Err(e) => return usage_error(&e),
+            };
+            if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+                eprintln!(
+                    "pilothouse: cannot create {}: {e}",
+                    config.data_dir.display()
+                );
+                return ExitCode::FAILURE;
+            }
+            let now = control::Timestamp::now();
+            let ca = match control::ca::AgentCa::load_or_create(&config.data_dir, now) {
+                Ok(ca) => ca,
+                Err(e) => {
+                    eprintln!("pilothouse: agent CA: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let store =
+                match control::store::Store::connect(config.database_url().expose_secret()).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("pilothouse: cannot open the database: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+            let result =
+                control::agents::create_registration_token_cli(&store, &org, &ca.pin(), ttl, now)
+                    .await;
+            store.close().await;
+            match result {
+                Ok(token) => {
+                    eprintln!(
+                        "One-time registration token for organisation {org}, valid until {}. Use it with: pilothouse-agent register --server https://HOST:PORT --token TOKEN",
+                        token.expires_at.display_utc()
+                    );
+                    println!("{}", token.token.expose_secret());
+                    ExitCode::SUCCESS
+                }
+                Err(e @ (ControlError::Invalid(_) | ControlError::NotFound(_))) => {
+                    usage_error(&e.to_string())
+                }
+                Err(e) => {
+                    eprintln!("pilothouse: {e}");
                     ExitCode::FAILURE
                 }
             }

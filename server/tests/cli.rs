@@ -132,3 +132,68 @@ fn serve_refuses_an_unusable_database_with_a_clear_message() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn admin_registration_token_prints_the_token_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let add = pilothouse(
+        &[
+            "admin",
+            "add-user",
+            "--data-dir",
+            data,
+            "--org",
+            "Acme",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "owner",
+        ],
+        "correct horse battery staple\n",
+    );
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let out = pilothouse(
+        &[
+            "admin",
+            "registration-token",
+            "--data-dir",
+            data,
+            "--org",
+            "Acme",
+            "--ttl",
+            "30m",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let last = stdout.lines().last().unwrap();
+    let parts: Vec<&str> = last.split('_').collect();
+    assert_eq!(
+        (parts.len(), parts[0], parts[1].len(), parts[2].len()),
+        (3, "pht1", 32, 64),
+        "{last}"
+    );
+    let pin = control::crypto::sha256_hex(
+        control::ca::AgentCa::load_or_create(dir.path(), control::Timestamp::now())
+            .unwrap()
+            .cert_der(),
+    );
+    assert_eq!(parts[2], pin, "the token carries the CA pin");
+
+    for (args, says) in [
+        (vec!["--org", "Nope"], "No organisation named"),
+        (
+            vec!["--org", "Acme", "--ttl", "10s"],
+            "between 1 minute and 7 days",
+        ),
+        (vec!["--org", "Acme", "--ttl", "soon"], "not a duration"),
+    ] {
+        let mut all = vec!["admin", "registration-token", "--data-dir", data];
+        all.extend(args);
+        let out = pilothouse(&all, "");
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
+}
