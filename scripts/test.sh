@@ -74,6 +74,7 @@ step "clippy (wasm)" cargo clippy -p frontend --target wasm32-unknown-unknown --
 step "postgres" pg_setup
 step "cargo test" logged cargo-test.log cargo test --workspace --exclude frontend
 step "site build" cargo leptos build
+step "agent build" cargo build -p agent --bin pilothouse-agent
 step "browser tests" logged e2e.log node end2end/run.mjs
 pg_cleanup
 

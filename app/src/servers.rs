@@ -9,19 +9,7 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 use crate::api::*;
 use crate::chart::{self, LineChart};
 use crate::pages::{me, PageTitle};
-use crate::ui::{ErrorPanel, FormError};
-
-/// A signal that ticks every `secs` in the browser (never on the server), for live refresh.
-fn ticker(secs: u32) -> ReadSignal<u32> {
-    let (tick, set_tick) = signal(0u32);
-    Effect::new(move |_| {
-        let _ = set_interval_with_handle(
-            move || set_tick.update(|t| *t += 1),
-            std::time::Duration::from_secs(u64::from(secs)),
-        );
-    });
-    tick
-}
+use crate::ui::{ticker, ErrorPanel, FormError};
 
 fn status_badge(s: &AgentView) -> impl IntoView {
     let (label, class) = if s.revoked {
@@ -55,7 +43,7 @@ pub fn Servers() -> impl IntoView {
                     Ok(list) => view! {
                         <div class="overflow-x-auto rounded-lg border border-slate-200 bg-white">
                             <table class="table">
-                                <thead><tr><th>"Name"</th><th>"Status"</th><th>"Last seen"</th><th>"Agent"</th><th>"PQC"</th></tr></thead>
+                                <thead><tr><th>"Name"</th><th>"Status"</th><th>"Last seen"</th><th>"Agent"</th><th>"PQC"</th><th>"CPU"</th><th>"Memory"</th></tr></thead>
                                 <tbody>
                                     {list.into_iter().map(|s| {
                                         let (badge, href, name) = (status_badge(&s), format!("/servers/{}", s.id.0), s.hostname.clone());
@@ -66,6 +54,11 @@ pub fn Servers() -> impl IntoView {
                                             <td class="whitespace-nowrap text-sm">{s.last_seen_at.map(|t| t.display_utc()).unwrap_or_else(|| "never".into())}</td>
                                             <td class="text-sm">{s.agent_version.clone()}</td>
                                             <td class="text-sm" data-testid="server-pqc">{s.pqc.label()}</td>
+                                            <td class="text-sm" data-testid="server-cpu">{s.cpu_pct.map(chart::percent).unwrap_or_else(|| "–".into())}</td>
+                                            <td class="text-sm" data-testid="server-memory">{match (s.mem_used, s.mem_total) {
+                                                (Some(u), Some(t)) => format!("{} / {}", chart::bytes(u as f64), chart::bytes(t as f64)),
+                                                _ => "–".into(),
+                                            }}</td>
                                         </tr>
                                     }}).collect_view()}
                                 </tbody>

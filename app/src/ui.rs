@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use leptos_router::components::{Outlet, Redirect, A};
 use leptos_router::hooks::use_query_map;
 
-use crate::api::{current_user, Logout, SwitchOrg};
+use crate::api::{current_user, list_servers, Logout, SwitchOrg};
 use crate::AppError;
 
 /// The signed-in person, provided to every page inside the shell.
@@ -112,6 +112,7 @@ fn SignedIn(me: Me) -> impl IntoView {
                         </ActionForm>
                     </div>
                 </header>
+                <OfflineAlert />
                 <main class="flex-1 p-6">
                     <Outlet />
                 </main>
@@ -157,5 +158,43 @@ where
                     }
                 })
         }}
+    }
+}
+
+/// A signal that ticks every `secs` in the browser (never on the server), for live refresh.
+pub fn ticker(secs: u32) -> ReadSignal<u32> {
+    let (tick, set_tick) = signal(0u32);
+    Effect::new(move |_| {
+        let _ = set_interval_with_handle(
+            move || set_tick.update(|t| *t += 1),
+            std::time::Duration::from_secs(u64::from(secs)),
+        );
+    });
+    tick
+}
+
+/// An in-app alert while any of the organisation's servers is offline.
+#[component]
+fn OfflineAlert() -> impl IntoView {
+    let tick = ticker(30);
+    let servers = Resource::new(move || tick.get(), |_| list_servers());
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                let offline: Vec<String> = servers
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|s| !s.online && !s.revoked)
+                    .map(|s| s.hostname)
+                    .collect();
+                (!offline.is_empty()).then(|| view! {
+                    <div data-testid="offline-alert" role="alert" class="border-b border-amber-200 bg-amber-50 px-6 py-2 text-sm text-amber-900">
+                        {format!("{} server(s) offline (not heard from for 90 s): {}. ", offline.len(), offline.join(", "))}
+                        <A href="/servers" attr:class="font-semibold underline">"View servers"</A>
+                    </div>
+                })
+            })}
+        </Suspense>
     }
 }

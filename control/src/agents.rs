@@ -347,7 +347,10 @@ fn pqc_state(kem_key: &Option<String>, pending: &Option<String>) -> PqcState {
 }
 
 const VIEW_COLUMNS: &str = "id, hostname, agent_version, last_seen_at, revoked_at, kem_key, pending_key_action, keys_registered_at, \
-     cert_serial, cert_fingerprint, cert_not_after, kem_key_id, tls_group";
+     cert_serial, cert_fingerprint, cert_not_after, kem_key_id, tls_group, \
+     (SELECT cpu_pct FROM metrics_raw m WHERE m.agent_id = agents.id ORDER BY m.at DESC LIMIT 1), \
+     (SELECT mem_used FROM metrics_raw m WHERE m.agent_id = agents.id ORDER BY m.at DESC LIMIT 1), \
+     (SELECT mem_total FROM metrics_raw m WHERE m.agent_id = agents.id ORDER BY m.at DESC LIMIT 1)";
 
 fn view_of(r: &sqlx::any::AnyRow, now: Timestamp) -> Result<AgentView, ControlError> {
     let last_seen: Option<i64> = r.try_get(3)?;
@@ -369,6 +372,9 @@ fn view_of(r: &sqlx::any::AnyRow, now: Timestamp) -> Result<AgentView, ControlEr
         cert_not_after: Timestamp(r.try_get(10)?),
         kem_key_id: r.try_get(11)?,
         tls_group: r.try_get(12)?,
+        cpu_pct: r.try_get(13)?,
+        mem_used: r.try_get(14)?,
+        mem_total: r.try_get(15)?,
     })
 }
 

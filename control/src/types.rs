@@ -331,6 +331,10 @@ pub struct AgentView {
     pub cert_not_after: Timestamp,
     pub kem_key_id: Option<String>,
     pub tls_group: String,
+    /// The latest sample, if any.
+    pub cpu_pct: Option<f64>,
+    pub mem_used: Option<i64>,
+    pub mem_total: Option<i64>,
 }
 
 /// One point of a server's metrics chart.

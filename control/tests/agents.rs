@@ -9,7 +9,9 @@ use control::access::{self, ReadOrg, RequestMeta};
 use control::agents::{self, Enrolment, ManageAgents};
 use control::ca::AgentCa;
 use control::testing::TestDb;
-use control::{accounts, audit, AgentId, ControlError, OrgId, PqcState, Role, Timestamp, UserId};
+use control::{
+    accounts, audit, metrics, AgentId, ControlError, OrgId, PqcState, Role, Timestamp, UserId,
+};
 use secrecy::{ExposeSecret, SecretString};
 
 async fn add(db: &TestDb, org: &str, email: &str, role: Role) -> (UserId, OrgId) {
@@ -304,7 +306,121 @@ async fn revocation_refuses_the_certificate_and_cancels_commands(db: TestDb) {
     );
 }
 
+async fn metrics_are_batched_rolled_up_and_expired(db: TestDb) {
+    use channel::api::{DiskUsage, MetricSample};
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp(1_800_000_000_000 - 1_800_000_000_000 % 300_000 + 10_000);
+    let ca = AgentCa::load_or_create(dir.path(), now).unwrap();
+    let (owner, org) = add(&db, "Acme", "owner@example.com", Role::Owner).await;
+    let owner = access::actor(&db.store, owner, Some(org), meta())
+        .await
+        .unwrap();
+    let manage = owner.authorize::<ManageAgents>().unwrap();
+    let token = agents::create_registration_token(&manage, &ca.pin(), 3600, now)
+        .await
+        .unwrap();
+    let enrolled = agents::enrol(
+        &db.store,
+        &ca,
+        enrolment(token.token.expose_secret(), true),
+        &meta(),
+        now,
+    )
+    .await
+    .unwrap();
+    let identity = agents::authenticate(&db.store, &enrolled.cert.fingerprint)
+        .await
+        .unwrap();
+    let sample = |at: i64, cpu: f64| MetricSample {
+        at,
+        cpu_pct: cpu,
+        mem_used_bytes: 100,
+        mem_total_bytes: 400,
+        disks: vec![DiskUsage {
+            mount: "/".into(),
+            used_bytes: 1,
+            total_bytes: 2,
+        }],
+        net_rx_bytes_per_sec: 1.0,
+        net_tx_bytes_per_sec: 2.0,
+        load: [0.1, 0.2, 0.3],
+    };
+    // Two samples in one 5-minute bucket, one in the next, one too old, one impossible.
+    let b0 = now.0 - 10_000 - 600_000;
+    let batch = vec![
+        sample(b0 + 1_000, 10.0),
+        sample(b0 + 61_000, 30.0),
+        sample(b0 + 301_000, 50.0),
+        sample(now.0 - 49 * 3_600_000, 5.0),
+        sample(b0 + 2_000, f64::NAN),
+    ];
+    assert_eq!(
+        metrics::record(&db.store, &identity, &batch, now)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        metrics::record(&db.store, &identity, &batch, now)
+            .await
+            .unwrap(),
+        3,
+        "resending is harmless"
+    );
+    let too_many: Vec<_> = (0..181).map(|i| sample(now.0 - i * 1000, 1.0)).collect();
+    assert!(matches!(
+        metrics::record(&db.store, &identity, &too_many, now).await,
+        Err(ControlError::Invalid(_))
+    ));
+    let read = owner.authorize::<ReadOrg>().unwrap();
+    let hour = metrics::series(&read, &enrolled.agent, 3600, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        hour.iter().map(|p| p.cpu_pct).collect::<Vec<_>>(),
+        vec![10.0, 30.0, 50.0]
+    );
+    let day = metrics::series(&read, &enrolled.agent, 86_400, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        day.iter().map(|p| p.cpu_pct).collect::<Vec<_>>(),
+        vec![20.0, 50.0],
+        "5-minute averages"
+    );
+
+    // Two days later the raw samples are gone and the averages remain.
+    metrics::maintain(&db.store, now).await.unwrap();
+    let later = now.plus_secs(49 * 3600);
+    metrics::maintain(&db.store, later).await.unwrap();
+    assert!(metrics::series(&read, &enrolled.agent, 3600, later)
+        .await
+        .unwrap()
+        .is_empty());
+    let week = metrics::series(&read, &enrolled.agent, 7 * 86_400, later)
+        .await
+        .unwrap();
+    assert_eq!(
+        week.iter().map(|p| p.cpu_pct).collect::<Vec<_>>(),
+        vec![20.0, 50.0]
+    );
+    // And after 90 days those go too.
+    metrics::maintain(&db.store, now.plus_secs(91 * 86_400))
+        .await
+        .unwrap();
+    assert!(metrics::series(
+        &read,
+        &enrolled.agent,
+        90 * 86_400,
+        now.plus_secs(91 * 86_400)
+    )
+    .await
+    .unwrap()
+    .is_empty());
+}
+
 control::both_backends!(
+    metrics_are_batched_rolled_up_and_expired,
     enrolment_tokens_are_one_time_and_audited,
     revocation_refuses_the_certificate_and_cancels_commands,
 );

@@ -716,6 +716,28 @@ async fn activate_pqc_and_rotate_keys(db: TestDb) {
         .unwrap();
     assert_eq!(res.status(), 401, "the replaced certificate is refused");
 
+    // Certificate renewal: a new certificate from a new key; the old one stops working.
+    let (csr, key) = csr();
+    let res = agent
+        .post("/agent/v1/renew", json!({ "csr_pem": csr }))
+        .await;
+    assert_eq!(res.status(), 200);
+    let renewed: channel::api::RenewResponse = res.json().await.unwrap();
+    let before = agent.client.clone();
+    agent.client = tls_client(&agent.ca_pem, Some((&renewed.client_cert_pem, &key)));
+    agent.refresh_jwt().await;
+    assert!(agent.poll(0).await.is_empty());
+    let res = before
+        .post(format!("{}/agent/v1/token", agent.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "the renewed-away certificate is refused");
+    let res = agent
+        .post("/agent/v1/renew", json!({ "csr_pem": "not a csr" }))
+        .await;
+    assert_eq!(res.status(), 400);
+
     let audit = app
         .call(&owner, "audit-events", &[])
         .await
@@ -727,6 +749,7 @@ async fn activate_pqc_and_rotate_keys(db: TestDb) {
         "agent.pqc_activated",
         "agent.key_rotation_requested",
         "agent.keys_rotated",
+        "agent.cert_renewed",
     ] {
         assert!(audit.contains(action), "{action} missing");
     }

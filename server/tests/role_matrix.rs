@@ -356,6 +356,29 @@ async fn role_matrix(db: TestDb) {
             _ => 200,
         };
         assert_eq!(res.status(), expected, "server-detail as {who:?}");
+        let res = app
+            .call(
+                c,
+                "server-metrics",
+                &[("id", &servers[1]), ("range", "hour")],
+            )
+            .await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::OtherOrg => 404,
+            _ => 200,
+        };
+        assert_eq!(res.status(), expected, "server-metrics as {who:?}");
+        let res = app.call(c, "recent-commands", &[("id", &servers[1])]).await;
+        let expected = if *who == Who::Anonymous { 401 } else { 200 };
+        assert_eq!(res.status(), expected, "recent-commands as {who:?}");
+        if *who == Who::OtherOrg {
+            assert_eq!(
+                res.text().await.unwrap(),
+                "[]",
+                "another org sees none of Acme's commands"
+            );
+        }
         let res = app.call(c, "create-registration-token", &[]).await;
         let expected = match who {
             Who::Anonymous => 401,

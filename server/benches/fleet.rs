@@ -1,0 +1,505 @@
+//! Fleet simulator: many agents in one process, speaking the real agent
+//! protocol (TLS 1.3 with client certificates, JWTs, sealed commands and
+//! results from `channel`, long-polls, metrics) to a real `pilothouse serve`
+//! child process. Prints figures; asserts nothing about time.
+//!
+//! Run: `cargo bench -p server --bench fleet -- [AGENTS]` (default 1000).
+//! For 10,000 agents the process needs about 2 × AGENTS file descriptors
+//! (`ulimit -n`).
+//!
+//! Measures: the server's RSS with every agent holding a long-poll; the time
+//! from queueing a command (the dashboard's request, whose response follows
+//! the commit) to its receipt at the agent; and registration-to-first-command.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Server {
+    child: Child,
+    base: String,
+    agent_url: String,
+    data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> (Server, String) {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pilothouse"))
+        .args([
+            "serve",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info,sqlx=warn")
+        .env("LEPTOS_SITE_ROOT", "target/site")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start pilothouse serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut base, mut agent_url, mut code) = (None, None, None);
+    while base.is_none() || agent_url.is_none() || code.is_none() {
+        let line = lines.next().expect("server output").unwrap();
+        let clean: String = strip_ansi(&line);
+        if let Some(i) = clean.find("agent gateway listening on ") {
+            agent_url = Some(clean[i + 27..].trim().to_string());
+        } else if let Some(i) = clean.find("listening on http://") {
+            base = Some(clean[i + 13..].trim().to_string());
+        }
+        if let Some(i) = clean.find("setup code: ") {
+            code = Some(clean[i + 12..i + 44].to_string());
+        }
+    }
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (
+        Server {
+            child,
+            base: base.unwrap(),
+            agent_url: agent_url.unwrap(),
+            data,
+        },
+        code.unwrap(),
+    )
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut esc = false;
+    for c in s.chars() {
+        match (esc, c) {
+            (false, '\u{1b}') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn tls_client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+struct SimAgent {
+    id: String,
+    client: reqwest::Client,
+    jwt: String,
+    kem: channel::KemSecretKey,
+    identity: channel::SigningKey,
+    server_verifying: channel::VerifyingKey,
+    control_kem: channel::KemPublicKey,
+    replay: channel::ReplayGuard,
+}
+
+async fn enrol(base: &str, ca_pem: &str, anonymous: &reqwest::Client, token: &str) -> SimAgent {
+    let identity = channel::SigningKey::generate();
+    let kem = channel::KemSecretKey::generate();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let body = json!({
+        "token": token, "csr_pem": csr, "identity_key": identity.verifying_key(),
+        "kem_key": kem.public_key(), "hostname": "sim", "agent_version": "sim",
+    });
+    let res = anonymous
+        .post(format!("{base}/agent/v1/enrol"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.status().is_success(),
+        "enrol: {}",
+        res.text().await.unwrap()
+    );
+    let e: channel::api::EnrolResponse = res.json().await.unwrap();
+    let client = tls_client(ca_pem, Some((&e.client_cert_pem, &key.serialize_pem())));
+    let jwt: channel::api::TokenResponse = client
+        .post(format!("{base}/agent/v1/token"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    SimAgent {
+        id: e.agent_id,
+        client,
+        jwt: jwt.token,
+        kem,
+        identity,
+        server_verifying: e.command_verifying_key,
+        control_kem: e.control_kem_key,
+        replay: channel::ReplayGuard::new(),
+    }
+}
+
+type Receipts = Arc<Mutex<HashMap<String, Instant>>>;
+
+impl SimAgent {
+    /// One poll; opens, answers and records every command received.
+    async fn poll_once(
+        &mut self,
+        base: &str,
+        wait: u64,
+        receipts: &Receipts,
+    ) -> Result<usize, String> {
+        let res = self
+            .client
+            .post(format!("{base}/agent/v1/poll"))
+            .bearer_auth(&self.jwt)
+            .json(&json!({ "wait_secs": wait }))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !res.status().is_success() {
+            return Err(format!("poll: {}", res.status()));
+        }
+        let body: channel::api::PollResponse = res.json().await.map_err(|e| e.to_string())?;
+        let received = Instant::now();
+        let n = body.commands.len();
+        for delivered in body.commands {
+            let channel::api::DeliveredCommand::Sealed { envelope } = delivered else {
+                continue;
+            };
+            let opened = match channel::open_command(
+                &envelope,
+                &self.id,
+                &self.kem,
+                &self.server_verifying,
+                &self.replay,
+                now_ms(),
+            ) {
+                Ok(o) => o,
+                Err(_) => continue,
+            };
+            receipts
+                .lock()
+                .unwrap()
+                .entry(opened.header().command_id.clone())
+                .or_insert(received);
+            let header = channel::ResultHeader {
+                agent_id: self.id.clone(),
+                command_id: opened.header().command_id.clone(),
+                sequence: opened.header().sequence,
+                finished_at: now_ms(),
+                status: channel::ResultStatus::Succeeded,
+            };
+            let sealed = channel::seal_result(
+                &header,
+                b"pong",
+                &self.control_kem,
+                &self.identity,
+                &mut channel::os_rng(),
+            )
+            .unwrap();
+            let _ = self
+                .client
+                .post(format!("{base}/agent/v1/result"))
+                .bearer_auth(&self.jwt)
+                .json(&json!({ "result": sealed }))
+                .send()
+                .await;
+            self.replay.commit(&opened);
+        }
+        Ok(n)
+    }
+
+    async fn send_metrics(&self, base: &str) {
+        let sample = json!({ "samples": [{
+            "at": now_ms(), "cpu_pct": 12.5, "mem_used_bytes": 1u64 << 30, "mem_total_bytes": 4u64 << 30,
+            "disks": [{ "mount": "/", "used_bytes": 10u64 << 30, "total_bytes": 50u64 << 30 }],
+            "net_rx_bytes_per_sec": 2048.0, "net_tx_bytes_per_sec": 1024.0, "load": [0.3, 0.2, 0.1]
+        }]});
+        let _ = self
+            .client
+            .post(format!("{base}/agent/v1/metrics"))
+            .bearer_auth(&self.jwt)
+            .json(&sample)
+            .send()
+            .await;
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn owner_session(base: &str, code: &str) -> reqwest::Client {
+    let c = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = c
+        .post(format!("{base}/api/complete-setup"))
+        .form(&[
+            ("code", code),
+            ("org_name", "Fleet"),
+            ("email", "owner@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.status().is_success() || res.status().is_redirection(),
+        "setup: {}",
+        res.status()
+    );
+    c
+}
+
+async fn ping(owner: &reqwest::Client, base: &str, agent: &str) -> String {
+    owner
+        .post(format!("{base}/api/ping-server"))
+        .form(&[("id", agent)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn main() {
+    let agents: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(agents));
+}
+
+async fn run(n: usize) {
+    let (server, code) = start_server();
+    let pid = server.child.id();
+    let base = server.agent_url.clone();
+    println!("fleet simulator: {n} agents against pilothouse serve (pid {pid}), gateway {base}");
+    let owner = owner_session(&server.base, &code).await;
+    let ca_pem = std::fs::read_to_string(server.data.path().join("agent-ca.crt")).unwrap();
+    let ca_pin = control::crypto::sha256_hex(
+        control::ca::AgentCa::load_or_create(server.data.path(), control::Timestamp::now())
+            .unwrap()
+            .cert_der(),
+    );
+    let store =
+        control::store::Store::connect(&control::store::Store::sqlite_url(server.data.path()))
+            .await
+            .unwrap();
+    let mut tokens = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = control::agents::create_registration_token_cli(
+            &store,
+            "Fleet",
+            &ca_pin,
+            3600,
+            control::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+        tokens.push(t.token.expose_secret().to_string());
+    }
+    store.close().await;
+    let anonymous = tls_client(&ca_pem, None);
+    let receipts: Receipts = Arc::new(Mutex::new(HashMap::new()));
+
+    // Registration to first command, one agent at a time on an idle server.
+    let mut first_cmd = Vec::new();
+    let mut enrolled = Vec::with_capacity(n);
+    for token in tokens.drain(..10.min(n)) {
+        let t0 = Instant::now();
+        let mut a = enrol(&base, &ca_pem, &anonymous, &token).await;
+        let command = ping(&owner, &server.base, &a.id).await;
+        while !receipts.lock().unwrap().contains_key(&command) {
+            a.poll_once(&base, 5, &receipts).await.unwrap();
+        }
+        first_cmd.push(t0.elapsed().as_secs_f64() * 1000.0);
+        enrolled.push(a);
+    }
+    first_cmd.sort_by(f64::total_cmp);
+    println!(
+        "registration to first command (enrol + token + queue + poll), n={}: median {:.1} ms, max {:.1} ms",
+        first_cmd.len(),
+        percentile(&first_cmd, 0.5),
+        first_cmd.last().unwrap()
+    );
+
+    // Enrol the rest, 64 at a time.
+    let started = Instant::now();
+    let limit = Arc::new(Semaphore::new(64));
+    let mut handles = Vec::new();
+    for token in tokens {
+        let (base, ca_pem, anonymous, limit) = (
+            base.clone(),
+            ca_pem.clone(),
+            anonymous.clone(),
+            limit.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            let _permit = limit.acquire().await.unwrap();
+            enrol(&base, &ca_pem, &anonymous, &token).await
+        }));
+    }
+    for h in handles {
+        enrolled.push(h.await.unwrap());
+    }
+    println!(
+        "enrolled {} agents in {:.1} s",
+        enrolled.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // Every agent holds a long-poll; metrics every 60 s, spread over the minute.
+    let polling = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let ids: Vec<String> = enrolled.iter().map(|a| a.id.clone()).collect();
+    for (i, mut a) in enrolled.into_iter().enumerate() {
+        let (base, receipts, polling, errors) = (
+            base.clone(),
+            receipts.clone(),
+            polling.clone(),
+            errors.clone(),
+        );
+        tokio::spawn(async move {
+            let mut next_metrics =
+                Instant::now() + Duration::from_millis((i as u64 * 60_000) / n.max(1) as u64);
+            polling.fetch_add(1, Ordering::Relaxed);
+            loop {
+                if Instant::now() >= next_metrics {
+                    a.send_metrics(&base).await;
+                    next_metrics += Duration::from_secs(60);
+                }
+                if a.poll_once(&base, 25, &receipts).await.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss = rss_kib(pid);
+    println!(
+        "{} agents polling, {} poll errors so far; server RSS {:.1} MiB",
+        polling.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+        rss as f64 / 1024.0
+    );
+
+    // Command latency at this load: queue a ping for a random agent, wait for its receipt.
+    let mut latencies = Vec::new();
+    let mut commit = Vec::new();
+    for k in 0..200usize {
+        let agent = &ids[(k * 7919) % ids.len()];
+        let t0 = Instant::now();
+        let command = ping(&owner, &server.base, agent).await;
+        commit.push(t0.elapsed().as_secs_f64() * 1000.0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(at) = receipts.lock().unwrap().get(&command) {
+                latencies.push(at.duration_since(t0).as_secs_f64() * 1000.0);
+                break;
+            }
+            if Instant::now() > deadline {
+                println!("command {command} not received within 30 s");
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    commit.sort_by(f64::total_cmp);
+    println!(
+        "queue request (auth + commit + wake), n={}: p50 {:.1} ms, p99 {:.1} ms",
+        commit.len(),
+        percentile(&commit, 0.5),
+        percentile(&commit, 0.99)
+    );
+    println!(
+        "queue request to receipt at the agent, n={}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "server RSS after the run {:.1} MiB; poll errors {}",
+        rss_kib(pid) as f64 / 1024.0,
+        errors.load(Ordering::Relaxed)
+    );
+}
