@@ -309,7 +309,8 @@ async fn revocation_refuses_the_certificate_and_cancels_commands(db: TestDb) {
 async fn metrics_are_batched_rolled_up_and_expired(db: TestDb) {
     use channel::api::{DiskUsage, MetricSample};
     let dir = tempfile::tempdir().unwrap();
-    let now = Timestamp(1_800_000_000_000 - 1_800_000_000_000 % 300_000 + 10_000);
+    // 10 s into a 5-minute bucket.
+    let now = Timestamp(1_800_000_010_000);
     let ca = AgentCa::load_or_create(dir.path(), now).unwrap();
     let (owner, org) = add(&db, "Acme", "owner@example.com", Role::Owner).await;
     let owner = access::actor(&db.store, owner, Some(org), meta())
