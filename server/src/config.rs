@@ -36,6 +36,12 @@ pub struct Config {
     pub agent_tls_names: Vec<String>,
     /// How long an agent's long-poll is held when nothing is queued.
     pub poll_timeout_secs: u64,
+    /// Behind a TLS-terminating proxy: the request header in which the proxy
+    /// passes the SHA-256 fingerprint (hex) of the agent's client certificate.
+    /// Off (unset) by default; only believed from `agent_trusted_proxies`.
+    pub agent_cert_header: Option<String>,
+    /// Addresses of proxies allowed to set `agent_cert_header`.
+    pub agent_trusted_proxies: Vec<IpAddr>,
 }
 
 #[derive(Serialize)]
@@ -45,6 +51,7 @@ struct Defaults {
     agent_listen: SocketAddr,
     agent_tls_names: Vec<String>,
     poll_timeout_secs: u64,
+    agent_trusted_proxies: Vec<IpAddr>,
     trusted_proxies: Vec<IpAddr>,
     max_body_bytes: usize,
 }
@@ -84,6 +91,7 @@ impl Config {
             agent_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             agent_tls_names: vec!["127.0.0.1".into(), "localhost".into()],
             poll_timeout_secs: 25,
+            agent_trusted_proxies: Vec::new(),
             trusted_proxies: Vec::new(),
             max_body_bytes: 64 * 1024,
         };

@@ -59,7 +59,19 @@ pub struct GatewayState {
     pub dispatcher: Arc<Dispatcher>,
     pub jwt_key: Arc<[u8]>,
     pub keys: Arc<control::server_keys::ServerKeys>,
+    /// The trusted-proxy option: header name and the proxies allowed to set it.
+    pub proxy: Option<Arc<ProxyTrust>>,
     pub poll_timeout: Duration,
+}
+
+/// Deployments behind a TLS-terminating proxy: the proxy verifies the agent's
+/// certificate and passes its fingerprint in a header. Believed only from the
+/// listed addresses, and only when the connection itself carries no client
+/// certificate (a certificate on the connection always wins).
+#[derive(Debug)]
+pub struct ProxyTrust {
+    pub header: axum::http::HeaderName,
+    pub from: Vec<std::net::IpAddr>,
 }
 
 /// A gateway error: a status and a reason, never a secret.
@@ -127,16 +139,46 @@ impl FromRequestParts<GatewayState> for AgentCert {
             .extensions
             .get::<PeerInfo>()
             .ok_or_else(|| unauthorized("no TLS connection information"))?;
-        let fingerprint = peer
-            .cert_fingerprint
-            .clone()
-            .ok_or_else(|| unauthorized("a client certificate is required"))?;
+        let fingerprint = match (&peer.cert_fingerprint, &state.proxy) {
+            (Some(fp), _) => fp.clone(),
+            (None, Some(proxy)) => forwarded_fingerprint(parts, proxy)?,
+            (None, None) => return Err(unauthorized("a client certificate is required")),
+        };
         let identity = agents::authenticate(&state.store, &fingerprint).await?;
         Ok(AgentCert(identity, fingerprint))
     }
 }
 
-pub struct AgentAuth(pub AgentIdentity);
+fn forwarded_fingerprint(parts: &Parts, proxy: &ProxyTrust) -> Result<String, GatewayError> {
+    let from = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip());
+    let value = parts
+        .headers
+        .get(&proxy.header)
+        .and_then(|v| v.to_str().ok());
+    match (from, value) {
+        (Some(ip), Some(v)) if proxy.from.contains(&ip) => {
+            let v = v.trim().to_ascii_lowercase();
+            if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(v)
+            } else {
+                Err(unauthorized(
+                    "the proxy's certificate fingerprint header is malformed",
+                ))
+            }
+        }
+        (Some(ip), Some(_)) => {
+            tracing::warn!(peer = %ip, "ignored a certificate fingerprint header from an untrusted address");
+            Err(unauthorized("a client certificate is required"))
+        }
+        _ => Err(unauthorized("a client certificate is required")),
+    }
+}
+
+/// An agent authenticated by certificate and JWT, with the certificate fingerprint.
+pub struct AgentAuth(pub AgentIdentity, pub String);
 
 impl FromRequestParts<GatewayState> for AgentAuth {
     type Rejection = GatewayError;
@@ -167,7 +209,7 @@ impl FromRequestParts<GatewayState> for AgentAuth {
                 "the bearer token belongs to another agent or certificate",
             ));
         }
-        Ok(AgentAuth(identity))
+        Ok(AgentAuth(identity, fingerprint))
     }
 }
 
@@ -241,7 +283,7 @@ async fn token(
 async fn poll(
     State(state): State<GatewayState>,
     Extension(peer): Extension<PeerInfo>,
-    AgentAuth(identity): AgentAuth,
+    AgentAuth(identity, fingerprint): AgentAuth,
     Json(req): Json<PollRequest>,
 ) -> Result<Json<PollResponse>, GatewayError> {
     let wait = req
@@ -257,8 +299,7 @@ async fn poll(
         let notified = notify.notified();
         if !first {
             // Woken: the agent may have been revoked or re-keyed meanwhile.
-            let fingerprint = peer.cert_fingerprint.as_deref().unwrap_or_default();
-            agents::authenticate(&state.store, fingerprint).await?;
+            agents::authenticate(&state.store, &fingerprint).await?;
         }
         first = false;
         agents::touch(
@@ -330,7 +371,7 @@ const SIGNED_ONLY_KINDS: &[&str] = &[kinds::PING, kinds::ROTATE_KEYS, kinds::REG
 
 async fn result(
     State(state): State<GatewayState>,
-    AgentAuth(identity): AgentAuth,
+    AgentAuth(identity, _): AgentAuth,
     Json(req): Json<ResultRequest>,
 ) -> Result<StatusCode, GatewayError> {
     let opened = channel::open_result(
@@ -367,7 +408,7 @@ async fn result(
 
 async fn keys(
     State(state): State<GatewayState>,
-    AgentAuth(identity): AgentAuth,
+    AgentAuth(identity, _): AgentAuth,
     Json(req): Json<KeysRequest>,
 ) -> Result<Json<KeysResponse>, GatewayError> {
     let verified = channel::verify_registration(
@@ -400,7 +441,7 @@ async fn keys(
 
 async fn renew(
     State(state): State<GatewayState>,
-    AgentAuth(identity): AgentAuth,
+    AgentAuth(identity, _): AgentAuth,
     Json(req): Json<RenewRequest>,
 ) -> Result<Json<RenewResponse>, GatewayError> {
     let cert = agents::renew_cert(
@@ -419,7 +460,7 @@ async fn renew(
 
 async fn metrics(
     State(state): State<GatewayState>,
-    AgentAuth(identity): AgentAuth,
+    AgentAuth(identity, _): AgentAuth,
     Json(batch): Json<MetricsBatch>,
 ) -> Result<Json<serde_json::Value>, GatewayError> {
     let accepted =

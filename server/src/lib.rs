@@ -140,6 +140,17 @@ impl Application {
             dispatcher: dispatcher.clone(),
             jwt_key: jwt_key.into(),
             keys,
+            proxy: match &config.agent_cert_header {
+                Some(name) if !name.trim().is_empty() => Some(Arc::new(gateway::ProxyTrust {
+                    header: axum::http::HeaderName::try_from(name.trim()).map_err(|_| {
+                        StartError::Tls(format!(
+                            "agent_cert_header `{name}` is not a valid header name"
+                        ))
+                    })?,
+                    from: config.agent_trusted_proxies.clone(),
+                })),
+                _ => None,
+            },
             poll_timeout: Duration::from_secs(config.poll_timeout_secs.clamp(1, 300)),
         })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))

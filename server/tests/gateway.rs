@@ -22,6 +22,8 @@ use serde_json::{json, Value};
 
 struct Agent {
     id: String,
+    /// Hex SHA-256 of the agent's current certificate.
+    fingerprint: String,
     client: reqwest::Client,
     base: String,
     jwt: String,
@@ -121,8 +123,12 @@ impl Agent {
             .unwrap();
         assert_eq!(res.status(), 200);
         let enrolled: channel::api::EnrolResponse = res.json().await.unwrap();
+        let fingerprint = control::crypto::sha256_hex(
+            CertificateDer::from_pem_slice(enrolled.client_cert_pem.as_bytes()).unwrap(),
+        );
         let mut agent = Agent {
             id: enrolled.agent_id,
+            fingerprint,
             client: tls_client(&ca_pem, Some((&enrolled.client_cert_pem, &key))),
             base,
             jwt: String::new(),
@@ -755,7 +761,78 @@ async fn activate_pqc_and_rotate_keys(db: TestDb) {
     }
 }
 
+async fn a_trusted_proxy_can_vouch_for_an_agent(db: TestDb) {
+    let app = TestApp::spawn_with(db, |c| {
+        c.agent_cert_header = Some("x-client-cert-sha256".into());
+        c.agent_trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    app.add_user("Acme", "owner@example.com", Role::Owner).await;
+    let agent = Agent::enrol(&app).await;
+    // The proxy's own connection carries no client certificate.
+    let proxy = tls_client(&agent.ca_pem, None);
+    let url = |p: &str| format!("{}{p}", agent.base);
+    let res = proxy
+        .post(url("/agent/v1/token"))
+        .header("x-client-cert-sha256", agent.fingerprint.to_uppercase())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let jwt: Value = res.json().await.unwrap();
+    let res = proxy
+        .post(url("/agent/v1/poll"))
+        .header("x-client-cert-sha256", &agent.fingerprint)
+        .bearer_auth(jwt["token"].as_str().unwrap())
+        .json(&json!({ "wait_secs": 0 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    for bad in ["0".repeat(64), "not-hex".to_string()] {
+        let res = proxy
+            .post(url("/agent/v1/token"))
+            .header("x-client-cert-sha256", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+    }
+    let res = proxy.post(url("/agent/v1/token")).send().await.unwrap();
+    assert_eq!(res.status(), 401, "no header, no certificate");
+}
+
+async fn the_proxy_header_is_ignored_from_other_addresses(db: TestDb) {
+    let app = TestApp::spawn_with(db, |c| {
+        c.agent_cert_header = Some("x-client-cert-sha256".into());
+        c.agent_trusted_proxies = vec!["192.0.2.1".parse().unwrap()];
+    })
+    .await;
+    app.add_user("Acme", "owner@example.com", Role::Owner).await;
+    let agent = Agent::enrol(&app).await;
+    let res = tls_client(&agent.ca_pem, None)
+        .post(format!("{}/agent/v1/token", agent.base))
+        .header("x-client-cert-sha256", &agent.fingerprint)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // Off by default: a server without the option ignores the header too.
+    let app = TestApp::spawn(TestDb::sqlite().await).await;
+    app.add_user("Acme", "owner@example.com", Role::Owner).await;
+    let agent = Agent::enrol(&app).await;
+    let res = tls_client(&agent.ca_pem, None)
+        .post(format!("{}/agent/v1/token", agent.base))
+        .header("x-client-cert-sha256", &agent.fingerprint)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
 control::both_backends!(
+    a_trusted_proxy_can_vouch_for_an_agent,
+    the_proxy_header_is_ignored_from_other_addresses,
     activate_pqc_and_rotate_keys,
     enrol_poll_ping_and_revoke,
     the_gateway_refuses_what_it_should

@@ -23,8 +23,13 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(db: TestDb) -> TestApp {
+        TestApp::spawn_with(db, |_| {}).await
+    }
+
+    /// Like [`TestApp::spawn`], with a chance to change the configuration.
+    pub async fn spawn_with(db: TestDb, configure: impl FnOnce(&mut Config)) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::load(
+        let mut config = Config::load(
             None,
             Overrides {
                 data_dir: Some(dir.path().to_path_buf()),
@@ -34,6 +39,7 @@ impl TestApp {
             },
         )
         .unwrap();
+        configure(&mut config);
         let app = Application::build(config).await.expect("the server starts");
         let addr = format!("http://127.0.0.1:{}", app.port());
         let agent_addr = app.agent_addr();
