@@ -478,8 +478,10 @@ pub async fn enqueue(
     let actor = auth.actor();
     let mut tx = auth.store().begin().await?;
     actor.recheck::<ManageAgents>(&mut tx).await?;
+    // One atomic step takes the sequence number and bumps it, so concurrent
+    // enqueues for one agent never share a number (the row is locked on PostgreSQL).
     let row = sqlx::query(
-        "SELECT next_seq FROM agents WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL",
+        "UPDATE agents SET next_seq = next_seq + 1 WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL RETURNING next_seq - 1",
     )
     .bind(&agent.0)
     .bind(actor.org().0)
@@ -487,11 +489,6 @@ pub async fn enqueue(
     .await?
     .ok_or_else(|| ControlError::not_found("No such active server."))?;
     let seq: i64 = row.try_get(0)?;
-    // Bumping next_seq first also serialises concurrent enqueues for one agent.
-    sqlx::query("UPDATE agents SET next_seq = next_seq + 1 WHERE id = $1")
-        .bind(&agent.0)
-        .execute(tx.conn())
-        .await?;
     let id = format!("cmd_{}", random_token(12));
     sqlx::query(
         "INSERT INTO commands (id, org_id, agent_id, seq, kind, args, state, created_by, created_at, expires_at) \

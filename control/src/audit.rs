@@ -160,9 +160,11 @@ pub async fn append(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     // Serialise appends per organisation so two writers never fork the chain.
-    // SQLite write transactions are already serialised by the store.
+    // SQLite write transactions are already serialised by the store. NO KEY
+    // UPDATE, not UPDATE: it must not conflict with the key-share locks that
+    // foreign keys to `orgs` take, or two writers deadlock.
     if tx.backend() == Backend::Postgres {
-        sqlx::query("SELECT id FROM orgs WHERE id = $1 FOR UPDATE")
+        sqlx::query("SELECT id FROM orgs WHERE id = $1 FOR NO KEY UPDATE")
             .bind(event.org.0)
             .execute(tx.conn())
             .await?;

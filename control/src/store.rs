@@ -129,7 +129,13 @@ impl Store {
             Backend::Sqlite => Some(self.writer.clone().lock_owned().await),
             Backend::Postgres => None,
         };
-        let inner = self.pool.begin().await?;
+        // SQLite: take the write lock at BEGIN. A deferred transaction that
+        // reads and then writes fails at once (SQLITE_BUSY, no busy wait) when
+        // another connection wrote in between; IMMEDIATE waits its turn instead.
+        let inner = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         Ok(Tx {
             inner,
             backend: self.backend,

@@ -420,7 +420,70 @@ async fn metrics_are_batched_rolled_up_and_expired(db: TestDb) {
     .is_empty());
 }
 
+/// Heartbeats (single statements) and queueing (read-then-write
+/// transactions) at the same time must all succeed: on SQLite a deferred
+/// transaction would fail at its first write when a heartbeat slipped in.
+async fn concurrent_heartbeats_and_commands_all_succeed(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp::now();
+    let ca = AgentCa::load_or_create(dir.path(), now).unwrap();
+    let (owner, org) = add(&db, "Acme", "owner@example.com", Role::Owner).await;
+    let owner = access::actor(&db.store, owner, Some(org), meta())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let manage = owner.authorize::<ManageAgents>().unwrap();
+        let token = agents::create_registration_token(&manage, &ca.pin(), 3600, now)
+            .await
+            .unwrap();
+        ids.push(
+            agents::enrol(
+                &db.store,
+                &ca,
+                enrolment(token.token.expose_secret(), true),
+                &meta(),
+                now,
+            )
+            .await
+            .unwrap()
+            .agent,
+        );
+    }
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (store, owner, id) = (db.store.clone(), owner.clone(), ids[i % ids.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                agents::touch(&store, &id, "X25519MLKEM768", Timestamp::now())
+                    .await
+                    .unwrap();
+                let manage = owner.authorize::<ManageAgents>().unwrap();
+                agents::enqueue(
+                    &manage,
+                    &id,
+                    "ping",
+                    serde_json::json!({}),
+                    60,
+                    Timestamp::now(),
+                )
+                .await
+                .unwrap();
+                agents::take_pending(&store, &id, Timestamp::now())
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let read = owner.authorize::<ReadOrg>().unwrap();
+    assert!(audit::verify(&read).await.unwrap().intact());
+}
+
 control::both_backends!(
+    concurrent_heartbeats_and_commands_all_succeed,
     metrics_are_batched_rolled_up_and_expired,
     enrolment_tokens_are_one_time_and_audited,
     revocation_refuses_the_certificate_and_cancels_commands,
