@@ -1,31 +1,143 @@
 //! `pilothouse-agent`: the process that runs on each managed server.
 //!
-//! This build only prints its usage; registration, the long-poll and command
-//! execution arrive with the agent channel.
+//! Owns the command line, logging set-up, the current-thread runtime and the exit
+//! codes: 0 on success, 2 for bad usage (clap's own errors, a malformed token or
+//! server URL) and for a CA pin mismatch, 1 for every other failure. Errors are
+//! printed as one sentence on stderr.
 
+use agent::register::{register, RegisterOptions};
+use agent::AgentError;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-pilothouse-agent: the Pilothouse agent (protocol v{v})
+#[derive(Debug, Parser)]
+#[command(
+    name = "pilothouse-agent",
+    version,
+    about = "The Pilothouse agent: dials out to the control plane, runs the operations it signs and reports metrics.",
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-Usage:
-  pilothouse-agent register --server https://HOST:PORT --token TOKEN [--state-dir DIR]
-  pilothouse-agent run [--state-dir DIR] [--config FILE]
-  pilothouse-agent status
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Register this server with a control plane, using a one-time token.
+    Register {
+        /// The control plane's agent gateway, https://HOST:PORT.
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// The registration token from the dashboard (pht1_...).
+        #[arg(long, value_name = "TOKEN")]
+        token: String,
+        /// Where the agent keeps its keys and state.
+        #[arg(long, value_name = "DIR", default_value = agent::state::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// The name to register under (default: the kernel's host name).
+        #[arg(long, value_name = "NAME")]
+        hostname: Option<String>,
+        /// Register without a post-quantum (X-Wing) key: "Classical fallback".
+        #[arg(long)]
+        no_pqc: bool,
+        /// Replace an existing registration.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the agent (normally started by systemd).
+    Run {
+        #[arg(long, value_name = "DIR", default_value = agent::state::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Configuration file [default: /etc/pilothouse/agent.toml, if present].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Show the registration, keys, certificate and last contact.
+    Status {
+        #[arg(long, value_name = "DIR", default_value = agent::state::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+}
 
-This build does not implement these commands yet.";
+/// Logs to stderr at `warn` unless `RUST_LOG` says otherwise (`info`,
+/// `agent=debug,warn`, ...).
+fn init_logging() {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let default = || Targets::new().with_default(tracing::Level::WARN);
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => v.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("pilothouse-agent: ignoring RUST_LOG ({e}); logging at warn");
+            default()
+        }),
+        _ => default(),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_filter(filter),
+        )
+        .init();
+}
+
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, AgentError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AgentError::Failed(format!("cannot start the runtime: {e}")))?;
+    Ok(rt.block_on(f))
+}
 
 fn main() -> ExitCode {
-    let usage = USAGE.replace("{v}", &channel::PROTOCOL_VERSION.to_string());
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("-h" | "--help" | "help") => {
-            println!("{usage}");
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    init_logging();
+    // Nothing else may pick a provider: every configuration names aws-lc-rs, and
+    // this makes any default-provider lookup agree.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    let result = match cli.command {
+        Command::Register {
+            server,
+            token,
+            state_dir,
+            hostname,
+            no_pqc,
+            force,
+        } => block_on(register(RegisterOptions {
+            server,
+            token,
+            state_dir,
+            hostname,
+            no_pqc,
+            force,
+        }))
+        .and_then(|r| r)
+        .map(|r| {
+            println!("{}", r.agent_id);
+            eprintln!(
+                "pilothouse-agent: registered as {} with {} ({}). Start it with `systemctl enable --now pilothouse-agent`.",
+                r.agent_id,
+                r.server_url,
+                agent::pqc_state(r.post_quantum)
+            );
+        }),
+        Command::Run { state_dir, config } => {
+            block_on(agent::run::run(&state_dir, config.as_deref())).and_then(|r| r)
         }
-        Some(other) => {
-            eprintln!("pilothouse-agent: `{other}` is not available in this build.\n\n{usage}");
-            ExitCode::from(2)
+        Command::Status { state_dir } => {
+            agent::status::status(&state_dir, agent::now_ms()).map(|s| print!("{s}"))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pilothouse-agent: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

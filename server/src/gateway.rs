@@ -311,11 +311,18 @@ async fn poll(
         .await?;
         let pending = agents::take_pending(&state.store, &identity.agent, Timestamp::now()).await?;
         if !pending.is_empty() {
-            let commands = pending
-                .iter()
-                .map(|c| deliver(&state, &identity, c))
-                .collect::<Result<Vec<_>, GatewayError>>()?;
-            return Ok(Json(PollResponse { commands }));
+            let mut commands = Vec::with_capacity(pending.len());
+            for c in &pending {
+                // A command that cannot travel to this agent yet (it needs a KEM
+                // key) waits; it must not block the ones that can.
+                match deliver(&state, &identity, c) {
+                    Ok(d) => commands.push(d),
+                    Err(e) => tracing::info!(agent = %identity.agent, command = %c.id, reason = %e.1, "command held back"),
+                }
+            }
+            if !commands.is_empty() {
+                return Ok(Json(PollResponse { commands }));
+            }
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             return Ok(Json(PollResponse {

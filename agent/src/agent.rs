@@ -1,0 +1,619 @@
+//! The command side of a running agent: open what the control plane delivers,
+//! check it against the local policy, execute it once, seal and sign the result,
+//! and deliver the result until the control plane accepts it. Also key rotation,
+//! post-quantum activation and certificate renewal, which change the agent's keys.
+//!
+//! Invariants:
+//! - A command runs only after [`channel::open_command`] (or, while the agent has no
+//!   KEM key, [`channel::open_signed_command`]) accepted it: signature under the
+//!   control plane's command key, addressed to this agent, inside its validity
+//!   window, not replayed. Failures are logged and never answered.
+//! - Once the agent holds a KEM key, signed-only (unencrypted) commands are refused:
+//!   a downgrade to classical delivery is not possible from the network.
+//! - The replay guard and the sealed result are committed to disk together before
+//!   the result is posted; a redelivered command is never run twice, its stored
+//!   result is posted again instead.
+//! - Key changes are written through the state directory's commit journal, only
+//!   after the control plane accepted them, and the mTLS client is rebuilt on the
+//!   new certificate before the next request.
+//!
+//! Past this module an attacker who controls the network or the delivery queue can
+//! delay, drop or redeliver commands (redeliveries change nothing), but cannot make
+//! the agent run a command the control plane did not sign for it, a kind its local
+//! allowlist forbids, or an old command again. Nothing from a command (payload or
+//! output) is logged.
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::pki::{self, TlsIdentity};
+use crate::state::{self, AgentRecord, Keys, StateDir, StateError, StatusFile};
+use crate::x509::{format_utc, CertInfo};
+use crate::AgentError;
+use channel::api::{kinds, DeliveredCommand, KeysRequest, KeysResponse};
+use channel::{
+    ChannelError, KemSecretKey, KeyRegistration, OpenedCommand, ReplayGuard, ReplayKind,
+    ResultHeader, ResultStatus, SealedResult, SigningKey,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Most results kept while the control plane does not accept them.
+pub const MAX_PENDING_RESULTS: usize = 64;
+/// How many ignored command ids are remembered to log each only once.
+const IGNORED_MEMORY: usize = 64;
+/// Attempts of a key registration when the control plane is briefly unreachable.
+const KEYS_ATTEMPTS: u32 = 4;
+/// Wait after a failed certificate renewal before trying again.
+const RENEW_RETRY_MS: i64 = 5 * 60 * 1000;
+/// How often `status.json` is rewritten at most.
+const STATUS_EVERY_MS: i64 = 60 * 1000;
+
+/// A sealed result waiting for the control plane to accept it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingResult {
+    pub command_id: String,
+    pub result: SealedResult,
+}
+
+/// What [`Agent::handle`] did with one delivered command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Executed (or refused by the local policy); the result is stored for delivery.
+    Executed {
+        command_id: String,
+        status: ResultStatus,
+    },
+    /// Executed before: its stored result is queued for delivery again.
+    Resent { command_id: String },
+    /// Not answered: it failed to open or is a stale replay (logged at warn).
+    Ignored { reason: String },
+}
+
+/// The sum of one [`Agent::poll_once`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollOutcome {
+    pub delivered: usize,
+    pub executed: usize,
+    pub resent: usize,
+    pub ignored: usize,
+    pub results_sent: usize,
+}
+
+impl PollOutcome {
+    /// True when the answer carried commands but none led anywhere: polling again
+    /// at once would get the same answer, so the loop waits first.
+    pub fn only_ignored(&self) -> bool {
+        self.delivered > 0 && self.executed == 0 && self.resent == 0
+    }
+}
+
+/// A command's header text, cut to a loggable size before it is authenticated.
+fn loggable(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-' | '/'))
+        .take(channel::envelope::MAX_ID_BYTES)
+        .collect()
+}
+
+/// Why a delivered command was not opened.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("sealed command but this agent has no KEM key (was a key registration lost?)")]
+    NoKemKey,
+    #[error("signed-only command refused: this agent has a KEM key, commands must be sealed")]
+    Downgrade,
+}
+
+/// The running agent's command side.
+pub struct Agent {
+    dir: StateDir,
+    record: AgentRecord,
+    keys: Keys,
+    cert: CertInfo,
+    replay: ReplayGuard,
+    pending: Vec<PendingResult>,
+    config: Config,
+    gateway: Gateway,
+    executions: u64,
+    ignored: VecDeque<String>,
+    renew_retry_after_ms: i64,
+}
+
+impl Agent {
+    /// Loads a registered agent from `dir` (checked, locked and recovered by the
+    /// caller) and builds its mTLS client.
+    pub fn load(dir: StateDir, config: Config) -> Result<Self, AgentError> {
+        let record = dir.load_record()?;
+        let keys = dir.load_keys(&record)?;
+        let cert = CertInfo::from_pem(&keys.tls_cert_pem).map_err(|r| StateError::Corrupt {
+            path: dir.file(state::TLS_CERT),
+            reason: r.into(),
+        })?;
+        let replay: ReplayGuard =
+            dir.read_json_opt(state::REPLAY)?
+                .ok_or_else(|| StateError::Corrupt {
+                    path: dir.file(state::REPLAY),
+                    reason: "the file is missing (without it old commands could run again)".into(),
+                })?;
+        let pending: Vec<PendingResult> = dir
+            .read_json_opt(state::PENDING_RESULTS)?
+            .unwrap_or_default();
+        let status_saved: StatusFile = dir.read_json_opt(state::STATUS)?.unwrap_or_default();
+        let tls = pki::mtls_config(
+            &keys.ca_pem,
+            &TlsIdentity {
+                cert_pem: keys.tls_cert_pem.clone(),
+                key_pem: keys.tls_key_pem.clone(),
+            },
+        )?;
+        let gateway = Gateway::new(&record.server_url, tls)?;
+        gateway.set_saved_contact(status_saved.last_contact);
+        Ok(Self {
+            dir,
+            record,
+            keys,
+            cert,
+            replay,
+            pending,
+            config,
+            gateway,
+            executions: 0,
+            ignored: VecDeque::new(),
+            renew_retry_after_ms: 0,
+        })
+    }
+
+    pub fn record(&self) -> &AgentRecord {
+        &self.record
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    pub fn has_kem_key(&self) -> bool {
+        self.keys.kem.is_some()
+    }
+
+    /// The current identity key's public half.
+    pub fn identity(&self) -> &channel::VerifyingKey {
+        self.keys.identity.verifying_key()
+    }
+
+    pub fn kem_key_id(&self) -> Option<channel::KeyId> {
+        self.keys.kem.as_ref().map(KemSecretKey::key_id)
+    }
+
+    pub fn certificate(&self) -> &CertInfo {
+        &self.cert
+    }
+
+    /// How many commands this process has executed (refusals included).
+    pub fn executions(&self) -> u64 {
+        self.executions
+    }
+
+    /// Results not yet accepted by the control plane, oldest first.
+    pub fn pending(&self) -> &[PendingResult] {
+        &self.pending
+    }
+
+    /// One round: deliver stored results, long-poll, then handle the commands in
+    /// sequence order, delivering each result before the next command runs (so
+    /// that no result is left signed by a key a later `rotate_keys` replaced). If a
+    /// delivery fails the round ends there; the remaining commands come again.
+    pub async fn poll_once(&mut self) -> Result<PollOutcome, AgentError> {
+        let mut outcome = PollOutcome {
+            results_sent: self.report_pending().await?,
+            ..PollOutcome::default()
+        };
+        let mut answer = self.gateway.poll(self.config.poll_wait_secs).await?;
+        answer.commands.sort_by_key(|c| c.header().sequence);
+        outcome.delivered = answer.commands.len();
+        for delivered in &answer.commands {
+            match self.handle(delivered, crate::now_ms()).await? {
+                Handled::Executed { .. } => outcome.executed += 1,
+                Handled::Resent { .. } => outcome.resent += 1,
+                Handled::Ignored { .. } => outcome.ignored += 1,
+            }
+            outcome.results_sent += self.report_pending().await?;
+        }
+        self.save_status_if_due()?;
+        Ok(outcome)
+    }
+
+    fn open(&self, delivered: &DeliveredCommand, now_ms: i64) -> Result<OpenedCommand, OpenError> {
+        let vk = &self.record.command_verifying_key;
+        let id = &self.record.agent_id;
+        match (delivered, &self.keys.kem) {
+            (DeliveredCommand::Sealed { envelope }, Some(kem)) => Ok(channel::open_command(
+                envelope,
+                id,
+                kem,
+                vk,
+                &self.replay,
+                now_ms,
+            )?),
+            (DeliveredCommand::Sealed { .. }, None) => Err(OpenError::NoKemKey),
+            (DeliveredCommand::Signed { envelope }, None) => Ok(channel::open_signed_command(
+                envelope,
+                id,
+                vk,
+                &self.replay,
+                now_ms,
+            )?),
+            (DeliveredCommand::Signed { .. }, Some(_)) => Err(OpenError::Downgrade),
+        }
+    }
+
+    fn ignore(&mut self, command_id: &str, reason: String) -> Handled {
+        let id = loggable(command_id);
+        if self.ignored.contains(&id) {
+            tracing::debug!(command_id = %id, %reason, "command ignored again");
+        } else {
+            tracing::warn!(command_id = %id, %reason, "command not executed");
+            self.ignored.push_back(id);
+            if self.ignored.len() > IGNORED_MEMORY {
+                self.ignored.pop_front();
+            }
+        }
+        Handled::Ignored { reason }
+    }
+
+    /// Opens one delivered command and executes it, or recognises it as already
+    /// executed. The result is sealed and stored, not yet posted
+    /// (see [`report_pending`](Self::report_pending)).
+    pub async fn handle(
+        &mut self,
+        delivered: &DeliveredCommand,
+        now_ms: i64,
+    ) -> Result<Handled, AgentError> {
+        let claimed_id = delivered.header().command_id.clone();
+        let opened = match self.open(delivered, now_ms) {
+            Ok(c) => c,
+            Err(OpenError::Channel(ChannelError::Replay(ReplayKind::AlreadyExecuted))) => {
+                return Ok(if self.pending.iter().any(|p| p.command_id == claimed_id) {
+                    tracing::info!(command_id = %loggable(&claimed_id), "redelivered command: resending its result");
+                    Handled::Resent {
+                        command_id: claimed_id,
+                    }
+                } else {
+                    self.ignore(
+                        &claimed_id,
+                        "already executed and its result was accepted".into(),
+                    )
+                });
+            }
+            Err(e) => return Ok(self.ignore(&claimed_id, e.to_string())),
+        };
+        let header = opened.header().clone();
+        let (status, output) = if self.config.allows(&header.kind) {
+            tracing::info!(command_id = %header.command_id, kind = %header.kind, sequence = header.sequence, "executing command");
+            self.execute(&opened, now_ms).await
+        } else {
+            tracing::warn!(command_id = %header.command_id, kind = %header.kind, "command kind refused by the local allowlist");
+            (
+                ResultStatus::Refused,
+                format!(
+                    "command kind `{}` is not allowed by this agent's local policy",
+                    header.kind
+                ),
+            )
+        };
+        self.executions += 1;
+        self.replay.commit(&opened);
+        let result = self.seal(&header, status, output.as_bytes())?;
+        self.pending.push(PendingResult {
+            command_id: header.command_id.clone(),
+            result,
+        });
+        while self.pending.len() > MAX_PENDING_RESULTS {
+            let dropped = self.pending.remove(0);
+            tracing::warn!(command_id = %dropped.command_id, "too many undelivered results: dropping the oldest");
+        }
+        let replay = json(&self.replay)?;
+        let pending = json(&self.pending)?;
+        self.dir.commit(
+            &[(state::REPLAY, &replay), (state::PENDING_RESULTS, &pending)],
+            &[],
+        )?;
+        tracing::info!(command_id = %header.command_id, ?status, "command finished");
+        Ok(Handled::Executed {
+            command_id: header.command_id,
+            status,
+        })
+    }
+
+    fn seal(
+        &self,
+        header: &channel::CommandHeader,
+        status: ResultStatus,
+        output: &[u8],
+    ) -> Result<SealedResult, AgentError> {
+        let max = channel::envelope::MAX_PAYLOAD_BYTES;
+        let output = &output[..output.len().min(max)];
+        let result_header = ResultHeader {
+            agent_id: self.record.agent_id.clone(),
+            command_id: header.command_id.clone(),
+            sequence: header.sequence,
+            finished_at: crate::now_ms(),
+            status,
+        };
+        Ok(channel::seal_result(
+            &result_header,
+            output,
+            &self.record.control_kem_key,
+            &self.keys.identity,
+            &mut channel::os_rng(),
+        )?)
+    }
+
+    /// Runs one opened, allowed command. Returns its status and output.
+    pub async fn execute(&mut self, cmd: &OpenedCommand, now_ms: i64) -> (ResultStatus, String) {
+        let payload = cmd.payload();
+        let args_ok = payload.iter().all(u8::is_ascii_whitespace)
+            || matches!(
+                serde_json::from_slice::<serde_json::Value>(payload),
+                Ok(serde_json::Value::Object(_))
+            );
+        if !args_ok {
+            return (
+                ResultStatus::Failed,
+                "the command's arguments are not a JSON object".into(),
+            );
+        }
+        let outcome = match cmd.header().kind.as_str() {
+            kinds::PING => Ok("pong".to_string()),
+            kinds::ROTATE_KEYS => self.rotate_keys(now_ms).await,
+            kinds::REGISTER_PQC_KEY => self.register_pqc_key(now_ms).await,
+            other => Err(AgentError::Failed(format!(
+                "this agent version ({}) does not know command kind `{other}`",
+                crate::VERSION
+            ))),
+        };
+        match outcome {
+            Ok(out) => (ResultStatus::Succeeded, out),
+            Err(e) => {
+                tracing::warn!(kind = %cmd.header().kind, error = %e, "command failed");
+                (ResultStatus::Failed, e.to_string())
+            }
+        }
+    }
+
+    /// Posts stored results, oldest first. A result the control plane rejects
+    /// outright (a 4xx other than 401/408/429) is dropped, so that one bad result
+    /// cannot block the others forever.
+    pub async fn report_pending(&mut self) -> Result<usize, AgentError> {
+        let mut sent = 0;
+        while let Some(first) = self.pending.first() {
+            match self.gateway.post_result(&first.result).await {
+                Ok(()) => {
+                    tracing::debug!(command_id = %first.command_id, "result delivered");
+                    sent += 1;
+                }
+                Err(e) if e.is_rejection() => {
+                    tracing::error!(command_id = %first.command_id, error = %e, "result rejected by the control plane: dropping it");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.pending.remove(0);
+            self.dir
+                .write(state::PENDING_RESULTS, &json(&self.pending)?)?;
+        }
+        Ok(sent)
+    }
+
+    async fn post_keys(&self, request: &KeysRequest) -> Result<KeysResponse, AgentError> {
+        let mut backoff = crate::backoff::Backoff::standard();
+        let mut attempt = 1;
+        loop {
+            match self.gateway.post_keys(request).await {
+                Ok(r) => return Ok(r),
+                Err(e) if e.is_transient() && attempt < KEYS_ATTEMPTS => {
+                    let delay = backoff.next_delay().max(Duration::from_millis(250));
+                    tracing::warn!(error = %e, attempt, "key registration failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// `rotate_keys`: new identity, KEM and TLS keys, registered with a signature by
+    /// the current identity key and one by the new key, then stored and used.
+    async fn rotate_keys(&mut self, now_ms: i64) -> Result<String, AgentError> {
+        let new_identity = SigningKey::generate();
+        let new_kem = KemSecretKey::generate();
+        let tls = pki::new_tls_key(&self.record.agent_id)?;
+        let registration = KeyRegistration {
+            agent_id: self.record.agent_id.clone(),
+            kem_public_key: new_kem.public_key().clone(),
+            identity_key: new_identity.verifying_key().clone(),
+            tls_cert_fingerprint: Some(pki::csr_fingerprint(&tls.csr_pem)),
+            issued_at: now_ms,
+        };
+        let signed = channel::sign_registration(registration, &self.keys.identity, &new_identity)?;
+        let answer = self
+            .post_keys(&KeysRequest {
+                registration: signed,
+                csr_pem: Some(tls.csr_pem.clone()),
+            })
+            .await?;
+        let cert_pem = answer.client_cert_pem.ok_or_else(|| {
+            AgentError::Failed(
+                "the control plane accepted the keys but sent no client certificate".into(),
+            )
+        })?;
+        let cert = pki::check_client_cert(&self.keys.ca_pem, &cert_pem, &tls.spki_der)?;
+        let identity = TlsIdentity {
+            cert_pem,
+            key_pem: tls.key_pem,
+        };
+        let tls_config = pki::mtls_config(&self.keys.ca_pem, &identity)?;
+        let mut record = self.record.clone();
+        record.cert_not_after = cert.not_after_ms;
+        record.keys_registered_at = now_ms;
+        self.dir.commit(
+            &[
+                (
+                    state::IDENTITY_KEY,
+                    &state::secret_hex(new_identity.to_bytes().as_slice()),
+                ),
+                (
+                    state::KEM_KEY,
+                    &state::secret_hex(new_kem.to_bytes().as_slice()),
+                ),
+                (state::TLS_KEY, identity.key_pem.as_bytes()),
+                (state::TLS_CERT, identity.cert_pem.as_bytes()),
+                (state::AGENT_FILE, &json(&record)?),
+            ],
+            &[],
+        )?;
+        let old_id = self.keys.identity.key_id();
+        let message = format!(
+            "keys rotated: identity key {old_id} -> {}, KEM key {}, certificate serial {} valid until {}",
+            new_identity.key_id(),
+            new_kem.key_id(),
+            cert.serial_hex,
+            format_utc(cert.not_after_ms)
+        );
+        self.keys.identity = new_identity;
+        self.keys.kem = Some(new_kem);
+        self.keys.tls_key_pem = identity.key_pem;
+        self.keys.tls_cert_pem = identity.cert_pem;
+        self.cert = cert;
+        self.record = record;
+        self.gateway.set_tls(tls_config)?;
+        tracing::info!("{message}");
+        Ok(message)
+    }
+
+    /// `register_pqc_key`: make an X-Wing key if there is none and register it with
+    /// the unchanged identity key in both signature roles. With a key already
+    /// present it is announced again (the control plane may have missed it).
+    async fn register_pqc_key(&mut self, now_ms: i64) -> Result<String, AgentError> {
+        let (kem_public, fresh) = match &self.keys.kem {
+            Some(k) => (k.public_key().clone(), None),
+            None => {
+                let k = KemSecretKey::generate();
+                (k.public_key().clone(), Some(k))
+            }
+        };
+        let kem_id = kem_public.key_id();
+        let registration = KeyRegistration {
+            agent_id: self.record.agent_id.clone(),
+            kem_public_key: kem_public,
+            identity_key: self.keys.identity.verifying_key().clone(),
+            tls_cert_fingerprint: None,
+            issued_at: now_ms,
+        };
+        let signed =
+            channel::sign_registration(registration, &self.keys.identity, &self.keys.identity)?;
+        self.post_keys(&KeysRequest {
+            registration: signed,
+            csr_pem: None,
+        })
+        .await?;
+        let Some(kem) = fresh else {
+            return Ok(format!(
+                "post-quantum encryption was already active (KEM key {kem_id}); the key was registered again"
+            ));
+        };
+        let mut record = self.record.clone();
+        record.keys_registered_at = now_ms;
+        self.dir.commit(
+            &[
+                (
+                    state::KEM_KEY,
+                    &state::secret_hex(kem.to_bytes().as_slice()),
+                ),
+                (state::AGENT_FILE, &json(&record)?),
+            ],
+            &[],
+        )?;
+        self.keys.kem = Some(kem);
+        self.record = record;
+        tracing::info!(kem_key_id = %kem_id, "post-quantum encryption activated");
+        Ok(format!(
+            "post-quantum encryption activated: KEM key {kem_id}"
+        ))
+    }
+
+    /// Whether two thirds of the certificate's lifetime have passed.
+    pub fn renewal_due(&self, now_ms: i64) -> bool {
+        let life = self.cert.not_after_ms - self.cert.not_before_ms;
+        now_ms >= self.cert.not_before_ms + life / 3 * 2
+    }
+
+    /// Renews the client certificate when it is due (with a new TLS key). Returns
+    /// whether it did; after a failure it waits a few minutes before trying again.
+    pub async fn maybe_renew(&mut self, now_ms: i64) -> Result<bool, AgentError> {
+        if !self.renewal_due(now_ms) || now_ms < self.renew_retry_after_ms {
+            return Ok(false);
+        }
+        match self.renew_certificate().await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.renew_retry_after_ms = now_ms + RENEW_RETRY_MS;
+                Err(e)
+            }
+        }
+    }
+
+    async fn renew_certificate(&mut self) -> Result<(), AgentError> {
+        let tls = pki::new_tls_key(&self.record.agent_id)?;
+        let answer = self.gateway.renew(&tls.csr_pem).await?;
+        let cert =
+            pki::check_client_cert(&self.keys.ca_pem, &answer.client_cert_pem, &tls.spki_der)?;
+        let identity = TlsIdentity {
+            cert_pem: answer.client_cert_pem,
+            key_pem: tls.key_pem,
+        };
+        let tls_config = pki::mtls_config(&self.keys.ca_pem, &identity)?;
+        let mut record = self.record.clone();
+        record.cert_not_after = cert.not_after_ms;
+        self.dir.commit(
+            &[
+                (state::TLS_KEY, identity.key_pem.as_bytes()),
+                (state::TLS_CERT, identity.cert_pem.as_bytes()),
+                (state::AGENT_FILE, &json(&record)?),
+            ],
+            &[],
+        )?;
+        tracing::info!(serial = %cert.serial_hex, not_after = %format_utc(cert.not_after_ms), "client certificate renewed");
+        self.keys.tls_key_pem = identity.key_pem;
+        self.keys.tls_cert_pem = identity.cert_pem;
+        self.cert = cert;
+        self.record = record;
+        self.gateway.set_tls(tls_config)?;
+        Ok(())
+    }
+
+    /// Writes the last contact time to `status.json`, at most once a minute.
+    pub fn save_status_if_due(&mut self) -> Result<(), StateError> {
+        save_status_if_due(&self.dir, &self.gateway)
+    }
+}
+
+/// Writes the gateway's last contact time to `status.json` if a minute has passed
+/// since the last write (shared by the command and metrics sides).
+pub fn save_status_if_due(dir: &StateDir, gateway: &Gateway) -> Result<(), StateError> {
+    match gateway.contact_to_save(STATUS_EVERY_MS) {
+        Some(contact) => dir.write_json(
+            state::STATUS,
+            &StatusFile {
+                last_contact: Some(contact),
+            },
+        ),
+        None => Ok(()),
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, AgentError> {
+    serde_json::to_vec(value).map_err(|e| AgentError::Failed(format!("cannot encode state: {e}")))
+}

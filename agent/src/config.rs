@@ -1,0 +1,148 @@
+//! The agent's own configuration file (`/etc/pilothouse/agent.toml`), the local
+//! policy the control plane cannot override.
+//!
+//! ```toml
+//! poll_wait_secs = 25          # how long a long-poll may be held
+//! metrics_interval_secs = 60   # how often a metrics sample is taken
+//! allow = ["ping", "rotate_keys", "register_pqc_key"]   # command kinds this host runs
+//! ```
+//!
+//! Every key is optional. Invariant: a loaded [`Config`] has values in range; an
+//! unknown key is an error (a typo must not silently widen or narrow the policy).
+
+use channel::api::kinds;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Where `run` looks when `--config` is not given (a missing file is fine there).
+pub const DEFAULT_CONFIG: &str = "/etc/pilothouse/agent.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is invalid: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// The agent's configuration, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub poll_wait_secs: u64,
+    pub metrics_interval_secs: u64,
+    pub allow: BTreeSet<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            poll_wait_secs: 25,
+            metrics_interval_secs: 60,
+            allow: [kinds::PING, kinds::ROTATE_KEYS, kinds::REGISTER_PQC_KEY]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        }
+    }
+}
+
+impl Config {
+    /// Whether the local policy lets commands of `kind` run.
+    pub fn allows(&self, kind: &str) -> bool {
+        self.allow.contains(kind)
+    }
+
+    /// Loads `explicit` (which must exist) or the default path (which may not).
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, required) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text, &path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    /// Parses and range-checks a configuration text.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let config: Config = toml::from_str(text).map_err(|e| invalid(e.message().to_string()))?;
+        if !(1..=300).contains(&config.poll_wait_secs) {
+            return Err(invalid("poll_wait_secs must be between 1 and 300".into()));
+        }
+        if !(1..=3600).contains(&config.metrics_interval_secs) {
+            return Err(invalid(
+                "metrics_interval_secs must be between 1 and 3600".into(),
+            ));
+        }
+        if let Some(bad) = config.allow.iter().find(|k| !valid_kind(k)) {
+            return Err(invalid(format!("`{bad}` in allow is not a command kind")));
+        }
+        Ok(config)
+    }
+}
+
+fn valid_kind(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= channel::envelope::MAX_KIND_BYTES
+        && k.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'/' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("agent.toml"))
+    }
+
+    #[test]
+    fn defaults_apply_to_missing_keys() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert!(c.allows("ping") && c.allows("rotate_keys") && c.allows("register_pqc_key"));
+        let c = parse("metrics_interval_secs = 30\nallow = [\"ping\"]").unwrap();
+        assert_eq!(c.metrics_interval_secs, 30);
+        assert_eq!(c.poll_wait_secs, 25);
+        assert!(!c.allows("rotate_keys"));
+    }
+
+    #[test]
+    fn typos_and_out_of_range_values_are_errors() {
+        for bad in [
+            "allow_list = []",
+            "poll_wait_secs = 0",
+            "metrics_interval_secs = 0",
+            "allow = [\"rm -rf\"]",
+            "poll_wait_secs = \"25\"",
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("agent.toml"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_default_file_is_fine_but_a_missing_explicit_one_is_not() {
+        let t = tempfile::tempdir().unwrap();
+        let missing = t.path().join("nope.toml");
+        assert!(matches!(
+            Config::load(Some(&missing)),
+            Err(ConfigError::Read { .. })
+        ));
+        let file = t.path().join("agent.toml");
+        std::fs::write(&file, "allow = []").unwrap();
+        assert!(Config::load(Some(&file)).unwrap().allow.is_empty());
+    }
+}

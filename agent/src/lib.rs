@@ -1,0 +1,54 @@
+//! The Pilothouse agent: registers with the control plane, then dials out to it
+//! (HTTPS long-poll over mutual TLS, no inbound ports), runs the commands the
+//! control plane signs and seals for it, and reports host metrics.
+//!
+//! - [`token`]: the registration token and its CA pin.
+//! - [`pki`]: rustls configurations, the pinned-CA verifier, TLS keys and CSRs.
+//! - [`x509`]: the few certificate fields the agent reads.
+//! - [`state`]: the state directory (keys, registration, journals), atomic writes.
+//! - [`config`]: the local configuration and command allowlist.
+//! - [`gateway`]: the HTTP client of `/agent/v1/*`, with the JWT.
+//! - [`register`]: `pilothouse-agent register`.
+//! - [`agent`]: opening, executing and reporting commands; key rotation; renewal.
+//! - [`metrics`]: `/proc` sampling and the offline backlog.
+//! - [`run`]: `pilothouse-agent run`, the loops around [`agent`] and [`metrics`].
+//! - [`status`]: `pilothouse-agent status`.
+//! - [`backoff`]: retry pacing.
+//!
+//! The protocol and its cryptography live in the `channel` crate; this crate adds
+//! transport, storage and policy.
+
+pub mod agent;
+pub mod backoff;
+pub mod config;
+mod error;
+pub mod gateway;
+pub mod metrics;
+pub mod pki;
+pub mod register;
+pub mod run;
+pub mod state;
+pub mod status;
+pub mod token;
+pub mod x509;
+
+pub use error::AgentError;
+
+/// The agent's version, sent at enrolment.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Wall-clock time as Unix milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// PQC state names, as the dashboard's Security tab shows them.
+pub fn pqc_state(has_kem_key: bool) -> &'static str {
+    if has_kem_key {
+        "Post-quantum encryption active"
+    } else {
+        "Classical fallback"
+    }
+}

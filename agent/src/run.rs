@@ -1,0 +1,215 @@
+//! `pilothouse-agent run`: start-up checks, then two loops on one current-thread
+//! runtime: the command loop (renew if due, [`Agent::poll_once`], back off on
+//! errors) and the metrics loop ([`MetricsTask::collect_sample`] and
+//! [`MetricsTask::flush_metrics`] every interval).
+//!
+//! Invariant: the loops only sleep, back off and log; every decision is in
+//! [`crate::agent`] and [`crate::metrics`]. Nothing after start-up ends the process:
+//! an unreachable or restarted control plane, a refused request or a full disk are
+//! logged and retried with jittered exponential backoff (base 1 s, cap 30 s).
+
+use crate::agent::Agent;
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::metrics::{Backlog, Sampler};
+use crate::state::{self, StateDir, StateError};
+use crate::AgentError;
+use channel::api::MetricSample;
+use std::path::Path;
+use std::time::Duration;
+
+/// Failures in a row after which one is logged at warn again (the others at debug).
+const WARN_EVERY: u32 = 20;
+
+/// The metrics side of a running agent.
+pub struct MetricsTask {
+    dir: StateDir,
+    gateway: Gateway,
+    sampler: Sampler,
+    backlog: Backlog,
+    persisted: bool,
+}
+
+impl MetricsTask {
+    /// Restores the backlog from `metrics-backlog.json` and takes the baseline reading.
+    pub fn load(dir: StateDir, gateway: Gateway) -> Result<Self, StateError> {
+        let samples: Vec<MetricSample> = dir
+            .read_json_opt(state::METRICS_BACKLOG)?
+            .unwrap_or_default();
+        let persisted = !samples.is_empty();
+        Ok(Self {
+            dir,
+            gateway,
+            sampler: Sampler::new(),
+            backlog: Backlog::from_samples(samples),
+            persisted,
+        })
+    }
+
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
+
+    /// Takes one sample into the backlog.
+    pub fn collect_sample(&mut self, now_ms: i64) {
+        let sample = self.sampler.collect_sample(now_ms);
+        self.backlog.push(sample);
+    }
+
+    /// Uploads the backlog (oldest first, in batches) and persists what is left.
+    /// A batch the control plane rejects outright is dropped, not retried forever.
+    pub async fn flush_metrics(&mut self) -> Result<usize, AgentError> {
+        let gateway = self.gateway.clone();
+        let (sent, result) = self
+            .backlog
+            .flush(|batch| {
+                let gateway = gateway.clone();
+                async move {
+                    let n = batch.len();
+                    match gateway.post_metrics(batch).await {
+                        Err(e) if e.is_rejection() => {
+                            tracing::error!(error = %e, samples = n, "metrics rejected by the control plane: dropping them");
+                            Ok(())
+                        }
+                        other => other,
+                    }
+                }
+            })
+            .await;
+        crate::agent::save_status_if_due(&self.dir, &self.gateway)?;
+        if self.backlog.is_empty() {
+            if self.persisted {
+                self.dir.commit(&[], &[state::METRICS_BACKLOG])?;
+                self.persisted = false;
+            }
+        } else {
+            self.dir
+                .write_json(state::METRICS_BACKLOG, &self.backlog.to_vec())?;
+            self.persisted = true;
+        }
+        result?;
+        Ok(sent)
+    }
+}
+
+/// Everything `run` holds: the lock, the command side and the metrics side.
+pub struct Running {
+    _lock: state::DirLock,
+    pub agent: Agent,
+    pub metrics: MetricsTask,
+    pub config: Config,
+}
+
+/// Checks, locks, recovers and loads the state directory.
+pub fn start(state_dir: &Path, config: Config) -> Result<Running, AgentError> {
+    let dir = StateDir::new(state_dir);
+    dir.ensure_registered()?;
+    dir.check_permissions()?;
+    let lock = dir.lock()?;
+    dir.recover()?;
+    let agent = Agent::load(dir.clone(), config.clone())?;
+    let metrics = MetricsTask::load(dir, agent.gateway().clone())?;
+    Ok(Running {
+        _lock: lock,
+        agent,
+        metrics,
+        config,
+    })
+}
+
+/// `pilothouse-agent run`. Returns only on a start-up error.
+pub async fn run(state_dir: &Path, config_path: Option<&Path>) -> Result<(), AgentError> {
+    let config = Config::load(config_path)?;
+    let Running {
+        _lock,
+        mut agent,
+        mut metrics,
+        config,
+    } = start(state_dir, config)?;
+    let record = agent.record();
+    tracing::info!(
+        agent_id = %record.agent_id,
+        server = %record.server_url,
+        pqc = crate::pqc_state(agent.has_kem_key()),
+        "agent started"
+    );
+    let cert = agent.certificate();
+    if cert.not_after_ms <= crate::now_ms() {
+        tracing::error!(
+            not_after = %crate::x509::format_utc(cert.not_after_ms),
+            "the client certificate has expired and cannot be renewed; register the agent again with --force"
+        );
+    }
+    let interval = Duration::from_secs(config.metrics_interval_secs);
+    tokio::join!(
+        command_loop(&mut agent),
+        metrics_loop(&mut metrics, interval)
+    );
+    Ok(())
+}
+
+fn log_failure(what: &str, failures: u32, error: &AgentError, retry_in: Duration) {
+    if failures == 1 || failures.is_multiple_of(WARN_EVERY) {
+        tracing::warn!(%error, failures, retry_in_ms = retry_in.as_millis() as u64, "{what} failed");
+    } else {
+        tracing::debug!(%error, failures, "{what} failed");
+    }
+}
+
+/// Renew when due, poll, handle; back off on errors and on answers that only
+/// carried commands the agent will not answer.
+pub async fn command_loop(agent: &mut Agent) {
+    let mut backoff = Backoff::standard();
+    let mut failing = false;
+    loop {
+        match agent.maybe_renew(crate::now_ms()).await {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "certificate renewal failed; will retry"),
+        }
+        match agent.poll_once().await {
+            Ok(outcome) => {
+                if failing {
+                    tracing::info!("control plane reachable again");
+                    failing = false;
+                }
+                if outcome.only_ignored() {
+                    // The same unanswerable commands would come back at once.
+                    let delay = backoff.next_delay().max(Duration::from_secs(1));
+                    tokio::time::sleep(delay).await;
+                } else {
+                    backoff.reset();
+                }
+            }
+            Err(e) => {
+                failing = true;
+                let delay = backoff.next_delay();
+                log_failure("poll", backoff.failures(), &e, delay);
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Every `interval`: one sample, then upload the backlog.
+pub async fn metrics_loop(metrics: &mut MetricsTask, interval: Duration) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u32;
+    loop {
+        ticker.tick().await;
+        metrics.collect_sample(crate::now_ms());
+        match metrics.flush_metrics().await {
+            Ok(sent) => {
+                failures = 0;
+                tracing::debug!(sent, "metrics uploaded");
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(WARN_EVERY) {
+                    tracing::warn!(error = %e, backlog = metrics.backlog().len(), "metrics upload failed; keeping the samples");
+                }
+            }
+        }
+    }
+}
