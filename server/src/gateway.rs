@@ -317,7 +317,9 @@ async fn poll(
                 // key) waits; it must not block the ones that can.
                 match deliver(&state, &identity, c) {
                     Ok(d) => commands.push(d),
-                    Err(e) => tracing::info!(agent = %identity.agent, command = %c.id, reason = %e.1, "command held back"),
+                    Err(e) => {
+                        tracing::info!(agent = %identity.agent, command = %c.id, reason = %e.1, "command held back")
+                    }
                 }
             }
             if !commands.is_empty() {
