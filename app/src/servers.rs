@@ -119,11 +119,15 @@ pub fn ServerDetail() -> impl IntoView {
         <Suspense fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match server.await {
-                    Ok(s) => view! { <ServerView s can_manage ping revoke rotate activate /> <Commands tick /> <Metrics /> }.into_any(),
+                    Ok(s) => view! { <ServerView s can_manage ping revoke rotate activate /> }.into_any(),
                     Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
                 }
             })}
         </Suspense>
+        // Outside the Suspend above: resources made inside a Suspend during
+        // server rendering do not line up with the browser's when it hydrates.
+        <Commands tick />
+        <Metrics />
     }
 }
 
@@ -166,7 +170,7 @@ fn ServerView(
                 <Field label="Certificate fingerprint (SHA-256)" testid="cert-fingerprint" value=s.cert_fingerprint.clone() />
                 <Field label="TLS group in use" testid="tls-group" value=if s.tls_group.is_empty() { "not connected yet".to_string() } else { s.tls_group.clone() } />
             </dl>
-            {(can_manage && active).then(|| {
+            {if can_manage && active {
                 let (id1, id2, id3, id4) = (id.clone(), id.clone(), id.clone(), id.clone());
                 view! {
                     <div class="mt-6 flex flex-wrap items-start gap-3">
@@ -174,12 +178,17 @@ fn ServerView(
                             <input type="hidden" name="id" value=id3 />
                             <button class="btn-primary" type="submit">"Rotate Keys"</button>
                         </ActionForm>
-                        {fallback.then(|| view! {
-                            <ActionForm action=activate>
-                                <input type="hidden" name="id" value=id4 />
-                                <button class="btn-primary" type="submit">"Activate Post-Quantum Encryption"</button>
-                            </ActionForm>
-                        })}
+                        {if fallback {
+                            view! {
+                                <ActionForm action=activate>
+                                    <input type="hidden" name="id" value=id4 />
+                                    <button class="btn-primary" type="submit">"Activate Post-Quantum Encryption"</button>
+                                </ActionForm>
+                            }.into_any()
+                        } else {
+                            // An element on both branches keeps server and browser markup alike for hydration.
+                            view! { <span class="hidden"></span> }.into_any()
+                        }}
                         <ActionForm action=ping>
                             <input type="hidden" name="id" value=id1 />
                             <button class="btn-secondary" type="submit">"Ping"</button>
@@ -204,8 +213,14 @@ fn ServerView(
                             <p class="text-sm text-slate-600" data-testid="ping-queued">{format!("Ping queued ({c}).")}</p>
                         })}
                     </div>
-                }
-            })}
+                }.into_any()
+            } else {
+                view! {
+                    <p class="mt-6 text-sm text-slate-500" data-testid="read-only-note">
+                        "Only Owners and Admins can rotate keys, activate post-quantum encryption or revoke this server."
+                    </p>
+                }.into_any()
+            }}
         </section>
     }
 }
@@ -221,7 +236,7 @@ fn Metrics() -> impl IntoView {
             .filter(|r| r == "day")
             .unwrap_or_else(|| "hour".into())
     };
-    let tick = ticker(60);
+    let tick = ticker(10);
     let data = Resource::new(
         move || (id(), range(), tick.get()),
         |(id, range, _)| async move {
