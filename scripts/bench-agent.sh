@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Agent footprint: RSS and CPU of a real `pilothouse-agent run` connected to a
+# real `pilothouse serve` (release builds, loopback), idle except for its
+# long-polls and a metrics sample every 60 s. Prints figures; asserts nothing.
+#
+# Usage: scripts/bench-agent.sh [SECONDS]   (default 180)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-180}
+
+cargo build --release -q -p server --bin pilothouse
+cargo build --release -q -p agent --bin pilothouse-agent
+
+work=$(mktemp -d)
+trap 'kill $server_pid $agent_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+mkdir -m 700 "$work/agent"
+
+RUST_LOG=info target/release/pilothouse serve --data-dir "$work/data" --listen 127.0.0.1:0 \
+	--agent-listen 127.0.0.1:0 2>"$work/server.log" &
+server_pid=$!
+for _ in $(seq 100); do grep -q "listening on http" "$work/server.log" 2>/dev/null && break; sleep 0.1; done
+gateway=$(sed -E 's/\x1b\[[0-9;]*m//g' "$work/server.log" | grep -o 'agent gateway listening on https://[0-9.:]*' | awk '{print $5}')
+
+echo "correct horse battery staple" | target/release/pilothouse admin add-user --data-dir "$work/data" \
+	--org Bench --email bench@example.com --role owner >/dev/null
+token=$(target/release/pilothouse admin registration-token --data-dir "$work/data" --org Bench 2>/dev/null | tail -n 1)
+target/release/pilothouse-agent register --server "$gateway" --token "$token" --state-dir "$work/agent" >/dev/null
+
+target/release/pilothouse-agent run --state-dir "$work/agent" 2>"$work/agent.log" &
+agent_pid=$!
+sleep 10 # enrolment done; let the first metrics sample and poll settle
+
+ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
+hz=$(getconf CLK_TCK)
+t0=$(ticks)
+sleep "$secs"
+t1=$(ticks)
+rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$agent_pid/status")
+hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$agent_pid/status")
+cpu_ms=$(( (t1 - t0) * 1000 / hz ))
+echo "agent idle over ${secs} s: CPU ${cpu_ms} ms (clock tick $((1000 / hz)) ms), $(awk -v c="$cpu_ms" -v s="$secs" 'BEGIN { printf "%.3f", c / s }') ms CPU per second"
+echo "agent RSS $(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }') MiB (peak $(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }') MiB)"
+echo "binary size $(stat -c %s target/release/pilothouse-agent) bytes"
