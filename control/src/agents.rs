@@ -288,7 +288,23 @@ pub struct AgentIdentity {
     pub org: OrgId,
     pub identity_key: VerifyingKey,
     pub kem_key: Option<KemPublicKey>,
+    /// Set when the agent presented the certificate from before its latest
+    /// key round (within the handover window): it may only finish that round.
+    pub handover: Option<Handover>,
 }
+
+/// What an agent on its previous certificate may still do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// After a rotation: only repeat the key registration already applied
+    /// (so a thief of the old keys cannot register keys of their own).
+    Rotation,
+    /// After a renewal: renew again.
+    Renewal,
+}
+
+/// How long the previous certificate stays usable after a key round.
+pub const HANDOVER_SECS: i64 = 600;
 
 /// Recognises an agent by its client certificate's fingerprint. Unknown,
 /// superseded and revoked certificates are refused.
@@ -296,27 +312,60 @@ pub async fn authenticate(
     store: &Store,
     cert_fingerprint: &str,
 ) -> Result<AgentIdentity, ControlError> {
-    let row = sqlx::query("SELECT id, org_id, identity_key, kem_key, revoked_at FROM agents WHERE cert_fingerprint = $1")
-        .bind(cert_fingerprint)
-        .fetch_optional(store.pool())
-        .await?
-        .ok_or_else(|| ControlError::Unauthenticated("This certificate does not belong to an enrolled agent.".into()))?;
+    let now = Timestamp::now();
+    let row = sqlx::query(
+        "SELECT id, org_id, identity_key, kem_key, revoked_at, cert_fingerprint, prev_identity_key, prev_valid_until \
+         FROM agents WHERE cert_fingerprint = $1 OR (prev_cert_fingerprint = $1 AND prev_valid_until > $2)",
+    )
+    .bind(cert_fingerprint)
+    .bind(now.0)
+    .fetch_optional(store.pool())
+    .await?
+    .ok_or_else(|| ControlError::Unauthenticated("This certificate does not belong to an enrolled agent.".into()))?;
     let revoked: Option<i64> = row.try_get(4)?;
     if revoked.is_some() {
         return Err(ControlError::Unauthenticated(
             "This agent has been revoked.".into(),
         ));
     }
+    let agent = AgentId(row.try_get(0)?);
+    let current: String = row.try_get(5)?;
+    let prev_identity: Option<String> = row.try_get(6)?;
+    let prev_until: Option<i64> = row.try_get(7)?;
     let corrupt = || ControlError::Internal("an agent's stored key does not parse".into());
-    let identity_key: String = row.try_get(2)?;
+    let mut identity_key: String = row.try_get(2)?;
+    let handover = if current != cert_fingerprint {
+        // Still on the certificate from before its latest key round: the agent
+        // has not received or not yet used the new one.
+        if let Some(old) = &prev_identity {
+            identity_key = old.clone();
+        }
+        Some(if prev_identity.is_some() {
+            Handover::Rotation
+        } else {
+            Handover::Renewal
+        })
+    } else {
+        if prev_until.is_some() {
+            // The new certificate is in use: the old one retires for good.
+            sqlx::query(
+                "UPDATE agents SET prev_cert_fingerprint = NULL, prev_identity_key = NULL, prev_valid_until = NULL WHERE id = $1",
+            )
+            .bind(&agent.0)
+            .execute(store.pool())
+            .await?;
+        }
+        None
+    };
     let kem_key: Option<String> = row.try_get(3)?;
     Ok(AgentIdentity {
-        agent: AgentId(row.try_get(0)?),
+        agent,
         org: OrgId(row.try_get(1)?),
         identity_key: decode_key(&identity_key).ok_or_else(corrupt)?,
         kem_key: kem_key
             .map(|k| decode_key(&k).ok_or_else(corrupt))
             .transpose()?,
+        handover,
     })
 }
 
@@ -786,6 +835,26 @@ pub async fn register_keys(
     };
     let rotated = registration.identity_key != agent.identity_key;
     let activated = agent.kem_key.is_none();
+    if agent.handover == Some(Handover::Renewal) {
+        return Err(ControlError::Unauthenticated(
+            "This certificate was renewed; use the new one.".into(),
+        ));
+    }
+    if agent.handover == Some(Handover::Rotation) {
+        // Only the registration that was already applied may be repeated.
+        let row = sqlx::query("SELECT identity_key, kem_key FROM agents WHERE id = $1")
+            .bind(&agent.agent.0)
+            .fetch_one(store.pool())
+            .await?;
+        let same = row.try_get::<String, _>(0)? == encode_key(&registration.identity_key)
+            && row.try_get::<Option<String>, _>(1)?
+                == Some(encode_key(&registration.kem_public_key));
+        if !same {
+            return Err(ControlError::Unauthenticated(
+                "This certificate was replaced by a key rotation; only that rotation may be repeated.".into(),
+            ));
+        }
+    }
     let mut tx = store.begin().await?;
     sqlx::query(
         "UPDATE agents SET identity_key = $1, kem_key = $2, kem_key_id = $3, keys_registered_at = $4, pending_key_action = NULL \
@@ -799,6 +868,19 @@ pub async fn register_keys(
     .execute(tx.conn())
     .await?;
     if let Some(cert) = &cert {
+        // The certificate in use stays valid for a short handover, in case this
+        // response is lost. A repeated round (the agent still on its old
+        // certificate) keeps the original handover and its deadline.
+        if agent.handover.is_none() {
+            sqlx::query(
+                "UPDATE agents SET prev_cert_fingerprint = cert_fingerprint, prev_identity_key = $1, prev_valid_until = $2 WHERE id = $3",
+            )
+            .bind(encode_key(&agent.identity_key))
+            .bind(now.plus_secs(HANDOVER_SECS).0)
+            .bind(&agent.agent.0)
+            .execute(tx.conn())
+            .await?;
+        }
         sqlx::query("UPDATE agents SET cert_serial = $1, cert_fingerprint = $2, cert_not_after = $3 WHERE id = $4")
             .bind(&cert.serial)
             .bind(&cert.fingerprint)
@@ -839,10 +921,24 @@ pub async fn renew_cert(
     csr_pem: &str,
     now: Timestamp,
 ) -> Result<IssuedCert, ControlError> {
+    if agent.handover == Some(Handover::Rotation) {
+        return Err(ControlError::Unauthenticated(
+            "This certificate was replaced by a key rotation; finish the rotation first.".into(),
+        ));
+    }
     let cert = ca
         .issue_client(csr_pem, &agent.agent.0, now)
         .map_err(|e| ControlError::invalid(e.to_string()))?;
     let mut tx = store.begin().await?;
+    if agent.handover.is_none() {
+        sqlx::query(
+            "UPDATE agents SET prev_cert_fingerprint = cert_fingerprint, prev_identity_key = NULL, prev_valid_until = $1 WHERE id = $2",
+        )
+        .bind(now.plus_secs(HANDOVER_SECS).0)
+        .bind(&agent.agent.0)
+        .execute(tx.conn())
+        .await?;
+    }
     sqlx::query("UPDATE agents SET cert_serial = $1, cert_fingerprint = $2, cert_not_after = $3 WHERE id = $4 AND revoked_at IS NULL")
         .bind(&cert.serial)
         .bind(&cert.fingerprint)

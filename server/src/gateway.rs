@@ -291,6 +291,12 @@ async fn poll(
         .map(Duration::from_secs)
         .unwrap_or(state.poll_timeout)
         .min(state.poll_timeout);
+    if identity.handover.is_some() {
+        // On its previous certificate the agent may only finish its key round.
+        return Ok(Json(PollResponse {
+            commands: Vec::new(),
+        }));
+    }
     let notify = state.dispatcher.slot(&identity.agent);
     let deadline = tokio::time::Instant::now() + wait;
     let mut first = true;

@@ -830,7 +830,142 @@ async fn the_proxy_header_is_ignored_from_other_addresses(db: TestDb) {
     assert_eq!(res.status(), 401);
 }
 
+/// A key round whose response is lost: the agent, still on its previous
+/// certificate, may repeat exactly that round within the handover window and
+/// nothing else; once it uses the new certificate, the old one is gone.
+async fn a_lost_key_round_response_does_not_lock_the_agent_out(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    app.add_user("Acme", "owner@example.com", Role::Owner).await;
+    let owner = app.signed_in("owner@example.com").await;
+    let agent = Agent::enrol(&app).await;
+    let new_identity = channel::SigningKey::generate();
+    let new_kem = channel::KemSecretKey::generate();
+    let (csr_pem, key) = csr();
+    let signed = channel::sign_registration(
+        channel::KeyRegistration {
+            agent_id: agent.id.clone(),
+            kem_public_key: new_kem.public_key().clone(),
+            identity_key: new_identity.verifying_key().clone(),
+            tls_cert_fingerprint: Some(control::crypto::sha256_hex(&csr_pem)),
+            issued_at: Timestamp::now().0,
+        },
+        &agent.identity,
+        &new_identity,
+    )
+    .unwrap();
+    let body = json!({ "registration": signed, "csr_pem": csr_pem });
+    // The first response is "lost"; the agent repeats the same round.
+    assert_eq!(
+        agent.post("/agent/v1/keys", body.clone()).await.status(),
+        200
+    );
+    let res = agent.post("/agent/v1/keys", body).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "the repeated round is accepted on the old certificate"
+    );
+    let keys: channel::api::KeysResponse = res.json().await.unwrap();
+    // Meanwhile no command reaches the old certificate.
+    app.call(&owner, "ping-server", &[("id", &agent.id)]).await;
+    assert!(agent.poll(0).await.is_empty());
+    // Someone holding only the old keys cannot register keys of their own.
+    let thief = channel::SigningKey::generate();
+    let (thief_csr, _) = csr();
+    let stolen = channel::sign_registration(
+        channel::KeyRegistration {
+            agent_id: agent.id.clone(),
+            kem_public_key: channel::KemSecretKey::generate().public_key().clone(),
+            identity_key: thief.verifying_key().clone(),
+            tls_cert_fingerprint: Some(control::crypto::sha256_hex(&thief_csr)),
+            issued_at: Timestamp::now().0,
+        },
+        &agent.identity,
+        &thief,
+    )
+    .unwrap();
+    let res = agent
+        .post(
+            "/agent/v1/keys",
+            json!({ "registration": stolen, "csr_pem": thief_csr }),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    let res = agent
+        .post("/agent/v1/renew", json!({ "csr_pem": csr().0 }))
+        .await;
+    assert_eq!(
+        res.status(),
+        401,
+        "no renewal on a certificate replaced by a rotation"
+    );
+    // The agent moves to its new certificate; the old one is refused from then on.
+    let old = agent.client.clone();
+    let mut moved = Agent {
+        client: tls_client(
+            &agent.ca_pem,
+            Some((keys.client_cert_pem.as_deref().unwrap(), &key)),
+        ),
+        identity: new_identity,
+        kem: Some(new_kem),
+        ..agent
+    };
+    moved.refresh_jwt().await;
+    let delivered = moved.poll(1).await;
+    assert_eq!(
+        delivered.len(),
+        1,
+        "the queued ping arrives on the new keys"
+    );
+    moved.open(&delivered[0]).unwrap();
+    let res = old
+        .post(format!("{}/agent/v1/token", moved.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "the previous certificate is retired");
+}
+
+async fn a_lost_renewal_response_does_not_lock_the_agent_out(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    app.add_user("Acme", "owner@example.com", Role::Owner).await;
+    let mut agent = Agent::enrol(&app).await;
+    let old = agent.client.clone();
+    assert_eq!(
+        agent
+            .post("/agent/v1/renew", json!({ "csr_pem": csr().0 }))
+            .await
+            .status(),
+        200
+    );
+    let (csr_pem, key) = csr();
+    let res = agent
+        .post("/agent/v1/renew", json!({ "csr_pem": csr_pem }))
+        .await;
+    assert_eq!(
+        res.status(),
+        200,
+        "renewing again on the old certificate works within the handover"
+    );
+    let renewed: channel::api::RenewResponse = res.json().await.unwrap();
+    agent.client = tls_client(&agent.ca_pem, Some((&renewed.client_cert_pem, &key)));
+    agent.refresh_jwt().await;
+    assert!(agent.poll(0).await.is_empty());
+    let res = old
+        .post(format!("{}/agent/v1/token", agent.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        401,
+        "once the new certificate is used the old one is refused"
+    );
+}
+
 control::both_backends!(
+    a_lost_key_round_response_does_not_lock_the_agent_out,
+    a_lost_renewal_response_does_not_lock_the_agent_out,
     a_trusted_proxy_can_vouch_for_an_agent,
     the_proxy_header_is_ignored_from_other_addresses,
     activate_pqc_and_rotate_keys,
