@@ -395,13 +395,9 @@ pub(crate) async fn insert_user(
     .bind(now.0)
     .fetch_one(tx.conn())
     .await
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            ControlError::conflict("An account with that email already exists.")
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(conflict_if_unique(
+        "An account with that email already exists.",
+    ))?;
     Ok(UserId(row.try_get(0)?))
 }
 
@@ -421,13 +417,9 @@ pub(crate) async fn insert_membership(
     .bind(now.0)
     .execute(tx.conn())
     .await
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            ControlError::conflict("That person is already a member of this organisation.")
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(conflict_if_unique(
+        "That person is already a member of this organisation.",
+    ))?;
     Ok(())
 }
 

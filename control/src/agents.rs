@@ -578,6 +578,19 @@ pub async fn take_pending(
     agent: &AgentId,
     now: Timestamp,
 ) -> Result<Vec<QueuedCommand>, ControlError> {
+    // The long-poll calls this on every wake-up: a plain read first, so an
+    // agent with nothing queued never takes the write lock.
+    let any: Option<i64> = sqlx::query(
+        "SELECT seq FROM commands WHERE agent_id = $1 AND state IN ('queued', 'delivered') LIMIT 1",
+    )
+    .bind(&agent.0)
+    .fetch_optional(store.pool())
+    .await?
+    .map(|r| r.try_get(0))
+    .transpose()?;
+    if any.is_none() {
+        return Ok(Vec::new());
+    }
     let mut tx = store.begin().await?;
     sqlx::query("UPDATE commands SET state = 'expired', finished_at = $1 WHERE agent_id = $2 AND state IN ('queued', 'delivered') AND expires_at <= $1")
         .bind(now.0)
@@ -725,6 +738,13 @@ impl KeyAction {
             KeyAction::ActivatePqc => channel::api::kinds::REGISTER_PQC_KEY,
         }
     }
+}
+
+/// Whether a command kind may travel signed but not encrypted to an agent in
+/// classical fallback: only those whose arguments are not secret.
+pub fn may_travel_unsealed(kind: &str) -> bool {
+    use channel::api::kinds;
+    [kinds::PING, kinds::ROTATE_KEYS, kinds::REGISTER_PQC_KEY].contains(&kind)
 }
 
 /// How long a key round waits for an agent that is offline.

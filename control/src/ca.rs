@@ -292,9 +292,35 @@ mod tests {
         let issued = ca.issue_client(&csr, "agt_1234", now).unwrap();
         assert_eq!(issued.fingerprint.len(), 64);
         assert!(issued.not_after > now.plus_secs(29 * 86_400));
-        let parsed = CertificateSigningRequestParams::from_pem(&csr).unwrap();
-        assert!(parsed.params.subject_alt_names.len() == 1);
-        assert!(!issued.pem.is_empty());
+        let der = rustls_pem_der(&issued.pem).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let ca_flag = cert
+            .basic_constraints()
+            .unwrap()
+            .map(|b| b.value.ca)
+            .unwrap_or(false);
+        assert!(!ca_flag, "never a CA, whatever the CSR asked");
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+        let sans = format!(
+            "{:?}",
+            cert.subject_alternative_name()
+                .unwrap()
+                .unwrap()
+                .value
+                .general_names
+        );
+        assert!(
+            sans.contains("urn:pilothouse:agent:agt_1234") && !sans.contains("evil.example"),
+            "{sans}"
+        );
+        assert_eq!(crate::crypto::sha256_hex(&der), issued.fingerprint);
+        let issuer_der = ca.cert_der().to_vec();
+        let (_, issuer) = x509_parser::parse_x509_certificate(&issuer_der).unwrap();
+        assert!(
+            cert.verify_signature(Some(issuer.public_key())).is_ok(),
+            "signed by the agent CA"
+        );
         assert!(ca.issue_client("not a csr", "agt_1234", now).is_err());
 
         fs::set_permissions(

@@ -16,7 +16,7 @@ use crate::access::Actor;
 use crate::audit::{self, AuditAction, Event};
 use crate::crypto::sha256_hex;
 use crate::store::Store;
-use crate::{ControlError, SessionView, Timestamp, UserId};
+use crate::{ControlError, SessionView, Timestamp};
 
 /// Session data keys. `USER` and `ORG` are set at login; `CREATED` bounds the
 /// absolute lifetime; `IP` and `UA` describe where the login came from.
@@ -214,13 +214,4 @@ pub async fn revoke_others(
     .await?;
     tx.commit().await?;
     Ok(ended)
-}
-
-/// Ends every session of a user (used when a password changes or an account is removed).
-pub async fn revoke_all(store: &Store, user: UserId) -> Result<u64, ControlError> {
-    Ok(sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(user.0)
-        .execute(store.pool())
-        .await?
-        .rows_affected())
 }

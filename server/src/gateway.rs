@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use channel::api::{
-    kinds, DeliveredCommand, EnrolRequest, EnrolResponse, KeysRequest, KeysResponse, MetricsBatch,
+    DeliveredCommand, EnrolRequest, EnrolResponse, KeysRequest, KeysResponse, MetricsBatch,
     PollRequest, PollResponse, RenewRequest, RenewResponse, ResultRequest, TokenResponse,
 };
 use channel::{CommandHeader, ResultStatus};
@@ -369,7 +369,7 @@ fn deliver(
             .map_err(internal)?;
             Ok(DeliveredCommand::Sealed { envelope })
         }
-        None if SIGNED_ONLY_KINDS.contains(&c.kind.as_str()) => {
+        None if agents::may_travel_unsealed(&c.kind) => {
             let envelope = channel::sign_command(&header, c.args.as_bytes(), &state.keys.signing)
                 .map_err(internal)?;
             Ok(DeliveredCommand::Signed { envelope })
@@ -380,9 +380,6 @@ fn deliver(
         )),
     }
 }
-
-/// Commands that may travel signed but not encrypted (nothing secret in them).
-const SIGNED_ONLY_KINDS: &[&str] = &[kinds::PING, kinds::ROTATE_KEYS, kinds::REGISTER_PQC_KEY];
 
 async fn result(
     State(state): State<GatewayState>,

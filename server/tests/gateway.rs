@@ -9,14 +9,13 @@
 
 mod helpers;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use control::testing::TestDb;
 use control::{Role, Timestamp};
 use helpers::TestApp;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
@@ -36,26 +35,8 @@ struct Agent {
 }
 
 fn tls_client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match identity {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
-                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
     reqwest::Client::builder()
-        .use_preconfigured_tls(config)
+        .use_preconfigured_tls(helpers::agent_tls::client_config(ca_pem, identity))
         .build()
         .unwrap()
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod agent_tls;
+
 use control::accounts;
 use control::testing::TestDb;
 use control::{OrgId, Role, Timestamp, UserId};
