@@ -11,7 +11,8 @@
 # Server choice: $DATABASE_URL if it is a reachable postgres:// URL, else
 # postgres://postgres@127.0.0.1:5432 if reachable, else a throwaway cluster that
 # lives in a temporary directory until pg_cleanup. With none of these: an error
-# when CI=true, a warning otherwise (the PostgreSQL tests then skip themselves).
+# when CI=true, a warning otherwise (PILOTHOUSE_TEST_SKIP_PG=1: the PostgreSQL tests
+# then skip themselves, and each skip is listed in $PILOTHOUSE_TEST_SKIP_LOG).
 
 PG_TMP=""   # throwaway cluster directory, when we started one
 PG_BIN=""   # directory holding initdb and pg_ctl
@@ -140,7 +141,9 @@ pg_setup() {
 			pg_say "error: no PostgreSQL server available and CI=true; set DATABASE_URL or install postgresql" >&2
 			return 1
 		fi
-		pg_say "warning: no PostgreSQL server available; PostgreSQL tests will be skipped" >&2
+		pg_say "warning: no PostgreSQL server available; PostgreSQL tests will be skipped and counted as SKIP" >&2
+		PILOTHOUSE_TEST_SKIP_PG=1
+		export PILOTHOUSE_TEST_SKIP_PG
 		return 0
 	fi
 

@@ -62,6 +62,10 @@ count() {
 		awk '{ p += $1; f += $2 } END { printf "%d %d\n", p, f }'
 }
 
+# PostgreSQL halves that skipped (only when no server was found outside CI).
+export PILOTHOUSE_TEST_SKIP_LOG="$LOG_DIR/pg-skips"
+: >"$PILOTHOUSE_TEST_SKIP_LOG"
+
 trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -80,7 +84,14 @@ pg_cleanup
 
 read -r rust_passed rust_failed < <(count cargo-test.log '^test result: ')
 read -r e2e_passed e2e_failed < <(count e2e.log '^[0-9]+ passed, [0-9]+ failed$')
+pg_skipped=$(wc -l <"$PILOTHOUSE_TEST_SKIP_LOG")
 summary
+if ((pg_skipped > 0)); then
+	printf '\nSKIP: %d PostgreSQL test halves did not run (no PostgreSQL server):\n' "$pg_skipped"
+	sed 's/^/  /' "$PILOTHOUSE_TEST_SKIP_LOG"
+else
+	printf '\nPostgreSQL: every PostgreSQL test half ran (0 skipped)\n'
+fi
 printf '\nall %d steps passed in %s (Rust tests: %d passed, browser tests: %d passed)\n' \
 	"${#STEP_NAMES[@]}" "$(fmt_secs $((SECONDS - TOTAL_START)))" "$rust_passed" "$e2e_passed"
-printf 'total: %d passed, %d failed\n' $((rust_passed + e2e_passed)) $((rust_failed + e2e_failed))
+printf 'total: %d passed, %d failed, %d skipped\n' $((rust_passed + e2e_passed)) $((rust_failed + e2e_failed)) "$pg_skipped"

@@ -312,18 +312,17 @@ pub async fn ping_server(id: String) -> Result<String, AppError> {
     let auth = actor.authorize::<control::agents::ManageAgents>()?;
     let id =
         control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
-    let command =
-        control::agents::enqueue(&auth, &id, "ping", serde_json::json!({}), 300, cx.now).await?;
-    cx.state.dispatcher.wake(&id);
-    Ok(command)
+    Ok(cx.state.delivery.ping(&auth, &id, cx.now).await?.0)
 }
 
 #[server(endpoint = "command-state")]
-pub async fn command_state(id: String) -> Result<(String, Option<String>), AppError> {
+pub async fn command_state(id: String) -> Result<control::CommandOutcome, AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
     let auth = actor.authorize::<control::access::ReadOrg>()?;
-    Ok(control::agents::command_state(&auth, &id).await?)
+    let id = control::CommandId::parse(&id)
+        .ok_or_else(|| AppError::NotFound("No such command.".into()))?;
+    Ok(control::commands::command_state(&auth, &id, cx.now).await?)
 }
 
 #[server(endpoint = "revoke-server")]
@@ -333,8 +332,7 @@ pub async fn revoke_server(id: String) -> Result<(), AppError> {
     let auth = actor.authorize::<control::agents::ManageAgents>()?;
     let id =
         control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
-    control::agents::revoke(&auth, &id, cx.now).await?;
-    cx.state.dispatcher.wake(&id);
+    cx.state.delivery.revoke(&auth, &id, cx.now).await?;
     Ok(())
 }
 
@@ -376,9 +374,12 @@ async fn key_action(id: String, action: control::agents::KeyAction) -> Result<St
     let auth = actor.authorize::<control::agents::ManageAgents>()?;
     let id =
         control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
-    let command = control::agents::request_key_action(&auth, &id, action, cx.now).await?;
-    cx.state.dispatcher.wake(&id);
-    Ok(command)
+    let command = cx
+        .state
+        .delivery
+        .request_key_action(&auth, &id, action, cx.now)
+        .await?;
+    Ok(command.0)
 }
 
 #[server(endpoint = "recent-commands")]
@@ -388,5 +389,5 @@ pub async fn recent_commands(id: String) -> Result<Vec<control::CommandView>, Ap
     let auth = actor.authorize::<control::access::ReadOrg>()?;
     let id =
         control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
-    Ok(control::agents::recent_commands(&auth, &id, 10).await?)
+    Ok(control::commands::recent_commands(&auth, &id, 10, cx.now).await?)
 }

@@ -21,8 +21,8 @@ pub struct AppState {
     pub setup: Arc<SetupGate>,
     /// The dashboard's public base URL, used to build invitation links.
     pub public_url: String,
-    /// Wakes agents' long-polls after a command for them is committed.
-    pub dispatcher: Arc<control::dispatch::Dispatcher>,
+    /// Queues commands for agents and wakes their long-polls after the commit.
+    pub delivery: Arc<control::delivery::Delivery>,
     /// SHA-256 pin of the agent CA, carried in registration tokens.
     pub ca_pin: String,
     /// `https://HOST:PORT` of the agent gateway, for the register command.

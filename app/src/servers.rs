@@ -297,9 +297,9 @@ fn Commands(tick: ReadSignal<u32>) -> impl IntoView {
                                 <thead><tr><th>"Command"</th><th>"State"</th><th>"Queued"</th><th>"Finished"</th></tr></thead>
                                 <tbody>
                                     {rows.into_iter().map(|c| view! {
-                                        <tr data-testid="command-row" data-kind=c.kind.clone() data-state=c.state.clone()>
-                                            <td><code>{c.kind.clone()}</code></td>
-                                            <td data-testid="command-state">{c.state.clone()}</td>
+                                        <tr data-testid="command-row" data-kind=c.kind.as_str() data-state=c.state.as_str() title=c.kind.label()>
+                                            <td><code>{c.kind.as_str()}</code></td>
+                                            <td data-testid="command-state">{c.state.as_str()}</td>
                                             <td class="whitespace-nowrap text-sm">{c.created_at.display_utc()}</td>
                                             <td class="whitespace-nowrap text-sm">{c.finished_at.map(|t| t.display_utc()).unwrap_or_default()}</td>
                                         </tr>

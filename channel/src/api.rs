@@ -86,6 +86,17 @@ pub mod kinds {
     pub const ROTATE_KEYS: &str = "rotate_keys";
     /// Make an X-Wing key if there is none and register it.
     pub const REGISTER_PQC_KEY: &str = "register_pqc_key";
+
+    /// The kinds that may travel signed but not encrypted, to an agent in
+    /// classical fallback: those whose arguments are never secret. Both ends
+    /// enforce it: [`crate::sign_command`] refuses to sign any other kind and
+    /// [`crate::open_signed_command`] refuses to open one.
+    pub const UNSEALED: [&str; 3] = [PING, ROTATE_KEYS, REGISTER_PQC_KEY];
+
+    /// Whether `kind` may travel signed but not sealed.
+    pub fn may_travel_unsealed(kind: &str) -> bool {
+        UNSEALED.contains(&kind)
+    }
 }
 
 /// `POST /agent/v1/result` (mTLS + JWT).

@@ -886,7 +886,8 @@ impl SignedCommand {
 /// Signs (without encrypting) a command for an agent in classical fallback.
 ///
 /// # Errors
-/// As [`seal_command`], without the KEM.
+/// As [`seal_command`], without the KEM, and [`ChannelError::MustBeSealed`] for a
+/// kind outside [`kinds::UNSEALED`](crate::api::kinds::UNSEALED).
 pub fn sign_command(
     header: &CommandHeader,
     payload: &[u8],
@@ -902,6 +903,9 @@ pub fn sign_command(
     header
         .check_structure()
         .map_err(ChannelError::InvalidField)?;
+    if !crate::api::kinds::may_travel_unsealed(&header.kind) {
+        return Err(ChannelError::MustBeSealed);
+    }
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(ChannelError::PayloadTooLarge);
     }
@@ -946,6 +950,9 @@ pub fn open_signed_command(
     if h.agent_id != my_agent_id {
         return Err(ChannelError::WrongAgent);
     }
+    if !crate::api::kinds::may_travel_unsealed(&h.kind) {
+        return Err(ChannelError::MustBeSealed);
+    }
     if now_ms > h.expires_at {
         return Err(ChannelError::Expired);
     }
@@ -972,6 +979,35 @@ mod signed_tests {
             expires_at: now + 60_000,
             kind: "ping".into(),
         }
+    }
+
+    #[test]
+    fn only_unsealed_kinds_travel_signed_only() {
+        let server = SigningKey::generate();
+        let now = 1_700_000_000_000;
+        let mut secret = header(now);
+        secret.kind = "restart_service".into();
+        assert_eq!(
+            sign_command(&secret, b"{}", &server).err(),
+            Some(ChannelError::MustBeSealed)
+        );
+        // A signed envelope whose kind was never allowed unsealed (as a
+        // compromised or buggy server could produce) is refused on opening,
+        // even though its signature verifies.
+        let mut forged = sign_command(&header(now), b"{}", &server).unwrap();
+        forged.header.kind = "restart_service".into();
+        forged.signature = server.sign(&forged.signed_bytes());
+        assert_eq!(
+            open_signed_command(
+                &forged,
+                "agt_1",
+                server.verifying_key(),
+                &ReplayGuard::new(),
+                now
+            )
+            .err(),
+            Some(ChannelError::MustBeSealed)
+        );
     }
 
     #[test]

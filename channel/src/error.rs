@@ -91,4 +91,10 @@ pub enum ChannelError {
     /// The payload is larger than [`MAX_PAYLOAD_BYTES`](crate::envelope::MAX_PAYLOAD_BYTES).
     #[error("payload exceeds the size limit")]
     PayloadTooLarge,
+
+    /// A command of a kind that must be sealed (its arguments may be secret) was
+    /// offered for, or arrived in, a signed-only envelope. See
+    /// [`kinds::may_travel_unsealed`](crate::api::kinds::may_travel_unsealed).
+    #[error("this command kind must travel sealed")]
+    MustBeSealed,
 }

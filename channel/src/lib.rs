@@ -9,6 +9,7 @@
 //!   delivery).
 //! - [`registration`]: signed key registrations for activation and rotation.
 //! - [`api`]: the agent gateway's HTTP request and response bodies.
+//! - [`token`]: the one-time registration token (`pht1_...`) and the CA pin it carries.
 //!
 //! Everything is synchronous and pure: no I/O, no clock and no global RNG inside the
 //! protocol functions. Time is a parameter (`now_ms`, Unix milliseconds) and so is
@@ -25,6 +26,7 @@ mod error;
 pub mod keys;
 pub mod registration;
 pub mod replay;
+pub mod token;
 mod wire;
 
 pub use envelope::{

@@ -79,7 +79,7 @@ async fn main() {
 
     let db = TestDb::sqlite().await;
     accounts::add_user_cli(
-        &db.store,
+        &control::access::Operator::command_line(db.store.clone()),
         "Acme",
         "ada@example.com",
         Role::Owner,

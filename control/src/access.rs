@@ -99,8 +99,10 @@ impl Actor {
     }
 
     /// Re-reads the actor's role inside a write transaction, so a role that was
-    /// lowered a moment ago cannot still be used for a change.
-    pub(crate) async fn recheck<C: Capability>(&self, tx: &mut Tx) -> Result<(), ControlError> {
+    /// lowered a moment ago cannot still be used for a change. Returns the role
+    /// as it is now: later checks in the same transaction use it, never the
+    /// role cached on the actor.
+    pub(crate) async fn recheck<C: Capability>(&self, tx: &mut Tx) -> Result<Role, ControlError> {
         let row = sqlx::query("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
             .bind(self.org.id.0)
             .bind(self.user.0)
@@ -111,12 +113,57 @@ impl Actor {
             None => None,
         };
         match role {
-            Some(role) if C::allows(role) => Ok(()),
+            Some(role) if C::allows(role) => Ok(role),
             _ => Err(ControlError::forbidden(format!(
                 "Your role does not allow you to {}.",
                 C::DESCRIPTION
             ))),
         }
+    }
+}
+
+/// Checks a capability against a role re-read inside the write transaction
+/// (from [`Actor::recheck`]).
+pub(crate) fn require<C: Capability>(role: Role) -> Result<(), ControlError> {
+    if C::allows(role) {
+        Ok(())
+    } else {
+        Err(ControlError::forbidden(format!(
+            "Your role ({role}) does not allow you to {}.",
+            C::DESCRIPTION
+        )))
+    }
+}
+
+/// The operator at the `pilothouse` command line: whoever can run the binary
+/// on the host with the database's credentials, which already grants every
+/// change. Explicit so that CLI paths state what they act as instead of
+/// building an [`Actor`] from a bare user id; audited as `cli`.
+#[derive(Debug)]
+pub struct Operator {
+    store: Store,
+}
+
+impl Operator {
+    /// Only the `pilothouse admin` commands call this.
+    pub fn command_line(store: Store) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The organisation with this exact name, read inside `tx`.
+    pub async fn org_named(&self, tx: &mut Tx, name: &str) -> Result<OrgId, ControlError> {
+        let name = name.trim();
+        let id: i64 = sqlx::query("SELECT id FROM orgs WHERE name = $1")
+            .bind(name)
+            .fetch_optional(tx.conn())
+            .await?
+            .ok_or_else(|| ControlError::not_found(format!("No organisation named `{name}`.")))?
+            .try_get(0)?;
+        Ok(OrgId(id))
     }
 }
 

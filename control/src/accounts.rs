@@ -62,9 +62,12 @@ pub fn validate_org_name(raw: &str) -> Result<String, ControlError> {
             "The organisation name is too long (at most {MAX_ORG_NAME_CHARS} characters)."
         )));
     }
-    if name.chars().any(char::is_control) {
+    if name
+        .chars()
+        .any(|c| c.is_control() || crate::names::is_format_char(c))
+    {
         return Err(ControlError::invalid(
-            "The organisation name contains control characters.",
+            "The organisation name contains control or invisible formatting characters.",
         ));
     }
     Ok(name)
@@ -213,8 +216,13 @@ pub async fn login(
     }
     let account = throttle::account_key(&email);
     let client = throttle::client_key(&meta.ip);
-    throttle::check(store, &client, throttle::CLIENT, now).await?;
-    throttle::check(store, &account, throttle::ACCOUNT, now).await?;
+    // The attempt counts as a failure from here until it succeeds.
+    let reservation = throttle::reserve(
+        store,
+        &[(&client, throttle::CLIENT), (&account, throttle::ACCOUNT)],
+        now,
+    )
+    .await?;
 
     let row = sqlx::query("SELECT id, password_hash FROM users WHERE email = $1")
         .bind(&email)
@@ -228,14 +236,10 @@ pub async fn login(
         None => (None, None),
     };
     let ok = password::verify(password, stored).await?;
-    let mut tx = store.begin().await?;
     let Some(user) = user.filter(|_| ok) else {
-        throttle::record(&mut tx, &account, now).await?;
-        throttle::record(&mut tx, &client, now).await?;
-        tx.commit().await?;
         return Err(ControlError::Unauthenticated(LOGIN_FAILED.into()));
     };
-    throttle::clear(&mut tx, &account).await?;
+    let mut tx = store.begin().await?;
     let org: Option<i64> = sqlx::query(
         "SELECT org_id FROM memberships WHERE user_id = $1 ORDER BY created_at, org_id LIMIT 1",
     )
@@ -244,12 +248,13 @@ pub async fn login(
     .await?
     .map(|r| r.try_get(0))
     .transpose()?;
+    // An account without an organisation gets the answer a wrong password
+    // gets: the form does not reveal that the password was right.
     let Some(org) = org.map(OrgId) else {
-        tx.commit().await?;
-        return Err(ControlError::forbidden(
-            "Your account is not a member of any organisation.",
-        ));
+        return Err(ControlError::Unauthenticated(LOGIN_FAILED.into()));
     };
+    throttle::release(&mut tx, reservation).await?;
+    throttle::clear(&mut tx, &account).await?;
     let actor = AuditActor {
         user: Some(user),
         label: email.clone(),
@@ -297,7 +302,7 @@ pub async fn record_logout(
 /// `pilothouse admin add-user`: creates the organisation if missing and a user
 /// in it with the given role. For scripted setups; audited as the CLI.
 pub async fn add_user_cli(
-    store: &Store,
+    op: &crate::access::Operator,
     org_name: &str,
     email: &str,
     role: Role,
@@ -310,7 +315,7 @@ pub async fn add_user_cli(
     let hash = password::hash(password).await?;
     let actor = AuditActor::cli();
 
-    let mut tx = store.begin().await?;
+    let mut tx = op.store().begin().await?;
     let existing: Option<i64> = sqlx::query("SELECT id FROM orgs WHERE name = $1")
         .bind(&org_name)
         .fetch_optional(tx.conn())

@@ -17,7 +17,7 @@ use sqlx::Row;
 
 use crate::access::{Authorized, ReadOrg};
 use crate::crypto::sha256_hex;
-use crate::store::{Backend, Store, Tx};
+use crate::store::{Store, Tx};
 use crate::{AuditEventView, ChainReport, ControlError, OrgId, StoreError, Timestamp, UserId};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -39,6 +39,7 @@ pub enum AuditAction {
     RoleChanged,
     MemberRemoved,
     RegistrationTokenCreated,
+    RegistrationTokenRevoked,
     AgentRegistered,
     AgentRegistrationRefused,
     AgentRevoked,
@@ -68,6 +69,7 @@ impl AuditAction {
             AuditAction::RoleChanged => "member.role_changed",
             AuditAction::MemberRemoved => "member.removed",
             AuditAction::RegistrationTokenCreated => "agent.registration_token_created",
+            AuditAction::RegistrationTokenRevoked => "agent.registration_token_revoked",
             AuditAction::AgentRegistered => "agent.registered",
             AuditAction::AgentRegistrationRefused => "agent.registration_refused",
             AuditAction::AgentRevoked => "agent.revoked",
@@ -94,6 +96,16 @@ pub struct AuditActor {
 }
 
 impl AuditActor {
+    /// An agent acting on its own behalf (results, key rounds, renewals).
+    pub fn agent(agent: &crate::AgentId) -> Self {
+        Self {
+            user: None,
+            label: format!("agent {}", agent.0),
+            ip: String::new(),
+            user_agent: String::new(),
+        }
+    }
+
     pub fn cli() -> Self {
         Self {
             user: None,
@@ -160,15 +172,7 @@ pub async fn append(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     // Serialise appends per organisation so two writers never fork the chain.
-    // SQLite write transactions are already serialised by the store. NO KEY
-    // UPDATE, not UPDATE: it must not conflict with the key-share locks that
-    // foreign keys to `orgs` take, or two writers deadlock.
-    if tx.backend() == Backend::Postgres {
-        sqlx::query("SELECT id FROM orgs WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(event.org.0)
-            .execute(tx.conn())
-            .await?;
-    }
+    tx.lock_org(event.org).await?;
     let head = sqlx::query(
         "SELECT seq, hash FROM audit_events WHERE org_id = $1 ORDER BY seq DESC LIMIT 1",
     )

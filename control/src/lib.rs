@@ -19,13 +19,19 @@ pub mod audit;
 #[cfg(feature = "server")]
 pub mod ca;
 #[cfg(feature = "server")]
+pub mod commands;
+#[cfg(feature = "server")]
 pub mod crypto;
 #[cfg(feature = "server")]
-pub mod dispatch;
+pub mod delivery;
 #[cfg(feature = "server")]
 mod error;
 #[cfg(feature = "server")]
+pub mod hot_path;
+#[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
+pub mod names;
 #[cfg(feature = "server")]
 pub mod password;
 #[cfg(feature = "server")]

@@ -9,9 +9,13 @@ use channel::api::MetricSample;
 use sqlx::Row;
 
 use crate::access::{Authorized, ReadOrg};
-use crate::agents::AgentIdentity;
+use crate::agents::AgentSession;
 use crate::store::Store;
 use crate::{AgentId, ControlError, MetricPoint, Timestamp};
+
+/// The newest sample, copied to the agent row in the batch's transaction.
+pub(crate) const LATEST_SQL: &str = "UPDATE agents SET last_cpu_pct = $1, last_mem_used = $2, last_mem_total = $3, last_metrics_at = $4 \
+     WHERE id = $5 AND (last_metrics_at IS NULL OR last_metrics_at <= $4)";
 
 pub const RAW_RETENTION_SECS: i64 = 48 * 3600;
 pub const ROLLUP_RETENTION_SECS: i64 = 90 * 86_400;
@@ -48,7 +52,7 @@ fn clamp_i64(v: u64) -> i64 {
 /// samples outside the retention window or with impossible values are dropped.
 pub async fn record(
     store: &Store,
-    agent: &AgentIdentity,
+    agent: &AgentSession,
     samples: &[MetricSample],
     now: Timestamp,
 ) -> Result<usize, ControlError> {
@@ -84,11 +88,10 @@ pub async fn record(
         sql.push_str(" ON CONFLICT (agent_id, at) DO NOTHING");
         let mut q = sqlx::query(&sql);
         for s in chunk {
-            let used: u64 = s.disks.iter().map(|d| d.used_bytes).sum();
-            let total: u64 = s.disks.iter().map(|d| d.total_bytes).sum();
+            let (used, total) = disk_totals(&s.disks);
             let disks = serde_json::to_string(&s.disks).map_err(ControlError::internal)?;
             q = q
-                .bind(&agent.agent.0)
+                .bind(&agent.agent().0)
                 .bind(s.at)
                 .bind(s.cpu_pct)
                 .bind(clamp_i64(s.mem_used_bytes))
@@ -104,8 +107,30 @@ pub async fn record(
         }
         q.execute(tx.conn()).await?;
     }
+    // The newest sample also goes on the agent row, for the servers list.
+    if let Some(latest) = good.iter().max_by_key(|s| s.at) {
+        sqlx::query(LATEST_SQL)
+            .bind(latest.cpu_pct)
+            .bind(clamp_i64(latest.mem_used_bytes))
+            .bind(clamp_i64(latest.mem_total_bytes))
+            .bind(latest.at)
+            .bind(&agent.agent().0)
+            .execute(tx.conn())
+            .await?;
+    }
     tx.commit().await?;
     Ok(good.len())
+}
+
+/// Used and total bytes over all disks, saturating instead of overflowing
+/// (an agent may report any u64).
+fn disk_totals(disks: &[channel::api::DiskUsage]) -> (u64, u64) {
+    disks.iter().fold((0u64, 0u64), |(u, t), d| {
+        (
+            u.saturating_add(d.used_bytes),
+            t.saturating_add(d.total_bytes),
+        )
+    })
 }
 
 fn point(r: &sqlx::any::AnyRow) -> Result<MetricPoint, sqlx::Error> {
@@ -208,4 +233,24 @@ pub async fn maintain(store: &Store, now: Timestamp) -> Result<(), ControlError>
         .await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use channel::api::DiskUsage;
+
+    #[test]
+    fn disk_totals_saturate_instead_of_overflowing() {
+        let disk = |used, total| DiskUsage {
+            mount: "/".into(),
+            used_bytes: used,
+            total_bytes: total,
+        };
+        assert_eq!(disk_totals(&[disk(1, 2), disk(3, 4)]), (4, 6));
+        assert_eq!(
+            disk_totals(&[disk(u64::MAX, u64::MAX), disk(u64::MAX, u64::MAX)]),
+            (u64::MAX, u64::MAX)
+        );
+    }
 }

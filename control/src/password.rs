@@ -1,5 +1,6 @@
 //! Password rules and hashing: argon2id with the OWASP parameters
-//! (m = 19 MiB, t = 2, p = 1), always off the async runtime.
+//! (m = 19 MiB, t = 2, p = 1), always off the async runtime, at most
+//! [`max_parallel_hashes`] at a time.
 //!
 //! Invariant: verifying a password for an unknown account does the same work
 //! as for a known one (a dummy hash with the same parameters), so response
@@ -123,8 +124,46 @@ fn is_sequence(s: &str) -> bool {
 }
 
 /// Hashes a password (PHC string) on a blocking thread.
+/// At most this many hashes run at once (each takes 19 MiB and a core for
+/// about 17 ms); the rest wait their turn, so a burst of logins cannot
+/// exhaust memory.
+pub fn max_parallel_hashes() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
+}
+
+static HASHING: LazyLock<tokio::sync::Semaphore> =
+    LazyLock::new(|| tokio::sync::Semaphore::new(max_parallel_hashes()));
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The most hashes that ever ran at once in this process (for tests and the benchmark).
+pub fn peak_parallel_hashes() -> usize {
+    PEAK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs one argon2 computation on a blocking thread, under the semaphore.
+async fn bounded<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
+) -> Result<T, ControlError> {
+    use std::sync::atomic::Ordering;
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|e| ControlError::Internal(format!("hashing semaphore closed: {e}").into()))?;
+    let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+    let result = tokio::task::spawn_blocking(work)
+        .await
+        .map_err(ControlError::internal);
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    result?
+}
+
 pub async fn hash(password: SecretString) -> Result<String, ControlError> {
-    tokio::task::spawn_blocking(move || {
+    bounded(move || {
         let salt = SaltString::generate(&mut OsRng);
         argon2()
             .hash_password(password.expose_secret().as_bytes(), &salt)
@@ -132,13 +171,12 @@ pub async fn hash(password: SecretString) -> Result<String, ControlError> {
             .map_err(|e| ControlError::Internal(format!("password hashing failed: {e}").into()))
     })
     .await
-    .map_err(ControlError::internal)?
 }
 
 /// Verifies a password on a blocking thread. With `None` (unknown account) it
 /// verifies against the dummy hash and returns false.
 pub async fn verify(password: SecretString, stored: Option<String>) -> Result<bool, ControlError> {
-    tokio::task::spawn_blocking(move || {
+    bounded(move || {
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| DUMMY_HASH.clone());
         let parsed = PasswordHash::new(&phc).map_err(|e| {
@@ -150,7 +188,6 @@ pub async fn verify(password: SecretString, stored: Option<String>) -> Result<bo
         Ok(known && ok)
     })
     .await
-    .map_err(ControlError::internal)?
 }
 
 #[cfg(test)]

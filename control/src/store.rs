@@ -171,6 +171,21 @@ impl Tx {
         self.backend
     }
 
+    /// Serialises this transaction with every other one that changes the
+    /// organisation's chain or its Owners: on PostgreSQL a `NO KEY UPDATE` lock
+    /// on the organisation's row, held to commit (it does not conflict with the
+    /// key-share locks foreign keys take). SQLite write transactions are already
+    /// serialised by the store.
+    pub async fn lock_org(&mut self, org: crate::OrgId) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT id FROM orgs WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(org.0)
+                .execute(self.conn())
+                .await?;
+        }
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<(), StoreError> {
         self.inner.commit().await?;
         Ok(())

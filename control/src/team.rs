@@ -10,7 +10,7 @@ use serde_json::json;
 use sqlx::Row;
 
 use crate::access::{
-    parse_role, Actor, Authorized, ManageMembers, ManageOwners, ReadOrg, RequestMeta,
+    parse_role, require, Authorized, ManageMembers, ManageOwners, ReadOrg, RequestMeta,
 };
 use crate::accounts::{insert_membership, insert_user, normalize_email};
 use crate::audit::{self, AuditAction, AuditActor, Event};
@@ -98,12 +98,12 @@ pub async fn invite(
     now: Timestamp,
 ) -> Result<NewInvite, ControlError> {
     let actor = auth.actor();
-    if role == Role::Owner {
-        actor.authorize::<ManageOwners>()?;
-    }
     let email = normalize_email(email)?;
     let mut tx = auth.store().begin().await?;
-    actor.recheck::<ManageMembers>(&mut tx).await?;
+    let mine = actor.recheck::<ManageMembers>(&mut tx).await?;
+    if role == Role::Owner {
+        require::<ManageOwners>(mine)?;
+    }
     let member: Option<i64> = sqlx::query(
         "SELECT m.user_id FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND u.email = $2",
     )
@@ -174,7 +174,7 @@ pub async fn revoke_invite(
 ) -> Result<(), ControlError> {
     let actor = auth.actor();
     let mut tx = auth.store().begin().await?;
-    actor.recheck::<ManageMembers>(&mut tx).await?;
+    let mine = actor.recheck::<ManageMembers>(&mut tx).await?;
     let row = sqlx::query("SELECT email, role FROM invites WHERE id = $1 AND org_id = $2 AND accepted_at IS NULL AND revoked_at IS NULL")
         .bind(id.0)
         .bind(actor.org().0)
@@ -184,7 +184,7 @@ pub async fn revoke_invite(
     let email: String = row.try_get(0)?;
     let role = parse_role(&row.try_get::<String, _>(1)?)?;
     if role == Role::Owner {
-        actor.authorize::<ManageOwners>()?;
+        require::<ManageOwners>(mine)?;
     }
     sqlx::query("UPDATE invites SET revoked_at = $1 WHERE id = $2")
         .bind(now.0)
@@ -409,7 +409,11 @@ async fn member_role(
     Ok((parse_role(&row.try_get::<String, _>(0)?)?, row.try_get(1)?))
 }
 
-async fn owner_count(tx: &mut Tx, org: OrgId) -> Result<i64, ControlError> {
+/// Counts the organisation's Owners. Callers lock the organisation first
+/// ([`Tx::lock_org`]), so two changes that each remove an Owner cannot both
+/// see "two Owners" and leave none: the second waits for the first to commit,
+/// then reads the roles again.
+async fn owner_count_locked(tx: &mut Tx, org: OrgId) -> Result<i64, ControlError> {
     Ok(
         sqlx::query("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'")
             .bind(org.0)
@@ -419,9 +423,11 @@ async fn owner_count(tx: &mut Tx, org: OrgId) -> Result<i64, ControlError> {
     )
 }
 
-fn require_owner_for(actor: &Actor, current: Role, new: Option<Role>) -> Result<(), ControlError> {
+/// Changing or removing an Owner, or making one, takes an Owner: checked
+/// against the caller's role as re-read in this transaction.
+fn require_owner_for(mine: Role, current: Role, new: Option<Role>) -> Result<(), ControlError> {
     if current == Role::Owner || new == Some(Role::Owner) {
-        actor.authorize::<ManageOwners>()?;
+        require::<ManageOwners>(mine)?;
     }
     Ok(())
 }
@@ -434,13 +440,14 @@ pub async fn change_role(
 ) -> Result<(), ControlError> {
     let actor = auth.actor();
     let mut tx = auth.store().begin().await?;
-    actor.recheck::<ManageMembers>(&mut tx).await?;
+    tx.lock_org(actor.org()).await?;
+    let mine = actor.recheck::<ManageMembers>(&mut tx).await?;
     let (current, email) = member_role(&mut tx, actor.org(), user).await?;
-    require_owner_for(actor, current, Some(role))?;
+    require_owner_for(mine, current, Some(role))?;
     if current == role {
         return Ok(());
     }
-    if current == Role::Owner && owner_count(&mut tx, actor.org()).await? <= 1 {
+    if current == Role::Owner && owner_count_locked(&mut tx, actor.org()).await? <= 1 {
         return Err(ControlError::conflict(
             "The last Owner cannot be demoted. Make someone else an Owner first.",
         ));
@@ -474,10 +481,11 @@ pub async fn remove_member(
 ) -> Result<(), ControlError> {
     let actor = auth.actor();
     let mut tx = auth.store().begin().await?;
-    actor.recheck::<ManageMembers>(&mut tx).await?;
+    tx.lock_org(actor.org()).await?;
+    let mine = actor.recheck::<ManageMembers>(&mut tx).await?;
     let (current, email) = member_role(&mut tx, actor.org(), user).await?;
-    require_owner_for(actor, current, None)?;
-    if current == Role::Owner && owner_count(&mut tx, actor.org()).await? <= 1 {
+    require_owner_for(mine, current, None)?;
+    if current == Role::Owner && owner_count_locked(&mut tx, actor.org()).await? <= 1 {
         return Err(ControlError::conflict("The last Owner cannot be removed."));
     }
     sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")

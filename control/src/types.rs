@@ -351,14 +351,225 @@ pub struct MetricPoint {
     pub load1: f64,
 }
 
+/// Where a registration token is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenState {
+    Active,
+    Used,
+    Expired,
+    Revoked,
+}
+
+impl TokenState {
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenState::Active => "Active",
+            TokenState::Used => "Used",
+            TokenState::Expired => "Expired",
+            TokenState::Revoked => "Revoked",
+        }
+    }
+}
+
+/// A registration token as the Servers page and the CLI list it (never its secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationTokenView {
+    pub id: i64,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub state: TokenState,
+    /// The agent that enrolled with it.
+    pub agent: Option<AgentId>,
+    /// Refused enrolment attempts after it stopped being usable.
+    pub refusals: i64,
+}
+
+/// A command queued for one agent: `cmd_` and 24 lower-case hex digits.
+/// Random, never reused.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CommandId(pub String);
+
+impl fmt::Display for CommandId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl CommandId {
+    pub fn parse(s: &str) -> Option<CommandId> {
+        let hex = s.strip_prefix("cmd_")?;
+        (hex.len() == 24
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| CommandId(s.to_string()))
+    }
+}
+
+/// What a command asks an agent to do. The wire names are the channel's
+/// `kinds` (a test in `control` keeps them equal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    /// A round trip: the agent answers "pong".
+    Ping,
+    /// New identity, KEM and TLS keys.
+    RotateKeys,
+    /// Register an X-Wing key (for an agent in classical fallback).
+    RegisterPqcKey,
+}
+
+impl CommandKind {
+    pub const ALL: [CommandKind; 3] = [
+        CommandKind::Ping,
+        CommandKind::RotateKeys,
+        CommandKind::RegisterPqcKey,
+    ];
+
+    /// The name on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::Ping => "ping",
+            CommandKind::RotateKeys => "rotate_keys",
+            CommandKind::RegisterPqcKey => "register_pqc_key",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CommandKind::Ping => "Ping",
+            CommandKind::RotateKeys => "Rotate keys",
+            CommandKind::RegisterPqcKey => "Activate post-quantum encryption",
+        }
+    }
+
+    /// Whether the command is one round of the agent's key registration.
+    pub fn is_key_round(self) -> bool {
+        matches!(self, CommandKind::RotateKeys | CommandKind::RegisterPqcKey)
+    }
+}
+
+impl fmt::Display for CommandKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CommandKind {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CommandKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownValue::new("command kind", s))
+    }
+}
+
+/// Where a command is in its life:
+/// queued -> delivered -> succeeded | failed, or expired | cancelled on the way.
+/// A delivered command whose result has not arrived by its deadline is expired;
+/// a result that arrives later still records the outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandState {
+    Queued,
+    Delivered,
+    Succeeded,
+    Failed,
+    Expired,
+    Cancelled,
+}
+
+impl CommandState {
+    pub const ALL: [CommandState; 6] = [
+        CommandState::Queued,
+        CommandState::Delivered,
+        CommandState::Succeeded,
+        CommandState::Failed,
+        CommandState::Expired,
+        CommandState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandState::Queued => "queued",
+            CommandState::Delivered => "delivered",
+            CommandState::Succeeded => "succeeded",
+            CommandState::Failed => "failed",
+            CommandState::Expired => "expired",
+            CommandState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CommandState::Queued => "Queued",
+            CommandState::Delivered => "Delivered",
+            CommandState::Succeeded => "Succeeded",
+            CommandState::Failed => "Failed",
+            CommandState::Expired => "Expired",
+            CommandState::Cancelled => "Cancelled",
+        }
+    }
+
+    /// Still waiting for the agent (queued or delivered, no result yet).
+    pub fn is_open(self) -> bool {
+        matches!(self, CommandState::Queued | CommandState::Delivered)
+    }
+}
+
+impl fmt::Display for CommandState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CommandState {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CommandState::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownValue::new("command state", s))
+    }
+}
+
+/// A stored or submitted name that is not one of an enum's values.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{value}`")]
+pub struct UnknownValue {
+    pub what: &'static str,
+    pub value: String,
+}
+
+impl UnknownValue {
+    fn new(what: &'static str, value: &str) -> Self {
+        Self {
+            what,
+            value: value.chars().take(32).collect(),
+        }
+    }
+}
+
 /// A command as the server page lists it (never its arguments or output).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandView {
-    pub id: String,
-    pub kind: String,
-    pub state: String,
+    pub id: CommandId,
+    pub kind: CommandKind,
+    /// The state as of the view: an open command past its deadline shows
+    /// as expired even before the queue records it.
+    pub state: CommandState,
     pub created_at: Timestamp,
     pub finished_at: Option<Timestamp>,
+}
+
+/// The state of one command and, once finished, the agent's report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOutcome {
+    pub state: CommandState,
+    pub result: Option<String>,
 }
 
 #[cfg(test)]
@@ -376,6 +587,20 @@ mod tests {
             Timestamp(951_782_400_000).display_utc(),
             "2000-02-29 00:00 UTC"
         );
+    }
+
+    #[test]
+    fn command_names_round_trip() {
+        for k in CommandKind::ALL {
+            assert_eq!(k.as_str().parse::<CommandKind>(), Ok(k));
+        }
+        for s in CommandState::ALL {
+            assert_eq!(s.as_str().parse::<CommandState>(), Ok(s));
+        }
+        assert!("reboot".parse::<CommandKind>().is_err());
+        assert!(CommandId::parse("cmd_0123456789abcdef01234567").is_some());
+        assert!(CommandId::parse("cmd_0123456789ABCDEF01234567").is_none());
+        assert!(CommandId::parse("cmd_1").is_none());
     }
 
     #[test]

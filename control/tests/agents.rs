@@ -5,18 +5,50 @@
 // `#[test]` functions themselves; a failed unwrap is a failed test here.
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
+
 use control::access::{self, ReadOrg, RequestMeta};
 use control::agents::{self, Enrolment, ManageAgents};
 use control::ca::AgentCa;
+use control::commands::{self, Report};
+use control::delivery::Delivery;
+use control::server_keys::ServerKeys;
 use control::testing::TestDb;
+use control::throttle::MemoryThrottle;
 use control::{
-    accounts, audit, metrics, AgentId, ControlError, OrgId, PqcState, Role, Timestamp, UserId,
+    accounts, audit, metrics, AgentId, CommandState, ControlError, OrgId, PqcState, Role,
+    Timestamp, UserId,
 };
 use secrecy::{ExposeSecret, SecretString};
 
+fn delivery(db: &TestDb, dir: &std::path::Path) -> Delivery {
+    Delivery::new(
+        db.store.clone(),
+        Arc::new(ServerKeys::load_or_create(dir).unwrap()),
+    )
+}
+
+fn throttle() -> MemoryThrottle {
+    MemoryThrottle::new(1000, 600)
+}
+
+fn ping_report<'a>(
+    command: &'a control::CommandId,
+    sequence: u64,
+    succeeded: bool,
+    text: &'a str,
+) -> Report<'a> {
+    Report {
+        command: &command.0,
+        sequence,
+        succeeded,
+        text,
+    }
+}
+
 async fn add(db: &TestDb, org: &str, email: &str, role: Role) -> (UserId, OrgId) {
     accounts::add_user_cli(
-        &db.store,
+        &control::access::Operator::command_line(db.store.clone()),
         org,
         email,
         role,
@@ -39,9 +71,8 @@ fn enrolment(token: &str, kem: bool) -> Enrolment {
         .unwrap()
         .pem()
         .unwrap();
-    let (secret, _) = agents::parse_token(token).unwrap();
     Enrolment {
-        token_secret: secret.to_string(),
+        token: token.parse().unwrap(),
         csr_pem: csr,
         identity_key: channel::SigningKey::generate().verifying_key().clone(),
         kem_key: kem.then(|| channel::KemSecretKey::generate().public_key().clone()),
@@ -77,16 +108,35 @@ async fn enrolment_tokens_are_one_time_and_audited(db: TestDb) {
         .unwrap();
     let token = token.token.expose_secret().to_string();
     assert_eq!(
-        agents::parse_token(&token).unwrap().1,
+        token
+            .parse::<channel::token::RegistrationToken>()
+            .unwrap()
+            .pin()
+            .to_hex(),
         ca.pin(),
         "the token carries the CA pin"
     );
 
-    let enrolled = agents::enrol(&db.store, &ca, enrolment(&token, false), &meta(), now)
-        .await
-        .unwrap();
+    let enrolled = agents::enrol(
+        &db.store,
+        &ca,
+        &throttle(),
+        enrolment(&token, false),
+        &meta(),
+        now,
+    )
+    .await
+    .unwrap();
     assert_eq!(enrolled.org, org);
-    let again = agents::enrol(&db.store, &ca, enrolment(&token, false), &meta(), now).await;
+    let again = agents::enrol(
+        &db.store,
+        &ca,
+        &throttle(),
+        enrolment(&token, false),
+        &meta(),
+        now,
+    )
+    .await;
     assert!(
         matches!(again, Err(ControlError::Conflict(ref m)) if m.contains("already been used")),
         "{again:?}"
@@ -98,6 +148,7 @@ async fn enrolment_tokens_are_one_time_and_audited(db: TestDb) {
     let late = agents::enrol(
         &db.store,
         &ca,
+        &throttle(),
         enrolment(expired.token.expose_secret(), true),
         &meta(),
         now.plus_secs(61),
@@ -108,7 +159,15 @@ async fn enrolment_tokens_are_one_time_and_audited(db: TestDb) {
         "{late:?}"
     );
     let forged = format!("pht1_{}_{}", "0".repeat(32), ca.pin());
-    let unknown = agents::enrol(&db.store, &ca, enrolment(&forged, true), &meta(), now).await;
+    let unknown = agents::enrol(
+        &db.store,
+        &ca,
+        &throttle(),
+        enrolment(&forged, true),
+        &meta(),
+        now,
+    )
+    .await;
     assert!(
         matches!(unknown, Err(ControlError::Unauthenticated(_))),
         "{unknown:?}"
@@ -126,6 +185,7 @@ async fn enrolment_tokens_are_one_time_and_audited(db: TestDb) {
     let elsewhere = agents::enrol(
         &db.store,
         &ca,
+        &throttle(),
         enrolment(theirs.token.expose_secret(), true),
         &meta(),
         now,
@@ -174,42 +234,26 @@ async fn revocation_refuses_the_certificate_and_cancels_commands(db: TestDb) {
     let enrolled = agents::enrol(
         &db.store,
         &ca,
+        &throttle(),
         enrolment(token.token.expose_secret(), true),
         &meta(),
         now,
     )
     .await
     .unwrap();
-    let identity = agents::authenticate(&db.store, &enrolled.cert.fingerprint)
+    let identity = agents::authenticate(&db.store, &enrolled.cert.fingerprint, now)
         .await
         .unwrap();
-    assert_eq!(identity.agent, enrolled.agent);
-    assert!(agents::authenticate(&db.store, &"0".repeat(64))
+    assert_eq!(identity.agent(), &enrolled.agent);
+    assert!(agents::authenticate(&db.store, &"0".repeat(64), now)
         .await
         .is_err());
 
     // The queue: delivered until reported, reported once.
-    let first = agents::enqueue(
-        &manage,
-        &enrolled.agent,
-        "ping",
-        serde_json::json!({}),
-        300,
-        now,
-    )
-    .await
-    .unwrap();
-    let second = agents::enqueue(
-        &manage,
-        &enrolled.agent,
-        "ping",
-        serde_json::json!({}),
-        300,
-        now,
-    )
-    .await
-    .unwrap();
-    let pending = agents::take_pending(&db.store, &enrolled.agent, now)
+    let delivery = delivery(&db, dir.path());
+    let first = delivery.ping(&manage, &enrolled.agent, now).await.unwrap();
+    let second = delivery.ping(&manage, &enrolled.agent, now).await.unwrap();
+    let pending = commands::take_pending(&db.store, &identity, now)
         .await
         .unwrap();
     assert_eq!(
@@ -217,45 +261,61 @@ async fn revocation_refuses_the_certificate_and_cancels_commands(db: TestDb) {
         vec![1, 2]
     );
     assert_eq!(
-        agents::take_pending(&db.store, &enrolled.agent, now)
+        commands::take_pending(&db.store, &identity, now)
             .await
             .unwrap()
             .len(),
         2,
         "at-least-once"
     );
-    agents::finish(&db.store, &identity, &first, true, "pong", now)
-        .await
-        .unwrap();
-    agents::finish(&db.store, &identity, &first, false, "late duplicate", now)
-        .await
-        .unwrap();
-    let read = owner.authorize::<ReadOrg>().unwrap();
-    assert_eq!(
-        agents::command_state(&read, &first).await.unwrap(),
-        ("succeeded".to_string(), Some("pong".to_string()))
+    let wrong_seq = commands::finish(
+        &db.store,
+        &identity,
+        ping_report(&first, 2, true, "pong"),
+        now,
+    )
+    .await;
+    assert!(
+        matches!(wrong_seq, Err(ControlError::Invalid(_))),
+        "a result must carry its command's sequence: {wrong_seq:?}"
     );
-    let expiring = agents::enqueue(
-        &manage,
-        &enrolled.agent,
-        "ping",
-        serde_json::json!({}),
-        1,
+    commands::finish(
+        &db.store,
+        &identity,
+        ping_report(&first, 1, true, "pong"),
         now,
     )
     .await
     .unwrap();
-    let later = agents::take_pending(&db.store, &enrolled.agent, now.plus_secs(2))
+    commands::finish(
+        &db.store,
+        &identity,
+        ping_report(&first, 1, false, "late duplicate"),
+        now,
+    )
+    .await
+    .unwrap();
+    let read = owner.authorize::<ReadOrg>().unwrap();
+    let outcome = commands::command_state(&read, &first, now).await.unwrap();
+    assert_eq!(
+        (outcome.state, outcome.result),
+        (CommandState::Succeeded, Some("pong".to_string()))
+    );
+    let later = commands::take_pending(&db.store, &identity, now.plus_secs(301))
         .await
         .unwrap();
-    assert_eq!(
-        later.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
-        vec![second.clone()]
+    assert!(
+        later.is_empty(),
+        "past its deadline a command is not delivered"
     );
     assert_eq!(
-        agents::command_state(&read, &expiring).await.unwrap().0,
-        "expired"
+        commands::command_state(&read, &second, now.plus_secs(301))
+            .await
+            .unwrap()
+            .state,
+        CommandState::Expired
     );
+    let third = delivery.ping(&manage, &enrolled.agent, now).await.unwrap();
 
     // Another organisation cannot touch it.
     let (stranger, other) = add(&db, "Globex", "stranger@example.com", Role::Owner).await;
@@ -264,23 +324,29 @@ async fn revocation_refuses_the_certificate_and_cancels_commands(db: TestDb) {
         .unwrap();
     let s = stranger.authorize::<ManageAgents>().unwrap();
     assert!(matches!(
-        agents::revoke(&s, &enrolled.agent, now).await,
+        delivery.revoke(&s, &enrolled.agent, now).await,
         Err(ControlError::NotFound(_))
     ));
     assert!(matches!(
-        agents::enqueue(&s, &enrolled.agent, "ping", serde_json::json!({}), 60, now).await,
+        delivery.ping(&s, &enrolled.agent, now).await,
         Err(ControlError::NotFound(_))
     ));
 
-    agents::revoke(&manage, &enrolled.agent, now).await.unwrap();
-    let refused = agents::authenticate(&db.store, &enrolled.cert.fingerprint).await;
+    delivery
+        .revoke(&manage, &enrolled.agent, now)
+        .await
+        .unwrap();
+    let refused = agents::authenticate(&db.store, &enrolled.cert.fingerprint, now).await;
     assert!(
         matches!(refused, Err(ControlError::Unauthenticated(ref m)) if m.contains("revoked")),
         "{refused:?}"
     );
     assert_eq!(
-        agents::command_state(&read, &second).await.unwrap().0,
-        "cancelled"
+        commands::command_state(&read, &third, now)
+            .await
+            .unwrap()
+            .state,
+        CommandState::Cancelled
     );
     let view = agents::get(&read, &enrolled.agent, now).await.unwrap();
     assert!(view.revoked && !view.online);
@@ -293,6 +359,7 @@ async fn revocation_refuses_the_certificate_and_cancels_commands(db: TestDb) {
     let again = agents::enrol(
         &db.store,
         &ca,
+        &throttle(),
         enrolment(token.token.expose_secret(), true),
         &meta(),
         now,
@@ -323,13 +390,14 @@ async fn metrics_are_batched_rolled_up_and_expired(db: TestDb) {
     let enrolled = agents::enrol(
         &db.store,
         &ca,
+        &throttle(),
         enrolment(token.token.expose_secret(), true),
         &meta(),
         now,
     )
     .await
     .unwrap();
-    let identity = agents::authenticate(&db.store, &enrolled.cert.fingerprint)
+    let identity = agents::authenticate(&db.store, &enrolled.cert.fingerprint, now)
         .await
         .unwrap();
     let sample = |at: i64, cpu: f64| MetricSample {
@@ -437,39 +505,38 @@ async fn concurrent_heartbeats_and_commands_all_succeed(db: TestDb) {
         let token = agents::create_registration_token(&manage, &ca.pin(), 3600, now)
             .await
             .unwrap();
-        ids.push(
-            agents::enrol(
-                &db.store,
-                &ca,
-                enrolment(token.token.expose_secret(), true),
-                &meta(),
-                now,
-            )
-            .await
-            .unwrap()
-            .agent,
-        );
+        let enrolled = agents::enrol(
+            &db.store,
+            &ca,
+            &throttle(),
+            enrolment(token.token.expose_secret(), true),
+            &meta(),
+            now,
+        )
+        .await
+        .unwrap();
+        ids.push((enrolled.agent, enrolled.cert.fingerprint));
     }
+    let delivery = Arc::new(delivery(&db, dir.path()));
     let mut tasks = Vec::new();
     for i in 0..40 {
-        let (store, owner, id) = (db.store.clone(), owner.clone(), ids[i % ids.len()].clone());
+        let (store, owner, (id, fp), delivery) = (
+            db.store.clone(),
+            owner.clone(),
+            ids[i % ids.len()].clone(),
+            delivery.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             for _ in 0..5 {
-                agents::touch(&store, &id, "X25519MLKEM768", Timestamp::now())
+                let session = agents::authenticate(&store, &fp, Timestamp::now())
+                    .await
+                    .unwrap();
+                agents::touch(&store, &session, "X25519MLKEM768", Timestamp::now())
                     .await
                     .unwrap();
                 let manage = owner.authorize::<ManageAgents>().unwrap();
-                agents::enqueue(
-                    &manage,
-                    &id,
-                    "ping",
-                    serde_json::json!({}),
-                    60,
-                    Timestamp::now(),
-                )
-                .await
-                .unwrap();
-                agents::take_pending(&store, &id, Timestamp::now())
+                delivery.ping(&manage, &id, Timestamp::now()).await.unwrap();
+                commands::take_pending(&store, &session, Timestamp::now())
                     .await
                     .unwrap();
             }

@@ -24,7 +24,7 @@ fn meta() -> RequestMeta {
 
 async fn add(db: &TestDb, org: &str, email: &str, role: Role) -> (UserId, OrgId) {
     accounts::add_user_cli(
-        &db.store,
+        &control::access::Operator::command_line(db.store.clone()),
         org,
         email,
         role,

@@ -345,10 +345,11 @@ async fn run(n: usize) {
         control::store::Store::connect(&control::store::Store::sqlite_url(server.data.path()))
             .await
             .unwrap();
+    let operator = control::access::Operator::command_line(store.clone());
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {
         let t = control::agents::create_registration_token_cli(
-            &store,
+            &operator,
             "Fleet",
             &ca_pin,
             3600,

@@ -19,14 +19,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use channel::api::{
-    DeliveredCommand, EnrolRequest, EnrolResponse, KeysRequest, KeysResponse, MetricsBatch,
-    PollRequest, PollResponse, RenewRequest, RenewResponse, ResultRequest, TokenResponse,
+    EnrolRequest, EnrolResponse, KeysRequest, KeysResponse, MetricsBatch, PollRequest,
+    PollResponse, RenewRequest, RenewResponse, ResultRequest, TokenResponse,
 };
-use channel::{CommandHeader, ResultStatus};
-use control::agents::{self, AgentIdentity, Enrolment};
+use channel::token::RegistrationToken;
+use control::agents::{self, AgentSession, Enrolment};
 use control::ca::AgentCa;
-use control::dispatch::Dispatcher;
+use control::delivery::Delivery;
 use control::store::Store;
+use control::throttle::MemoryThrottle;
 use control::{ControlError, Timestamp};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
@@ -56,9 +57,10 @@ pub struct PeerInfo {
 pub struct GatewayState {
     pub store: Store,
     pub ca: Arc<AgentCa>,
-    pub dispatcher: Arc<Dispatcher>,
+    pub delivery: Arc<Delivery>,
     pub jwt_key: Arc<[u8]>,
-    pub keys: Arc<control::server_keys::ServerKeys>,
+    /// Failed enrolments per client address, counted in memory.
+    pub enrol_throttle: Arc<MemoryThrottle>,
     /// The trusted-proxy option: header name and the proxies allowed to set it.
     pub proxy: Option<Arc<ProxyTrust>>,
     pub poll_timeout: Duration,
@@ -126,7 +128,7 @@ struct Claims {
 }
 
 /// An agent authenticated by certificate (and, for [`AgentAuth`], by JWT).
-pub struct AgentCert(pub AgentIdentity, pub String);
+pub struct AgentCert(pub AgentSession);
 
 impl FromRequestParts<GatewayState> for AgentCert {
     type Rejection = GatewayError;
@@ -144,8 +146,8 @@ impl FromRequestParts<GatewayState> for AgentCert {
             (None, Some(proxy)) => forwarded_fingerprint(parts, proxy)?,
             (None, None) => return Err(unauthorized("a client certificate is required")),
         };
-        let identity = agents::authenticate(&state.store, &fingerprint).await?;
-        Ok(AgentCert(identity, fingerprint))
+        let session = agents::authenticate(&state.store, &fingerprint, Timestamp::now()).await?;
+        Ok(AgentCert(session))
     }
 }
 
@@ -177,8 +179,8 @@ fn forwarded_fingerprint(parts: &Parts, proxy: &ProxyTrust) -> Result<String, Ga
     }
 }
 
-/// An agent authenticated by certificate and JWT, with the certificate fingerprint.
-pub struct AgentAuth(pub AgentIdentity, pub String);
+/// An agent authenticated by certificate and JWT.
+pub struct AgentAuth(pub AgentSession);
 
 impl FromRequestParts<GatewayState> for AgentAuth {
     type Rejection = GatewayError;
@@ -187,7 +189,7 @@ impl FromRequestParts<GatewayState> for AgentAuth {
         parts: &mut Parts,
         state: &GatewayState,
     ) -> Result<Self, Self::Rejection> {
-        let AgentCert(identity, fingerprint) = AgentCert::from_request_parts(parts, state).await?;
+        let AgentCert(session) = AgentCert::from_request_parts(parts, state).await?;
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -204,12 +206,12 @@ impl FromRequestParts<GatewayState> for AgentAuth {
         )
         .map_err(|e| unauthorized(&format!("the bearer token is not valid ({e})")))?
         .claims;
-        if claims.sub != identity.agent.0 || claims.cnf != fingerprint {
+        if claims.sub != session.agent().0 || claims.cnf != session.fingerprint() {
             return Err(unauthorized(
                 "the bearer token belongs to another agent or certificate",
             ));
         }
-        Ok(AgentAuth(identity, fingerprint))
+        Ok(AgentAuth(session))
     }
 }
 
@@ -218,11 +220,8 @@ async fn enrol(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Json(req): Json<EnrolRequest>,
 ) -> Result<Json<EnrolResponse>, GatewayError> {
-    let (secret, _pin) = agents::parse_token(&req.token).ok_or_else(|| {
-        GatewayError(
-            StatusCode::BAD_REQUEST,
-            "the registration token is malformed".into(),
-        )
+    let token: RegistrationToken = req.token.parse().map_err(|e: channel::token::TokenError| {
+        GatewayError(StatusCode::BAD_REQUEST, e.to_string())
     })?;
     let meta = control::access::RequestMeta::new(
         addr.ip().to_string(),
@@ -231,8 +230,9 @@ async fn enrol(
     let enrolled = agents::enrol(
         &state.store,
         &state.ca,
+        &state.enrol_throttle,
         Enrolment {
-            token_secret: secret.to_string(),
+            token,
             csr_pem: req.csr_pem,
             identity_key: req.identity_key,
             kem_key: req.kem_key,
@@ -244,24 +244,25 @@ async fn enrol(
     )
     .await?;
     tracing::info!(agent = %enrolled.agent, "agent enrolled");
+    let keys = state.delivery.keys();
     Ok(Json(EnrolResponse {
         agent_id: enrolled.agent.0,
         client_cert_pem: enrolled.cert.pem,
         ca_cert_pem: state.ca.cert_pem().to_string(),
         cert_not_after: enrolled.cert.not_after.0,
-        command_verifying_key: state.keys.signing.verifying_key().clone(),
-        control_kem_key: state.keys.kem.public_key().clone(),
+        command_verifying_key: keys.signing.verifying_key().clone(),
+        control_kem_key: keys.kem.public_key().clone(),
     }))
 }
 
 async fn token(
     State(state): State<GatewayState>,
-    AgentCert(identity, fingerprint): AgentCert,
+    AgentCert(session): AgentCert,
 ) -> Result<Json<TokenResponse>, GatewayError> {
     let now = Timestamp::now().0 / 1000;
     let claims = Claims {
-        sub: identity.agent.0,
-        cnf: fingerprint,
+        sub: session.agent().0.clone(),
+        cnf: session.fingerprint().to_string(),
         aud: JWT_AUDIENCE.into(),
         iat: now,
         exp: now + JWT_TTL_SECS,
@@ -278,12 +279,11 @@ async fn token(
     }))
 }
 
-/// The long-poll: answers at once with pending commands, otherwise waits
-/// for a wake-up (a command committed for this agent) or the timeout.
+/// The long-poll: pending commands at once, or after a wake-up, or none at the timeout.
 async fn poll(
     State(state): State<GatewayState>,
     Extension(peer): Extension<PeerInfo>,
-    AgentAuth(identity, fingerprint): AgentAuth,
+    AgentAuth(session): AgentAuth,
     Json(req): Json<PollRequest>,
 ) -> Result<Json<PollResponse>, GatewayError> {
     let wait = req
@@ -291,160 +291,34 @@ async fn poll(
         .map(Duration::from_secs)
         .unwrap_or(state.poll_timeout)
         .min(state.poll_timeout);
-    if identity.handover.is_some() {
-        // On its previous certificate the agent may only finish its key round.
-        return Ok(Json(PollResponse {
-            commands: Vec::new(),
-        }));
-    }
-    let notify = state.dispatcher.slot(&identity.agent);
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut first = true;
-    loop {
-        // Register interest before looking, so a wake-up between the look and the wait is kept.
-        let notified = notify.notified();
-        if !first {
-            // Woken: the agent may have been revoked or re-keyed meanwhile.
-            agents::authenticate(&state.store, &fingerprint).await?;
-        }
-        first = false;
-        agents::touch(
-            &state.store,
-            &identity.agent,
-            &peer.tls_group,
-            Timestamp::now(),
-        )
-        .await?;
-        let pending = agents::take_pending(&state.store, &identity.agent, Timestamp::now()).await?;
-        if !pending.is_empty() {
-            let mut commands = Vec::with_capacity(pending.len());
-            for c in &pending {
-                // A command that cannot travel to this agent yet (it needs a KEM
-                // key) waits; it must not block the ones that can.
-                match deliver(&state, &identity, c) {
-                    Ok(d) => commands.push(d),
-                    Err(e) => {
-                        tracing::info!(agent = %identity.agent, command = %c.id, reason = %e.1, "command held back")
-                    }
-                }
-            }
-            if !commands.is_empty() {
-                return Ok(Json(PollResponse { commands }));
-            }
-        }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return Ok(Json(PollResponse {
-                commands: Vec::new(),
-            }));
-        }
-    }
-}
-
-/// Seals a queued command to the agent's KEM key, or only signs it while the
-/// agent has none (classical fallback; only key-registration and ping
-/// commands, whose arguments are not secret, are sent that way).
-fn deliver(
-    state: &GatewayState,
-    agent: &AgentIdentity,
-    c: &agents::QueuedCommand,
-) -> Result<DeliveredCommand, GatewayError> {
-    let header = CommandHeader {
-        agent_id: agent.agent.0.clone(),
-        command_id: c.id.clone(),
-        sequence: u64::try_from(c.seq).unwrap_or(0),
-        issued_at: c.created_at.0,
-        expires_at: c.expires_at.0,
-        kind: c.kind.clone(),
-    };
-    let internal = |e: channel::ChannelError| GatewayError::from(ControlError::internal(e));
-    match &agent.kem_key {
-        Some(kem) => {
-            let envelope = channel::seal_command(
-                &header,
-                c.args.as_bytes(),
-                kem,
-                &state.keys.signing,
-                &mut channel::os_rng(),
-            )
-            .map_err(internal)?;
-            Ok(DeliveredCommand::Sealed { envelope })
-        }
-        None if agents::may_travel_unsealed(&c.kind) => {
-            let envelope = channel::sign_command(&header, c.args.as_bytes(), &state.keys.signing)
-                .map_err(internal)?;
-            Ok(DeliveredCommand::Signed { envelope })
-        }
-        None => Err(GatewayError(
-            StatusCode::CONFLICT,
-            "a queued command needs post-quantum encryption; register a KEM key first".into(),
-        )),
-    }
+    let commands = state.delivery.poll(session, &peer.tls_group, wait).await?;
+    Ok(Json(PollResponse { commands }))
 }
 
 async fn result(
     State(state): State<GatewayState>,
-    AgentAuth(identity, _): AgentAuth,
+    AgentAuth(session): AgentAuth,
     Json(req): Json<ResultRequest>,
 ) -> Result<StatusCode, GatewayError> {
-    let opened = channel::open_result(
-        &req.result,
-        &identity.agent.0,
-        &state.keys.kem,
-        &identity.identity_key,
-        Timestamp::now().0,
-    )
-    .map_err(|e| {
-        GatewayError(
-            StatusCode::BAD_REQUEST,
-            format!("the result was refused: {e}"),
-        )
-    })?;
-    let header = opened.header();
-    let output = String::from_utf8_lossy(opened.output());
-    let succeeded = header.status == ResultStatus::Succeeded;
-    let summary = match header.status {
-        ResultStatus::Succeeded | ResultStatus::Failed => output.to_string(),
-        other => format!("{other:?}: {output}"),
-    };
-    agents::finish(
-        &state.store,
-        &identity,
-        &header.command_id,
-        succeeded,
-        &summary,
-        Timestamp::now(),
-    )
-    .await?;
+    state.delivery.accept_result(&session, &req.result).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn keys(
     State(state): State<GatewayState>,
-    AgentAuth(identity, _): AgentAuth,
+    AgentAuth(session): AgentAuth,
     Json(req): Json<KeysRequest>,
 ) -> Result<Json<KeysResponse>, GatewayError> {
-    let verified = channel::verify_registration(
-        &req.registration,
-        &identity.agent.0,
-        &identity.identity_key,
-        Timestamp::now().0,
-    )
-    .map_err(|e| {
-        GatewayError(
-            StatusCode::BAD_REQUEST,
-            format!("the key registration was refused: {e}"),
-        )
-    })?;
-    let cert = agents::register_keys(
+    let cert = agents::accept_key_registration(
         &state.store,
         &state.ca,
-        &identity,
-        verified.registration(),
+        &session,
+        &req.registration,
         req.csr_pem.as_deref(),
         Timestamp::now(),
     )
     .await?;
-    tracing::info!(agent = %identity.agent, new_cert = cert.is_some(), "agent registered new keys");
+    tracing::info!(agent = %session.agent(), new_cert = cert.is_some(), "agent registered new keys");
     Ok(Json(KeysResponse {
         cert_not_after: cert.as_ref().map(|c| c.not_after.0),
         client_cert_pem: cert.map(|c| c.pem),
@@ -453,13 +327,13 @@ async fn keys(
 
 async fn renew(
     State(state): State<GatewayState>,
-    AgentAuth(identity, _): AgentAuth,
+    AgentAuth(session): AgentAuth,
     Json(req): Json<RenewRequest>,
 ) -> Result<Json<RenewResponse>, GatewayError> {
     let cert = agents::renew_cert(
         &state.store,
         &state.ca,
-        &identity,
+        &session,
         &req.csr_pem,
         Timestamp::now(),
     )
@@ -472,11 +346,11 @@ async fn renew(
 
 async fn metrics(
     State(state): State<GatewayState>,
-    AgentAuth(identity, _): AgentAuth,
+    AgentAuth(session): AgentAuth,
     Json(batch): Json<MetricsBatch>,
 ) -> Result<Json<serde_json::Value>, GatewayError> {
     let accepted =
-        control::metrics::record(&state.store, &identity, &batch.samples, Timestamp::now()).await?;
+        control::metrics::record(&state.store, &session, &batch.samples, Timestamp::now()).await?;
     Ok(Json(serde_json::json!({ "accepted": accepted })))
 }
 

@@ -129,17 +129,20 @@ impl Application {
                 addr: config.agent_listen,
                 source,
             })?;
-        let dispatcher = Arc::new(control::dispatch::Dispatcher::default());
         let jwt_key = load_or_create_secret(&config.data_dir.join("agent-jwt.key"))?;
         let keys = Arc::new(control::server_keys::ServerKeys::load_or_create(
             &config.data_dir,
         )?);
+        let delivery = Arc::new(control::delivery::Delivery::new(store.clone(), keys));
         let agent_router = gateway::routes(gateway::GatewayState {
             store: store.clone(),
             ca: ca.clone(),
-            dispatcher: dispatcher.clone(),
+            delivery: delivery.clone(),
             jwt_key: jwt_key.into(),
-            keys,
+            enrol_throttle: Arc::new(control::throttle::MemoryThrottle::new(
+                control::agents::ENROL_FAILURES_PER_CLIENT,
+                control::agents::ENROL_WINDOW_SECS,
+            )),
             proxy: match &config.agent_cert_header {
                 Some(name) if !name.trim().is_empty() => Some(Arc::new(gateway::ProxyTrust {
                     header: axum::http::HeaderName::try_from(name.trim()).map_err(|_| {
@@ -175,7 +178,7 @@ impl Application {
             store: store.clone(),
             setup: Arc::new(gate),
             public_url: public_url.clone(),
-            dispatcher,
+            delivery,
             ca_pin: ca.pin(),
             agent_url: format!("https://{agent_host}:{}", agent_addr.port()),
         };

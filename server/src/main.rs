@@ -205,9 +205,15 @@ async fn run(cli: Cli) -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-            let result =
-                control::agents::create_registration_token_cli(&store, &org, &ca.pin(), ttl, now)
-                    .await;
+            let operator = control::access::Operator::command_line(store.clone());
+            let result = control::agents::create_registration_token_cli(
+                &operator,
+                &org,
+                &ca.pin(),
+                ttl,
+                now,
+            )
+            .await;
             store.close().await;
             match result {
                 Ok(token) => {
@@ -264,7 +270,7 @@ async fn run(cli: Cli) -> ExitCode {
                     }
                 };
             let result = control::accounts::add_user_cli(
-                &store,
+                &control::access::Operator::command_line(store.clone()),
                 &org,
                 &email,
                 role,

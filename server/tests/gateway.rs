@@ -71,7 +71,7 @@ fn enrol_body(
 
 async fn token_for(app: &TestApp) -> String {
     control::agents::create_registration_token_cli(
-        &app.db.store,
+        &control::access::Operator::command_line(app.db.store.clone()),
         "Acme",
         &app.ca_pin,
         3600,
@@ -324,7 +324,7 @@ async fn enrol_poll_ping_and_revoke(db: TestDb) {
         .json()
         .await
         .unwrap();
-    assert_eq!(state, json!(["succeeded", "pong"]));
+    assert_eq!(state, json!({ "state": "succeeded", "result": "pong" }));
     assert!(
         agent.poll(0).await.is_empty(),
         "a reported command is not delivered again"

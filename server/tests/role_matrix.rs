@@ -300,7 +300,7 @@ async fn role_matrix(db: TestDb) {
     let mut servers = Vec::new();
     for _ in 0..2 {
         let token = control::agents::create_registration_token_cli(
-            &app.db.store,
+            &control::access::Operator::command_line(app.db.store.clone()),
             "Acme",
             &ca.pin(),
             600,
@@ -308,11 +308,10 @@ async fn role_matrix(db: TestDb) {
         )
         .await
         .unwrap();
-        let secret =
-            control::agents::parse_token(secrecy::ExposeSecret::expose_secret(&token.token))
-                .unwrap()
-                .0
-                .to_string();
+        let token: channel::token::RegistrationToken =
+            secrecy::ExposeSecret::expose_secret(&token.token)
+                .parse()
+                .unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let csr = rcgen::CertificateParams::new(Vec::<String>::new())
             .unwrap()
@@ -323,8 +322,9 @@ async fn role_matrix(db: TestDb) {
         let enrolled = control::agents::enrol(
             &app.db.store,
             &ca,
+            &control::throttle::MemoryThrottle::new(10, 60),
             control::agents::Enrolment {
-                token_secret: secret,
+                token,
                 csr_pem: csr,
                 identity_key: channel::SigningKey::generate().verifying_key().clone(),
                 kem_key: None,

@@ -71,7 +71,7 @@ impl TestApp {
 
     pub async fn add_user(&self, org: &str, email: &str, role: Role) -> (UserId, OrgId) {
         accounts::add_user_cli(
-            &self.db.store,
+            &control::access::Operator::command_line(self.db.store.clone()),
             org,
             email,
             role,

@@ -1,0 +1,171 @@
+//! The organisation's servers as the dashboard shows them, and revocation.
+//!
+//! Derived state is computed from what it follows, never stored beside it:
+//! "Pending key registration" is an open key-round command, so a round that
+//! fails, expires or is cancelled leaves nothing behind.
+
+use serde_json::json;
+use sqlx::Row;
+
+use super::{ManageAgents, OFFLINE_AFTER_SECS};
+use crate::access::{Authorized, ReadOrg};
+use crate::audit::{self, AuditAction, Event};
+use crate::commands;
+use crate::{
+    AgentId, AgentView, CommandKind, CommandState, ControlError, PqcState, Role, Timestamp,
+};
+
+#[derive(sqlx::FromRow)]
+struct AgentRow {
+    id: String,
+    hostname: String,
+    agent_version: String,
+    last_seen_at: Option<i64>,
+    revoked_at: Option<i64>,
+    kem_key: Option<String>,
+    keys_registered_at: i64,
+    cert_serial: String,
+    cert_fingerprint: String,
+    cert_not_after: i64,
+    kem_key_id: Option<String>,
+    tls_group: String,
+    last_cpu_pct: Option<f64>,
+    last_mem_used: Option<i64>,
+    last_mem_total: Option<i64>,
+    pending_key_commands: i64,
+}
+
+/// One query for the whole list: the agents of the organisation, joined with
+/// the count of their open key-round commands (grouped once, not a subquery
+/// per agent). The latest metrics sample lives on the agent row.
+pub(crate) fn view_query(filter: &str) -> String {
+    format!(
+        "SELECT a.id, a.hostname, a.agent_version, a.last_seen_at, a.revoked_at, a.kem_key, a.keys_registered_at, \
+         a.cert_serial, a.cert_fingerprint, a.cert_not_after, a.kem_key_id, a.tls_group, \
+         a.last_cpu_pct, a.last_mem_used, a.last_mem_total, COALESCE(p.n, 0) AS pending_key_commands \
+         FROM agents a LEFT JOIN ( \
+             SELECT agent_id, COUNT(*) AS n FROM commands \
+             WHERE org_id = $1 AND state IN ('{queued}', '{delivered}') AND kind IN ('{rotate}', '{register}') AND expires_at > $2 \
+             GROUP BY agent_id \
+         ) p ON p.agent_id = a.id \
+         WHERE a.org_id = $1 {filter} ORDER BY a.created_at DESC, a.id",
+        queued = CommandState::Queued.as_str(),
+        delivered = CommandState::Delivered.as_str(),
+        rotate = CommandKind::RotateKeys.as_str(),
+        register = CommandKind::RegisterPqcKey.as_str(),
+    )
+}
+
+fn pqc_state(r: &AgentRow) -> PqcState {
+    match (&r.kem_key, r.pending_key_commands > 0) {
+        (_, true) if r.revoked_at.is_none() => PqcState::PendingKeyRegistration,
+        (None, _) => PqcState::ClassicalFallback,
+        (Some(_), _) => PqcState::PostQuantumActive,
+    }
+}
+
+/// Viewers see a prefix of the certificate fingerprint: enough to tell
+/// servers apart, not enough to present as an agent's identity anywhere.
+fn shown_fingerprint(fp: String, role: Role) -> String {
+    if role == Role::Viewer {
+        format!("{}…", fp.chars().take(16).collect::<String>())
+    } else {
+        fp
+    }
+}
+
+fn view_of(r: AgentRow, role: Role, now: Timestamp) -> AgentView {
+    let pqc = pqc_state(&r);
+    AgentView {
+        online: r.revoked_at.is_none()
+            && r.last_seen_at
+                .is_some_and(|t| Timestamp(t).plus_secs(OFFLINE_AFTER_SECS) > now),
+        revoked: r.revoked_at.is_some(),
+        last_seen_at: r.last_seen_at.map(Timestamp),
+        pqc,
+        keys_registered_at: Timestamp(r.keys_registered_at),
+        cert_fingerprint: shown_fingerprint(r.cert_fingerprint, role),
+        cert_not_after: Timestamp(r.cert_not_after),
+        cpu_pct: r.last_cpu_pct,
+        mem_used: r.last_mem_used,
+        mem_total: r.last_mem_total,
+        id: AgentId(r.id),
+        hostname: r.hostname,
+        agent_version: r.agent_version,
+        cert_serial: r.cert_serial,
+        kem_key_id: r.kem_key_id,
+        tls_group: r.tls_group,
+    }
+}
+
+/// The organisation's servers, most recently enrolled first.
+pub async fn list(
+    auth: &Authorized<'_, ReadOrg>,
+    now: Timestamp,
+) -> Result<Vec<AgentView>, ControlError> {
+    let rows: Vec<AgentRow> = sqlx::query_as(&view_query(""))
+        .bind(auth.actor().org().0)
+        .bind(now.0)
+        .fetch_all(auth.store().pool())
+        .await?;
+    let role = auth.actor().role();
+    Ok(rows.into_iter().map(|r| view_of(r, role, now)).collect())
+}
+
+/// One server of the caller's organisation.
+pub async fn get(
+    auth: &Authorized<'_, ReadOrg>,
+    agent: &AgentId,
+    now: Timestamp,
+) -> Result<AgentView, ControlError> {
+    let row: AgentRow = sqlx::query_as(&view_query("AND a.id = $3"))
+        .bind(auth.actor().org().0)
+        .bind(now.0)
+        .bind(&agent.0)
+        .fetch_optional(auth.store().pool())
+        .await?
+        .ok_or_else(|| ControlError::not_found("No such server."))?;
+    Ok(view_of(row, auth.actor().role(), now))
+}
+
+/// Revokes an agent: its certificate is refused from now on and its pending
+/// commands are cancelled. The host may enrol again with a new token.
+/// Called through `Delivery::revoke`, which also ends the agent's polls.
+pub(crate) async fn revoke(
+    auth: &Authorized<'_, ManageAgents>,
+    agent: &AgentId,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    let actor = auth.actor();
+    let mut tx = auth.store().begin().await?;
+    actor.recheck::<ManageAgents>(&mut tx).await?;
+    let hostname: String = sqlx::query(
+        "SELECT hostname FROM agents WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(&agent.0)
+    .bind(actor.org().0)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or_else(|| ControlError::not_found("No such active server."))?
+    .try_get(0)?;
+    sqlx::query("UPDATE agents SET revoked_at = $1 WHERE id = $2")
+        .bind(now.0)
+        .bind(&agent.0)
+        .execute(tx.conn())
+        .await?;
+    let cancelled = commands::cancel_open(&mut tx, agent, now).await?;
+    audit::append(
+        &mut tx,
+        &actor.audit_actor(),
+        Event::new(
+            actor.org(),
+            AuditAction::AgentRevoked,
+            format!("agent:{}", agent.0),
+            json!({ "hostname": hostname, "commands_cancelled": cancelled }),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Agent sessions: an agent recognised on the gateway by the certificate this
+//! control plane issued to it.
+//!
+//! An [`AgentSession`] is the agent-side proof of authorization: it has no
+//! public constructor and is not `Clone`, so the only way to obtain one is
+//! [`authenticate`], which refuses unknown, superseded, expired and revoked
+//! certificates. Every function that acts for an agent (key rounds, renewal,
+//! metrics, results) takes one.
+
+use sqlx::Row;
+
+use crate::server_keys::decode_key;
+use crate::store::Store;
+use crate::{AgentId, ControlError, OrgId, Timestamp};
+use channel::{KemPublicKey, VerifyingKey};
+
+/// What an agent on its previous certificate may still do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// After a rotation: only repeat the key registration already applied
+    /// (so a thief of the old keys cannot register keys of their own).
+    Rotation,
+    /// After a renewal: renew again.
+    Renewal,
+}
+
+/// How long the previous certificate stays usable after a key round.
+pub const HANDOVER_SECS: i64 = 600;
+
+/// An agent authenticated by its client certificate.
+#[derive(Debug)]
+pub struct AgentSession {
+    agent: AgentId,
+    org: OrgId,
+    identity_key: VerifyingKey,
+    kem_key: Option<KemPublicKey>,
+    handover: Option<Handover>,
+    fingerprint: String,
+}
+
+impl AgentSession {
+    pub fn agent(&self) -> &AgentId {
+        &self.agent
+    }
+    pub fn org(&self) -> OrgId {
+        self.org
+    }
+    /// The identity key results and key registrations must be signed with:
+    /// during a rotation handover, the key from before the rotation.
+    pub fn identity_key(&self) -> &VerifyingKey {
+        &self.identity_key
+    }
+    /// The X-Wing key commands are sealed to; `None` in classical fallback.
+    pub fn kem_key(&self) -> Option<&KemPublicKey> {
+        self.kem_key.as_ref()
+    }
+    /// Set when the agent presented the certificate from before its latest
+    /// key round (within the handover window): it may only finish that round.
+    pub fn handover(&self) -> Option<Handover> {
+        self.handover
+    }
+    /// SHA-256 (hex) of the certificate the agent presented.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+/// The lookups [`authenticate`] runs on every agent request.
+pub(crate) const BY_CERT_SQL: &str =
+    "SELECT id, org_id, identity_key, kem_key, revoked_at, cert_fingerprint, \
+     cert_not_after, prev_identity_key, prev_valid_until FROM agents WHERE cert_fingerprint = $1";
+pub(crate) const BY_PREV_CERT_SQL: &str = "SELECT id, org_id, identity_key, kem_key, revoked_at, cert_fingerprint, \
+     cert_not_after, prev_identity_key, prev_valid_until FROM agents WHERE prev_cert_fingerprint = $1 AND prev_valid_until > $2";
+/// The heartbeat.
+pub(crate) const TOUCH_SQL: &str =
+    "UPDATE agents SET last_seen_at = $1, tls_group = $2 WHERE id = $3 AND revoked_at IS NULL";
+
+/// Recognises an agent by its client certificate's fingerprint. Unknown,
+/// superseded, expired and revoked certificates are refused. The first use
+/// of a new certificate retires the previous one for good.
+///
+/// Two indexed lookups (current certificate, then the previous one within its
+/// handover window), never a scan: this runs on every agent request.
+pub async fn authenticate(
+    store: &Store,
+    cert_fingerprint: &str,
+    now: Timestamp,
+) -> Result<AgentSession, ControlError> {
+    let unknown = || {
+        ControlError::Unauthenticated(
+            "This certificate does not belong to an enrolled agent.".into(),
+        )
+    };
+    let row = match sqlx::query(BY_CERT_SQL)
+        .bind(cert_fingerprint)
+        .fetch_optional(store.pool())
+        .await?
+    {
+        Some(row) => row,
+        None => sqlx::query(BY_PREV_CERT_SQL)
+            .bind(cert_fingerprint)
+            .bind(now.0)
+            .fetch_optional(store.pool())
+            .await?
+            .ok_or_else(unknown)?,
+    };
+    if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+        return Err(ControlError::Unauthenticated(
+            "This agent has been revoked.".into(),
+        ));
+    }
+    let agent = AgentId(row.try_get("id")?);
+    let current: String = row.try_get("cert_fingerprint")?;
+    let prev_identity: Option<String> = row.try_get("prev_identity_key")?;
+    let prev_until: Option<i64> = row.try_get("prev_valid_until")?;
+    let corrupt = || ControlError::Internal("an agent's stored key does not parse".into());
+    let mut identity_key: String = row.try_get("identity_key")?;
+    let handover = if current != cert_fingerprint {
+        // Still on the certificate from before its latest key round: the agent
+        // has not received or not yet used the new one.
+        if let Some(old) = &prev_identity {
+            identity_key = old.clone();
+        }
+        Some(if prev_identity.is_some() {
+            Handover::Rotation
+        } else {
+            Handover::Renewal
+        })
+    } else {
+        if Timestamp(row.try_get("cert_not_after")?) <= now {
+            return Err(ControlError::Unauthenticated(
+                "This agent's certificate has expired; enrol the server again.".into(),
+            ));
+        }
+        if prev_until.is_some() {
+            // The new certificate is in use: the old one retires for good.
+            let mut tx = store.begin().await?;
+            sqlx::query(
+                "UPDATE agents SET prev_cert_fingerprint = NULL, prev_identity_key = NULL, prev_valid_until = NULL \
+                 WHERE id = $1 AND cert_fingerprint = $2",
+            )
+            .bind(&agent.0)
+            .bind(cert_fingerprint)
+            .execute(tx.conn())
+            .await?;
+            tx.commit().await?;
+        }
+        None
+    };
+    let kem_key: Option<String> = row.try_get("kem_key")?;
+    Ok(AgentSession {
+        agent,
+        org: OrgId(row.try_get("org_id")?),
+        identity_key: decode_key(&identity_key).ok_or_else(corrupt)?,
+        kem_key: kem_key
+            .map(|k| decode_key(&k).ok_or_else(corrupt))
+            .transpose()?,
+        handover,
+        fingerprint: cert_fingerprint.to_string(),
+    })
+}
+
+/// Records that the agent was heard from (the poll is the heartbeat).
+pub async fn touch(
+    store: &Store,
+    session: &AgentSession,
+    tls_group: &str,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    let mut tx = store.begin().await?;
+    sqlx::query(TOUCH_SQL)
+        .bind(now.0)
+        .bind(tls_group.chars().take(64).collect::<String>())
+        .bind(&session.agent.0)
+        .execute(tx.conn())
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,413 @@
+//! The durable command queue, typed: [`CommandKind`], [`CommandState`] and
+//! [`CommandId`] in Rust, their `as_str` names in SQL, rows mapped by column
+//! name.
+//!
+//! Rules kept here:
+//! - **Sequence.** Each command takes the agent's next sequence number when it
+//!   is queued, in the same transaction, and commands are delivered in that
+//!   order. A command is only queued if it can be delivered: a kind that must
+//!   travel sealed is refused for an agent without a KEM key (and an agent
+//!   never loses its KEM key), so no command is ever held back behind a later
+//!   one that the agent's replay guard would then make unrunnable.
+//! - **Deadline.** A command is deliverable until `expires_at`; an open
+//!   command past it is expired (the views derive it at once, the queue records
+//!   it on the agent's next poll). A result that arrives for a delivered command
+//!   after its deadline still records the outcome: the agent did run it.
+//! - **Results** are accepted only from the agent the command was for, for the
+//!   sequence number it was queued with.
+
+use serde_json::json;
+use sqlx::Row;
+
+use crate::access::{Authorized, ReadOrg};
+use crate::agents::AgentSession;
+use crate::audit::{self, AuditAction, AuditActor, Event};
+use crate::crypto::random_token;
+use crate::store::{Store, Tx};
+use crate::{
+    AgentId, CommandId, CommandKind, CommandOutcome, CommandState, CommandView, ControlError,
+    OrgId, Timestamp, UserId,
+};
+
+/// The long-poll's check on every wake-up.
+pub(crate) const ANY_OPEN_SQL: &str =
+    "SELECT seq FROM commands WHERE agent_id = $1 AND state IN ($2, $3) LIMIT 1";
+
+/// Longest result text kept per command.
+pub const MAX_RESULT_CHARS: usize = 16 * 1024;
+
+/// A command waiting for or delivered to an agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedCommand {
+    pub id: CommandId,
+    pub seq: u64,
+    pub kind: CommandKind,
+    pub args: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+#[derive(sqlx::FromRow)]
+struct QueuedRow {
+    id: String,
+    seq: i64,
+    kind: String,
+    args: String,
+    created_at: i64,
+    expires_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ViewRow {
+    id: String,
+    kind: String,
+    state: String,
+    created_at: i64,
+    expires_at: i64,
+    finished_at: Option<i64>,
+}
+
+pub(crate) fn parse_kind(s: &str) -> Result<CommandKind, ControlError> {
+    s.parse()
+        .map_err(|e| ControlError::Internal(format!("stored {e}").into()))
+}
+
+pub(crate) fn parse_state(s: &str) -> Result<CommandState, ControlError> {
+    s.parse()
+        .map_err(|e| ControlError::Internal(format!("stored {e}").into()))
+}
+
+/// The state as of `now`: an open command past its deadline is expired.
+fn effective_state(state: CommandState, expires_at: Timestamp, now: Timestamp) -> CommandState {
+    if state.is_open() && expires_at <= now {
+        CommandState::Expired
+    } else {
+        state
+    }
+}
+
+impl QueuedRow {
+    fn into_command(self) -> Result<QueuedCommand, ControlError> {
+        Ok(QueuedCommand {
+            id: CommandId(self.id),
+            seq: u64::try_from(self.seq)
+                .map_err(|_| ControlError::Internal("a stored sequence is negative".into()))?,
+            kind: parse_kind(&self.kind)?,
+            args: self.args,
+            created_at: Timestamp(self.created_at),
+            expires_at: Timestamp(self.expires_at),
+        })
+    }
+}
+
+/// A command to queue, inside the caller's write transaction.
+pub(crate) struct NewCommand<'a> {
+    pub org: OrgId,
+    pub agent: &'a AgentId,
+    pub kind: CommandKind,
+    pub args: serde_json::Value,
+    pub created_by: Option<UserId>,
+    pub ttl_secs: i64,
+}
+
+/// Queues a command inside `tx`: takes the agent's next sequence number and
+/// refuses what the agent could not receive. Audits `command.queued`.
+pub(crate) async fn insert(
+    tx: &mut Tx,
+    actor: &AuditActor,
+    c: NewCommand<'_>,
+    now: Timestamp,
+) -> Result<CommandId, ControlError> {
+    // One atomic step takes the sequence number and bumps it, so concurrent
+    // enqueues for one agent never share a number (the row is locked on PostgreSQL).
+    let row = sqlx::query(
+        "UPDATE agents SET next_seq = next_seq + 1 WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL \
+         RETURNING next_seq - 1 AS seq, kem_key",
+    )
+    .bind(&c.agent.0)
+    .bind(c.org.0)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or_else(|| ControlError::not_found("No such active server."))?;
+    let seq: i64 = row.try_get("seq")?;
+    let has_kem = row.try_get::<Option<String>, _>("kem_key")?.is_some();
+    if !has_kem && !channel::api::kinds::may_travel_unsealed(c.kind.as_str()) {
+        return Err(ControlError::conflict(
+            "This server has no post-quantum key yet, and this command must travel encrypted. Activate post-quantum encryption first.",
+        ));
+    }
+    let id = CommandId(format!("cmd_{}", random_token(12)));
+    sqlx::query(
+        "INSERT INTO commands (id, org_id, agent_id, seq, kind, args, state, created_by, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&id.0)
+    .bind(c.org.0)
+    .bind(&c.agent.0)
+    .bind(seq)
+    .bind(c.kind.as_str())
+    .bind(c.args.to_string())
+    .bind(CommandState::Queued.as_str())
+    .bind(c.created_by.map(|u| u.0))
+    .bind(now.0)
+    .bind(now.plus_secs(c.ttl_secs).0)
+    .execute(tx.conn())
+    .await?;
+    audit::append(
+        tx,
+        actor,
+        Event::new(
+            c.org,
+            AuditAction::CommandQueued,
+            format!("agent:{}", c.agent.0),
+            json!({ "command": id.0, "kind": c.kind.as_str(), "seq": seq }),
+        ),
+        now,
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Cancels every open command of an agent inside `tx`. Returns how many.
+pub(crate) async fn cancel_open(
+    tx: &mut Tx,
+    agent: &AgentId,
+    now: Timestamp,
+) -> Result<u64, ControlError> {
+    Ok(sqlx::query(
+        "UPDATE commands SET state = $1, finished_at = $2 WHERE agent_id = $3 AND state IN ($4, $5)",
+    )
+    .bind(CommandState::Cancelled.as_str())
+    .bind(now.0)
+    .bind(&agent.0)
+    .bind(CommandState::Queued.as_str())
+    .bind(CommandState::Delivered.as_str())
+    .execute(tx.conn())
+    .await?
+    .rows_affected())
+}
+
+/// Commands for the agent that are queued or delivered but not finished
+/// (at-least-once: a command stays deliverable until the agent reports it),
+/// in sequence order. Expired ones are marked expired instead. Marks the rest
+/// delivered.
+pub async fn take_pending(
+    store: &Store,
+    session: &AgentSession,
+    now: Timestamp,
+) -> Result<Vec<QueuedCommand>, ControlError> {
+    let agent = session.agent();
+    let (queued, delivered) = (
+        CommandState::Queued.as_str(),
+        CommandState::Delivered.as_str(),
+    );
+    // The long-poll calls this on every wake-up: a plain read first, so an
+    // agent with nothing queued never takes the write lock.
+    let any = sqlx::query(ANY_OPEN_SQL)
+        .bind(&agent.0)
+        .bind(queued)
+        .bind(delivered)
+        .fetch_optional(store.pool())
+        .await?;
+    if any.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut tx = store.begin().await?;
+    sqlx::query(
+        "UPDATE commands SET state = $1, finished_at = $2 WHERE agent_id = $3 AND state IN ($4, $5) AND expires_at <= $2",
+    )
+    .bind(CommandState::Expired.as_str())
+    .bind(now.0)
+    .bind(&agent.0)
+    .bind(queued)
+    .bind(delivered)
+    .execute(tx.conn())
+    .await?;
+    let rows: Vec<QueuedRow> = sqlx::query_as(
+        "SELECT id, seq, kind, args, created_at, expires_at FROM commands \
+         WHERE agent_id = $1 AND state IN ($2, $3) ORDER BY seq",
+    )
+    .bind(&agent.0)
+    .bind(queued)
+    .bind(delivered)
+    .fetch_all(tx.conn())
+    .await?;
+    let commands = rows
+        .into_iter()
+        .map(QueuedRow::into_command)
+        .collect::<Result<Vec<_>, _>>()?;
+    if !commands.is_empty() {
+        sqlx::query(
+            "UPDATE commands SET state = $1, delivered_at = COALESCE(delivered_at, $2) WHERE agent_id = $3 AND state = $4",
+        )
+        .bind(delivered)
+        .bind(now.0)
+        .bind(&agent.0)
+        .bind(queued)
+        .execute(tx.conn())
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(commands)
+}
+
+/// An agent's report on one of its commands.
+pub struct Report<'a> {
+    pub command: &'a str,
+    pub sequence: u64,
+    pub succeeded: bool,
+    pub text: &'a str,
+}
+
+/// Records an agent's result for one of its own commands. A second report
+/// for a finished command is ignored (the agent may retry after a lost reply).
+pub async fn finish(
+    store: &Store,
+    session: &AgentSession,
+    report: Report<'_>,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    let agent = session.agent();
+    let mut tx = store.begin().await?;
+    let row = sqlx::query(
+        "SELECT kind, state, seq, delivered_at FROM commands WHERE id = $1 AND agent_id = $2",
+    )
+    .bind(report.command)
+    .bind(&agent.0)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or_else(|| ControlError::not_found("No such command for this agent."))?;
+    let kind = parse_kind(&row.try_get::<String, _>("kind")?)?;
+    let state = parse_state(&row.try_get::<String, _>("state")?)?;
+    let seq: i64 = row.try_get("seq")?;
+    let delivered: Option<i64> = row.try_get("delivered_at")?;
+    if u64::try_from(seq).ok() != Some(report.sequence) {
+        return Err(ControlError::invalid(
+            "The result's sequence number does not match its command.",
+        ));
+    }
+    let open = state.is_open() || (state == CommandState::Expired && delivered.is_some());
+    if !open {
+        return Ok(());
+    }
+    let new_state = if report.succeeded {
+        CommandState::Succeeded
+    } else {
+        CommandState::Failed
+    };
+    sqlx::query("UPDATE commands SET state = $1, finished_at = $2, result = $3 WHERE id = $4")
+        .bind(new_state.as_str())
+        .bind(now.0)
+        .bind(
+            report
+                .text
+                .chars()
+                .take(MAX_RESULT_CHARS)
+                .collect::<String>(),
+        )
+        .bind(report.command)
+        .execute(tx.conn())
+        .await?;
+    audit::append(
+        &mut tx,
+        &AuditActor::agent(agent),
+        Event::new(
+            session.org(),
+            AuditAction::CommandFinished,
+            format!("agent:{}", agent.0),
+            json!({ "command": report.command, "kind": kind.as_str(), "state": new_state.as_str(), "late": state == CommandState::Expired }),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The state and result of one command of the caller's organisation.
+pub async fn command_state(
+    auth: &Authorized<'_, ReadOrg>,
+    command: &CommandId,
+    now: Timestamp,
+) -> Result<CommandOutcome, ControlError> {
+    let row =
+        sqlx::query("SELECT state, result, expires_at FROM commands WHERE id = $1 AND org_id = $2")
+            .bind(&command.0)
+            .bind(auth.actor().org().0)
+            .fetch_optional(auth.store().pool())
+            .await?
+            .ok_or_else(|| ControlError::not_found("No such command."))?;
+    let state = parse_state(&row.try_get::<String, _>("state")?)?;
+    let expires_at = Timestamp(row.try_get("expires_at")?);
+    let effective = effective_state(state, expires_at, now);
+    Ok(CommandOutcome {
+        state: effective,
+        result: if effective == state {
+            row.try_get("result")?
+        } else {
+            Some("No result from the agent before the command's deadline.".into())
+        },
+    })
+}
+
+/// The latest commands of one server of the caller's organisation.
+pub async fn recent_commands(
+    auth: &Authorized<'_, ReadOrg>,
+    agent: &AgentId,
+    limit: i64,
+    now: Timestamp,
+) -> Result<Vec<CommandView>, ControlError> {
+    let rows: Vec<ViewRow> = sqlx::query_as(
+        "SELECT id, kind, state, created_at, expires_at, finished_at FROM commands \
+         WHERE agent_id = $1 AND org_id = $2 ORDER BY seq DESC LIMIT $3",
+    )
+    .bind(&agent.0)
+    .bind(auth.actor().org().0)
+    .bind(limit.clamp(1, 100))
+    .fetch_all(auth.store().pool())
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(CommandView {
+                id: CommandId(r.id),
+                kind: parse_kind(&r.kind)?,
+                state: effective_state(parse_state(&r.state)?, Timestamp(r.expires_at), now),
+                created_at: Timestamp(r.created_at),
+                finished_at: r.finished_at.map(Timestamp),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_match_the_channel() {
+        use channel::api::kinds;
+        assert_eq!(CommandKind::Ping.as_str(), kinds::PING);
+        assert_eq!(CommandKind::RotateKeys.as_str(), kinds::ROTATE_KEYS);
+        assert_eq!(
+            CommandKind::RegisterPqcKey.as_str(),
+            kinds::REGISTER_PQC_KEY
+        );
+    }
+
+    #[test]
+    fn open_commands_past_their_deadline_are_expired() {
+        let t = Timestamp(1000);
+        assert_eq!(
+            effective_state(CommandState::Delivered, t, Timestamp(1000)),
+            CommandState::Expired
+        );
+        assert_eq!(
+            effective_state(CommandState::Queued, t, Timestamp(999)),
+            CommandState::Queued
+        );
+        assert_eq!(
+            effective_state(CommandState::Succeeded, t, Timestamp(5000)),
+            CommandState::Succeeded
+        );
+    }
+}

@@ -1,0 +1,309 @@
+//! Delivery: from a committed command to the agent's long-poll, and back.
+//!
+//! [`Delivery`] owns the in-memory wake-ups and the control plane's channel
+//! keys. Every path that queues a command for an agent (ping, key rounds) or
+//! ends its polls (revocation) goes through it, so each wakes the agent after
+//! its transaction commits. With SQLite the process is alone and memory is
+//! enough.
+//!
+//! Rules kept here: a command travels sealed to the agent's X-Wing key, or
+//! only signed while the agent has none, and then only for the kinds
+//! `channel::api::kinds::UNSEALED` lists (the agent refuses any other kind
+//! signed-only); commands go out in sequence order; an agent on its previous
+//! certificate (a key handover) gets no commands until it finishes its round;
+//! a result must be sealed to our key and signed by the agent's identity key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use channel::api::DeliveredCommand;
+use channel::{CommandHeader, ResultStatus, SealedResult};
+use serde_json::json;
+use sqlx::Row;
+use tokio::sync::Notify;
+
+use crate::access::Authorized;
+use crate::agents::{self, AgentSession, KeyAction, ManageAgents};
+use crate::audit::{self, AuditAction, Event};
+use crate::commands::{self, NewCommand, QueuedCommand, Report};
+use crate::server_keys::ServerKeys;
+use crate::store::Store;
+use crate::{AgentId, CommandId, CommandKind, ControlError, Timestamp};
+
+/// How long a ping waits for its agent.
+pub const PING_TTL_SECS: i64 = 300;
+/// How long a key round waits for an agent that is offline.
+pub const KEY_ACTION_TTL_SECS: i64 = 7 * 86_400;
+
+pub struct Delivery {
+    store: Store,
+    keys: Arc<ServerKeys>,
+    waiters: Mutex<HashMap<AgentId, Arc<Notify>>>,
+    clock: fn() -> Timestamp,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    pub fn new(store: Store, keys: Arc<ServerKeys>) -> Self {
+        Self {
+            store,
+            keys,
+            waiters: Mutex::default(),
+            clock: Timestamp::now,
+        }
+    }
+
+    pub fn keys(&self) -> &ServerKeys {
+        &self.keys
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn slot(&self, agent: &AgentId) -> Arc<Notify> {
+        let mut map = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(agent.clone()).or_default().clone()
+    }
+
+    /// Wakes every poll the agent holds. A poll registers for wake-ups before
+    /// it reads the queue, so a commit between its read and its wait is not missed.
+    pub fn wake(&self, agent: &AgentId) {
+        self.slot(agent).notify_waiters();
+    }
+
+    /// The long-poll: answers at once with pending commands, otherwise waits
+    /// up to `wait` for a wake-up. Every wake-up authenticates the agent again
+    /// (it may have been revoked or re-keyed meanwhile) and records the heartbeat.
+    pub async fn poll(
+        &self,
+        session: AgentSession,
+        tls_group: &str,
+        wait: Duration,
+    ) -> Result<Vec<DeliveredCommand>, ControlError> {
+        agents::touch(&self.store, &session, tls_group, (self.clock)()).await?;
+        if session.handover().is_some() {
+            // On its previous certificate the agent may only finish its key round.
+            return Ok(Vec::new());
+        }
+        let notify = self.slot(session.agent());
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut session = session;
+        let mut first = true;
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            // Registered from here on: notify_waiters reaches it even before it is polled.
+            notified.as_mut().enable();
+            if !first {
+                session = agents::authenticate(&self.store, session.fingerprint(), (self.clock)())
+                    .await?;
+                agents::touch(&self.store, &session, tls_group, (self.clock)()).await?;
+            }
+            first = false;
+            let pending = commands::take_pending(&self.store, &session, (self.clock)()).await?;
+            let delivered = self.seal_in_order(&session, &pending)?;
+            if !delivered.is_empty() {
+                return Ok(delivered);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// Seals (or, in classical fallback, signs) the commands in sequence
+    /// order, stopping at the first that cannot travel to this agent: a later
+    /// one must never overtake it, or the agent's replay guard would refuse it
+    /// for good. Queueing refuses such commands, so this stop is a safeguard.
+    fn seal_in_order(
+        &self,
+        session: &AgentSession,
+        pending: &[QueuedCommand],
+    ) -> Result<Vec<DeliveredCommand>, ControlError> {
+        let mut out = Vec::with_capacity(pending.len());
+        for c in pending {
+            let header = CommandHeader {
+                agent_id: session.agent().0.clone(),
+                command_id: c.id.0.clone(),
+                sequence: c.seq,
+                issued_at: c.created_at.0,
+                expires_at: c.expires_at.0,
+                kind: c.kind.as_str().to_string(),
+            };
+            let delivered = match session.kem_key() {
+                Some(kem) => channel::seal_command(
+                    &header,
+                    c.args.as_bytes(),
+                    kem,
+                    &self.keys.signing,
+                    &mut channel::os_rng(),
+                )
+                .map(|envelope| DeliveredCommand::Sealed { envelope }),
+                None => channel::sign_command(&header, c.args.as_bytes(), &self.keys.signing)
+                    .map(|envelope| DeliveredCommand::Signed { envelope }),
+            };
+            match delivered {
+                Ok(d) => out.push(d),
+                Err(channel::ChannelError::MustBeSealed) => {
+                    tracing::warn!(agent = %session.agent(), command = %c.id, "command needs a KEM key the agent has not registered; later commands wait behind it");
+                    break;
+                }
+                Err(e) => return Err(ControlError::internal(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens and records an agent's result: sealed to our KEM key, signed by
+    /// the agent's identity key, for one of its own commands at the sequence
+    /// number it was queued with.
+    pub async fn accept_result(
+        &self,
+        session: &AgentSession,
+        result: &SealedResult,
+    ) -> Result<(), ControlError> {
+        let now = (self.clock)();
+        let opened = channel::open_result(
+            result,
+            &session.agent().0,
+            &self.keys.kem,
+            session.identity_key(),
+            now.0,
+        )
+        .map_err(|e| ControlError::invalid(format!("The result was refused: {e}.")))?;
+        let header = opened.header();
+        let output = String::from_utf8_lossy(opened.output());
+        let text = match header.status {
+            ResultStatus::Succeeded | ResultStatus::Failed => output.into_owned(),
+            ResultStatus::TimedOut => format!("Timed out on the agent. {output}"),
+            ResultStatus::Refused => format!("Refused by the agent's local policy. {output}"),
+        };
+        commands::finish(
+            &self.store,
+            session,
+            Report {
+                command: &header.command_id,
+                sequence: header.sequence,
+                succeeded: header.status == ResultStatus::Succeeded,
+                text: &text,
+            },
+            now,
+        )
+        .await
+    }
+
+    /// Queues a ping for a server of the caller's organisation.
+    pub async fn ping(
+        &self,
+        auth: &Authorized<'_, ManageAgents>,
+        agent: &AgentId,
+        now: Timestamp,
+    ) -> Result<CommandId, ControlError> {
+        let actor = auth.actor();
+        let mut tx = auth.store().begin().await?;
+        actor.recheck::<ManageAgents>(&mut tx).await?;
+        let id = commands::insert(
+            &mut tx,
+            &actor.audit_actor(),
+            NewCommand {
+                org: actor.org(),
+                agent,
+                kind: CommandKind::Ping,
+                args: json!({}),
+                created_by: Some(actor.user()),
+                ttl_secs: PING_TTL_SECS,
+            },
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.wake(agent);
+        Ok(id)
+    }
+
+    /// Asks an agent to rotate its keys or register an ML-KEM key, in one
+    /// transaction: re-checks the role, checks the server, queues the command
+    /// and audits the request. The Security tab shows "Pending key
+    /// registration" while the command is open (derived, so a command that
+    /// fails or expires leaves nothing behind). An agent that is offline
+    /// completes it when it returns (the command waits for a week).
+    pub async fn request_key_action(
+        &self,
+        auth: &Authorized<'_, ManageAgents>,
+        agent: &AgentId,
+        action: KeyAction,
+        now: Timestamp,
+    ) -> Result<CommandId, ControlError> {
+        let actor = auth.actor();
+        let mut tx = auth.store().begin().await?;
+        actor.recheck::<ManageAgents>(&mut tx).await?;
+        let kem: Option<String> = sqlx::query(
+            "SELECT kem_key FROM agents WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(&agent.0)
+        .bind(actor.org().0)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or_else(|| ControlError::not_found("No such active server."))?
+        .try_get("kem_key")?;
+        if action == KeyAction::ActivatePqc && kem.is_some() {
+            return Err(ControlError::conflict(
+                "Post-quantum encryption is already active on this server.",
+            ));
+        }
+        let command = commands::insert(
+            &mut tx,
+            &actor.audit_actor(),
+            NewCommand {
+                org: actor.org(),
+                agent,
+                kind: action.kind(),
+                args: json!({}),
+                created_by: Some(actor.user()),
+                ttl_secs: KEY_ACTION_TTL_SECS,
+            },
+            now,
+        )
+        .await?;
+        let what = match action {
+            KeyAction::RotateKeys => AuditAction::KeyRotationRequested,
+            KeyAction::ActivatePqc => AuditAction::PqcActivationRequested,
+        };
+        audit::append(
+            &mut tx,
+            &actor.audit_actor(),
+            Event::new(
+                actor.org(),
+                what,
+                format!("agent:{}", agent.0),
+                json!({ "command": command.0 }),
+            ),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.wake(agent);
+        Ok(command)
+    }
+
+    /// Revokes an agent (see [`agents::revoke`]) and ends every poll it holds.
+    pub async fn revoke(
+        &self,
+        auth: &Authorized<'_, ManageAgents>,
+        agent: &AgentId,
+        now: Timestamp,
+    ) -> Result<(), ControlError> {
+        agents::revoke(auth, agent, now).await?;
+        self.wake(agent);
+        Ok(())
+    }
+}

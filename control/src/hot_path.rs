@@ -1,0 +1,62 @@
+//! The queries that run for every agent request or every dashboard refresh,
+//! listed with sample parameters so a test can ask each backend for its plan
+//! and refuse a full table scan. The SQL is the code's own constants, not a
+//! copy.
+
+use crate::CommandState;
+
+/// A sample parameter.
+#[derive(Clone, Debug)]
+pub enum Param {
+    Text(&'static str),
+    Int(i64),
+    Real(f64),
+}
+
+#[derive(Clone, Debug)]
+pub struct HotQuery {
+    pub name: &'static str,
+    pub sql: String,
+    pub params: Vec<Param>,
+}
+
+pub fn queries() -> Vec<HotQuery> {
+    use Param::*;
+    let fp = "0000000000000000000000000000000000000000000000000000000000000000";
+    let (queued, delivered) = (
+        CommandState::Queued.as_str(),
+        CommandState::Delivered.as_str(),
+    );
+    vec![
+        HotQuery {
+            name: "authenticate (current certificate)",
+            sql: crate::agents::session::BY_CERT_SQL.into(),
+            params: vec![Text(fp)],
+        },
+        HotQuery {
+            name: "authenticate (previous certificate)",
+            sql: crate::agents::session::BY_PREV_CERT_SQL.into(),
+            params: vec![Text(fp), Int(0)],
+        },
+        HotQuery {
+            name: "touch",
+            sql: crate::agents::session::TOUCH_SQL.into(),
+            params: vec![Int(0), Text("X25519MLKEM768"), Text("agt_0")],
+        },
+        HotQuery {
+            name: "poll",
+            sql: crate::commands::ANY_OPEN_SQL.into(),
+            params: vec![Text("agt_0"), Text(queued), Text(delivered)],
+        },
+        HotQuery {
+            name: "metrics latest sample",
+            sql: crate::metrics::LATEST_SQL.into(),
+            params: vec![Real(1.0), Int(1), Int(2), Int(0), Text("agt_0")],
+        },
+        HotQuery {
+            name: "servers list",
+            sql: crate::agents::fleet::view_query(""),
+            params: vec![Int(1), Int(0)],
+        },
+    ]
+}

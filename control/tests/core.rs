@@ -1,0 +1,579 @@
+//! The sound core on both backends: rechecks inside the write transaction,
+//! the last-Owner rule under concurrency, agent sessions that lose their
+//! rights at revocation, derived state that cannot drift, bounded enrolment
+//! refusals, and names without invisible characters.
+
+// Test bodies are shared by both backends through a macro, so they are not
+// `#[test]` functions themselves; a failed unwrap is a failed test here.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use control::access::{self, Actor, ManageMembers, Operator, ReadOrg, RequestMeta};
+use control::agents::{self, Enrolment, ManageAgents};
+use control::ca::AgentCa;
+use control::commands::{self, Report};
+use control::delivery::{Delivery, KEY_ACTION_TTL_SECS};
+use control::server_keys::ServerKeys;
+use control::testing::TestDb;
+use control::throttle::MemoryThrottle;
+use control::{accounts, audit, team, ControlError, OrgId, PqcState, Role, Timestamp, UserId};
+use secrecy::{ExposeSecret, SecretString};
+
+async fn add(db: &TestDb, org: &str, email: &str, role: Role) -> (UserId, OrgId) {
+    accounts::add_user_cli(
+        &Operator::command_line(db.store.clone()),
+        org,
+        email,
+        role,
+        SecretString::from("correct horse battery staple"),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap()
+}
+
+fn meta() -> RequestMeta {
+    RequestMeta::new("192.0.2.7", "test")
+}
+
+async fn actor(db: &TestDb, user: UserId, org: OrgId) -> Actor {
+    access::actor(&db.store, user, Some(org), meta())
+        .await
+        .unwrap()
+}
+
+async fn actions(actor: &Actor) -> Vec<String> {
+    audit::latest(&actor.authorize::<ReadOrg>().unwrap(), 200)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect()
+}
+
+/// A role lowered after the actor was built no longer counts: every write
+/// re-reads it inside its own transaction, including the Owner-level checks.
+async fn writes_recheck_the_role_inside_their_transaction(db: TestDb) {
+    let now = Timestamp::now();
+    let (a, org) = add(&db, "Acme", "a@example.com", Role::Owner).await;
+    let (b, _) = add(&db, "Acme", "b@example.com", Role::Owner).await;
+    let (m, _) = add(&db, "Acme", "m@example.com", Role::Member).await;
+    let a_stale = actor(&db, a, org).await;
+    let b = actor(&db, b, org).await;
+    // B demotes A to Admin; A's actor still says Owner.
+    team::change_role(&b.authorize().unwrap(), a, Role::Admin, now)
+        .await
+        .unwrap();
+    let manage = a_stale.authorize::<ManageMembers>().unwrap();
+    let promoted = team::change_role(&manage, m, Role::Owner, now).await;
+    assert!(
+        matches!(promoted, Err(ControlError::Forbidden(_))),
+        "an ex-Owner made an Owner: {promoted:?}"
+    );
+    let invited = team::invite(&manage, "new@example.com", Role::Owner, now).await;
+    assert!(
+        matches!(invited, Err(ControlError::Forbidden(_))),
+        "an ex-Owner invited an Owner: {invited:?}"
+    );
+
+    // An Admin demoted to Member can no longer create registration tokens.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = AgentCa::load_or_create(dir.path(), now).unwrap();
+    let a_admin = actor(&db, a, org).await;
+    let agents_auth = a_admin.authorize::<ManageAgents>().unwrap();
+    team::change_role(&b.authorize().unwrap(), a, Role::Member, now)
+        .await
+        .unwrap();
+    let token = agents::create_registration_token(&agents_auth, &ca.pin(), 3600, now).await;
+    assert!(
+        matches!(token, Err(ControlError::Forbidden(_))),
+        "a demoted Admin created a registration token: {token:?}"
+    );
+}
+
+/// Two Owners demoting each other at the same moment: one wins, the other is
+/// refused, and the organisation keeps an Owner.
+async fn the_last_owner_survives_concurrent_demotions(db: TestDb) {
+    for round in 0..5 {
+        let org_name = format!("Acme {round}");
+        let (a, org) = add(
+            &db,
+            &org_name,
+            &format!("a{round}@example.com"),
+            Role::Owner,
+        )
+        .await;
+        let (b, _) = add(
+            &db,
+            &org_name,
+            &format!("b{round}@example.com"),
+            Role::Owner,
+        )
+        .await;
+        let a_actor = actor(&db, a, org).await;
+        let b_actor = actor(&db, b, org).await;
+        let now = Timestamp::now();
+        let t1 = tokio::spawn(async move {
+            team::change_role(&a_actor.authorize().unwrap(), b, Role::Admin, now).await
+        });
+        let t2 = tokio::spawn(async move {
+            team::change_role(&b_actor.authorize().unwrap(), a, Role::Admin, now).await
+        });
+        let (r1, r2) = (t1.await.unwrap(), t2.await.unwrap());
+        let ok = [&r1, &r2].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 1, "round {round}: {r1:?} / {r2:?}");
+        let viewer = actor(&db, if r1.is_ok() { a } else { b }, org).await;
+        let members = team::team(&viewer.authorize().unwrap(), now)
+            .await
+            .unwrap()
+            .members;
+        let owners = members.iter().filter(|m| m.role == Role::Owner).count();
+        assert_eq!(owners, 1, "round {round}: {members:?}");
+    }
+}
+
+struct Fleet {
+    _dir: tempfile::TempDir,
+    ca: AgentCa,
+    delivery: Delivery,
+    owner: Actor,
+}
+
+async fn fleet(db: &TestDb) -> Fleet {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = AgentCa::load_or_create(dir.path(), Timestamp::now()).unwrap();
+    let delivery = Delivery::new(
+        db.store.clone(),
+        Arc::new(ServerKeys::load_or_create(dir.path()).unwrap()),
+    );
+    let (owner, org) = add(db, "Acme", "owner@example.com", Role::Owner).await;
+    let owner = actor(db, owner, org).await;
+    Fleet {
+        _dir: dir,
+        ca,
+        delivery,
+        owner,
+    }
+}
+
+fn csr() -> (rcgen::KeyPair, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    (key, csr)
+}
+
+/// Enrols one agent; returns its id, certificate fingerprint and identity key.
+async fn enrol(
+    db: &TestDb,
+    f: &Fleet,
+    kem: bool,
+) -> (control::AgentId, String, channel::SigningKey) {
+    let now = Timestamp::now();
+    let token =
+        agents::create_registration_token(&f.owner.authorize().unwrap(), &f.ca.pin(), 3600, now)
+            .await
+            .unwrap();
+    let identity = channel::SigningKey::generate();
+    let enrolled = agents::enrol(
+        &db.store,
+        &f.ca,
+        &MemoryThrottle::new(100, 600),
+        Enrolment {
+            token: token.token.expose_secret().parse().unwrap(),
+            csr_pem: csr().1,
+            identity_key: identity.verifying_key().clone(),
+            kem_key: kem.then(|| channel::KemSecretKey::generate().public_key().clone()),
+            hostname: "web-1".into(),
+            agent_version: "0.1.0".into(),
+        },
+        &meta(),
+        now,
+    )
+    .await
+    .unwrap();
+    (enrolled.agent, enrolled.cert.fingerprint, identity)
+}
+
+/// A session taken before a revocation commits cannot get a certificate or
+/// record a key round afterwards.
+async fn a_revoked_agent_gets_no_certificate_and_no_event(db: TestDb) {
+    let f = fleet(&db).await;
+    let now = Timestamp::now();
+    let (agent, fp, identity) = enrol(&db, &f, false).await;
+    let session = agents::authenticate(&db.store, &fp, now).await.unwrap();
+    f.delivery
+        .revoke(&f.owner.authorize().unwrap(), &agent, now)
+        .await
+        .unwrap();
+
+    let (_, renewal_csr) = csr();
+    let renewed = agents::renew_cert(&db.store, &f.ca, &session, &renewal_csr, now).await;
+    assert!(
+        matches!(renewed, Err(ControlError::Unauthenticated(_))),
+        "{renewed:?}"
+    );
+
+    let (_, new_csr) = csr();
+    let new_identity = channel::SigningKey::generate();
+    let signed = channel::sign_registration(
+        channel::KeyRegistration {
+            agent_id: agent.0.clone(),
+            kem_public_key: channel::KemSecretKey::generate().public_key().clone(),
+            identity_key: new_identity.verifying_key().clone(),
+            tls_cert_fingerprint: Some(control::crypto::sha256_hex(&new_csr)),
+            issued_at: now.0,
+        },
+        &identity,
+        &new_identity,
+    )
+    .unwrap();
+    let registered =
+        agents::accept_key_registration(&db.store, &f.ca, &session, &signed, Some(&new_csr), now)
+            .await;
+    assert!(
+        matches!(registered, Err(ControlError::Unauthenticated(_))),
+        "{registered:?}"
+    );
+    let actions = actions(&f.owner).await;
+    for refused in [
+        "agent.cert_renewed",
+        "agent.keys_rotated",
+        "agent.pqc_activated",
+    ] {
+        assert!(
+            !actions.iter().any(|a| a == refused),
+            "{refused} in {actions:?}"
+        );
+    }
+    assert!(agents::authenticate(&db.store, &fp, now).await.is_err());
+}
+
+/// "Pending key registration" follows the key command: it ends when the
+/// command fails or expires, not only when keys arrive.
+async fn pending_key_registration_follows_its_command(db: TestDb) {
+    let f = fleet(&db).await;
+    let now = Timestamp::now();
+    let read = f.owner.authorize::<ReadOrg>().unwrap();
+    let manage = f.owner.authorize::<ManageAgents>().unwrap();
+    let (agent, fp, _) = enrol(&db, &f, false).await;
+
+    // Failure: the agent reports the round failed.
+    let command = f
+        .delivery
+        .request_key_action(&manage, &agent, agents::KeyAction::RotateKeys, now)
+        .await
+        .unwrap();
+    let session = agents::authenticate(&db.store, &fp, now).await.unwrap();
+    let pending = commands::take_pending(&db.store, &session, now)
+        .await
+        .unwrap();
+    let seq = pending.iter().find(|c| c.id == command).unwrap().seq;
+    commands::finish(
+        &db.store,
+        &session,
+        Report {
+            command: &command.0,
+            sequence: seq,
+            succeeded: false,
+            text: "disk full",
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    let view = agents::get(&read, &agent, now).await.unwrap();
+    assert_eq!(view.pqc, PqcState::ClassicalFallback, "{view:?}");
+    // Expiry: a week later the round is over and the state with it.
+    f.delivery
+        .request_key_action(&manage, &agent, agents::KeyAction::ActivatePqc, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        agents::get(&read, &agent, now).await.unwrap().pqc,
+        PqcState::PendingKeyRegistration
+    );
+    let later = now.plus_secs(KEY_ACTION_TTL_SECS + 1);
+    assert_eq!(
+        agents::get(&read, &agent, later).await.unwrap().pqc,
+        PqcState::ClassicalFallback
+    );
+
+    // The expired round shows as such in the list.
+    let recent = commands::recent_commands(&read, &agent, 10, later)
+        .await
+        .unwrap();
+    assert!(recent
+        .iter()
+        .all(|c| c.state != control::CommandState::Queued
+            && c.state != control::CommandState::Delivered));
+}
+
+/// A used token is audited once however often it is tried; random tokens
+/// are not audited at all and run into the per-address limit, even when the
+/// attempts arrive all at once.
+async fn enrolment_refusals_are_bounded(db: TestDb) {
+    let f = fleet(&db).await;
+    let now = Timestamp::now();
+    let manage = f.owner.authorize::<ManageAgents>().unwrap();
+    let token = agents::create_registration_token(&manage, &f.ca.pin(), 3600, now)
+        .await
+        .unwrap();
+    let throttle = MemoryThrottle::new(1000, 600);
+    let attempt = |token: String| Enrolment {
+        token: token.parse().unwrap(),
+        csr_pem: csr().1,
+        identity_key: channel::SigningKey::generate().verifying_key().clone(),
+        kem_key: None,
+        hostname: "web-1".into(),
+        agent_version: "0.1.0".into(),
+    };
+    let whole = token.token.expose_secret().to_string();
+    agents::enrol(
+        &db.store,
+        &f.ca,
+        &throttle,
+        attempt(whole.clone()),
+        &meta(),
+        now,
+    )
+    .await
+    .unwrap();
+    for _ in 0..10 {
+        let again = agents::enrol(
+            &db.store,
+            &f.ca,
+            &throttle,
+            attempt(whole.clone()),
+            &meta(),
+            now,
+        )
+        .await;
+        assert!(matches!(again, Err(ControlError::Conflict(_))), "{again:?}");
+    }
+    let refused = actions(&f.owner)
+        .await
+        .into_iter()
+        .filter(|a| a == "agent.registration_refused")
+        .count();
+    assert_eq!(refused, 1, "one audit event per refused token");
+    let listed = agents::list_registration_tokens(&f.owner.authorize().unwrap(), now)
+        .await
+        .unwrap();
+    assert_eq!(listed[0].refusals, 10);
+    assert_eq!(listed[0].state, control::TokenState::Used);
+
+    // Random tokens from one address, 60 at once, against a limit of 20.
+    let limited = Arc::new(MemoryThrottle::new(20, 600));
+    let pin = f.ca.pin();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let (store, limited) = (db.store.clone(), limited.clone());
+        let forged = format!("pht1_{i:032x}_{pin}");
+        let e = attempt(forged);
+        let ca_dir = f._dir.path().to_path_buf();
+        tasks.push(tokio::spawn(async move {
+            let ca = AgentCa::load_or_create(&ca_dir, now).unwrap();
+            agents::enrol(&store, &ca, &limited, e, &meta(), now).await
+        }));
+    }
+    let mut invalid = 0;
+    let mut throttled = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(ControlError::Unauthenticated(_)) => invalid += 1,
+            Err(ControlError::Throttled(_)) => throttled += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((invalid, throttled), (20, 40));
+    let other = RequestMeta::new("192.0.2.99", "test");
+    let elsewhere = agents::enrol(
+        &db.store,
+        &f.ca,
+        &limited,
+        attempt(format!("pht1_{:032x}_{pin}", 999)),
+        &other,
+        now,
+    )
+    .await;
+    assert!(
+        matches!(elsewhere, Err(ControlError::Unauthenticated(_))),
+        "another address is not throttled: {elsewhere:?}"
+    );
+    assert_eq!(
+        actions(&f.owner)
+            .await
+            .into_iter()
+            .filter(|a| a == "agent.registration_refused")
+            .count(),
+        1,
+        "unknown tokens write nothing"
+    );
+
+    // A revoked token is refused.
+    let revoked = agents::create_registration_token(&manage, &f.ca.pin(), 3600, now)
+        .await
+        .unwrap();
+    agents::revoke_registration_token(&manage, revoked.id, now)
+        .await
+        .unwrap();
+    let late = agents::enrol(
+        &db.store,
+        &f.ca,
+        &throttle,
+        attempt(revoked.token.expose_secret().to_string()),
+        &meta(),
+        now,
+    )
+    .await;
+    assert!(
+        matches!(late, Err(ControlError::Conflict(ref m)) if m.contains("revoked")),
+        "{late:?}"
+    );
+}
+
+/// Hostnames and organisation names with bidi overrides or zero-width
+/// characters are refused.
+async fn names_refuse_invisible_characters(db: TestDb) {
+    let f = fleet(&db).await;
+    let now = Timestamp::now();
+    let token =
+        agents::create_registration_token(&f.owner.authorize().unwrap(), &f.ca.pin(), 3600, now)
+            .await
+            .unwrap();
+    let e = Enrolment {
+        token: token.token.expose_secret().parse().unwrap(),
+        csr_pem: csr().1,
+        identity_key: channel::SigningKey::generate().verifying_key().clone(),
+        kem_key: None,
+        hostname: "web\u{202E}1-prod".into(),
+        agent_version: "0.1.0".into(),
+    };
+    let refused = agents::enrol(
+        &db.store,
+        &f.ca,
+        &MemoryThrottle::new(10, 60),
+        e,
+        &meta(),
+        now,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(ControlError::Invalid(_))),
+        "{refused:?}"
+    );
+    let org = accounts::add_user_cli(
+        &Operator::command_line(db.store.clone()),
+        "Acme\u{2066}Evil",
+        "x@example.com",
+        Role::Owner,
+        SecretString::from("correct horse battery staple"),
+        now,
+    )
+    .await;
+    assert!(matches!(org, Err(ControlError::Invalid(_))), "{org:?}");
+}
+
+/// 200 wrong passwords for one account at once: at most the account's limit
+/// get as far as a hash, the rest are throttled, and no more hashes run at
+/// once than the semaphore allows.
+async fn parallel_wrong_passwords_stop_at_the_limit(db: TestDb) {
+    let (_, _) = add(&db, "Acme", "target@example.com", Role::Owner).await;
+    let now = Timestamp::now();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let store = db.store.clone();
+        tasks.push(tokio::spawn(async move {
+            accounts::login(
+                &store,
+                "target@example.com",
+                SecretString::from("wrong wrong wrong"),
+                &meta(),
+                now,
+            )
+            .await
+        }));
+    }
+    let (mut wrong, mut throttled) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(ControlError::Unauthenticated(_)) => wrong += 1,
+            Err(ControlError::Throttled(_)) => throttled += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let limit = control::throttle::ACCOUNT.max_failures;
+    assert_eq!(wrong, limit, "exactly the limit got past the throttle");
+    assert_eq!(throttled, 200 - limit);
+    assert!(
+        control::password::peak_parallel_hashes() <= control::password::max_parallel_hashes(),
+        "peak {} > {}",
+        control::password::peak_parallel_hashes(),
+        control::password::max_parallel_hashes()
+    );
+    // The right password is throttled too now: the account is locked for the window.
+    let right = accounts::login(
+        &db.store,
+        "target@example.com",
+        SecretString::from("correct horse battery staple"),
+        &meta(),
+        now,
+    )
+    .await;
+    assert!(
+        matches!(right, Err(ControlError::Throttled(_))),
+        "{right:?}"
+    );
+}
+
+/// An account that belongs to no organisation gets the wrong-password answer.
+async fn an_account_without_organisation_looks_like_a_wrong_password(db: TestDb) {
+    let now = Timestamp::now();
+    let (owner, org) = add(&db, "Acme", "owner@example.com", Role::Owner).await;
+    let (leaver, _) = add(&db, "Acme", "leaver@example.com", Role::Member).await;
+    let owner = actor(&db, owner, org).await;
+    team::remove_member(&owner.authorize().unwrap(), leaver, now)
+        .await
+        .unwrap();
+    let wrong = accounts::login(
+        &db.store,
+        "leaver@example.com",
+        SecretString::from("not the password"),
+        &meta(),
+        now,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    let right = accounts::login(
+        &db.store,
+        "leaver@example.com",
+        SecretString::from("correct horse battery staple"),
+        &meta(),
+        now,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(right, ControlError::Unauthenticated(_)),
+        "{right:?}"
+    );
+    assert_eq!(right.to_string(), wrong);
+}
+
+control::both_backends!(
+    parallel_wrong_passwords_stop_at_the_limit,
+    an_account_without_organisation_looks_like_a_wrong_password,
+    writes_recheck_the_role_inside_their_transaction,
+    the_last_owner_survives_concurrent_demotions,
+    a_revoked_agent_gets_no_certificate_and_no_event,
+    pending_key_registration_follows_its_command,
+    enrolment_refusals_are_bounded,
+    names_refuse_invisible_characters,
+);
