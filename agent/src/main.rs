@@ -31,9 +31,18 @@ enum Command {
         /// The control plane's agent gateway, https://HOST:PORT.
         #[arg(long, value_name = "URL")]
         server: String,
-        /// The registration token from the dashboard (pht1_...).
-        #[arg(long, value_name = "TOKEN")]
-        token: String,
+        /// The registration token from the dashboard (pht1_...). Visible to
+        /// other users in `ps` while the command runs: prefer --token-file.
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            required_unless_present = "token_file",
+            conflicts_with = "token_file"
+        )]
+        token: Option<String>,
+        /// Read the registration token from this file, or from standard input with `-`.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
         /// Where the agent keeps its keys and state.
         #[arg(long, value_name = "DIR", default_value = agent::state::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
@@ -93,6 +102,18 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, AgentError> {
     Ok(rt.block_on(f))
 }
 
+/// The token from a file, or from standard input for `-`: the first line, trimmed.
+fn read_token(path: &std::path::Path) -> std::io::Result<String> {
+    let text = if path.as_os_str() == "-" {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line
+    } else {
+        std::fs::read_to_string(path)?
+    };
+    Ok(text.lines().next().unwrap_or_default().trim().to_string())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -104,11 +125,30 @@ fn main() -> ExitCode {
         Command::Register {
             server,
             token,
+            token_file,
             state_dir,
             hostname,
             no_pqc,
             force,
-        } => block_on(register(RegisterOptions {
+        } => {
+            let token = match (token, token_file) {
+                (Some(t), _) => t,
+                (None, Some(path)) => match read_token(&path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!(
+                            "pilothouse-agent: cannot read the registration token from {}: {e}",
+                            path.display()
+                        );
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, None) => {
+                    eprintln!("pilothouse-agent: give --token or --token-file");
+                    return ExitCode::from(2);
+                }
+            };
+            block_on(register(RegisterOptions {
             server,
             token,
             state_dir,
@@ -125,7 +165,8 @@ fn main() -> ExitCode {
                 r.server_url,
                 agent::pqc_state(r.post_quantum)
             );
-        }),
+        })
+        }
         Command::Run { state_dir, config } => {
             block_on(agent::run::run(&state_dir, config.as_deref())).and_then(|r| r)
         }

@@ -169,3 +169,73 @@ fn a_corrupt_state_file_is_refused_by_name() {
     );
     assert!(e.contains("corrupt"), "{e}");
 }
+
+#[test]
+fn the_token_can_come_from_a_file_or_stdin_and_not_from_argv() {
+    use std::io::Write as _;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("s");
+    let dir = dir.to_str().unwrap();
+    // An unreadable file is bad usage, with a sentence naming the file.
+    let o = agent(&[
+        "register",
+        "--server",
+        "https://127.0.0.1:1",
+        "--token-file",
+        "/nonexistent/token",
+        "--state-dir",
+        dir,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("/nonexistent/token"), "{}", stderr(&o));
+    // The token is read from the file (here a malformed one, refused as such).
+    let file = t.path().join("token");
+    std::fs::write(&file, "pht1_not-a-token\n").unwrap();
+    let o = agent(&[
+        "register",
+        "--server",
+        "https://127.0.0.1:1",
+        "--token-file",
+        file.to_str().unwrap(),
+        "--state-dir",
+        dir,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("registration token"), "{}", stderr(&o));
+    // And from standard input with `-`.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pilothouse-agent"))
+        .args([
+            "register",
+            "--server",
+            "https://127.0.0.1:1",
+            "--token-file",
+            "-",
+            "--state-dir",
+            dir,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"pht2_wrong\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("pht1_"), "{}", stderr(&o));
+    // Both at once is refused.
+    let o = agent(&[
+        "register",
+        "--server",
+        "https://127.0.0.1:1",
+        "--token",
+        "x",
+        "--token-file",
+        "-",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}

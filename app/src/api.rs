@@ -273,11 +273,22 @@ pub async fn server_detail(id: String) -> Result<control::AgentView, AppError> {
 }
 
 /// A new one-time registration token and the exact command that uses it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Shown once to the person who asked; `Debug` leaves both out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewServerToken {
     pub token: String,
     pub command: String,
     pub expires_at: control::Timestamp,
+}
+
+impl std::fmt::Debug for NewServerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewServerToken")
+            .field("token", &"[redacted]")
+            .field("command", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 #[server(endpoint = "create-registration-token")]

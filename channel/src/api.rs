@@ -8,8 +8,9 @@ use crate::{
     KemPublicKey, SealedCommand, SealedResult, SignedCommand, SignedKeyRegistration, VerifyingKey,
 };
 
-/// `POST /agent/v1/enrol` (TLS without a client certificate).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `POST /agent/v1/enrol` (TLS without a client certificate). `Debug` leaves
+/// the token out.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrolRequest {
     /// The whole registration token (`pht1_<secret>_<CA pin>`).
@@ -39,11 +40,33 @@ pub struct EnrolResponse {
 }
 
 /// `POST /agent/v1/token` (mTLS): a short-lived JWT for the other endpoints.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` leaves the token out.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenResponse {
     pub token: String,
     pub expires_in_secs: i64,
+}
+
+impl std::fmt::Debug for EnrolRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrolRequest")
+            .field("token", &"[redacted]")
+            .field("identity_key", &self.identity_key)
+            .field("kem_key", &self.kem_key)
+            .field("hostname", &self.hostname)
+            .field("agent_version", &self.agent_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("token", &"[redacted]")
+            .field("expires_in_secs", &self.expires_in_secs)
+            .finish()
+    }
 }
 
 /// `POST /agent/v1/poll` (mTLS + JWT): held until a command is queued or the timeout.
@@ -176,3 +199,26 @@ pub struct MetricsBatch {
 /// The most samples one batch may carry (three hours at one a minute, well
 /// under the gateway's body limit); a longer backlog goes in several batches.
 pub const MAX_BATCH_SAMPLES: usize = 180;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_tokens() {
+        let r = TokenResponse {
+            token: "eyJsecret".into(),
+            expires_in_secs: 300,
+        };
+        assert!(!format!("{r:?}").contains("eyJsecret"));
+        let e = EnrolRequest {
+            token: "pht1_secretsecret".into(),
+            csr_pem: String::new(),
+            identity_key: crate::SigningKey::generate().verifying_key().clone(),
+            kem_key: None,
+            hostname: "web".into(),
+            agent_version: "1".into(),
+        };
+        assert!(!format!("{e:?}").contains("secretsecret"));
+    }
+}

@@ -27,6 +27,8 @@ pub mod delivery;
 #[cfg(feature = "server")]
 mod error;
 #[cfg(feature = "server")]
+pub mod files;
+#[cfg(feature = "server")]
 pub mod hot_path;
 #[cfg(feature = "server")]
 pub mod metrics;

@@ -64,9 +64,15 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Connects and applies the embedded migrations of the URL's dialect.
     /// The URL is never logged: it may carry a password.
+    /// A SQLite database file is created 0600 (and tightened if others could
+    /// read it); SQLite gives its WAL and shared-memory files the same mode.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
+        if let Some(path) = sqlite_file(url) {
+            crate::files::ensure_private(path)
+                .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        }
         let options: AnyConnectOptions = url.parse()?;
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
@@ -190,6 +196,15 @@ impl Tx {
         self.inner.commit().await?;
         Ok(())
     }
+}
+
+/// The database file of a `sqlite://PATH[?...]` URL, if it names one.
+fn sqlite_file(url: &str) -> Option<&std::path::Path> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && !path.contains(":memory:")).then(|| std::path::Path::new(path))
 }
 
 /// Whether an error is a unique-constraint violation (for clean "already exists" answers).

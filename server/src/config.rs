@@ -56,8 +56,23 @@ struct Defaults {
     max_body_bytes: usize,
 }
 
+impl std::fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overrides")
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "[redacted]"),
+            )
+            .field("listen", &self.listen)
+            .field("agent_listen", &self.agent_listen)
+            .finish()
+    }
+}
+
 /// Values given on the command line; `None` leaves lower layers in force.
-#[derive(Debug, Default, Serialize)]
+/// `Debug` leaves the database URL out (it may carry a password).
+#[derive(Default, Serialize)]
 pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,

@@ -84,7 +84,7 @@ struct Health {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        control::files::private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;

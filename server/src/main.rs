@@ -182,7 +182,7 @@ async fn run(cli: Cli) -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return usage_error(&e),
             };
-            if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+            if let Err(e) = control::files::private_dir(&config.data_dir) {
                 eprintln!(
                     "pilothouse: cannot create {}: {e}",
                     config.data_dir.display()
@@ -254,7 +254,7 @@ async fn run(cli: Cli) -> ExitCode {
             if password.expose_secret().is_empty() {
                 return usage_error("no password on stdin: pipe the new user's password in.");
             }
-            if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+            if let Err(e) = control::files::private_dir(&config.data_dir) {
                 eprintln!(
                     "pilothouse: cannot create {}: {e}",
                     config.data_dir.display()
