@@ -68,18 +68,24 @@ else
 	npm ci --no-audit --no-fund
 fi
 
-# --- Chromium for the browser tests -----------------------------------------
-if [ -x /usr/bin/chromium ]; then
-	say "chromium: present"
+# --- Debian packages the tests run for real -------------------------------
+# Chromium for the browser tests; nginx for the agent gateway behind a
+# TLS-terminating proxy (started by the test itself, never as a service).
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+if [ ${#missing[@]} -eq 0 ]; then
+	say "chromium, nginx: present"
 else
-	say "chromium: installing from Debian"
+	say "installing from Debian: ${missing[*]}"
 	sudo=()
 	if [ "$(id -u)" -ne 0 ]; then
-		need sudo "run as root or install chromium by hand"
+		need sudo "run as root or install ${missing[*]} by hand"
 		sudo=(sudo)
 	fi
 	"${sudo[@]}" apt-get update
-	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+	# RUNLEVEL=1: invoke-rc.d starts no service, so nginx is not left running.
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y "${missing[@]}"
 fi
 
 say "done"

@@ -567,7 +567,13 @@ impl Agent {
 
     async fn renew_certificate(&mut self) -> Result<(), AgentError> {
         let tls = pki::new_tls_key(&self.record.agent_id)?;
-        let answer = self.gateway.renew(&tls.csr_pem).await?;
+        let renewal = channel::sign_renewal(
+            &self.record.agent_id,
+            &tls.csr_pem,
+            &self.keys.identity,
+            crate::now_ms(),
+        )?;
+        let answer = self.gateway.renew(&tls.csr_pem, renewal).await?;
         let cert =
             pki::check_client_cert(&self.keys.ca_pem, &answer.client_cert_pem, &tls.spki_der)?;
         let identity = TlsIdentity {

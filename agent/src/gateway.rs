@@ -449,12 +449,17 @@ impl Gateway {
     }
 
     /// `POST /agent/v1/renew`.
-    pub async fn renew(&self, csr_pem: &str) -> Result<RenewResponse, GatewayError> {
+    pub async fn renew(
+        &self,
+        csr_pem: &str,
+        renewal: channel::SignedRenewal,
+    ) -> Result<RenewResponse, GatewayError> {
         const PATH: &str = "/agent/v1/renew";
         let body = to_json(
             PATH,
             &RenewRequest {
                 csr_pem: csr_pem.to_string(),
+                renewal,
             },
         )?;
         let body = self.call(PATH, body, REQUEST_TIMEOUT, MAX_BODY).await?;

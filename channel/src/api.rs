@@ -150,11 +150,13 @@ pub struct KeysResponse {
 }
 
 /// `POST /agent/v1/renew` (mTLS + JWT): a new certificate for the same key
-/// pair or a new one, before the current one expires.
+/// pair or a new one, before the current one expires. The CSR is signed by
+/// the agent's identity key: the TLS key alone cannot renew.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     pub csr_pem: String,
+    pub renewal: crate::SignedRenewal,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 //! - [`replay`]: the agent's replay guard (exactly-once execution over at-least-once
 //!   delivery).
 //! - [`registration`]: signed key registrations for activation and rotation.
+//! - [`renewal`]: certificate renewals signed by the agent's identity key.
 //! - [`api`]: the agent gateway's HTTP request and response bodies.
 //! - [`token`]: the one-time registration token (`pht1_...`) and the CA pin it carries.
 //!
@@ -25,6 +26,7 @@ pub mod envelope;
 mod error;
 pub mod keys;
 pub mod registration;
+pub mod renewal;
 pub mod replay;
 pub mod token;
 mod wire;
@@ -40,6 +42,7 @@ pub use registration::{
     sign_registration, verify_registration, KeyRegistration, SignedKeyRegistration,
     VerifiedKeyRegistration,
 };
+pub use renewal::{sign_renewal, verify_renewal, SignedRenewal};
 pub use replay::ReplayGuard;
 
 /// The `rand_core` version the RNG parameters use, so callers name the same traits.

@@ -213,7 +213,8 @@ async fn a_revoked_agent_gets_no_certificate_and_no_event(db: TestDb) {
         .unwrap();
 
     let (_, renewal_csr) = csr();
-    let renewed = agents::renew_cert(&db.store, &f.ca, &session, &renewal_csr, now).await;
+    let renewal = channel::sign_renewal(&agent.0, &renewal_csr, &identity, now.0).unwrap();
+    let renewed = agents::renew_cert(&db.store, &f.ca, &session, &renewal_csr, &renewal, now).await;
     assert!(
         matches!(renewed, Err(ControlError::Unauthenticated(_))),
         "{renewed:?}"
@@ -252,6 +253,40 @@ async fn a_revoked_agent_gets_no_certificate_and_no_event(db: TestDb) {
         );
     }
     assert!(agents::authenticate(&db.store, &fp, now).await.is_err());
+}
+
+/// Renewal takes the agent's identity key: a session (the TLS key) alone
+/// cannot renew, neither with a signature by another key nor by replaying a
+/// signature over another CSR.
+async fn renewal_needs_the_identity_key(db: TestDb) {
+    let f = fleet(&db).await;
+    let now = Timestamp::now();
+    let (agent, fp, identity) = enrol(&db, &f, true).await;
+    let session = agents::authenticate(&db.store, &fp, now).await.unwrap();
+    let (_, thief_csr) = csr();
+    let thief = channel::SigningKey::generate();
+    let forged = channel::sign_renewal(&agent.0, &thief_csr, &thief, now.0).unwrap();
+    let refused = agents::renew_cert(&db.store, &f.ca, &session, &thief_csr, &forged, now).await;
+    assert!(
+        matches!(refused, Err(ControlError::Invalid(_))),
+        "{refused:?}"
+    );
+    let (_, real_csr) = csr();
+    let signed = channel::sign_renewal(&agent.0, &real_csr, &identity, now.0).unwrap();
+    let replayed = agents::renew_cert(&db.store, &f.ca, &session, &thief_csr, &signed, now).await;
+    assert!(
+        matches!(replayed, Err(ControlError::Invalid(_))),
+        "{replayed:?}"
+    );
+    let renewed = agents::renew_cert(&db.store, &f.ca, &session, &real_csr, &signed, now)
+        .await
+        .unwrap();
+    assert_ne!(renewed.fingerprint, fp);
+    let events = actions(&f.owner).await;
+    assert_eq!(
+        events.iter().filter(|a| *a == "agent.cert_renewed").count(),
+        1
+    );
 }
 
 /// "Pending key registration" follows the key command: it ends when the
@@ -568,6 +603,7 @@ async fn an_account_without_organisation_looks_like_a_wrong_password(db: TestDb)
 }
 
 control::both_backends!(
+    renewal_needs_the_identity_key,
     parallel_wrong_passwords_stop_at_the_limit,
     an_account_without_organisation_looks_like_a_wrong_password,
     writes_recheck_the_role_inside_their_transaction,

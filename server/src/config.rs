@@ -37,11 +37,17 @@ pub struct Config {
     /// How long an agent's long-poll is held when nothing is queued.
     pub poll_timeout_secs: u64,
     /// Behind a TLS-terminating proxy: the request header in which the proxy
-    /// passes the SHA-256 fingerprint (hex) of the agent's client certificate.
-    /// Off (unset) by default; only believed from `agent_trusted_proxies`.
+    /// forwards the agent's client certificate (URL-escaped PEM, as nginx's
+    /// `$ssl_client_escaped_cert`). Off (unset) by default; only believed from
+    /// `agent_trusted_proxies`, with the proxy's secret.
     pub agent_cert_header: Option<String>,
     /// Addresses of proxies allowed to set `agent_cert_header`.
     pub agent_trusted_proxies: Vec<IpAddr>,
+    /// File holding the secret (at least 32 characters) the proxy sends in
+    /// `agent_proxy_secret_header`. Required with `agent_cert_header`.
+    pub agent_proxy_secret_file: Option<PathBuf>,
+    /// The header carrying the proxy's secret.
+    pub agent_proxy_secret_header: String,
 }
 
 #[derive(Serialize)]
@@ -52,6 +58,7 @@ struct Defaults {
     agent_tls_names: Vec<String>,
     poll_timeout_secs: u64,
     agent_trusted_proxies: Vec<IpAddr>,
+    agent_proxy_secret_header: String,
     trusted_proxies: Vec<IpAddr>,
     max_body_bytes: usize,
 }
@@ -107,6 +114,7 @@ impl Config {
             agent_tls_names: vec!["127.0.0.1".into(), "localhost".into()],
             poll_timeout_secs: 25,
             agent_trusted_proxies: Vec::new(),
+            agent_proxy_secret_header: "x-pilothouse-proxy-secret".into(),
             trusted_proxies: Vec::new(),
             max_body_bytes: 64 * 1024,
         };

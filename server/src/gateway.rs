@@ -40,6 +40,11 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+/// Largest request body on the gateway: a result envelope at the channel's
+/// limit, with room for its JSON wrapper. The web side keeps its own, smaller
+/// limit (`max_body_bytes`).
+pub const MAX_BODY_BYTES: usize = channel::envelope::MAX_ENVELOPE_BYTES + 4096;
+
 /// JWTs for agents live this long; agents refresh them over mTLS.
 pub const JWT_TTL_SECS: i64 = 300;
 const JWT_AUDIENCE: &str = "pilothouse-agent-gateway";
@@ -66,14 +71,71 @@ pub struct GatewayState {
     pub poll_timeout: Duration,
 }
 
-/// Deployments behind a TLS-terminating proxy: the proxy verifies the agent's
-/// certificate and passes its fingerprint in a header. Believed only from the
-/// listed addresses, and only when the connection itself carries no client
-/// certificate (a certificate on the connection always wins).
-#[derive(Debug)]
+/// Deployments behind a TLS-terminating proxy (nginx, HAProxy): the proxy
+/// checks the agent's certificate and forwards it whole, URL-escaped, in
+/// `cert_header`, and proves itself with a shared secret in `secret_header`.
+/// The header is believed only from the listed addresses, only with the
+/// secret (compared in constant time), and only for a certificate that
+/// verifies against the agent CA here; a certificate on the connection itself
+/// always wins.
 pub struct ProxyTrust {
-    pub header: axum::http::HeaderName,
+    pub cert_header: axum::http::HeaderName,
+    pub secret_header: axum::http::HeaderName,
+    /// Hex SHA-256 of the shared secret: compared hashed, so the comparison
+    /// takes the same time whatever the length of the guess.
+    pub secret_hash: String,
     pub from: Vec<std::net::IpAddr>,
+    pub verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+impl std::fmt::Debug for ProxyTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyTrust")
+            .field("cert_header", &self.cert_header)
+            .field("secret_header", &self.secret_header)
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyTrust {
+    /// The proxy settings, with the agent CA as the only root for forwarded certificates.
+    pub fn new(
+        ca: &AgentCa,
+        cert_header: &str,
+        secret_header: &str,
+        secret: &str,
+        from: Vec<std::net::IpAddr>,
+    ) -> Result<Self, String> {
+        let header = |name: &str, what: &str| {
+            axum::http::HeaderName::try_from(name.trim())
+                .map_err(|_| format!("{what} `{name}` is not a valid header name"))
+        };
+        let secret = secret.trim();
+        if secret.chars().count() < 32 {
+            return Err("the agent proxy secret must be at least 32 characters".into());
+        }
+        if from.is_empty() {
+            return Err(
+                "agent_cert_header needs agent_trusted_proxies (the proxies' addresses)".into(),
+            );
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(ca.cert_der().to_vec()))
+            .map_err(|e| format!("agent CA certificate: {e}"))?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| format!("client verifier: {e}"))?;
+        Ok(Self {
+            cert_header: header(cert_header, "agent_cert_header")?,
+            secret_header: header(secret_header, "agent_proxy_secret_header")?,
+            secret_hash: control::crypto::sha256_hex(secret.as_bytes()),
+            from,
+            verifier,
+        })
+    }
 }
 
 /// A gateway error: a status and a reason, never a secret.
@@ -151,32 +213,62 @@ impl FromRequestParts<GatewayState> for AgentCert {
     }
 }
 
+/// `%XX` escapes decoded; anything else kept as it is (nginx's
+/// `$ssl_client_escaped_cert`). `None` for a malformed escape.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// The fingerprint of the certificate a trusted proxy forwarded, after
+/// checking where the request came from, the proxy's secret, and the
+/// certificate itself against the agent CA.
 fn forwarded_fingerprint(parts: &Parts, proxy: &ProxyTrust) -> Result<String, GatewayError> {
     let from = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| a.ip());
-    let value = parts
-        .headers
-        .get(&proxy.header)
-        .and_then(|v| v.to_str().ok());
-    match (from, value) {
-        (Some(ip), Some(v)) if proxy.from.contains(&ip) => {
-            let v = v.trim().to_ascii_lowercase();
-            if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
-                Ok(v)
-            } else {
-                Err(unauthorized(
-                    "the proxy's certificate fingerprint header is malformed",
-                ))
-            }
+    let header =
+        |name: &axum::http::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(cert) = header(&proxy.cert_header) else {
+        return Err(unauthorized("a client certificate is required"));
+    };
+    match from {
+        Some(ip) if proxy.from.contains(&ip) => {}
+        other => {
+            tracing::warn!(peer = ?other, "ignored a forwarded certificate from an address that is not a trusted proxy");
+            return Err(unauthorized("a client certificate is required"));
         }
-        (Some(ip), Some(_)) => {
-            tracing::warn!(peer = %ip, "ignored a certificate fingerprint header from an untrusted address");
-            Err(unauthorized("a client certificate is required"))
-        }
-        _ => Err(unauthorized("a client certificate is required")),
     }
+    let given =
+        control::crypto::sha256_hex(header(&proxy.secret_header).unwrap_or_default().as_bytes());
+    if !control::crypto::secret_eq(given.as_bytes(), proxy.secret_hash.as_bytes()) {
+        tracing::warn!(peer = ?from, "a forwarded certificate without the proxy's secret");
+        return Err(unauthorized("the proxy did not authenticate itself"));
+    }
+    let pem = percent_decode(cert)
+        .ok_or_else(|| unauthorized("the forwarded certificate is malformed"))?;
+    let der = CertificateDer::from_pem_slice(&pem)
+        .map_err(|_| unauthorized("the forwarded certificate is malformed"))?;
+    proxy
+        .verifier
+        .verify_client_cert(&der, &[], rustls::pki_types::UnixTime::now())
+        .map_err(|_| {
+            unauthorized("the forwarded certificate was not issued by the agent CA or has expired")
+        })?;
+    Ok(control::crypto::sha256_hex(der.as_ref()))
 }
 
 /// An agent authenticated by certificate and JWT.
@@ -335,6 +427,7 @@ async fn renew(
         &state.ca,
         &session,
         &req.csr_pem,
+        &req.renewal,
         Timestamp::now(),
     )
     .await?;

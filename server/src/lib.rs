@@ -143,21 +143,11 @@ impl Application {
                 control::agents::ENROL_FAILURES_PER_CLIENT,
                 control::agents::ENROL_WINDOW_SECS,
             )),
-            proxy: match &config.agent_cert_header {
-                Some(name) if !name.trim().is_empty() => Some(Arc::new(gateway::ProxyTrust {
-                    header: axum::http::HeaderName::try_from(name.trim()).map_err(|_| {
-                        StartError::Tls(format!(
-                            "agent_cert_header `{name}` is not a valid header name"
-                        ))
-                    })?,
-                    from: config.agent_trusted_proxies.clone(),
-                })),
-                _ => None,
-            },
+            proxy: proxy_trust(&config, &ca)?.map(Arc::new),
             poll_timeout: Duration::from_secs(config.poll_timeout_secs.clamp(1, 300)),
         })
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes));
+        .layer(DefaultBodyLimit::max(gateway::MAX_BODY_BYTES))
+        .layer(RequestBodyLimitLayer::new(gateway::MAX_BODY_BYTES));
         let agent_host = config
             .agent_tls_names
             .first()
@@ -266,6 +256,50 @@ impl Application {
         .with_graceful_shutdown(shutdown_signal())
         .await
     }
+}
+
+/// The trusted-proxy settings, when `agent_cert_header` is set: the proxy's
+/// secret is required, from a file others cannot read.
+fn proxy_trust(
+    config: &Config,
+    ca: &control::ca::AgentCa,
+) -> Result<Option<gateway::ProxyTrust>, StartError> {
+    let Some(header) = config
+        .agent_cert_header
+        .as_deref()
+        .filter(|h| !h.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let Some(path) = &config.agent_proxy_secret_file else {
+        return Err(StartError::Tls(
+            "agent_cert_header is set but agent_proxy_secret_file is not: the gateway believes a forwarded certificate only from a proxy that proves itself with a shared secret".into(),
+        ));
+    };
+    let err = |source| StartError::Secret {
+        path: path.display().to_string(),
+        source,
+    };
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(err)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("readable by other users (mode {mode:o}); run `chmod 600` on it"),
+            )));
+        }
+    }
+    let secret = std::fs::read_to_string(path).map_err(err)?;
+    gateway::ProxyTrust::new(
+        ca,
+        header,
+        &config.agent_proxy_secret_header,
+        &secret,
+        config.agent_trusted_proxies.clone(),
+    )
+    .map(Some)
+    .map_err(StartError::Tls)
 }
 
 /// Reads a 32-byte secret from `path`, creating it (mode 0600) on first start.

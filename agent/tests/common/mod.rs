@@ -428,6 +428,20 @@ async fn route(
         }
         "/agent/v1/renew" => {
             let req: RenewRequest = serde_json::from_slice(&body).unwrap();
+            // As the real control plane does: the CSR must be signed by the
+            // agent's identity key.
+            let identity = fake.with(|s| s.agent.as_ref().unwrap().identity.clone());
+            if channel::verify_renewal(
+                &req.renewal,
+                &req.csr_pem,
+                AGENT_ID,
+                &identity,
+                agent::now_ms(),
+            )
+            .is_err()
+            {
+                return error(400, "the renewal is not signed by the agent's identity key");
+            }
             let window = fake.with(|s| s.cert_window);
             let (pem, not_after) = fake.pki.issue(&req.csr_pem, window);
             fake.with(|s| {

@@ -16,7 +16,7 @@ use crate::ca::{AgentCa, IssuedCert};
 use crate::server_keys::encode_key;
 use crate::store::{Store, Tx};
 use crate::{CommandKind, ControlError, Timestamp};
-use channel::{SignedKeyRegistration, VerifiedKeyRegistration};
+use channel::{SignedKeyRegistration, SignedRenewal, VerifiedKeyRegistration};
 
 /// Which key round an Owner or Admin asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,15 +188,25 @@ async fn replace_cert(
 }
 
 /// Issues a fresh client certificate to an agent before its current one
-/// expires; the old certificate stays usable for a short handover, only to
-/// renew again.
+/// expires, for a CSR signed by the agent's identity key (holding the TLS key
+/// alone is not enough); the old certificate stays usable for a short
+/// handover, only to renew again.
 pub async fn renew_cert(
     store: &Store,
     ca: &AgentCa,
     session: &AgentSession,
     csr_pem: &str,
+    renewal: &SignedRenewal,
     now: Timestamp,
 ) -> Result<IssuedCert, ControlError> {
+    channel::verify_renewal(
+        renewal,
+        csr_pem,
+        &session.agent().0,
+        session.identity_key(),
+        now.0,
+    )
+    .map_err(|e| ControlError::invalid(format!("The renewal was refused: {e}.")))?;
     if session.handover() == Some(Handover::Rotation) {
         return Err(ControlError::Unauthenticated(
             "This certificate was replaced by a key rotation; finish the rotation first.".into(),
