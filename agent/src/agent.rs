@@ -40,6 +40,8 @@ use std::time::Duration;
 
 /// Most results kept while the control plane does not accept them.
 pub const MAX_PENDING_RESULTS: usize = 64;
+/// Results the control plane refused, kept on disk for the operator.
+pub const MAX_REJECTED_RESULTS: usize = 16;
 /// How many ignored command ids are remembered to log each only once.
 const IGNORED_MEMORY: usize = 64;
 /// Attempts of a key registration when the control plane is briefly unreachable.
@@ -396,7 +398,19 @@ impl Agent {
                     sent += 1;
                 }
                 Err(e) if e.is_rejection() => {
-                    tracing::error!(command_id = %first.command_id, error = %e, "result rejected by the control plane: dropping it");
+                    // Kept for the operator, and the control plane hears that
+                    // the command ran but its result could not be delivered.
+                    tracing::error!(command_id = %first.command_id, error = %e, "result refused by the control plane: kept in {} and reported as failed", state::REJECTED_RESULTS);
+                    self.keep_rejected(first)?;
+                    if let Some(notice) = self.delivery_failure_notice(first, &e) {
+                        match self.gateway.post_result(&notice).await {
+                            Ok(()) => sent += 1,
+                            Err(e2) if e2.is_rejection() => {
+                                tracing::error!(command_id = %first.command_id, error = %e2, "the failure report was refused too");
+                            }
+                            Err(e2) => return Err(e2.into()),
+                        }
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -405,6 +419,51 @@ impl Agent {
                 .write(state::PENDING_RESULTS, &json(&self.pending)?)?;
         }
         Ok(sent)
+    }
+
+    /// Appends a refused result to [`state::REJECTED_RESULTS`] (the newest
+    /// [`MAX_REJECTED_RESULTS`]), so that it is never lost without a trace.
+    fn keep_rejected(&self, result: &PendingResult) -> Result<(), AgentError> {
+        // An unreadable file is replaced rather than allowed to block delivery.
+        let mut kept: Vec<PendingResult> = match self.dir.read_opt(state::REJECTED_RESULTS) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        kept.push(result.clone());
+        if kept.len() > MAX_REJECTED_RESULTS {
+            kept.drain(..kept.len() - MAX_REJECTED_RESULTS);
+        }
+        self.dir.write(state::REJECTED_RESULTS, &json(&kept)?)?;
+        Ok(())
+    }
+
+    /// A short, failed result for the same command saying why its real result
+    /// could not be delivered (`None` if it cannot be sealed).
+    fn delivery_failure_notice(
+        &self,
+        refused: &PendingResult,
+        error: &crate::gateway::GatewayError,
+    ) -> Option<SealedResult> {
+        let original = refused.result.header();
+        let header = ResultHeader {
+            agent_id: original.agent_id.clone(),
+            command_id: original.command_id.clone(),
+            sequence: original.sequence,
+            finished_at: crate::now_ms(),
+            status: ResultStatus::Failed,
+        };
+        let text = format!(
+            "The command ran, but the control plane refused its result ({error}). The agent keeps the result in {} on the server.",
+            state::REJECTED_RESULTS
+        );
+        channel::seal_result(
+            &header,
+            text.as_bytes(),
+            &self.record.control_kem_key,
+            &self.keys.identity,
+            &mut channel::os_rng(),
+        )
+        .ok()
     }
 
     async fn post_keys(&self, request: &KeysRequest) -> Result<KeysResponse, AgentError> {

@@ -45,6 +45,8 @@ pub const TLS_CERT: &str = "tls.crt";
 pub const CA_CERT: &str = "ca.crt";
 pub const REPLAY: &str = "replay.json";
 pub const PENDING_RESULTS: &str = "pending-results.json";
+/// Results the control plane refused (kept for the operator, newest last).
+pub const REJECTED_RESULTS: &str = "rejected-results.json";
 pub const METRICS_BACKLOG: &str = "metrics-backlog.json";
 pub const STATUS: &str = "status.json";
 const COMMIT: &str = "commit.json";

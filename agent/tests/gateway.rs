@@ -442,3 +442,33 @@ async fn the_binary_refuses_a_server_whose_ca_does_not_match_the_pin() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("already used or has expired"), "{stderr}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_result_is_kept_and_reported_as_failed() {
+    let s = registered(false, None).await;
+    let mut running = s.start(Config::default());
+    let id = s.fake.queue("ping");
+    s.fake.with(|st| st.switches.refuse_results = 1);
+    let outcome = running.agent.poll_once().await.unwrap();
+    assert_eq!(outcome.executed, 1, "{outcome:?}");
+    assert!(running.agent.pending().is_empty());
+    // The control plane heard that the command ran and its result was refused.
+    let results = s.fake.with(|st| st.results.clone());
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].command_id, id);
+    assert_eq!(results[0].status, ResultStatus::Failed);
+    assert!(
+        results[0].output.contains("refused its result"),
+        "{}",
+        results[0].output
+    );
+    // And the result itself is kept on the server for the operator.
+    let kept = std::fs::read_to_string(s.state().join("rejected-results.json")).unwrap();
+    assert!(kept.contains(&id), "{kept}");
+    let mode = std::fs::metadata(s.state().join("rejected-results.json"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}

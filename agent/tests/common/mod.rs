@@ -1,6 +1,11 @@
 //! A stand-in for the control plane's agent gateway: TLS 1.3 with an rcgen CA,
 //! optional client certificates, the `/agent/v1/*` routes with the channel crate's
 //! real sealing and verification, and switches to make routes fail.
+//!
+//! It plays what the real server cannot be made to do on demand: refusing a
+//! result, failing a route mid-way, forgetting tokens, issuing certificates
+//! with chosen lifetimes, restarting. The agent against the real server is
+//! tested in `server/tests/real_agent.rs`.
 #![allow(clippy::unwrap_used, dead_code)]
 
 use bytes::Bytes;
@@ -36,6 +41,8 @@ pub struct Received {
 pub struct Switches {
     /// Status to answer `/result` with instead of accepting (e.g. 503).
     pub result_status: Option<u16>,
+    /// Refuse this many more result posts with 413 before accepting again.
+    pub refuse_results: usize,
     pub metrics_status: Option<u16>,
     /// Every bearer token issued so far is forgotten (the next call gets 401).
     pub forget_tokens: bool,
@@ -387,6 +394,10 @@ async fn route(
                 s.result_posts += 1;
                 if let Some(code) = s.switches.result_status {
                     return error(code, "result store unavailable");
+                }
+                if s.switches.refuse_results > 0 {
+                    s.switches.refuse_results -= 1;
+                    return error(413, "the result is too large");
                 }
                 let signer = s.agent.as_ref().unwrap().identity.clone();
                 let opened = match channel::open_result(
