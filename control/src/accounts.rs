@@ -116,6 +116,7 @@ pub struct SetupForm {
 }
 
 /// Creates the first Owner and organisation. The code is consumed on success.
+#[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn complete_setup(
     store: &Store,
     gate: &SetupGate,
@@ -194,6 +195,7 @@ pub struct LoggedIn {
 }
 
 /// Email/password login.
+#[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn login(
     store: &Store,
     email: &str,

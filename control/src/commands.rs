@@ -261,6 +261,7 @@ pub struct Report<'a> {
 
 /// Records an agent's result for one of its own commands. A second report
 /// for a finished command is ignored (the agent may retry after a lost reply).
+#[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn finish(
     store: &Store,
     session: &AgentSession,

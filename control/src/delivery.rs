@@ -166,6 +166,7 @@ impl Delivery {
     /// Opens and records an agent's result: sealed to our KEM key, signed by
     /// the agent's identity key, for one of its own commands at the sequence
     /// number it was queued with.
+    #[tracing::instrument(skip_all, err(level = "info"))]
     pub async fn accept_result(
         &self,
         session: &AgentSession,
@@ -202,6 +203,7 @@ impl Delivery {
     }
 
     /// Queues a ping for a server of the caller's organisation.
+    #[tracing::instrument(skip_all, err(level = "info"))]
     pub async fn ping(
         &self,
         auth: &Authorized<'_, ManageAgents>,
@@ -236,6 +238,7 @@ impl Delivery {
     /// registration" while the command is open (derived, so a command that
     /// fails or expires leaves nothing behind). An agent that is offline
     /// completes it when it returns (the command waits for a week).
+    #[tracing::instrument(skip_all, err(level = "info"))]
     pub async fn request_key_action(
         &self,
         auth: &Authorized<'_, ManageAgents>,
@@ -296,6 +299,7 @@ impl Delivery {
     }
 
     /// Revokes an agent (see [`agents::revoke`]) and ends every poll it holds.
+    #[tracing::instrument(skip_all, err(level = "info"))]
     pub async fn revoke(
         &self,
         auth: &Authorized<'_, ManageAgents>,

@@ -91,6 +91,7 @@ pub struct NewInvite {
     pub token: SecretString,
 }
 
+#[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn invite(
     auth: &Authorized<'_, ManageMembers>,
     email: &str,
@@ -167,6 +168,7 @@ pub async fn invite(
     })
 }
 
+#[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn revoke_invite(
     auth: &Authorized<'_, ManageMembers>,
     id: InviteId,
@@ -432,6 +434,7 @@ fn require_owner_for(mine: Role, current: Role, new: Option<Role>) -> Result<(),
     Ok(())
 }
 
+#[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn change_role(
     auth: &Authorized<'_, ManageMembers>,
     user: UserId,
@@ -474,6 +477,7 @@ pub async fn change_role(
     Ok(())
 }
 
+#[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn remove_member(
     auth: &Authorized<'_, ManageMembers>,
     user: UserId,

@@ -48,6 +48,14 @@ pub struct Config {
     pub agent_proxy_secret_file: Option<PathBuf>,
     /// The header carrying the proxy's secret.
     pub agent_proxy_secret_header: String,
+    /// Most connections open at once on the web listener; more wait to be accepted.
+    pub max_connections: usize,
+    /// Most connections open at once on the agent gateway (one per agent
+    /// holding a long-poll, plus a few).
+    pub agent_max_connections: usize,
+    /// Request headers must arrive within this many seconds; a keep-alive
+    /// connection idle this long is closed. Both listeners.
+    pub header_read_timeout_secs: u64,
 }
 
 #[derive(Serialize)]
@@ -61,6 +69,9 @@ struct Defaults {
     agent_proxy_secret_header: String,
     trusted_proxies: Vec<IpAddr>,
     max_body_bytes: usize,
+    max_connections: usize,
+    agent_max_connections: usize,
+    header_read_timeout_secs: u64,
 }
 
 impl std::fmt::Debug for Overrides {
@@ -117,6 +128,9 @@ impl Config {
             agent_proxy_secret_header: "x-pilothouse-proxy-secret".into(),
             trusted_proxies: Vec::new(),
             max_body_bytes: 64 * 1024,
+            max_connections: 1024,
+            agent_max_connections: 16_384,
+            header_read_timeout_secs: 30,
         };
         let mut figment = Figment::from(Serialized::defaults(defaults));
         if let Some(file) = file {

@@ -29,8 +29,6 @@ use control::delivery::Delivery;
 use control::store::Store;
 use control::throttle::MemoryThrottle;
 use control::{ControlError, Timestamp};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -486,29 +484,26 @@ pub fn tls_config(ca: &AgentCa, names: &[String], now: Timestamp) -> Result<Serv
 }
 
 /// Accepts TLS connections and serves `router` on each, with the peer's
-/// certificate fingerprint and TLS group attached to every request.
-pub async fn serve(listener: TcpListener, config: ServerConfig, router: Router) {
+/// certificate fingerprint and TLS group attached to every request, under the
+/// listener's connection limits. A TLS handshake must finish within 10 s.
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    router: Router,
+    limits: crate::listen::Limits,
+) {
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    loop {
-        let (tcp, addr) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "agent gateway accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
+    let accept = move |tcp: tokio::net::TcpStream, addr: SocketAddr| {
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         tracing::info!(peer = %addr, error = %e, "agent TLS handshake refused");
-                        return;
+                        return None;
                     }
-                    Err(_) => return,
+                    Err(_) => return None,
                 };
             let (_, conn) = tls.get_ref();
             let peer = PeerInfo {
@@ -521,15 +516,12 @@ pub async fn serve(listener: TcpListener, config: ServerConfig, router: Router) 
                     .map(|g| format!("{:?}", g.name()))
                     .unwrap_or_default(),
             };
-            let service = TowerToHyperService::new(
-                router
-                    .layer(Extension(peer))
-                    .layer(Extension(ConnectInfo(addr))),
-            );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
-                tracing::debug!(peer = %addr, error = %e, "agent connection ended");
-            }
-        });
-    }
+            let router = router
+                .layer(Extension(peer))
+                .layer(Extension(ConnectInfo(addr)));
+            Some((tls, router))
+        }
+    };
+    // Held long-polls are not drained: agents reconnect to the next process.
+    crate::listen::serve(listener, limits, accept, std::future::pending()).await;
 }

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod gateway;
 pub mod http;
+pub mod listen;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,8 @@ pub struct Application {
     agent_tls: rustls::ServerConfig,
     agent_router: Router,
     ca_pin: String,
+    web_limits: listen::Limits,
+    agent_limits: listen::Limits,
 }
 
 #[derive(Clone)]
@@ -189,6 +192,14 @@ impl Application {
             agent_tls,
             agent_router,
             ca_pin: ca.pin(),
+            web_limits: listen::Limits {
+                max_connections: config.max_connections,
+                header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
+            },
+            agent_limits: listen::Limits {
+                max_connections: config.agent_max_connections,
+                header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
+            },
         })
     }
 
@@ -245,16 +256,19 @@ impl Application {
             self.agent_listener,
             self.agent_tls,
             self.agent_router,
+            self.agent_limits,
         ));
         tracing::info!("agent gateway listening on https://{}", self.agent_addr);
         tracing::info!("listening on http://{}", self.addr);
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+        let router = self.router;
+        let accept = move |tcp: tokio::net::TcpStream, addr: SocketAddr| {
+            let router = router
+                .clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(addr)));
+            std::future::ready(Some((tcp, router)))
+        };
+        listen::serve(self.listener, self.web_limits, accept, shutdown_signal()).await;
+        Ok(())
     }
 }
 

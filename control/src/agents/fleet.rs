@@ -131,6 +131,7 @@ pub async fn get(
 /// Revokes an agent: its certificate is refused from now on and its pending
 /// commands are cancelled. The host may enrol again with a new token.
 /// Called through `Delivery::revoke`, which also ends the agent's polls.
+#[tracing::instrument(skip_all, err(level = "info"))]
 pub(crate) async fn revoke(
     auth: &Authorized<'_, ManageAgents>,
     agent: &AgentId,

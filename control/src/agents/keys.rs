@@ -62,6 +62,7 @@ pub async fn accept_key_registration(
 /// its hash), also issues a new client certificate, which replaces the old one
 /// at once; the old one stays usable for a short handover, only to repeat this
 /// round. Returns the new certificate, if any.
+#[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn register_keys(
     store: &Store,
     ca: &AgentCa,
@@ -191,6 +192,7 @@ async fn replace_cert(
 /// expires, for a CSR signed by the agent's identity key (holding the TLS key
 /// alone is not enough); the old certificate stays usable for a short
 /// handover, only to renew again.
+#[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn renew_cert(
     store: &Store,
     ca: &AgentCa,

@@ -94,6 +94,7 @@ async fn insert_token(
     })
 }
 
+#[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn create_registration_token(
     auth: &Authorized<'_, ManageAgents>,
     ca_pin: &str,
@@ -243,6 +244,7 @@ async fn revoke_token_in(
 }
 
 /// Revokes an unused registration token: enrolment with it is refused from now on.
+#[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn revoke_registration_token(
     auth: &Authorized<'_, ManageAgents>,
     id: i64,
@@ -299,6 +301,7 @@ const TOKEN_INVALID: &str = "The registration token is not valid.";
 
 /// Enrols an agent with a registration token. A refused token that belongs
 /// to an organisation (used, expired, revoked) is audited there once.
+#[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn enrol(
     store: &Store,
     ca: &AgentCa,
