@@ -28,6 +28,9 @@ const CA_CERT_FILE: &str = "agent-ca.crt";
 const CA_KEY_FILE: &str = "agent-ca.key";
 /// Agent client certificates live this long; agents renew at two thirds.
 pub const CLIENT_CERT_DAYS: i64 = 30;
+/// Lifetime of the gateway's own TLS certificate; the gateway renews it while
+/// running, well before it ends.
+pub const SERVER_CERT_DAYS: i64 = 90;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -224,7 +227,7 @@ impl AgentCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.not_before = to_offset(now.plus_secs(-300));
-        params.not_after = to_offset(now.plus_secs(90 * 86_400));
+        params.not_after = to_offset(now.plus_secs(SERVER_CERT_DAYS * 86_400));
         params.serial_number = Some(random_serial().0);
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((cert.pem(), key.serialize_pem()))
@@ -233,37 +236,10 @@ impl AgentCa {
 
 /// The DER bytes of the first certificate in a PEM text.
 fn rustls_pem_der(pem: &str) -> Option<Vec<u8>> {
-    let start = pem.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
-    let end = pem[start..].find("-----END CERTIFICATE-----")? + start;
-    let b64: String = pem[start..end]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    base64_decode(&b64)
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        buf = (buf << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-        }
-    }
-    Some(out)
+    use rustls_pki_types::pem::PemObject as _;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .ok()
+        .map(|der| der.to_vec())
 }
 
 #[cfg(test)]

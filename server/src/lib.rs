@@ -118,8 +118,16 @@ impl Application {
 
         let now = control::Timestamp::now();
         let ca = Arc::new(control::ca::AgentCa::load_or_create(&config.data_dir, now)?);
-        let agent_tls =
-            gateway::tls_config(&ca, &config.agent_tls_names, now).map_err(StartError::Tls)?;
+        let gateway_cert = Arc::new(
+            gateway::GatewayCert::new(
+                ca.clone(),
+                &config.agent_tls_names,
+                Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+                control::Timestamp::now,
+            )
+            .map_err(StartError::Tls)?,
+        );
+        let agent_tls = gateway::tls_config(&ca, gateway_cert).map_err(StartError::Tls)?;
         let agent_listener = TcpListener::bind(config.agent_listen)
             .await
             .map_err(|source| StartError::Listen {
