@@ -99,6 +99,17 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// CPU time (user + system) the process has used, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    field(11) + field(12)
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -444,6 +455,19 @@ async fn run(n: usize) {
         errors.load(Ordering::Relaxed),
         rss as f64 / 1024.0
     );
+    // The idle fleet: every agent holding its long-poll, metrics every 60 s.
+    let idle_secs = 60;
+    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+    let used = (cpu_ticks(pid) - c0) as f64 / 100.0;
+    println!(
+        "server CPU with {} idle agents over {:.0} s: {:.1} s, {:.1}% of one core; poll errors so far {}",
+        n,
+        t0.elapsed().as_secs_f64(),
+        used,
+        100.0 * used / t0.elapsed().as_secs_f64(),
+        errors.load(Ordering::Relaxed)
+    );
 
     // Command latency at this load: queue a ping for a random agent, wait for its receipt.
     let mut latencies = Vec::new();
@@ -473,6 +497,11 @@ async fn run(n: usize) {
         commit.len(),
         percentile(&commit, 0.5),
         percentile(&commit, 0.99)
+    );
+    println!(
+        "commands received by their agent: {} of {}",
+        latencies.len(),
+        commit.len()
     );
     println!(
         "queue request to receipt at the agent, n={}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
