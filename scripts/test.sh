@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole check, as CI runs it: format, lints, Rust tests against PostgreSQL,
-# a debug site build, then the browser tests. Stops at the first failing step.
+# a short fuzzing run, a debug site build, then the browser tests. Stops at the
+# first failing step.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -77,6 +78,12 @@ step "clippy" cargo clippy --workspace --exclude frontend --all-targets -- -D wa
 step "clippy (wasm)" cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
 step "postgres" pg_setup
 step "cargo test" logged cargo-test.log cargo test --workspace --exclude frontend
+# The fuzz crate is outside the workspace, so `cargo fmt --all` skips it.
+step "fmt (fuzz)" cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+# Smoke fuzzing of the agent channel (envelopes, agent request bodies, the
+# registration token): builds the fuzz crate, installing cargo-fuzz if it is
+# missing, then 20 s per target; any crash fails the step.
+step "fuzz (smoke)" logged fuzz.log scripts/fuzz.sh 20
 step "site build" cargo leptos build
 step "agent build" cargo build -p agent --bin pilothouse-agent
 step "browser tests" logged e2e.log node end2end/run.mjs
