@@ -305,14 +305,46 @@ pub async fn create_registration_token() -> Result<NewServerToken, AppError> {
     )
     .await?;
     let token = new.token.expose_secret().to_string();
+    // The token goes in on standard input: an argument would show in `ps`
+    // to every user of the server while the command runs (printf is a
+    // shell builtin, so it does not).
     Ok(NewServerToken {
         command: format!(
-            "pilothouse-agent register --server {} --token {token}",
+            "printf '%s\\n' '{token}' | pilothouse-agent register --server {} --token-file -",
             cx.state.agent_url
         ),
         token,
         expires_at: new.expires_at,
     })
+}
+
+/// The dashboard's Servers card.
+#[server(endpoint = "fleet-summary")]
+pub async fn fleet_summary() -> Result<control::FleetSummary, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    Ok(control::agents::summary(&auth, cx.now).await?)
+}
+
+/// The organisation's registration tokens (never their secrets): Owners and
+/// Admins only.
+#[server(endpoint = "registration-tokens")]
+pub async fn registration_tokens() -> Result<Vec<control::RegistrationTokenView>, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    actor.authorize::<control::agents::ManageAgents>()?;
+    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    Ok(control::agents::list_registration_tokens(&auth, cx.now).await?)
+}
+
+#[server(endpoint = "revoke-registration-token")]
+pub async fn revoke_registration_token(id: String) -> Result<(), AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let id: i64 = parse(&id, "registration token id")?;
+    Ok(control::agents::revoke_registration_token(&auth, id, cx.now).await?)
 }
 
 /// Queues a ping for the server and returns the command id.

@@ -208,6 +208,8 @@ pub(crate) fn PageTitle(
 #[component]
 pub fn Dashboard() -> impl IntoView {
     let SignedInUser(me) = me();
+    let tick = crate::ui::ticker(30);
+    let fleet = Resource::new(move || tick.get(), |_| fleet_summary());
     view! {
         <PageTitle title="Dashboard" />
         <div class="grid gap-4 md:grid-cols-3">
@@ -221,7 +223,19 @@ pub fn Dashboard() -> impl IntoView {
             </div>
             <div class="card">
                 <div class="card-label">"Servers"</div>
-                <div class="card-value">"0"</div>
+                <Suspense fallback=|| view! { <div class="card-value">"…"</div> }>
+                    {move || Suspend::new(async move {
+                        match fleet.await {
+                            Ok(f) => view! {
+                                <div class="card-value" data-testid="servers-online">{format!("{} online", f.online)}</div>
+                                <div class="text-sm text-slate-600" data-testid="servers-other">
+                                    {format!("{} offline · {} awaiting their agent", f.offline, f.awaiting_agent)}
+                                </div>
+                            }.into_any(),
+                            Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
+                        }
+                    })}
+                </Suspense>
                 <A href="/servers" attr:class="text-sm text-sky-700 underline">"View servers"</A>
             </div>
         </div>
@@ -254,6 +268,12 @@ pub fn AuditLog() -> impl IntoView {
                                     format!("Chain broken at event #{}: the log was altered.", chain.first_broken_seq.unwrap_or_default())
                                 }}
                             </p>
+                            {chain.head_hash.clone().map(|h| view! {
+                                <p class="-mt-2 mb-4 text-xs text-slate-500">
+                                    "Head hash (record it elsewhere to detect a rewritten history later): "
+                                    <code data-testid="chain-head" class="break-all">{h}</code>
+                                </p>
+                            })}
                             <div class="overflow-x-auto rounded-lg border border-slate-200 bg-white">
                                 <table class="table">
                                     <thead>

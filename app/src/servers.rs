@@ -30,8 +30,25 @@ fn manages(role: Role) -> bool {
 pub fn Servers() -> impl IntoView {
     let tick = ticker(10);
     let add = ServerAction::<CreateRegistrationToken>::new();
+    let revoke_token = ServerAction::<RevokeRegistrationToken>::new();
     let servers = Resource::new(move || tick.get(), |_| list_servers());
     let can_manage = manages(me().0.org.role);
+    let tokens = Resource::new(
+        move || {
+            (
+                tick.get(),
+                add.version().get(),
+                revoke_token.version().get(),
+            )
+        },
+        move |_| async move {
+            if can_manage {
+                registration_tokens().await
+            } else {
+                Ok(Vec::new())
+            }
+        },
+    );
     view! {
         <PageTitle title="Servers" subtitle="Servers running the Pilothouse agent. The list refreshes itself." />
         <Suspense fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
@@ -70,10 +87,48 @@ pub fn Servers() -> impl IntoView {
             })}
         </Suspense>
         {can_manage.then(|| view! {
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let waiting: Vec<_> = tokens
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|t| t.state == control::TokenState::Active)
+                        .collect();
+                    (!waiting.is_empty()).then(|| view! {
+                        <section class="mt-8 max-w-3xl" data-testid="awaiting-agent">
+                            <h2 class="text-lg font-semibold">"Awaiting their agent"</h2>
+                            <p class="mt-1 text-sm text-slate-600">
+                                {control::PqcState::AgentNotInstalled.label()}
+                                ": a registration token was created and nobody has used it yet. Revoke a token you no longer need."
+                            </p>
+                            <table class="table mt-3 rounded-lg border border-slate-200 bg-white">
+                                <thead><tr><th>"Created"</th><th>"By"</th><th>"Expires"</th><th></th></tr></thead>
+                                <tbody>
+                                    {waiting.into_iter().map(|t| view! {
+                                        <tr data-testid="token-row">
+                                            <td class="whitespace-nowrap text-sm">{t.created_at.display_utc()}</td>
+                                            <td class="text-sm">{t.created_by.clone()}</td>
+                                            <td class="whitespace-nowrap text-sm">{t.expires_at.display_utc()}</td>
+                                            <td>
+                                                <ActionForm action=revoke_token>
+                                                    <input type="hidden" name="id" value=t.id.to_string() />
+                                                    <button class="btn-secondary" type="submit" data-testid="revoke-token">"Revoke"</button>
+                                                </ActionForm>
+                                            </td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                            <FormError action=revoke_token />
+                        </section>
+                    })
+                })}
+            </Suspense>
             <section class="mt-8 max-w-3xl">
                 <h2 class="text-lg font-semibold">"Add server"</h2>
                 <p class="mt-1 text-sm text-slate-600">
-                    "Creates a one-time registration token (valid for one hour). Run the command on the new server."
+                    "Creates a one-time registration token (valid for one hour). Run the command on the new server as root; the token goes in on standard input, so other users never see it in the process list."
                 </p>
                 <ActionForm action=add attr:class="mt-3">
                     <button class="btn-primary" type="submit">"Add server"</button>

@@ -165,10 +165,13 @@ where
 pub fn ticker(secs: u32) -> ReadSignal<u32> {
     let (tick, set_tick) = signal(0u32);
     Effect::new(move |_| {
-        let _ = set_interval_with_handle(
+        // The interval ends with the component that asked for it.
+        if let Ok(handle) = set_interval_with_handle(
             move || set_tick.update(|t| *t += 1),
             std::time::Duration::from_secs(u64::from(secs)),
-        );
+        ) {
+            on_cleanup(move || handle.clear());
+        }
     });
     tick
 }

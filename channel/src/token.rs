@@ -120,8 +120,10 @@ impl FromStr for RegistrationToken {
             return Err(TokenError::Secret);
         }
         let pin = CaPin::from_hex(pin).ok_or(TokenError::Pin)?;
+        // Hex either case, kept lower-case: the control plane looks the
+        // secret up by the hash of its lower-case form.
         Ok(Self {
-            whole: Zeroizing::new(s.to_owned()),
+            whole: Zeroizing::new(s.to_ascii_lowercase()),
             pin,
         })
     }
@@ -142,11 +144,13 @@ mod tests {
         assert_eq!(t.pin().to_hex(), PIN);
         assert_eq!(t.secret(), SECRET);
         assert_eq!(RegistrationToken::format(SECRET, PIN), t.expose());
-        // Upper-case pins are the same pin.
-        let upper: RegistrationToken = format!("pht1_{SECRET}_{}", PIN.to_uppercase())
-            .parse()
-            .unwrap();
+        // Upper-case hex is the same token.
+        let upper: RegistrationToken =
+            format!("pht1_{}_{}", SECRET.to_uppercase(), PIN.to_uppercase())
+                .parse()
+                .unwrap();
         assert_eq!(upper.pin(), t.pin());
+        assert_eq!(upper.secret(), SECRET);
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! What an attacker can do past this: someone with raw write access to the
 //! database could drop the triggers and rewrite rows, but [`verify`] then finds
 //! the first row whose hash no longer matches; rewriting the whole chain from
-//! that row on is possible for such an attacker, which is why the head hash is
-//! shown in the UI so it can be recorded elsewhere.
+//! that row on is possible for such an attacker, which is why the audit page
+//! shows the head hash, for the customer to record elsewhere. The page
+//! verifies incrementally ([`verify`]); [`verify_org`] walks the whole chain.
 
 use serde_json::Value;
 use sqlx::Row;
@@ -248,51 +249,137 @@ pub async fn latest(
         .map_err(Into::into)
 }
 
-/// Verifies the caller's organisation chain.
+/// Verifies the caller's organisation chain incrementally: only the events
+/// after the last verified one, and that one itself (its stored hash must be
+/// the one recorded when it was verified, so a rewritten history up to it is
+/// noticed). The full walk is [`verify_org`].
 pub async fn verify(auth: &Authorized<'_, ReadOrg>) -> Result<ChainReport, ControlError> {
-    Ok(verify_org(auth.store(), auth.actor().org()).await?)
+    let store = auth.store();
+    let org = auth.actor().org();
+    let checkpoint = sqlx::query("SELECT seq, hash FROM audit_verified WHERE org_id = $1")
+        .bind(org.0)
+        .fetch_optional(store.pool())
+        .await?;
+    let (from_seq, from_hash) = match checkpoint {
+        Some(r) => (r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?),
+        None => (0, GENESIS.to_string()),
+    };
+    if from_seq > 0 {
+        let stored: Option<String> =
+            sqlx::query("SELECT hash FROM audit_events WHERE org_id = $1 AND seq = $2")
+                .bind(org.0)
+                .bind(from_seq)
+                .fetch_optional(store.pool())
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+        if stored.as_deref() != Some(from_hash.as_str()) {
+            return Ok(ChainReport {
+                events_checked: from_seq - 1,
+                head_hash: None,
+                first_broken_seq: Some(from_seq),
+            });
+        }
+    }
+    let walked = walk(store, org, from_seq, from_hash).await?;
+    if walked.report.first_broken_seq.is_none() && walked.last_seq > from_seq {
+        let mut tx = store.begin().await?;
+        sqlx::query(
+            "INSERT INTO audit_verified (org_id, seq, hash, at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (org_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at \
+             WHERE audit_verified.seq < excluded.seq",
+        )
+        .bind(org.0)
+        .bind(walked.last_seq)
+        .bind(&walked.last_hash)
+        .bind(Timestamp::now().0)
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(walked.report)
 }
 
 /// Walks an organisation's chain from the first row and reports the first row
-/// that was edited, removed or inserted out of order.
+/// that was edited, removed or inserted out of order. Reads the chain in
+/// pages, never all of it at once.
 pub async fn verify_org(store: &Store, org: OrgId) -> Result<ChainReport, StoreError> {
-    let rows = sqlx::query(
-        "SELECT seq, at, actor_user_id, actor, ip, user_agent, action, target, details, prev_hash, hash \
-         FROM audit_events WHERE org_id = $1 ORDER BY seq ASC",
-    )
-    .bind(org.0)
-    .fetch_all(store.pool())
-    .await?;
-    let mut prev = GENESIS.to_string();
-    let mut checked = 0;
-    for (i, r) in rows.iter().enumerate() {
-        let seq: i64 = r.try_get(0)?;
-        let fields = Fields {
-            org: org.0,
-            seq,
-            at: r.try_get(1)?,
-            actor_user_id: r.try_get(2)?,
-            actor: r.try_get(3)?,
-            ip: r.try_get(4)?,
-            user_agent: r.try_get(5)?,
-            action: r.try_get(6)?,
-            target: r.try_get(7)?,
-            details: r.try_get(8)?,
-        };
-        let stored_prev: String = r.try_get(9)?;
-        let stored_hash: String = r.try_get(10)?;
-        let expected_seq = i as i64 + 1;
-        if seq != expected_seq || stored_prev != prev || chain_hash(&prev, &fields) != stored_hash {
-            return Ok(ChainReport {
-                events_checked: checked,
-                first_broken_seq: Some(seq.min(expected_seq)),
-            });
+    Ok(walk(store, org, 0, GENESIS.to_string()).await?.report)
+}
+
+struct Walked {
+    report: ChainReport,
+    last_seq: i64,
+    last_hash: String,
+}
+
+/// Rows fetched per page while walking the chain.
+const WALK_PAGE: i64 = 1000;
+
+/// Verifies the rows after `from_seq`, starting from that row's hash.
+async fn walk(
+    store: &Store,
+    org: OrgId,
+    from_seq: i64,
+    from_hash: String,
+) -> Result<Walked, StoreError> {
+    let mut prev = from_hash;
+    let mut last_seq = from_seq;
+    loop {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor_user_id, actor, ip, user_agent, action, target, details, prev_hash, hash \
+             FROM audit_events WHERE org_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3",
+        )
+        .bind(org.0)
+        .bind(last_seq)
+        .bind(WALK_PAGE)
+        .fetch_all(store.pool())
+        .await?;
+        for r in &rows {
+            let seq: i64 = r.try_get(0)?;
+            let fields = Fields {
+                org: org.0,
+                seq,
+                at: r.try_get(1)?,
+                actor_user_id: r.try_get(2)?,
+                actor: r.try_get(3)?,
+                ip: r.try_get(4)?,
+                user_agent: r.try_get(5)?,
+                action: r.try_get(6)?,
+                target: r.try_get(7)?,
+                details: r.try_get(8)?,
+            };
+            let stored_prev: String = r.try_get(9)?;
+            let stored_hash: String = r.try_get(10)?;
+            let expected_seq = last_seq + 1;
+            if seq != expected_seq
+                || stored_prev != prev
+                || chain_hash(&prev, &fields) != stored_hash
+            {
+                return Ok(Walked {
+                    report: ChainReport {
+                        events_checked: last_seq,
+                        head_hash: None,
+                        first_broken_seq: Some(seq.min(expected_seq)),
+                    },
+                    last_seq,
+                    last_hash: prev,
+                });
+            }
+            last_seq = seq;
+            prev = stored_hash;
         }
-        checked += 1;
-        prev = stored_hash;
+        if (rows.len() as i64) < WALK_PAGE {
+            break;
+        }
     }
-    Ok(ChainReport {
-        events_checked: checked,
-        first_broken_seq: None,
+    Ok(Walked {
+        report: ChainReport {
+            events_checked: last_seq,
+            head_hash: (last_seq > 0).then(|| prev.clone()),
+            first_broken_seq: None,
+        },
+        last_seq,
+        last_hash: prev,
     })
 }

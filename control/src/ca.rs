@@ -11,8 +11,7 @@
 //! ask for a CA certificate or another agent's identity.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -81,13 +80,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), CaError> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))?;
-    f.write_all(contents.as_bytes()).map_err(io(path))
+    crate::files::write_new_private(path, contents.as_bytes()).map_err(io(path))
 }
 
 fn to_offset(t: Timestamp) -> OffsetDateTime {

@@ -80,9 +80,10 @@ impl Delivery {
         self.slot(agent).notify_waiters();
     }
 
-    /// The long-poll: answers at once with pending commands, otherwise waits
-    /// up to `wait` for a wake-up. Every wake-up authenticates the agent again
-    /// (it may have been revoked or re-keyed meanwhile) and records the heartbeat.
+    /// The long-poll: records the heartbeat, then answers at once with pending
+    /// commands, otherwise waits up to `wait` for a wake-up. Every wake-up
+    /// authenticates the agent again (it may have been revoked or re-keyed
+    /// meanwhile).
     pub async fn poll(
         &self,
         session: AgentSession,
@@ -104,9 +105,9 @@ impl Delivery {
             // Registered from here on: notify_waiters reaches it even before it is polled.
             notified.as_mut().enable();
             if !first {
+                // The heartbeat was recorded when the poll began.
                 session = agents::authenticate(&self.store, session.fingerprint(), (self.clock)())
                     .await?;
-                agents::touch(&self.store, &session, tls_group, (self.clock)()).await?;
             }
             first = false;
             let pending = commands::take_pending(&self.store, &session, (self.clock)()).await?;

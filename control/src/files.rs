@@ -33,6 +33,24 @@ pub fn create_private(path: &Path) -> io::Result<fs::File> {
         .open(path)
 }
 
+/// Writes a new file with mode 0600; fails if it exists (never overwrites a key).
+pub fn write_new_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    create_private(path)?.write_all(contents)
+}
+
+/// Reads a secret file, refusing one that group or others could read.
+pub fn read_private(path: &Path) -> io::Result<Vec<u8>> {
+    let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("readable by other users (mode {mode:o}); run `chmod 600` on it"),
+        ));
+    }
+    fs::read(path)
+}
+
 /// Makes sure `path` exists with mode 0600: created empty if missing, its
 /// group and other bits removed if present.
 pub fn ensure_private(path: &Path) -> io::Result<()> {

@@ -7,8 +7,7 @@
 //! are as sensitive as the CA key beside them.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use channel::{KemSecretKey, SigningKey};
@@ -47,13 +46,7 @@ fn read_or_create(path: &Path, fresh: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8
     };
     if !path.exists() {
         let bytes = fresh();
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
-        f.write_all(hex::encode(&bytes).as_bytes()).map_err(io)?;
+        crate::files::write_new_private(path, hex::encode(&bytes).as_bytes()).map_err(io)?;
     }
     let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {

@@ -262,6 +262,9 @@ pub struct AuditEventView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainReport {
     pub events_checked: i64,
+    /// The hash of the last event checked: recorded elsewhere, it lets a
+    /// customer notice a rewritten or truncated history later.
+    pub head_hash: Option<String>,
     /// The first sequence number whose row does not match the chain, if any.
     pub first_broken_seq: Option<i64>,
 }
@@ -335,6 +338,16 @@ pub struct AgentView {
     pub cpu_pct: Option<f64>,
     pub mem_used: Option<i64>,
     pub mem_total: Option<i64>,
+}
+
+/// The dashboard's Servers card.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetSummary {
+    pub online: i64,
+    pub offline: i64,
+    /// Servers added with a registration token whose agent has not enrolled
+    /// yet ("Agent not installed").
+    pub awaiting_agent: i64,
 }
 
 /// One point of a server's metrics chart.

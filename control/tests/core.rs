@@ -602,7 +602,78 @@ async fn an_account_without_organisation_looks_like_a_wrong_password(db: TestDb)
     assert_eq!(right.to_string(), wrong);
 }
 
+/// The audit page verifies only what is new since the last verification,
+/// and still notices an edit after that point or a rewrite of the verified
+/// history up to it.
+async fn audit_verification_is_incremental(db: TestDb) {
+    let now = Timestamp::now();
+    let (owner, org) = add(&db, "Acme", "owner@example.com", Role::Owner).await;
+    let owner = actor(&db, owner, org).await;
+    let read = owner.authorize::<ReadOrg>().unwrap();
+    let first = audit::verify(&read).await.unwrap();
+    assert!(first.intact());
+    let checkpoint = first.events_checked;
+    assert!(checkpoint >= 1);
+    for i in 0..3 {
+        team::invite(
+            &owner.authorize().unwrap(),
+            &format!("p{i}@example.com"),
+            Role::Viewer,
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    let second = audit::verify(&read).await.unwrap();
+    assert!(second.intact());
+    assert_eq!(second.events_checked, checkpoint + 3);
+    assert_eq!(
+        second,
+        audit::verify_org(&db.store, org).await.unwrap(),
+        "the same answer as a full walk"
+    );
+
+    let drop = match db.store.backend() {
+        control::store::Backend::Sqlite => "DROP TRIGGER audit_events_no_update",
+        control::store::Backend::Postgres => "DROP TRIGGER audit_events_no_update ON audit_events",
+    };
+    sqlx::query(drop).execute(db.store.pool()).await.unwrap();
+    // An event after the checkpoint, edited.
+    team::invite(
+        &owner.authorize().unwrap(),
+        "p9@example.com",
+        Role::Viewer,
+        now,
+    )
+    .await
+    .unwrap();
+    let head = second.events_checked + 1;
+    sqlx::query("UPDATE audit_events SET details = '{}' WHERE org_id = $1 AND seq = $2")
+        .bind(org.0)
+        .bind(head)
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        audit::verify(&read).await.unwrap().first_broken_seq,
+        Some(head)
+    );
+    // The verified history rewritten consistently up to the checkpoint.
+    sqlx::query("UPDATE audit_events SET hash = $3 WHERE org_id = $1 AND seq = $2")
+        .bind(org.0)
+        .bind(second.events_checked)
+        .bind("f".repeat(64))
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        audit::verify(&read).await.unwrap().first_broken_seq,
+        Some(second.events_checked)
+    );
+}
+
 control::both_backends!(
+    audit_verification_is_incremental,
     renewal_needs_the_identity_key,
     parallel_wrong_passwords_stop_at_the_limit,
     an_account_without_organisation_looks_like_a_wrong_password,

@@ -12,10 +12,11 @@ import { OWNER, signIn } from './_common.mjs';
 
 const SLOW = 45_000;
 
+// The dialog's command feeds the token on standard input, never as an argument.
 function registerCommand(text) {
-  const m = text.match(/--server (\S+) --token (\S+)/);
+  const m = text.trim().match(/^printf '%s\\n' '(pht1_[0-9a-f_]+)' \| pilothouse-agent register --server (\S+) --token-file -$/);
   assert.ok(m, `no register command in ${JSON.stringify(text)}`);
-  return { server: m[1], token: m[2] };
+  return { server: m[2], token: m[1] };
 }
 
 async function addServer(t, page) {
@@ -28,9 +29,9 @@ async function addServer(t, page) {
 function startAgent(t, { token, server, hostname, pqc }) {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pilothouse-agent-e2e-'));
   fs.chmodSync(stateDir, 0o700);
-  const args = ['register', '--server', server, '--token', token, '--state-dir', stateDir, '--hostname', hostname];
+  const args = ['register', '--server', server, '--token-file', '-', '--state-dir', stateDir, '--hostname', hostname];
   if (!pqc) args.push('--no-pqc');
-  const reg = spawnSync(t.agentBin, args, { encoding: 'utf8', timeout: 30_000 });
+  const reg = spawnSync(t.agentBin, args, { encoding: 'utf8', timeout: 30_000, input: `${token}\n` });
   assert.equal(reg.status, 0, `register failed: ${reg.stderr}${reg.stdout}`);
   const config = path.join(stateDir, 'agent.toml');
   fs.writeFileSync(config, 'metrics_interval_secs = 2\n', { mode: 0o600 });
@@ -64,6 +65,8 @@ export default async function agent(t) {
     // Enrol a post-quantum agent with the command the dashboard shows.
     const first = await addServer(t, page);
     assert.equal(first.server, t.agentUrl, 'the register command names the agent gateway');
+    // Until its agent enrols, the new server waits with "Agent not installed".
+    await t.expectCount(page.locator('[data-testid="token-row"]'), 1);
     agents.push(startAgent(t, { ...first, hostname: 'e2e-pq', pqc: true }));
     await openServer(t, page, 'e2e-pq');
     await t.expectText(page.locator('[data-testid="pqc-state"]'), 'Post-quantum encryption active');
@@ -87,6 +90,12 @@ export default async function agent(t) {
     // The channel works on the new keys.
     await page.getByRole('button', { name: 'Ping', exact: true }).click();
     await t.expectCount(page.locator('tr[data-testid="command-row"][data-kind="ping"][data-state="succeeded"]'), 2, { timeout: SLOW });
+
+    // The dashboard counts it.
+    await t.goto(page, '/');
+    await t.waitHydrated(page);
+    await t.expectText(page.locator('[data-testid="servers-online"]'), '1 online');
+    await t.expectText(page.locator('[data-testid="servers-other"]'), '0 offline · 0 awaiting their agent');
 
     // An agent in classical fallback, then Activate Post-Quantum Encryption.
     const second = await addServer(t, page);

@@ -302,17 +302,8 @@ fn proxy_trust(
         path: path.display().to_string(),
         source,
     };
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(err)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!("readable by other users (mode {mode:o}); run `chmod 600` on it"),
-            )));
-        }
-    }
-    let secret = std::fs::read_to_string(path).map_err(err)?;
+    let secret =
+        String::from_utf8_lossy(&control::files::read_private(path).map_err(err)?).into_owned();
     gateway::ProxyTrust::new(
         ca,
         header,
@@ -326,30 +317,16 @@ fn proxy_trust(
 
 /// Reads a 32-byte secret from `path`, creating it (mode 0600) on first start.
 fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, StartError> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let err = |source| StartError::Secret {
         path: path.display().to_string(),
         source,
     };
     if !path.exists() {
         let secret = control::crypto::random_token(32);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(err)?;
-        f.write_all(secret.as_bytes()).map_err(err)?;
+        control::files::write_new_private(path, secret.as_bytes()).map_err(err)?;
     }
-    let mode = std::fs::metadata(path).map_err(err)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!("readable by other users (mode {mode:o}); run `chmod 600` on it"),
-        )));
-    }
-    let hex = std::fs::read_to_string(path).map_err(err)?;
+    let hex =
+        String::from_utf8_lossy(&control::files::read_private(path).map_err(err)?).into_owned();
     if hex.trim().len() < 64 {
         return Err(err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,

@@ -64,6 +64,55 @@ enum AdminCommand {
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_ttl)]
         ttl: i64,
     },
+    /// List an organisation's registration tokens, newest first (never their secrets).
+    RegistrationTokens {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_name = "NAME")]
+        org: String,
+    },
+    /// Revoke an unused registration token (its id from `registration-tokens`).
+    RevokeRegistrationToken {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_name = "NAME")]
+        org: String,
+        #[arg(value_name = "ID")]
+        id: i64,
+    },
+}
+
+/// Loads the configuration and opens the database for an admin command, or
+/// the exit code to end with (2 for bad configuration, 1 otherwise).
+async fn admin_store(common: Common) -> Result<control::store::Store, ExitCode> {
+    let config = common.load(None, None).map_err(|e| usage_error(&e))?;
+    control::files::private_dir(&config.data_dir).map_err(|e| {
+        eprintln!(
+            "pilothouse: cannot create {}: {e}",
+            config.data_dir.display()
+        );
+        ExitCode::FAILURE
+    })?;
+    control::store::Store::connect(config.database_url().expose_secret())
+        .await
+        .map_err(|e| {
+            eprintln!("pilothouse: cannot open the database: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// The exit for an admin command's error: 2 with the sentence for what the
+/// operator can fix, 1 for the rest.
+fn admin_error(e: ControlError) -> ExitCode {
+    match e {
+        ControlError::Invalid(_) | ControlError::NotFound(_) | ControlError::Conflict(_) => {
+            usage_error(&e.to_string())
+        }
+        e => {
+            eprintln!("pilothouse: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `90s`, `30m`, `1h`, `2d` or plain seconds.
@@ -231,6 +280,65 @@ async fn run(cli: Cli) -> ExitCode {
                     eprintln!("pilothouse: {e}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+        Command::Admin {
+            command: AdminCommand::RegistrationTokens { common, org },
+        } => {
+            let store = match admin_store(common).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let operator = control::access::Operator::command_line(store.clone());
+            let result = control::agents::list_registration_tokens_cli(
+                &operator,
+                &org,
+                control::Timestamp::now(),
+            )
+            .await;
+            store.close().await;
+            match result {
+                Ok(tokens) => {
+                    println!("ID\tSTATE\tCREATED\tEXPIRES\tBY\tAGENT\tREFUSALS");
+                    for t in tokens {
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                            t.id,
+                            t.state.label(),
+                            t.created_at.display_utc(),
+                            t.expires_at.display_utc(),
+                            t.created_by,
+                            t.agent.map(|a| a.0).unwrap_or_else(|| "-".into()),
+                            t.refusals
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => admin_error(e),
+            }
+        }
+        Command::Admin {
+            command: AdminCommand::RevokeRegistrationToken { common, org, id },
+        } => {
+            let store = match admin_store(common).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let operator = control::access::Operator::command_line(store.clone());
+            let result = control::agents::revoke_registration_token_cli(
+                &operator,
+                &org,
+                id,
+                control::Timestamp::now(),
+            )
+            .await;
+            store.close().await;
+            match result {
+                Ok(()) => {
+                    println!("revoked registration token {id} of organisation {org}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => admin_error(e),
             }
         }
         Command::Admin {

@@ -196,4 +196,63 @@ fn admin_registration_token_prints_the_token_last() {
         assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
         assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
     }
+
+    // Listed (never the secret), revoked once, then refused.
+    let listed = pilothouse(
+        &[
+            "admin",
+            "registration-tokens",
+            "--data-dir",
+            data,
+            "--org",
+            "Acme",
+        ],
+        "",
+    );
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listing = text(&listed.stdout);
+    assert!(
+        !listing.contains(parts[1]),
+        "the secret is never shown: {listing}"
+    );
+    let row = listing.lines().nth(1).unwrap();
+    assert!(row.contains("Active"), "{listing}");
+    let id = row.split('\t').next().unwrap().to_string();
+    let revoke = |id: &str| {
+        pilothouse(
+            &[
+                "admin",
+                "revoke-registration-token",
+                "--data-dir",
+                data,
+                "--org",
+                "Acme",
+                id,
+            ],
+            "",
+        )
+    };
+    let out = revoke(&id);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = revoke(&id);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("No such unused registration token"));
+    let listed = pilothouse(
+        &[
+            "admin",
+            "registration-tokens",
+            "--data-dir",
+            data,
+            "--org",
+            "Acme",
+        ],
+        "",
+    );
+    assert!(
+        text(&listed.stdout).contains("Revoked"),
+        "{}",
+        text(&listed.stdout)
+    );
+    let out = revoke("not-a-number");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }

@@ -101,6 +101,7 @@ async fn role_matrix(db: TestDb) {
         ("team", vec![]),
         ("audit-events", vec![]),
         ("my-sessions", vec![]),
+        ("fleet-summary", vec![]),
     ] {
         for (who, c) in &clients {
             let res = app.call(c, endpoint, &form).await;
@@ -396,6 +397,41 @@ async fn role_matrix(db: TestDb) {
                 body.contains("pilothouse-agent register --server https://"),
                 "{body}"
             );
+        }
+        // Registration tokens: listed and revoked by Owners and Admins only,
+        // each in their own organisation.
+        let res = app.call(c, "registration-tokens", &[]).await;
+        assert_eq!(res.status(), expected, "registration-tokens as {who:?}");
+        let missing = app
+            .call(c, "revoke-registration-token", &[("id", "999999")])
+            .await;
+        let refused = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member => 403,
+            Who::OtherOrg | Who::Admin | Who::Owner => 404,
+        };
+        assert_eq!(
+            missing.status(),
+            refused,
+            "revoke-registration-token as {who:?}"
+        );
+        if expected == 200 {
+            let tokens: Vec<control::RegistrationTokenView> = res.json().await.unwrap();
+            let active = tokens
+                .iter()
+                .find(|t| t.state == control::TokenState::Active)
+                .expect("the token created above");
+            let res = app
+                .call(
+                    c,
+                    "revoke-registration-token",
+                    &[("id", &active.id.to_string())],
+                )
+                .await;
+            assert_eq!(res.status(), 200, "revoke own token as {who:?}");
+            if *who == Who::OtherOrg {
+                assert!(tokens.len() == 1, "another org lists only its own tokens");
+            }
         }
         // The Admin revokes the first server below; the Owner works on the second.
         let target = if *who == Who::Owner {

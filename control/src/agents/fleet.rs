@@ -12,7 +12,8 @@ use crate::access::{Authorized, ReadOrg};
 use crate::audit::{self, AuditAction, Event};
 use crate::commands;
 use crate::{
-    AgentId, AgentView, CommandKind, CommandState, ControlError, PqcState, Role, Timestamp,
+    AgentId, AgentView, CommandKind, CommandState, ControlError, FleetSummary, PqcState, Role,
+    Timestamp,
 };
 
 #[derive(sqlx::FromRow)]
@@ -126,6 +127,40 @@ pub async fn get(
         .await?
         .ok_or_else(|| ControlError::not_found("No such server."))?;
     Ok(view_of(row, auth.actor().role(), now))
+}
+
+/// Counts for the dashboard: servers online and offline (revoked ones left
+/// out), and live registration tokens whose agent has not enrolled yet.
+pub async fn summary(
+    auth: &Authorized<'_, ReadOrg>,
+    now: Timestamp,
+) -> Result<FleetSummary, ControlError> {
+    let org = auth.actor().org().0;
+    let seen_since = now.plus_secs(-OFFLINE_AFTER_SECS).0;
+    let row = sqlx::query(
+        "SELECT \
+         COALESCE(SUM(CASE WHEN last_seen_at > $2 THEN 1 ELSE 0 END), 0) AS online, \
+         COALESCE(SUM(CASE WHEN last_seen_at IS NULL OR last_seen_at <= $2 THEN 1 ELSE 0 END), 0) AS offline \
+         FROM agents WHERE org_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(org)
+    .bind(seen_since)
+    .fetch_one(auth.store().pool())
+    .await?;
+    let awaiting: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM registration_tokens \
+         WHERE org_id = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2",
+    )
+    .bind(org)
+    .bind(now.0)
+    .fetch_one(auth.store().pool())
+    .await?
+    .try_get(0)?;
+    Ok(FleetSummary {
+        online: row.try_get("online")?,
+        offline: row.try_get("offline")?,
+        awaiting_agent: awaiting,
+    })
 }
 
 /// Revokes an agent: its certificate is refused from now on and its pending

@@ -13,7 +13,7 @@ pub(crate) mod session;
 mod tokens;
 
 pub(crate) use fleet::revoke;
-pub use fleet::{get, list};
+pub use fleet::{get, list, summary};
 pub use keys::{accept_key_registration, register_keys, renew_cert, KeyAction};
 pub use session::{authenticate, touch, AgentSession, Handover, HANDOVER_SECS};
 pub use tokens::{
