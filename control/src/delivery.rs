@@ -31,6 +31,9 @@ use crate::server_keys::ServerKeys;
 use crate::store::Store;
 use crate::{AgentId, CommandId, CommandKind, ControlError, Timestamp};
 
+/// How often the server writes the heartbeats that polls noted.
+pub const HEARTBEAT_FLUSH_SECS: u64 = 5;
+
 /// How long a ping waits for its agent.
 pub const PING_TTL_SECS: i64 = 300;
 /// How long a key round waits for an agent that is offline.
@@ -40,6 +43,7 @@ pub struct Delivery {
     store: Store,
     keys: Arc<ServerKeys>,
     waiters: Mutex<HashMap<AgentId, Arc<Notify>>>,
+    heartbeats: agents::Heartbeats,
     clock: fn() -> Timestamp,
 }
 
@@ -53,12 +57,23 @@ impl std::fmt::Debug for Delivery {
 
 impl Delivery {
     pub fn new(store: Store, keys: Arc<ServerKeys>) -> Self {
+        Self::with_clock(store, keys, Timestamp::now)
+    }
+
+    pub fn with_clock(store: Store, keys: Arc<ServerKeys>, clock: fn() -> Timestamp) -> Self {
         Self {
             store,
             keys,
             waiters: Mutex::default(),
-            clock: Timestamp::now,
+            heartbeats: agents::Heartbeats::default(),
+            clock,
         }
+    }
+
+    /// Writes the heartbeats the polls noted since the last call (the server
+    /// calls this every [`HEARTBEAT_FLUSH_SECS`]).
+    pub async fn flush_heartbeats(&self) -> Result<usize, ControlError> {
+        self.heartbeats.flush(&self.store).await
     }
 
     pub fn keys(&self) -> &ServerKeys {
@@ -90,7 +105,10 @@ impl Delivery {
         tls_group: &str,
         wait: Duration,
     ) -> Result<Vec<DeliveredCommand>, ControlError> {
-        agents::touch(&self.store, &session, tls_group, (self.clock)()).await?;
+        let now = (self.clock)();
+        if self.heartbeats.record(&session, tls_group, now) {
+            agents::touch(&self.store, &session, tls_group, now).await?;
+        }
         if session.handover().is_some() {
             // On its previous certificate the agent may only finish its key round.
             return Ok(Vec::new());

@@ -44,6 +44,11 @@ pub fn queries() -> Vec<HotQuery> {
             params: vec![Int(0), Text("X25519MLKEM768"), Text("agt_0")],
         },
         HotQuery {
+            name: "batched heartbeat",
+            sql: crate::agents::session::HEARTBEAT_SQL.into(),
+            params: vec![Int(0), Text("agt_0")],
+        },
+        HotQuery {
             name: "poll",
             sql: crate::commands::ANY_OPEN_SQL.into(),
             params: vec![Text("agt_0"), Text(queued), Text(delivered)],

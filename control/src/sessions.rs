@@ -37,23 +37,33 @@ fn id_hash(id: &Id) -> String {
     sha256_hex(format!("session\0{id}"))
 }
 
+/// Sessions in the store's database. Writes go through the store's
+/// transactions; the time comes from the clock it was given.
 #[derive(Clone, Debug)]
 pub struct DbSessionStore {
     store: Store,
+    clock: fn() -> Timestamp,
 }
 
 impl DbSessionStore {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self::with_clock(store, Timestamp::now)
+    }
+
+    pub fn with_clock(store: Store, clock: fn() -> Timestamp) -> Self {
+        Self { store, clock }
     }
 
     /// Deletes expired sessions; run periodically.
     pub async fn delete_expired(&self, now: Timestamp) -> Result<u64, ControlError> {
-        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+        let mut tx = self.store.begin().await?;
+        let deleted = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(now.0)
-            .execute(self.store.pool())
+            .execute(tx.conn())
             .await?
-            .rows_affected())
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
     }
 }
 
@@ -96,12 +106,13 @@ impl SessionStore for DbSessionStore {
                 .unwrap_or("")
                 .to_string()
         };
-        let now = Timestamp::now().0;
+        let now = (self.clock)().0;
         let created = record
             .data
             .get(keys::CREATED)
             .and_then(|v| v.as_i64())
             .unwrap_or(now);
+        let mut tx = self.store.begin().await.map_err(backend)?;
         sqlx::query(
             "INSERT INTO sessions (id_hash, user_id, data, created_at, last_seen_at, expires_at, ip, user_agent) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -116,9 +127,10 @@ impl SessionStore for DbSessionStore {
         .bind(millis(record.expiry_date))
         .bind(text(keys::IP))
         .bind(text(keys::UA))
-        .execute(self.store.pool())
+        .execute(tx.conn())
         .await
         .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 
@@ -127,7 +139,7 @@ impl SessionStore for DbSessionStore {
             "SELECT data, expires_at FROM sessions WHERE id_hash = $1 AND expires_at > $2",
         )
         .bind(id_hash(id))
-        .bind(Timestamp::now().0)
+        .bind((self.clock)().0)
         .fetch_optional(self.store.pool())
         .await
         .map_err(backend)?;
@@ -147,11 +159,13 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        let mut tx = self.store.begin().await.map_err(backend)?;
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
             .bind(id_hash(id))
-            .execute(self.store.pool())
+            .execute(tx.conn())
             .await
             .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 }

@@ -672,7 +672,91 @@ async fn audit_verification_is_incremental(db: TestDb) {
     );
 }
 
+/// Revocation ends every long-poll the agent holds, not only one, and a
+/// command wakes every poll too.
+async fn revocation_ends_every_held_poll(db: TestDb) {
+    let f = Arc::new(fleet(&db).await);
+    let (agent, fp, _) = enrol(&db, &f, true).await;
+    let mut polls = Vec::new();
+    for _ in 0..3 {
+        let (f, fp, store) = (f.clone(), fp.clone(), db.store.clone());
+        polls.push(tokio::spawn(async move {
+            let session = agents::authenticate(&store, &fp, Timestamp::now())
+                .await
+                .unwrap();
+            f.delivery
+                .poll(
+                    session,
+                    "X25519MLKEM768",
+                    std::time::Duration::from_secs(60),
+                )
+                .await
+        }));
+    }
+    // Let all three reach their wait.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    f.delivery
+        .revoke(&f.owner.authorize().unwrap(), &agent, Timestamp::now())
+        .await
+        .unwrap();
+    for p in polls {
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), p)
+            .await
+            .expect("a held poll outlived the revocation")
+            .unwrap();
+        assert!(
+            matches!(ended, Err(ControlError::Unauthenticated(_))),
+            "{ended:?}"
+        );
+    }
+}
+
+/// Heartbeats: the first poll (and one over a new TLS group) is written at
+/// once; later ones are noted and written together by the flush.
+async fn heartbeats_are_batched(db: TestDb) {
+    let f = fleet(&db).await;
+    let read = f.owner.authorize::<ReadOrg>().unwrap();
+    let (agent, fp, _) = enrol(&db, &f, true).await;
+    let seen = || async { agents::get(&read, &agent, Timestamp::now()).await.unwrap() };
+    let enrolled_at = seen().await.last_seen_at.unwrap();
+    let heartbeats = agents::Heartbeats::default();
+    let group = "X25519MLKEM768";
+    // A new TLS group: the caller writes it at once.
+    let t1 = enrolled_at.plus_secs(1);
+    let session = agents::authenticate(&db.store, &fp, t1).await.unwrap();
+    assert!(heartbeats.record(&session, group, t1));
+    agents::touch(&db.store, &session, group, t1).await.unwrap();
+    let view = seen().await;
+    assert_eq!(
+        (view.last_seen_at, view.tls_group.as_str()),
+        (Some(t1), group)
+    );
+    // 30 s later: noted, not written until the flush.
+    let t2 = t1.plus_secs(30);
+    let session = agents::authenticate(&db.store, &fp, t2).await.unwrap();
+    assert!(!heartbeats.record(&session, group, t2));
+    assert_eq!(seen().await.last_seen_at, Some(t1));
+    assert_eq!(heartbeats.flush(&db.store).await.unwrap(), 1);
+    assert_eq!(seen().await.last_seen_at, Some(t2));
+    assert_eq!(heartbeats.flush(&db.store).await.unwrap(), 0);
+    // Within 10 s of the last write: nothing to note.
+    let t3 = t2.plus_secs(5);
+    let session = agents::authenticate(&db.store, &fp, t3).await.unwrap();
+    assert!(!heartbeats.record(&session, group, t3));
+    assert_eq!(heartbeats.flush(&db.store).await.unwrap(), 0);
+    // The poll notes its heartbeat the same way.
+    let t4 = t2.plus_secs(60);
+    let session = agents::authenticate(&db.store, &fp, t4).await.unwrap();
+    f.delivery
+        .poll(session, group, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(f.delivery.flush_heartbeats().await.unwrap(), 1);
+}
+
 control::both_backends!(
+    heartbeats_are_batched,
+    revocation_ends_every_held_poll,
     audit_verification_is_incremental,
     renewal_needs_the_identity_key,
     parallel_wrong_passwords_stop_at_the_limit,

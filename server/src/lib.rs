@@ -78,6 +78,7 @@ pub struct Application {
     ca_pin: String,
     web_limits: listen::Limits,
     agent_limits: listen::Limits,
+    delivery: Arc<control::delivery::Delivery>,
 }
 
 #[derive(Clone)]
@@ -145,6 +146,7 @@ impl Application {
             &config.data_dir,
         )?);
         let delivery = Arc::new(control::delivery::Delivery::new(store.clone(), keys));
+        let delivery_handle = delivery.clone();
         let agent_router = gateway::routes(gateway::GatewayState {
             store: store.clone(),
             ca: ca.clone(),
@@ -204,6 +206,7 @@ impl Application {
                 max_connections: config.max_connections,
                 header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
             },
+            delivery: delivery_handle,
             agent_limits: listen::Limits {
                 max_connections: config.agent_max_connections,
                 header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
@@ -257,6 +260,17 @@ impl Application {
                 if let Err(e) = control::metrics::maintain(&store, control::Timestamp::now()).await
                 {
                     tracing::warn!(error = %e, "metrics rollup failed");
+                }
+            }
+        });
+        let delivery = self.delivery.clone();
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(Duration::from_secs(control::delivery::HEARTBEAT_FLUSH_SECS));
+            loop {
+                tick.tick().await;
+                if let Err(e) = delivery.flush_heartbeats().await {
+                    tracing::warn!(error = %e, "could not write agent heartbeats");
                 }
             }
         });

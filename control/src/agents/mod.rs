@@ -15,7 +15,9 @@ mod tokens;
 pub(crate) use fleet::revoke;
 pub use fleet::{get, list, summary};
 pub use keys::{accept_key_registration, register_keys, renew_cert, KeyAction};
-pub use session::{authenticate, touch, AgentSession, Handover, HANDOVER_SECS};
+pub use session::{
+    authenticate, touch, AgentSession, Handover, Heartbeats, HANDOVER_SECS, TOUCH_EVERY_SECS,
+};
 pub use tokens::{
     create_registration_token, create_registration_token_cli, enrol, list_registration_tokens,
     list_registration_tokens_cli, revoke_registration_token, revoke_registration_token_cli,

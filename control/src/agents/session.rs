@@ -166,6 +166,62 @@ pub async fn authenticate(
     })
 }
 
+/// Heartbeats kept in memory and written together, in one transaction, by
+/// [`Heartbeats::flush`] (every few seconds): an idle fleet's polls then cost
+/// one write every few seconds instead of one per poll. The first heartbeat
+/// of an agent, or one over a different TLS group, is written at once by the
+/// caller ([`Heartbeats::record`] says so).
+#[derive(Debug, Default)]
+pub struct Heartbeats {
+    pending: std::sync::Mutex<std::collections::HashMap<AgentId, Timestamp>>,
+}
+
+impl Heartbeats {
+    /// Notes that the agent was heard from now. Returns `true` when the caller
+    /// must write it at once with [`touch`] (first contact, or a new TLS group).
+    pub fn record(&self, session: &AgentSession, tls_group: &str, now: Timestamp) -> bool {
+        let group: String = tls_group.chars().take(64).collect();
+        if session.last_seen_at.is_none() || session.tls_group != group {
+            return true;
+        }
+        let fresh = session
+            .last_seen_at
+            .is_some_and(|t| t.plus_secs(TOUCH_EVERY_SECS) > now && t <= now);
+        if !fresh {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let at = pending.entry(session.agent.clone()).or_insert(now);
+            *at = (*at).max(now);
+        }
+        false
+    }
+
+    /// Writes the heartbeats noted since the last flush, in one transaction
+    /// (never moving a recorded time backwards). Returns how many it wrote.
+    pub async fn flush(&self, store: &Store) -> Result<usize, ControlError> {
+        let batch: Vec<(AgentId, Timestamp)> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.drain().collect()
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = store.begin().await?;
+        for (agent, at) in &batch {
+            sqlx::query(HEARTBEAT_SQL)
+                .bind(at.0)
+                .bind(&agent.0)
+                .execute(tx.conn())
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(batch.len())
+    }
+}
+
+/// A batched heartbeat: never moves `last_seen_at` backwards.
+pub(crate) const HEARTBEAT_SQL: &str = "UPDATE agents SET last_seen_at = $1 \
+     WHERE id = $2 AND revoked_at IS NULL AND (last_seen_at IS NULL OR last_seen_at < $1)";
+
 /// How stale the recorded heartbeat may get before a request refreshes it:
 /// well inside the 90 s after which a server shows Offline, and it spares a
 /// write on every request of an agent that polls again at once.
