@@ -24,7 +24,8 @@ gateway=$(sed -E 's/\x1b\[[0-9;]*m//g' "$work/server.log" | grep -o 'agent gatew
 echo "correct horse battery staple" | target/release/pilothouse admin add-user --data-dir "$work/data" \
 	--org Bench --email bench@example.com --role owner >/dev/null
 token=$(target/release/pilothouse admin registration-token --data-dir "$work/data" --org Bench 2>/dev/null | tail -n 1)
-target/release/pilothouse-agent register --server "$gateway" --token "$token" --state-dir "$work/agent" >/dev/null
+printf '%s\n' "$token" | target/release/pilothouse-agent register --server "$gateway" --token-file - \
+	--state-dir "$work/agent" >/dev/null
 
 target/release/pilothouse-agent run --state-dir "$work/agent" 2>"$work/agent.log" &
 agent_pid=$!

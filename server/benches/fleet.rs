@@ -477,15 +477,27 @@ async fn run(n: usize) {
     // Command latency at this load: queue a ping for a random agent, wait for its receipt.
     let mut latencies = Vec::new();
     let mut commit = Vec::new();
+    // From the dashboard's response (sent after the commit and the wake-up) to
+    // the agent's receipt; negative when the agent had it first. The commit
+    // lies between the request and the response, so commit-to-receipt lies
+    // between this and the request-to-receipt figure.
+    let mut after_response = Vec::new();
     for k in 0..200usize {
         let agent = &ids[(k * 7919) % ids.len()];
         let t0 = Instant::now();
         let command = ping(&owner, &server.base, agent).await;
-        commit.push(t0.elapsed().as_secs_f64() * 1000.0);
+        let responded = Instant::now();
+        commit.push(responded.duration_since(t0).as_secs_f64() * 1000.0);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(at) = receipts.lock().unwrap().get(&command) {
                 latencies.push(at.duration_since(t0).as_secs_f64() * 1000.0);
+                let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                after_response.push(if *at >= responded {
+                    ms(at.duration_since(responded))
+                } else {
+                    -ms(responded.duration_since(*at))
+                });
                 break;
             }
             if Instant::now() > deadline {
@@ -497,6 +509,7 @@ async fn run(n: usize) {
     }
     latencies.sort_by(f64::total_cmp);
     commit.sort_by(f64::total_cmp);
+    after_response.sort_by(f64::total_cmp);
     println!(
         "queue request (auth + commit + wake), n={}: p50 {:.1} ms, p99 {:.1} ms",
         commit.len(),
@@ -514,6 +527,13 @@ async fn run(n: usize) {
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "queue response to receipt at the agent, n={}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        after_response.len(),
+        percentile(&after_response, 0.5),
+        percentile(&after_response, 0.99),
+        after_response.last().copied().unwrap_or(f64::NAN)
     );
     println!(
         "server RSS after the run {:.1} MiB; poll errors {}",
