@@ -434,3 +434,19 @@ pub async fn recent_commands(id: String) -> Result<Vec<control::CommandView>, Ap
         control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
     Ok(control::commands::recent_commands(&auth, &id, 10, cx.now).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_token_is_not_in_its_debug_output() {
+        let t = NewServerToken {
+            token: "pht1_0123456789abcdef0123456789abcdef_00".into(),
+            command: "printf '%s\\n' 'pht1_0123456789abcdef0123456789abcdef_00' | pilothouse-agent register".into(),
+            expires_at: control::Timestamp(0),
+        };
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    }
+}

@@ -754,7 +754,41 @@ async fn heartbeats_are_batched(db: TestDb) {
     assert_eq!(f.delivery.flush_heartbeats().await.unwrap(), 1);
 }
 
+/// A Viewer sees a prefix of a server's certificate fingerprint, not all of it;
+/// an expired client certificate no longer authenticates.
+async fn viewers_see_no_full_fingerprint_and_expired_certificates_fail(db: TestDb) {
+    let f = fleet(&db).await;
+    let now = Timestamp::now();
+    let (agent, fp, _) = enrol(&db, &f, true).await;
+    let (viewer, org) = add(&db, "Acme", "viewer@example.com", Role::Viewer).await;
+    let viewer = actor(&db, viewer, org).await;
+    let shown = agents::get(&viewer.authorize().unwrap(), &agent, now)
+        .await
+        .unwrap()
+        .cert_fingerprint;
+    assert!(!shown.contains(&fp), "{shown}");
+    assert!(fp.starts_with(shown.trim_end_matches('…')), "{shown}");
+    assert_eq!(shown.chars().count(), 17);
+    let listed = agents::list(&viewer.authorize().unwrap(), now)
+        .await
+        .unwrap();
+    assert!(listed.iter().all(|s| !s.cert_fingerprint.contains(&fp)));
+    let full = agents::get(&f.owner.authorize().unwrap(), &agent, now)
+        .await
+        .unwrap()
+        .cert_fingerprint;
+    assert_eq!(full, fp, "Owners and Admins see it whole");
+
+    let later = now.plus_secs((control::ca::CLIENT_CERT_DAYS + 1) * 86_400);
+    let expired = agents::authenticate(&db.store, &fp, later).await;
+    assert!(
+        matches!(expired, Err(ControlError::Unauthenticated(ref m)) if m.contains("expired")),
+        "{expired:?}"
+    );
+}
+
 control::both_backends!(
+    viewers_see_no_full_fingerprint_and_expired_certificates_fail,
     heartbeats_are_batched,
     revocation_ends_every_held_poll,
     audit_verification_is_incremental,

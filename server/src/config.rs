@@ -178,6 +178,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn debug_leaves_the_database_url_out() {
+        let o = Overrides {
+            database_url: Some("postgres://app:hunter2@db/pilothouse".into()),
+            ..Overrides::default()
+        };
+        let shown = format!("{o:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
+
+    #[test]
     fn flags_override_files_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pilothouse.toml");
