@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Agent footprint: RSS and CPU of a real `pilothouse-agent run` connected to a
-# real `pilothouse serve` (release builds, loopback), idle except for its
-# long-polls and a metrics sample every 60 s. Prints figures; asserts nothing.
+# real `pilothouse serve` (release builds, the agent in its `agent-release`
+# profile, loopback), idle except for its long-polls and a metrics sample every
+# 60 s. Prints figures; asserts nothing.
 #
 # Usage: scripts/bench-agent.sh [SECONDS]   (default 180)
 set -euo pipefail
@@ -9,7 +10,8 @@ cd "$(dirname "$0")/.."
 secs=${1:-180}
 
 cargo build --release -q -p server --bin pilothouse
-cargo build --release -q -p agent --bin pilothouse-agent
+cargo build --profile agent-release -q -p agent --bin pilothouse-agent
+agent_bin=target/agent-release/pilothouse-agent
 
 work=$(mktemp -d)
 trap 'kill $server_pid $agent_pid 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -24,10 +26,10 @@ gateway=$(sed -E 's/\x1b\[[0-9;]*m//g' "$work/server.log" | grep -o 'agent gatew
 echo "correct horse battery staple" | target/release/pilothouse admin add-user --data-dir "$work/data" \
 	--org Bench --email bench@example.com --role owner >/dev/null
 token=$(target/release/pilothouse admin registration-token --data-dir "$work/data" --org Bench 2>/dev/null | tail -n 1)
-printf '%s\n' "$token" | target/release/pilothouse-agent register --server "$gateway" --token-file - \
+printf '%s\n' "$token" | "$agent_bin" register --server "$gateway" --token-file - \
 	--state-dir "$work/agent" >/dev/null
 
-target/release/pilothouse-agent run --state-dir "$work/agent" 2>"$work/agent.log" &
+"$agent_bin" run --state-dir "$work/agent" 2>"$work/agent.log" &
 agent_pid=$!
 sleep 10 # enrolment done; let the first metrics sample and poll settle
 
@@ -41,4 +43,4 @@ hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$agent_pid/status")
 cpu_ms=$(( (t1 - t0) * 1000 / hz ))
 echo "agent idle over ${secs} s: CPU ${cpu_ms} ms (clock tick $((1000 / hz)) ms), $(awk -v c="$cpu_ms" -v s="$secs" 'BEGIN { printf "%.3f", c / s }') ms CPU per second"
 echo "agent RSS $(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }') MiB (peak $(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }') MiB)"
-echo "binary size $(stat -c %s target/release/pilothouse-agent) bytes"
+echo "binary size $(stat -c %s "$agent_bin") bytes"

@@ -628,9 +628,14 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
             ),
             (
                 "renew.json",
-                json(&RenewRequest {
-                    csr_pem: "-----BEGIN CERTIFICATE REQUEST-----\nMIHTMHsCAQAw\n-----END CERTIFICATE REQUEST-----\n".into(),
-                }),
+                {
+                    let csr_pem = "-----BEGIN CERTIFICATE REQUEST-----\nMIHTMHsCAQAw\n-----END CERTIFICATE REQUEST-----\n";
+                    json(&RenewRequest {
+                        csr_pem: csr_pem.into(),
+                        renewal: channel::sign_renewal(AGENT, csr_pem, &k.agent_signing, NOW)
+                            .expect("a well-formed agent id"),
+                    })
+                },
             ),
             (
                 "metrics.json",
