@@ -224,7 +224,7 @@ pub(crate) fn parse_role(s: &str) -> Result<Role, ControlError> {
 /// The organisations a user belongs to, oldest membership first.
 pub async fn orgs_of(store: &Store, user: UserId) -> Result<Vec<OrgView>, ControlError> {
     let rows = sqlx::query(
-        "SELECT o.id, o.name, m.role FROM memberships m JOIN orgs o ON o.id = m.org_id \
+        "SELECT o.id AS id, o.name AS name, m.role AS role FROM memberships m JOIN orgs o ON o.id = m.org_id \
          WHERE m.user_id = $1 ORDER BY m.created_at, o.id",
     )
     .bind(user.0)
@@ -233,9 +233,9 @@ pub async fn orgs_of(store: &Store, user: UserId) -> Result<Vec<OrgView>, Contro
     rows.iter()
         .map(|r| {
             Ok(OrgView {
-                id: OrgId(r.try_get(0)?),
-                name: r.try_get(1)?,
-                role: parse_role(&r.try_get::<String, _>(2)?)?,
+                id: OrgId(r.try_get("id")?),
+                name: r.try_get("name")?,
+                role: parse_role(&r.try_get::<String, _>("role")?)?,
             })
         })
         .collect()

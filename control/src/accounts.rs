@@ -232,8 +232,8 @@ pub async fn login(
         .await?;
     let (user, stored) = match row {
         Some(r) => (
-            Some(UserId(r.try_get(0)?)),
-            Some(r.try_get::<String, _>(1)?),
+            Some(UserId(r.try_get("id")?)),
+            Some(r.try_get::<String, _>("password_hash")?),
         ),
         None => (None, None),
     };

@@ -181,7 +181,10 @@ pub async fn append(
     .fetch_optional(tx.conn())
     .await?;
     let (seq, prev_hash) = match head {
-        Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<String, _>(1)?),
+        Some(row) => (
+            row.try_get::<i64, _>("seq")? + 1,
+            row.try_get::<String, _>("hash")?,
+        ),
         None => (1, GENESIS.to_string()),
     };
     let details = event.details.to_string();
@@ -235,14 +238,14 @@ pub async fn latest(
     rows.iter()
         .map(|r| {
             Ok(AuditEventView {
-                seq: r.try_get(0)?,
-                at: Timestamp(r.try_get(1)?),
-                actor: r.try_get(2)?,
-                ip: r.try_get(3)?,
-                user_agent: r.try_get(4)?,
-                action: r.try_get(5)?,
-                target: r.try_get(6)?,
-                details: r.try_get(7)?,
+                seq: r.try_get("seq")?,
+                at: Timestamp(r.try_get("at")?),
+                actor: r.try_get("actor")?,
+                ip: r.try_get("ip")?,
+                user_agent: r.try_get("user_agent")?,
+                action: r.try_get("action")?,
+                target: r.try_get("target")?,
+                details: r.try_get("details")?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()
@@ -261,7 +264,7 @@ pub async fn verify(auth: &Authorized<'_, ReadOrg>) -> Result<ChainReport, Contr
         .fetch_optional(store.pool())
         .await?;
     let (from_seq, from_hash) = match checkpoint {
-        Some(r) => (r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?),
+        Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
         None => (0, GENESIS.to_string()),
     };
     if from_seq > 0 {
@@ -336,21 +339,21 @@ async fn walk(
         .fetch_all(store.pool())
         .await?;
         for r in &rows {
-            let seq: i64 = r.try_get(0)?;
+            let seq: i64 = r.try_get("seq")?;
             let fields = Fields {
                 org: org.0,
                 seq,
-                at: r.try_get(1)?,
-                actor_user_id: r.try_get(2)?,
-                actor: r.try_get(3)?,
-                ip: r.try_get(4)?,
-                user_agent: r.try_get(5)?,
-                action: r.try_get(6)?,
-                target: r.try_get(7)?,
-                details: r.try_get(8)?,
+                at: r.try_get("at")?,
+                actor_user_id: r.try_get("actor_user_id")?,
+                actor: r.try_get("actor")?,
+                ip: r.try_get("ip")?,
+                user_agent: r.try_get("user_agent")?,
+                action: r.try_get("action")?,
+                target: r.try_get("target")?,
+                details: r.try_get("details")?,
             };
-            let stored_prev: String = r.try_get(9)?;
-            let stored_hash: String = r.try_get(10)?;
+            let stored_prev: String = r.try_get("prev_hash")?;
+            let stored_hash: String = r.try_get("hash")?;
             let expected_seq = last_seq + 1;
             if seq != expected_seq
                 || stored_prev != prev

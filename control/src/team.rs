@@ -31,7 +31,8 @@ pub async fn team(
     let store = auth.store();
     let org = auth.actor().org();
     let rows = sqlx::query(
-        "SELECT u.id, u.email, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id \
+        "SELECT u.id AS user_id, u.email AS email, m.role AS role, m.created_at AS joined_at \
+         FROM memberships m JOIN users u ON u.id = m.user_id \
          WHERE m.org_id = $1 ORDER BY m.created_at, u.id",
     )
     .bind(org.0)
@@ -41,17 +42,18 @@ pub async fn team(
         .iter()
         .map(|r| {
             Ok(MemberView {
-                user_id: UserId(r.try_get(0)?),
-                email: r.try_get(1)?,
-                role: parse_role(&r.try_get::<String, _>(2)?)?,
-                joined_at: Timestamp(r.try_get(3)?),
+                user_id: UserId(r.try_get("user_id")?),
+                email: r.try_get("email")?,
+                role: parse_role(&r.try_get::<String, _>("role")?)?,
+                joined_at: Timestamp(r.try_get("joined_at")?),
             })
         })
         .collect::<Result<Vec<_>, ControlError>>()?;
     let role = auth.actor().role();
     let invites = if role.manages_members() {
         let rows = sqlx::query(
-            "SELECT i.id, i.email, i.role, u.email, i.created_at, i.expires_at FROM invites i \
+            "SELECT i.id AS id, i.email AS email, i.role AS role, u.email AS invited_by, \
+             i.created_at AS created_at, i.expires_at AS expires_at FROM invites i \
              JOIN users u ON u.id = i.created_by \
              WHERE i.org_id = $1 AND i.accepted_at IS NULL AND i.revoked_at IS NULL AND i.expires_at > $2 \
              ORDER BY i.created_at DESC",
@@ -63,12 +65,12 @@ pub async fn team(
         rows.iter()
             .map(|r| {
                 Ok(InviteView {
-                    id: InviteId(r.try_get(0)?),
-                    email: r.try_get(1)?,
-                    role: parse_role(&r.try_get::<String, _>(2)?)?,
-                    invited_by: r.try_get(3)?,
-                    created_at: Timestamp(r.try_get(4)?),
-                    expires_at: Timestamp(r.try_get(5)?),
+                    id: InviteId(r.try_get("id")?),
+                    email: r.try_get("email")?,
+                    role: parse_role(&r.try_get::<String, _>("role")?)?,
+                    invited_by: r.try_get("invited_by")?,
+                    created_at: Timestamp(r.try_get("created_at")?),
+                    expires_at: Timestamp(r.try_get("expires_at")?),
                 })
             })
             .collect::<Result<Vec<_>, ControlError>>()?
@@ -183,8 +185,8 @@ pub async fn revoke_invite(
         .fetch_optional(tx.conn())
         .await?
         .ok_or_else(|| ControlError::not_found("No such pending invitation."))?;
-    let email: String = row.try_get(0)?;
-    let role = parse_role(&row.try_get::<String, _>(1)?)?;
+    let email: String = row.try_get("email")?;
+    let role = parse_role(&row.try_get::<String, _>("role")?)?;
     if role == Role::Owner {
         require::<ManageOwners>(mine)?;
     }
@@ -224,16 +226,17 @@ async fn find_invite(
     now: Timestamp,
 ) -> Result<PendingInvite, ControlError> {
     let row = sqlx::query(
-        "SELECT i.id, i.org_id, o.name, i.email, i.role, i.expires_at, i.accepted_at, i.revoked_at \
+        "SELECT i.id AS id, i.org_id AS org_id, o.name AS org_name, i.email AS email, i.role AS role, \
+         i.expires_at AS expires_at, i.accepted_at AS accepted_at, i.revoked_at AS revoked_at \
          FROM invites i JOIN orgs o ON o.id = i.org_id WHERE i.token_hash = $1",
     )
     .bind(token_hash("invite", token))
     .fetch_optional(conn)
     .await?
     .ok_or_else(|| ControlError::not_found("This invitation link is not valid. Ask for a new one."))?;
-    let accepted: Option<i64> = row.try_get(6)?;
-    let revoked: Option<i64> = row.try_get(7)?;
-    let expires_at = Timestamp(row.try_get(5)?);
+    let accepted: Option<i64> = row.try_get("accepted_at")?;
+    let revoked: Option<i64> = row.try_get("revoked_at")?;
+    let expires_at = Timestamp(row.try_get("expires_at")?);
     if accepted.is_some() {
         return Err(ControlError::conflict(
             "This invitation has already been used.",
@@ -250,11 +253,11 @@ async fn find_invite(
         ));
     }
     Ok(PendingInvite {
-        id: row.try_get(0)?,
-        org: OrgId(row.try_get(1)?),
-        org_name: row.try_get(2)?,
-        email: row.try_get(3)?,
-        role: parse_role(&row.try_get::<String, _>(4)?)?,
+        id: row.try_get("id")?,
+        org: OrgId(row.try_get("org_id")?),
+        org_name: row.try_get("org_name")?,
+        email: row.try_get("email")?,
+        role: parse_role(&row.try_get::<String, _>("role")?)?,
         expires_at,
     })
 }
@@ -402,13 +405,16 @@ async fn member_role(
     org: OrgId,
     user: UserId,
 ) -> Result<(Role, String), ControlError> {
-    let row = sqlx::query("SELECT m.role, u.email FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND m.user_id = $2")
+    let row = sqlx::query("SELECT m.role AS role, u.email AS email FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND m.user_id = $2")
         .bind(org.0)
         .bind(user.0)
         .fetch_optional(tx.conn())
         .await?
         .ok_or_else(|| ControlError::not_found("No such member in this organisation."))?;
-    Ok((parse_role(&row.try_get::<String, _>(0)?)?, row.try_get(1)?))
+    Ok((
+        parse_role(&row.try_get::<String, _>("role")?)?,
+        row.try_get("email")?,
+    ))
 }
 
 /// Counts the organisation's Owners. Callers lock the organisation first
