@@ -333,8 +333,7 @@ pub async fn fleet_summary() -> Result<control::FleetSummary, AppError> {
 pub async fn registration_tokens() -> Result<Vec<control::RegistrationTokenView>, AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
-    actor.authorize::<control::agents::ManageAgents>()?;
-    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    let auth = actor.authorize::<control::agents::ManageAgents>()?;
     Ok(control::agents::list_registration_tokens(&auth, cx.now).await?)
 }
 

@@ -222,13 +222,13 @@ impl Heartbeats {
 pub(crate) const HEARTBEAT_SQL: &str = "UPDATE agents SET last_seen_at = $1 \
      WHERE id = $2 AND revoked_at IS NULL AND (last_seen_at IS NULL OR last_seen_at < $1)";
 
-/// How stale the recorded heartbeat may get before a request refreshes it:
+/// How stale the recorded heartbeat may get before a poll notes a new one:
 /// well inside the 90 s after which a server shows Offline, and it spares a
-/// write on every request of an agent that polls again at once.
+/// heartbeat for every poll of an agent that polls again at once.
 pub const TOUCH_EVERY_SECS: i64 = 10;
 
-/// Records that the agent was heard from (the poll is the heartbeat), unless
-/// it was recorded less than [`TOUCH_EVERY_SECS`] ago over the same TLS group.
+/// Writes the heartbeat now: first contact, or a new TLS group (see
+/// [`Heartbeats::record`]); routine heartbeats are batched.
 pub async fn touch(
     store: &Store,
     session: &AgentSession,
@@ -236,12 +236,6 @@ pub async fn touch(
     now: Timestamp,
 ) -> Result<(), ControlError> {
     let tls_group: String = tls_group.chars().take(64).collect();
-    let fresh = session
-        .last_seen_at
-        .is_some_and(|t| t.plus_secs(TOUCH_EVERY_SECS) > now && t <= now);
-    if fresh && session.tls_group == tls_group {
-        return Ok(());
-    }
     let mut tx = store.begin().await?;
     sqlx::query(TOUCH_SQL)
         .bind(now.0)

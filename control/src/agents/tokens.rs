@@ -14,7 +14,7 @@ use serde_json::json;
 use sqlx::Row;
 
 use super::ManageAgents;
-use crate::access::{Authorized, Operator, ReadOrg, RequestMeta};
+use crate::access::{Authorized, Operator, RequestMeta};
 use crate::audit::{self, AuditAction, AuditActor, Event};
 use crate::ca::{AgentCa, IssuedCert};
 use crate::crypto::{random_token, token_hash};
@@ -173,9 +173,10 @@ fn token_view(
     })
 }
 
-/// The organisation's registration tokens, newest first (never the secret).
+/// The organisation's registration tokens, newest first (never the secret):
+/// for those who manage agents (Owner, Admin).
 pub async fn list_registration_tokens(
-    auth: &Authorized<'_, ReadOrg>,
+    auth: &Authorized<'_, ManageAgents>,
     now: Timestamp,
 ) -> Result<Vec<RegistrationTokenView>, ControlError> {
     let rows = sqlx::query(&format!(
