@@ -44,11 +44,7 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// PQC state names, as the dashboard's Security tab shows them.
+/// The PQC state's name, as the dashboard's Security tab shows it.
 pub fn pqc_state(has_kem_key: bool) -> &'static str {
-    if has_kem_key {
-        "Post-quantum encryption active"
-    } else {
-        "Classical fallback"
-    }
+    channel::PqcState::of_agent(has_kem_key).label()
 }

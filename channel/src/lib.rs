@@ -11,6 +11,12 @@
 //! - [`renewal`]: certificate renewals signed by the agent's identity key.
 //! - [`api`]: the agent gateway's HTTP request and response bodies.
 //! - [`token`]: the one-time registration token (`pht1_...`) and the CA pin it carries.
+//! - [`ops`]: the operation catalogue: kinds, risk levels and the rules for
+//!   their arguments, checked by the control plane and again by the agent.
+//! - [`pqc`]: the post-quantum states of a server's command channel.
+//!
+//! All but [`ops`], [`pqc`] and [`ChannelError`] sit behind feature `crypto`
+//! (on by default); the dashboard's browser build uses the crate without it.
 //!
 //! Everything is synchronous and pure: no I/O, no clock and no global RNG inside the
 //! protocol functions. Time is a parameter (`now_ms`, Unix milliseconds) and so is
@@ -21,32 +27,51 @@
 //! or get an agent to run an expired or replayed command. See each module for what
 //! it does and does not defend against.
 
+#[cfg(feature = "crypto")]
 pub mod api;
+#[cfg(feature = "crypto")]
 pub mod envelope;
 mod error;
+#[cfg(feature = "crypto")]
 pub mod keys;
+pub mod ops;
+pub mod pqc;
+#[cfg(feature = "crypto")]
 pub mod registration;
+#[cfg(feature = "crypto")]
 pub mod renewal;
+#[cfg(feature = "crypto")]
 pub mod replay;
+#[cfg(feature = "crypto")]
 pub mod token;
+#[cfg(feature = "crypto")]
 mod wire;
 
+pub use error::{ChannelError, ReplayKind};
+pub use pqc::PqcState;
+
+#[cfg(feature = "crypto")]
 pub use envelope::{
     open_command, open_result, open_signed_command, seal_command, seal_result, sign_command,
     CommandHeader, Envelope, EnvelopeHeader, OpenedCommand, OpenedResult, ResultHeader,
     ResultStatus, SealedCommand, SealedResult, SignedCommand,
 };
-pub use error::{ChannelError, ReplayKind};
+#[cfg(feature = "crypto")]
 pub use keys::{KemPublicKey, KemSecretKey, KeyId, SigningKey, VerifyingKey};
+#[cfg(feature = "crypto")]
 pub use registration::{
     sign_registration, verify_registration, KeyRegistration, SignedKeyRegistration,
     VerifiedKeyRegistration,
 };
+#[cfg(feature = "crypto")]
 pub use renewal::{sign_renewal, verify_renewal, SignedRenewal};
+#[cfg(feature = "crypto")]
 pub use replay::ReplayGuard;
 
 /// The `rand_core` version the RNG parameters use, so callers name the same traits.
+#[cfg(feature = "crypto")]
 pub use rand_core;
+#[cfg(feature = "crypto")]
 pub use rand_core::CryptoRng;
 
 /// Version of the agent wire protocol. Every message carries it; a peer refuses
@@ -54,6 +79,7 @@ pub use rand_core::CryptoRng;
 pub const PROTOCOL_VERSION: u16 = 1;
 
 /// The operating system's RNG as a [`CryptoRng`].
+#[cfg(feature = "crypto")]
 pub type OsRng = rand_core::UnwrapErr<getrandom::SysRng>;
 
 /// The operating system's RNG, for key generation and sealing in production.
@@ -62,6 +88,7 @@ pub type OsRng = rand_core::UnwrapErr<getrandom::SysRng>;
 /// means `getrandom(2)` itself failing, which it does not after boot (it blocks until
 /// the pool is seeded). There is no safe way to seal or generate keys without
 /// randomness, so stopping is the right outcome.
+#[cfg(feature = "crypto")]
 pub fn os_rng() -> OsRng {
     rand_core::UnwrapErr(getrandom::SysRng)
 }

@@ -157,12 +157,11 @@ impl Operator {
     /// The organisation with this exact name, read inside `tx`.
     pub async fn org_named(&self, tx: &mut Tx, name: &str) -> Result<OrgId, ControlError> {
         let name = name.trim();
-        let id: i64 = sqlx::query("SELECT id FROM orgs WHERE name = $1")
+        let id: i64 = sqlx::query_scalar("SELECT id FROM orgs WHERE name = $1")
             .bind(name)
             .fetch_optional(tx.conn())
             .await?
-            .ok_or_else(|| ControlError::not_found(format!("No organisation named `{name}`.")))?
-            .try_get(0)?;
+            .ok_or_else(|| ControlError::not_found(format!("No organisation named `{name}`.")))?;
         Ok(OrgId(id))
     }
 }
@@ -249,12 +248,10 @@ pub async fn actor(
     org: Option<OrgId>,
     meta: RequestMeta,
 ) -> Result<Actor, ControlError> {
-    let email: Option<String> = sqlx::query("SELECT email FROM users WHERE id = $1")
+    let email: Option<String> = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
         .bind(user.0)
         .fetch_optional(store.pool())
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()?;
+        .await?;
     let Some(email) = email else {
         return Err(ControlError::Unauthenticated("Please sign in.".into()));
     };

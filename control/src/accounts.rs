@@ -75,10 +75,9 @@ pub fn validate_org_name(raw: &str) -> Result<String, ControlError> {
 
 /// Whether the installation still needs its first Owner.
 pub async fn setup_needed(store: &Store) -> Result<bool, ControlError> {
-    let count: i64 = sqlx::query("SELECT COUNT(*) FROM users")
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
         .fetch_one(store.pool())
-        .await?
-        .try_get(0)?;
+        .await?;
     Ok(count == 0)
 }
 
@@ -151,10 +150,9 @@ pub async fn complete_setup(
 
     let mut tx = store.begin().await?;
     // Another replica may have completed setup meanwhile.
-    let users: i64 = sqlx::query("SELECT COUNT(*) FROM users")
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
         .fetch_one(tx.conn())
-        .await?
-        .try_get(0)?;
+        .await?;
     if users > 0 {
         *slot = None;
         return Err(ControlError::conflict(
@@ -242,14 +240,12 @@ pub async fn login(
         return Err(ControlError::Unauthenticated(LOGIN_FAILED.into()));
     };
     let mut tx = store.begin().await?;
-    let org: Option<i64> = sqlx::query(
+    let org: Option<i64> = sqlx::query_scalar(
         "SELECT org_id FROM memberships WHERE user_id = $1 ORDER BY created_at, org_id LIMIT 1",
     )
     .bind(user.0)
     .fetch_optional(tx.conn())
-    .await?
-    .map(|r| r.try_get(0))
-    .transpose()?;
+    .await?;
     // An account without an organisation gets the answer a wrong password
     // gets: the form does not reveal that the password was right.
     let Some(org) = org.map(OrgId) else {
@@ -318,12 +314,10 @@ pub async fn add_user_cli(
     let actor = AuditActor::cli();
 
     let mut tx = op.store().begin().await?;
-    let existing: Option<i64> = sqlx::query("SELECT id FROM orgs WHERE name = $1")
+    let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM orgs WHERE name = $1")
         .bind(&org_name)
         .fetch_optional(tx.conn())
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()?;
+        .await?;
     let org = match existing {
         Some(id) => OrgId(id),
         None => {
@@ -377,7 +371,7 @@ pub(crate) async fn insert_org(
     name: &str,
     now: Timestamp,
 ) -> Result<OrgId, ControlError> {
-    let row = sqlx::query("INSERT INTO orgs (name, created_at) VALUES ($1, $2) RETURNING id")
+    let id = sqlx::query_scalar("INSERT INTO orgs (name, created_at) VALUES ($1, $2) RETURNING id")
         .bind(name)
         .bind(now.0)
         .fetch_one(tx.conn())
@@ -385,7 +379,7 @@ pub(crate) async fn insert_org(
         .map_err(conflict_if_unique(
             "An organisation with that name already exists.",
         ))?;
-    Ok(OrgId(row.try_get(0)?))
+    Ok(OrgId(id))
 }
 
 pub(crate) async fn insert_user(
@@ -394,7 +388,7 @@ pub(crate) async fn insert_user(
     hash: &str,
     now: Timestamp,
 ) -> Result<UserId, ControlError> {
-    let row = sqlx::query(
+    let id = sqlx::query_scalar(
         "INSERT INTO users (email, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
     )
     .bind(email)
@@ -405,7 +399,7 @@ pub(crate) async fn insert_user(
     .map_err(conflict_if_unique(
         "An account with that email already exists.",
     ))?;
-    Ok(UserId(row.try_get(0)?))
+    Ok(UserId(id))
 }
 
 pub(crate) async fn insert_membership(

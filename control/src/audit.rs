@@ -269,13 +269,11 @@ pub async fn verify(auth: &Authorized<'_, ReadOrg>) -> Result<ChainReport, Contr
     };
     if from_seq > 0 {
         let stored: Option<String> =
-            sqlx::query("SELECT hash FROM audit_events WHERE org_id = $1 AND seq = $2")
+            sqlx::query_scalar("SELECT hash FROM audit_events WHERE org_id = $1 AND seq = $2")
                 .bind(org.0)
                 .bind(from_seq)
                 .fetch_optional(store.pool())
-                .await?
-                .map(|r| r.try_get(0))
-                .transpose()?;
+                .await?;
         if stored.as_deref() != Some(from_hash.as_str()) {
             return Ok(ChainReport {
                 events_checked: from_seq - 1,

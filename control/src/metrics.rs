@@ -6,7 +6,6 @@
 //! because a sample is keyed by agent and time.
 
 use channel::api::MetricSample;
-use sqlx::Row;
 
 use crate::access::{Authorized, ReadOrg};
 use crate::agents::AgentSession;
@@ -133,23 +132,42 @@ fn disk_totals(disks: &[channel::api::DiskUsage]) -> (u64, u64) {
     })
 }
 
-fn point(r: &sqlx::any::AnyRow) -> Result<MetricPoint, sqlx::Error> {
-    Ok(MetricPoint {
-        at: Timestamp(r.try_get(0)?),
-        cpu_pct: r.try_get(1)?,
-        mem_used: r.try_get(2)?,
-        mem_total: r.try_get(3)?,
-        disk_used: r.try_get(4)?,
-        disk_total: r.try_get(5)?,
-        net_rx_bps: r.try_get(6)?,
-        net_tx_bps: r.try_get(7)?,
-        load1: r.try_get(8)?,
-    })
+/// One chart point as the series queries name their columns (`t` is the
+/// sample time or the bucket start).
+#[derive(sqlx::FromRow)]
+struct PointRow {
+    t: i64,
+    cpu_pct: f64,
+    mem_used: i64,
+    mem_total: i64,
+    disk_used: i64,
+    disk_total: i64,
+    net_rx_bps: f64,
+    net_tx_bps: f64,
+    load1: f64,
 }
 
-const AVERAGES: &str = "CAST(AVG(cpu_pct) AS DOUBLE PRECISION), CAST(AVG(mem_used) AS BIGINT), CAST(MAX(mem_total) AS BIGINT), \
-     CAST(AVG(disk_used) AS BIGINT), CAST(MAX(disk_total) AS BIGINT), CAST(AVG(net_rx_bps) AS DOUBLE PRECISION), \
-     CAST(AVG(net_tx_bps) AS DOUBLE PRECISION), CAST(AVG(load1) AS DOUBLE PRECISION)";
+impl From<PointRow> for MetricPoint {
+    fn from(r: PointRow) -> Self {
+        MetricPoint {
+            at: Timestamp(r.t),
+            cpu_pct: r.cpu_pct,
+            mem_used: r.mem_used,
+            mem_total: r.mem_total,
+            disk_used: r.disk_used,
+            disk_total: r.disk_total,
+            net_rx_bps: r.net_rx_bps,
+            net_tx_bps: r.net_tx_bps,
+            load1: r.load1,
+        }
+    }
+}
+
+/// The averaged columns of a 5-minute bucket, named as the table names them.
+const AVERAGES: &str = "CAST(AVG(cpu_pct) AS DOUBLE PRECISION) AS cpu_pct, CAST(AVG(mem_used) AS BIGINT) AS mem_used, \
+     CAST(MAX(mem_total) AS BIGINT) AS mem_total, CAST(AVG(disk_used) AS BIGINT) AS disk_used, \
+     CAST(MAX(disk_total) AS BIGINT) AS disk_total, CAST(AVG(net_rx_bps) AS DOUBLE PRECISION) AS net_rx_bps, \
+     CAST(AVG(net_tx_bps) AS DOUBLE PRECISION) AS net_tx_bps, CAST(AVG(load1) AS DOUBLE PRECISION) AS load1";
 
 /// The series for a chart of the last `range_secs`: raw samples for an hour
 /// or less, 5-minute averages beyond.
@@ -160,21 +178,21 @@ pub async fn series(
     now: Timestamp,
 ) -> Result<Vec<MetricPoint>, ControlError> {
     let store = auth.store();
-    let owned: i64 = sqlx::query("SELECT COUNT(*) FROM agents WHERE id = $1 AND org_id = $2")
-        .bind(&agent.0)
-        .bind(auth.actor().org().0)
-        .fetch_one(store.pool())
-        .await?
-        .try_get(0)?;
+    let owned: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE id = $1 AND org_id = $2")
+            .bind(&agent.0)
+            .bind(auth.actor().org().0)
+            .fetch_one(store.pool())
+            .await?;
     if owned == 0 {
         return Err(ControlError::not_found("No such server."));
     }
     let since = now
         .plus_secs(-range_secs.clamp(60, ROLLUP_RETENTION_SECS))
         .0;
-    let rows = if range_secs <= 3600 {
-        sqlx::query(
-            "SELECT at, cpu_pct, mem_used, mem_total, disk_used, disk_total, net_rx_bps, net_tx_bps, load1 \
+    let rows: Vec<PointRow> = if range_secs <= 3600 {
+        sqlx::query_as(
+            "SELECT at AS t, cpu_pct, mem_used, mem_total, disk_used, disk_total, net_rx_bps, net_tx_bps, load1 \
              FROM metrics_raw WHERE agent_id = $1 AND at > $2 ORDER BY at",
         )
         .bind(&agent.0)
@@ -182,17 +200,17 @@ pub async fn series(
         .fetch_all(store.pool())
         .await?
     } else if range_secs <= RAW_RETENTION_SECS {
-        sqlx::query(&format!(
-            "SELECT (at / {BUCKET_MS}) * {BUCKET_MS} AS bucket, {AVERAGES} FROM metrics_raw \
-             WHERE agent_id = $1 AND at > $2 GROUP BY bucket ORDER BY bucket"
+        sqlx::query_as(&format!(
+            "SELECT (at / {BUCKET_MS}) * {BUCKET_MS} AS t, {AVERAGES} FROM metrics_raw \
+             WHERE agent_id = $1 AND at > $2 GROUP BY t ORDER BY t"
         ))
         .bind(&agent.0)
         .bind(since)
         .fetch_all(store.pool())
         .await?
     } else {
-        sqlx::query(
-            "SELECT at, cpu_pct, mem_used, mem_total, disk_used, disk_total, net_rx_bps, net_tx_bps, load1 \
+        sqlx::query_as(
+            "SELECT at AS t, cpu_pct, mem_used, mem_total, disk_used, disk_total, net_rx_bps, net_tx_bps, load1 \
              FROM metrics_5m WHERE agent_id = $1 AND at > $2 ORDER BY at",
         )
         .bind(&agent.0)
@@ -200,10 +218,7 @@ pub async fn series(
         .fetch_all(store.pool())
         .await?
     };
-    rows.iter()
-        .map(point)
-        .collect::<Result<_, _>>()
-        .map_err(Into::into)
+    Ok(rows.into_iter().map(MetricPoint::from).collect())
 }
 
 /// Rolls complete 5-minute buckets of raw samples into averages and applies

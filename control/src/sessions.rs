@@ -80,11 +80,11 @@ impl SessionStore for DbSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         // A fresh random id collides with astronomically low odds; check anyway.
         loop {
-            let taken: i64 = sqlx::query("SELECT COUNT(*) FROM sessions WHERE id_hash = $1")
+            let taken: i64 = sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE id_hash = $1")
                 .bind(id_hash(&record.id))
                 .fetch_one(self.store.pool())
                 .await
-                .and_then(|r| r.try_get(0))
+                .and_then(|r| r.try_get("n"))
                 .map_err(backend)?;
             if taken == 0 {
                 break;
@@ -144,8 +144,8 @@ impl SessionStore for DbSessionStore {
         .await
         .map_err(backend)?;
         let Some(row) = row else { return Ok(None) };
-        let data: String = row.try_get(0).map_err(backend)?;
-        let expires: i64 = row.try_get(1).map_err(backend)?;
+        let data: String = row.try_get("data").map_err(backend)?;
+        let expires: i64 = row.try_get("expires_at").map_err(backend)?;
         let data =
             serde_json::from_str(&data).map_err(|e| session_store::Error::Decode(e.to_string()))?;
         let expiry_date =
@@ -187,14 +187,14 @@ pub async fn list_own(
     .await?;
     rows.iter()
         .map(|r| {
-            let hash: String = r.try_get(0)?;
+            let hash: String = r.try_get("id_hash")?;
             Ok(SessionView {
                 handle: hash.chars().take(12).collect(),
                 current: current.as_deref() == Some(hash.as_str()),
-                created_at: Timestamp(r.try_get(1)?),
-                last_seen_at: Timestamp(r.try_get(2)?),
-                ip: r.try_get(3)?,
-                user_agent: r.try_get(4)?,
+                created_at: Timestamp(r.try_get("created_at")?),
+                last_seen_at: Timestamp(r.try_get("last_seen_at")?),
+                ip: r.try_get("ip")?,
+                user_agent: r.try_get("user_agent")?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()

@@ -107,29 +107,26 @@ pub async fn invite(
     if role == Role::Owner {
         require::<ManageOwners>(mine)?;
     }
-    let member: Option<i64> = sqlx::query(
+    let member: Option<i64> = sqlx::query_scalar(
         "SELECT m.user_id FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND u.email = $2",
     )
     .bind(actor.org().0)
     .bind(&email)
     .fetch_optional(tx.conn())
-    .await?
-    .map(|r| r.try_get(0))
-    .transpose()?;
+    .await?;
     if member.is_some() {
         return Err(ControlError::conflict(format!(
             "{email} is already a member of this organisation."
         )));
     }
-    let pending: i64 = sqlx::query(
+    let pending: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM invites WHERE org_id = $1 AND email = $2 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $3",
     )
     .bind(actor.org().0)
     .bind(&email)
     .bind(now.0)
     .fetch_one(tx.conn())
-    .await?
-    .try_get(0)?;
+    .await?;
     if pending > 0 {
         return Err(ControlError::conflict(format!(
             "{email} already has a pending invitation. Revoke it first to send a new one."
@@ -137,7 +134,7 @@ pub async fn invite(
     }
     let token = random_token(24);
     let expires = now.plus_secs(INVITE_TTL_SECS);
-    let id: i64 = sqlx::query(
+    let id: i64 = sqlx::query_scalar(
         "INSERT INTO invites (org_id, email, role, token_hash, created_by, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
@@ -149,8 +146,7 @@ pub async fn invite(
     .bind(now.0)
     .bind(expires.0)
     .fetch_one(tx.conn())
-    .await?
-    .try_get(0)?;
+    .await?;
     audit::append(
         &mut tx,
         &actor.audit_actor(),
@@ -270,11 +266,10 @@ pub async fn preview_invite(
 ) -> Result<InvitePreview, ControlError> {
     let mut conn = store.pool().acquire().await?;
     let invite = find_invite(&mut conn, token, now).await?;
-    let exists: i64 = sqlx::query("SELECT COUNT(*) FROM users WHERE email = $1")
+    let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE email = $1")
         .bind(&invite.email)
         .fetch_one(&mut *conn)
-        .await?
-        .try_get(0)?;
+        .await?;
     Ok(InvitePreview {
         org_name: invite.org_name,
         email: invite.email,
@@ -377,12 +372,11 @@ pub async fn accept_invite_signed_in(
 ) -> Result<OrgId, ControlError> {
     let mut tx = store.begin().await?;
     let invite = find_invite(tx.conn(), token, now).await?;
-    let email: String = sqlx::query("SELECT email FROM users WHERE id = $1")
+    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
         .bind(user.0)
         .fetch_optional(tx.conn())
         .await?
-        .ok_or_else(|| ControlError::Unauthenticated("Please sign in.".into()))?
-        .try_get(0)?;
+        .ok_or_else(|| ControlError::Unauthenticated("Please sign in.".into()))?;
     if email != invite.email {
         return Err(ControlError::forbidden(format!(
             "This invitation is for {}. Sign in with that account to accept it.",
@@ -423,11 +417,10 @@ async fn member_role(
 /// then reads the roles again.
 async fn owner_count_locked(tx: &mut Tx, org: OrgId) -> Result<i64, ControlError> {
     Ok(
-        sqlx::query("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'")
+        sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = 'owner'")
             .bind(org.0)
             .fetch_one(tx.conn())
-            .await?
-            .try_get(0)?,
+            .await?,
     )
 }
 

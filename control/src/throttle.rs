@@ -45,18 +45,19 @@ pub async fn check(
     now: Timestamp,
 ) -> Result<(), ControlError> {
     let since = now.plus_secs(-limit.window_secs).0;
-    let row =
-        sqlx::query("SELECT COUNT(*), MIN(at) FROM login_failures WHERE key = $1 AND at > $2")
-            .bind(key)
-            .bind(since)
-            .fetch_one(store.pool())
-            .await?;
-    let count: i64 = row.try_get(0)?;
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures WHERE key = $1 AND at > $2",
+    )
+    .bind(key)
+    .bind(since)
+    .fetch_one(store.pool())
+    .await?;
+    let count: i64 = row.try_get("n")?;
     if count < limit.max_failures {
         return Ok(());
     }
     // The window frees a slot when its oldest failure ages out.
-    let oldest: Option<i64> = row.try_get(1)?;
+    let oldest: Option<i64> = row.try_get("oldest")?;
     let free_at = oldest.unwrap_or(now.0) + limit.window_secs * 1000;
     let wait_ms = (free_at - now.0).max(1000);
     Err(ControlError::Throttled(Duration::from_millis(
@@ -96,14 +97,14 @@ pub async fn reserve(
     for (key, limit) in &sorted {
         let since = now.plus_secs(-limit.window_secs).0;
         let row =
-            sqlx::query("SELECT COUNT(*), MIN(at) FROM login_failures WHERE key = $1 AND at > $2")
+            sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures WHERE key = $1 AND at > $2")
                 .bind(*key)
                 .bind(since)
                 .fetch_one(tx.conn())
                 .await?;
-        let count: i64 = row.try_get(0)?;
+        let count: i64 = row.try_get("n")?;
         if count >= limit.max_failures {
-            let oldest: Option<i64> = row.try_get(1)?;
+            let oldest: Option<i64> = row.try_get("oldest")?;
             let free_at = oldest.unwrap_or(now.0) + limit.window_secs * 1000;
             let wait_ms = (free_at - now.0).max(1000);
             return Err(ControlError::Throttled(Duration::from_millis(
@@ -131,12 +132,12 @@ pub async fn release(tx: &mut Tx, reservation: Reservation) -> Result<(), StoreE
 }
 
 async fn insert_failure(tx: &mut Tx, key: &str, now: Timestamp) -> Result<i64, StoreError> {
-    let id: i64 = sqlx::query("INSERT INTO login_failures (key, at) VALUES ($1, $2) RETURNING id")
-        .bind(key)
-        .bind(now.0)
-        .fetch_one(tx.conn())
-        .await?
-        .try_get(0)?;
+    let id: i64 =
+        sqlx::query_scalar("INSERT INTO login_failures (key, at) VALUES ($1, $2) RETURNING id")
+            .bind(key)
+            .bind(now.0)
+            .fetch_one(tx.conn())
+            .await?;
     sqlx::query("DELETE FROM login_failures WHERE key = $1 AND at < $2")
         .bind(key)
         .bind(now.plus_secs(-86_400).0)

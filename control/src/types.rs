@@ -298,25 +298,7 @@ impl AgentId {
     }
 }
 
-/// The post-quantum state of a server's command channel, as the Security tab shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PqcState {
-    AgentNotInstalled,
-    PendingKeyRegistration,
-    ClassicalFallback,
-    PostQuantumActive,
-}
-
-impl PqcState {
-    pub fn label(self) -> &'static str {
-        match self {
-            PqcState::AgentNotInstalled => "Agent not installed",
-            PqcState::PendingKeyRegistration => "Pending key registration",
-            PqcState::ClassicalFallback => "Classical fallback",
-            PqcState::PostQuantumActive => "Post-quantum encryption active",
-        }
-    }
-}
+pub use channel::PqcState;
 
 /// A server as the Servers pages show it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

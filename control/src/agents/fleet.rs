@@ -147,15 +147,14 @@ pub async fn summary(
     .bind(seen_since)
     .fetch_one(auth.store().pool())
     .await?;
-    let awaiting: i64 = sqlx::query(
+    let awaiting: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM registration_tokens \
          WHERE org_id = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2",
     )
     .bind(org)
     .bind(now.0)
     .fetch_one(auth.store().pool())
-    .await?
-    .try_get(0)?;
+    .await?;
     Ok(FleetSummary {
         online: row.try_get("online")?,
         offline: row.try_get("offline")?,
@@ -175,15 +174,14 @@ pub(crate) async fn revoke(
     let actor = auth.actor();
     let mut tx = auth.store().begin().await?;
     actor.recheck::<ManageAgents>(&mut tx).await?;
-    let hostname: String = sqlx::query(
+    let hostname: String = sqlx::query_scalar(
         "SELECT hostname FROM agents WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL",
     )
     .bind(&agent.0)
     .bind(actor.org().0)
     .fetch_optional(tx.conn())
     .await?
-    .ok_or_else(|| ControlError::not_found("No such active server."))?
-    .try_get(0)?;
+    .ok_or_else(|| ControlError::not_found("No such active server."))?;
     sqlx::query("UPDATE agents SET revoked_at = $1 WHERE id = $2")
         .bind(now.0)
         .bind(&agent.0)

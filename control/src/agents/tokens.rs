@@ -64,7 +64,7 @@ async fn insert_token(
     check_ttl(ttl_secs)?;
     let secret = random_token(16);
     let expires_at = now.plus_secs(ttl_secs);
-    let id: i64 = sqlx::query(
+    let id: i64 = sqlx::query_scalar(
         "INSERT INTO registration_tokens (org_id, token_hash, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
     .bind(org.0)
@@ -73,8 +73,7 @@ async fn insert_token(
     .bind(now.0)
     .bind(expires_at.0)
     .fetch_one(tx.conn())
-    .await?
-    .try_get(0)?;
+    .await?;
     audit::append(
         tx,
         actor,
@@ -436,13 +435,12 @@ async fn refuse(
         TokenState::Active => TOKEN_INVALID,
     };
     let mut tx = store.begin().await?;
-    let refusals: i64 = sqlx::query(
+    let refusals: i64 = sqlx::query_scalar(
         "UPDATE registration_tokens SET refusals = refusals + 1 WHERE id = $1 RETURNING refusals",
     )
     .bind(token_id)
     .fetch_one(tx.conn())
-    .await?
-    .try_get(0)?;
+    .await?;
     if refusals == 1 {
         audit::append(
             &mut tx,
