@@ -166,53 +166,37 @@ fn time_ms(tag: u8, v: &[u8]) -> Result<i64, &'static str> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
         return Err("certificate time");
     }
-    let days = days_from_civil(year, month, day);
-    Ok((days * 86_400 + hour * 3600 + min * 60 + sec) * 1000)
+    let month = u8::try_from(month)
+        .ok()
+        .and_then(|m| time::Month::try_from(m).ok())
+        .ok_or("certificate time")?;
+    let date = i32::try_from(year)
+        .ok()
+        .and_then(|y| time::Date::from_calendar_date(y, month, day as u8).ok())
+        .ok_or("certificate time")?;
+    // A leap second (:60) counts as :59; the time crate has no :60.
+    let at = date
+        .with_hms(hour as u8, min as u8, sec.min(59) as u8)
+        .map_err(|_| "certificate time")?
+        .assume_utc();
+    Ok(at.unix_timestamp() * 1000)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01 (inverse of [`days_from_civil`]).
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
-}
-
-/// `YYYY-MM-DD HH:MM:SS UTC` for Unix milliseconds.
+/// `YYYY-MM-DD HH:MM:SS UTC` for Unix milliseconds (`out of range` past the
+/// years -9999..=9999).
 pub fn format_utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
+    match time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => "out of range".to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -230,8 +214,8 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         let info = CertInfo::from_pem(&cert.pem()).unwrap();
         assert_eq!(info.serial_hex, "8f0102");
-        assert_eq!(info.not_before_ms, days_from_civil(2026, 3, 1) * 86_400_000);
-        assert_eq!(info.not_after_ms, days_from_civil(2051, 2, 28) * 86_400_000);
+        assert_eq!(info.not_before_ms, 1_772_323_200_000); // 2026-03-01
+        assert_eq!(info.not_after_ms, 2_561_155_200_000); // 2051-02-28
         assert_eq!(format_utc(info.not_after_ms), "2051-02-28 00:00:00 UTC");
         use rcgen::PublicKeyData as _;
         assert_eq!(info.spki_der, key.subject_public_key_info());
@@ -254,8 +238,13 @@ mod tests {
 
     #[test]
     fn times_round_trip_through_the_calendar() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+        assert_eq!(
+            time_ms(GENERALIZED_TIME, b"20240229120000Z").unwrap() / 1000,
+            1_709_208_000
+        );
+        assert!(time_ms(GENERALIZED_TIME, b"20230229120000Z").is_err());
+        assert_eq!(format_utc(1_709_208_000_000), "2024-02-29 12:00:00 UTC");
+        assert_eq!(format_utc(i64::MAX), "out of range");
         assert_eq!(
             time_ms(UTC_TIME, b"491231235959Z").unwrap() / 1000,
             2_524_607_999
