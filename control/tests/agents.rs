@@ -7,26 +7,17 @@
 
 use std::sync::Arc;
 
-use control::access::{self, ReadOrg, RequestMeta};
+use control::access::{self, ReadOrg};
 use control::agents::{self, Enrolment, ManageAgents};
 use control::ca::AgentCa;
 use control::commands::{self, Report};
-use control::delivery::Delivery;
-use control::server_keys::ServerKeys;
 use control::testing::TestDb;
 use control::throttle::MemoryThrottle;
-use control::{
-    accounts, audit, metrics, AgentId, CommandState, ControlError, OrgId, PqcState, Role,
-    Timestamp, UserId,
-};
-use secrecy::{ExposeSecret, SecretString};
+use control::{audit, metrics, AgentId, CommandState, ControlError, PqcState, Role, Timestamp};
+use secrecy::ExposeSecret;
 
-fn delivery(db: &TestDb, dir: &std::path::Path) -> Delivery {
-    Delivery::new(
-        db.store.clone(),
-        Arc::new(ServerKeys::load_or_create(dir).unwrap()),
-    )
-}
+mod common;
+use common::{add, csr, delivery, meta};
 
 fn throttle() -> MemoryThrottle {
     MemoryThrottle::new(1000, 600)
@@ -46,34 +37,10 @@ fn ping_report<'a>(
     }
 }
 
-async fn add(db: &TestDb, org: &str, email: &str, role: Role) -> (UserId, OrgId) {
-    accounts::add_user_cli(
-        &control::access::Operator::command_line(db.store.clone()),
-        org,
-        email,
-        role,
-        SecretString::from("correct horse battery staple"),
-        Timestamp::now(),
-    )
-    .await
-    .unwrap()
-}
-
-fn meta() -> RequestMeta {
-    RequestMeta::new("192.0.2.7", "pilothouse-agent/0.1.0")
-}
-
 fn enrolment(token: &str, kem: bool) -> Enrolment {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-        .unwrap()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
     Enrolment {
         token: token.parse().unwrap(),
-        csr_pem: csr,
+        csr_pem: csr().1,
         identity_key: channel::SigningKey::generate().verifying_key().clone(),
         kem_key: kem.then(|| channel::KemSecretKey::generate().public_key().clone()),
         hostname: "web-1".into(),

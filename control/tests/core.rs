@@ -9,39 +9,18 @@
 
 use std::sync::Arc;
 
-use control::access::{self, Actor, ManageMembers, Operator, ReadOrg, RequestMeta};
+use control::access::{Actor, ManageMembers, Operator, ReadOrg, RequestMeta};
 use control::agents::{self, Enrolment, ManageAgents};
 use control::ca::AgentCa;
 use control::commands::{self, Report};
 use control::delivery::{Delivery, KEY_ACTION_TTL_SECS};
-use control::server_keys::ServerKeys;
 use control::testing::TestDb;
 use control::throttle::MemoryThrottle;
-use control::{accounts, audit, team, ControlError, OrgId, PqcState, Role, Timestamp, UserId};
+use control::{accounts, audit, team, ControlError, PqcState, Role, Timestamp};
 use secrecy::{ExposeSecret, SecretString};
 
-async fn add(db: &TestDb, org: &str, email: &str, role: Role) -> (UserId, OrgId) {
-    accounts::add_user_cli(
-        &Operator::command_line(db.store.clone()),
-        org,
-        email,
-        role,
-        SecretString::from("correct horse battery staple"),
-        Timestamp::now(),
-    )
-    .await
-    .unwrap()
-}
-
-fn meta() -> RequestMeta {
-    RequestMeta::new("192.0.2.7", "test")
-}
-
-async fn actor(db: &TestDb, user: UserId, org: OrgId) -> Actor {
-    access::actor(&db.store, user, Some(org), meta())
-        .await
-        .unwrap()
-}
+mod common;
+use common::{actor, add, csr, delivery, meta};
 
 async fn actions(actor: &Actor) -> Vec<String> {
     audit::latest(&actor.authorize::<ReadOrg>().unwrap(), 200)
@@ -143,10 +122,7 @@ struct Fleet {
 async fn fleet(db: &TestDb) -> Fleet {
     let dir = tempfile::tempdir().unwrap();
     let ca = AgentCa::load_or_create(dir.path(), Timestamp::now()).unwrap();
-    let delivery = Delivery::new(
-        db.store.clone(),
-        Arc::new(ServerKeys::load_or_create(dir.path()).unwrap()),
-    );
+    let delivery = delivery(db, dir.path());
     let (owner, org) = add(db, "Acme", "owner@example.com", Role::Owner).await;
     let owner = actor(db, owner, org).await;
     Fleet {
@@ -155,17 +131,6 @@ async fn fleet(db: &TestDb) -> Fleet {
         delivery,
         owner,
     }
-}
-
-fn csr() -> (rcgen::KeyPair, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-        .unwrap()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
-    (key, csr)
 }
 
 /// Enrols one agent; returns its id, certificate fingerprint and identity key.

@@ -5,34 +5,18 @@
 // `#[test]` functions themselves; a failed unwrap is a failed test here.
 #![allow(clippy::unwrap_used)]
 
-use control::access::{self, ManageMembers, ReadOrg, RequestMeta};
+use control::access::{self, ManageMembers, ReadOrg};
 use control::accounts::{self, SetupForm, SetupGate};
 use control::testing::TestDb;
-use control::{audit, team, ControlError, OrgId, Role, Timestamp, UserId};
+use control::{audit, team, ControlError, Role, Timestamp};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Row;
 
-const PASSWORD: &str = "correct horse battery staple";
+mod common;
+use common::{add, meta, PASSWORD};
 
 fn secret(s: &str) -> SecretString {
     SecretString::from(s.to_string())
-}
-
-fn meta() -> RequestMeta {
-    RequestMeta::new("192.0.2.10", "test-agent")
-}
-
-async fn add(db: &TestDb, org: &str, email: &str, role: Role) -> (UserId, OrgId) {
-    accounts::add_user_cli(
-        &control::access::Operator::command_line(db.store.clone()),
-        org,
-        email,
-        role,
-        secret(PASSWORD),
-        Timestamp::now(),
-    )
-    .await
-    .expect("add user")
 }
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
