@@ -398,6 +398,87 @@ impl Operation {
     }
 }
 
+/// The plan hash an approval is bound to: hex SHA-256 over a fixed label, the
+/// target agent's id and the operation's [canonical](Operation::canonical)
+/// form. Any change to the kind, an argument or the target makes another hash,
+/// so an edited plan needs a new approval, and the agent, which recomputes it
+/// from what it is about to run, refuses a command whose hash differs.
+#[cfg(feature = "crypto")]
+pub fn plan_hash(agent_id: &str, op: &Operation) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"pilothouse-plan-v1\n");
+    h.update(agent_id.as_bytes());
+    h.update(b"\n");
+    h.update(op.canonical().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Who asked for a command. The agent reads it from the signed header: a
+/// host whose own config says `production = true` refuses every command
+/// whose origin is [`Origin::Pilot`], whatever the control plane says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The control plane itself (pings, key rounds).
+    System,
+    /// A person proposed it.
+    Human,
+    /// The AI Pilot proposed it.
+    Pilot,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::System => "system",
+            Origin::Human => "human",
+            Origin::Pilot => "pilot",
+        }
+    }
+}
+
+impl FromStr for Origin {
+    type Err = OpError;
+
+    fn from_str(s: &str) -> Result<Self, OpError> {
+        [Origin::System, Origin::Human, Origin::Pilot]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| OpError::new("origin", "must be system, human or pilot"))
+    }
+}
+
+/// One approval of an operation, as the signed command carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approver {
+    pub user_id: i64,
+    /// `owner`, `admin` or `member`: the role when they approved.
+    pub role: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// The approval record a command for an operation carries, signed with it:
+/// where the operation came from, who approved it and when, and until when
+/// the approval holds. The agent refuses a pilot's command on a production
+/// host and a command whose plan hash does not match what it would run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRecord {
+    pub operation_id: String,
+    pub origin: Origin,
+    /// The proposer's user id; `None` for the AI Pilot.
+    pub proposed_by: Option<i64>,
+    /// The person ran their own operation (allowed when their role suffices
+    /// and the two-person rule does not apply).
+    pub self_approved: bool,
+    pub approvers: Vec<Approver>,
+    /// Unix milliseconds after which the approval no longer holds.
+    pub expires_at: i64,
+}
+
 /// What an agent declares it can run, from its own config: sent at enrolment
 /// and whenever its config changes. The dashboard offers only these.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -824,6 +905,20 @@ mod tests {
             op.canonical(),
             r#"run_plan(steps=[install_package(name="curl",version="1.2"),disk_usage()])"#
         );
+    }
+
+    #[cfg(feature = "crypto")]
+    #[test]
+    fn the_plan_hash_binds_kind_arguments_and_target() {
+        let op = Operation::parse("restart_service", &json!({"unit": "nginx.service"})).unwrap();
+        let other = Operation::parse("restart_service", &json!({"unit": "nginx2.service"})).unwrap();
+        let status = Operation::parse("service_status", &json!({"unit": "nginx.service"})).unwrap();
+        let h = plan_hash("agt_1", &op);
+        assert_eq!(h.len(), 64);
+        assert_eq!(h, plan_hash("agt_1", &op.clone()));
+        assert_ne!(h, plan_hash("agt_2", &op));
+        assert_ne!(h, plan_hash("agt_1", &other));
+        assert_ne!(h, plan_hash("agt_1", &status));
     }
 
     #[test]

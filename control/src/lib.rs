@@ -6,6 +6,7 @@
 //! sits behind the `server` feature. No HTTP and no Leptos in this crate: the
 //! edges (`app`, `server`) find out who is asking and call in here.
 
+pub mod op_types;
 pub mod types;
 
 #[cfg(feature = "server")]
@@ -51,4 +52,5 @@ pub mod throttle;
 
 #[cfg(feature = "server")]
 pub use error::{ControlError, StoreError};
+pub use op_types::*;
 pub use types::*;

@@ -401,10 +401,13 @@ pub enum CommandKind {
     RotateKeys,
     /// Register an X-Wing key (for an agent in classical fallback).
     RegisterPqcKey,
+    /// A catalogued operation that people approved.
+    Operation(channel::ops::OpKind),
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 3] = [
+    /// The control plane's own kinds (operations are [`CommandKind::Operation`]).
+    pub const SYSTEM: [CommandKind; 3] = [
         CommandKind::Ping,
         CommandKind::RotateKeys,
         CommandKind::RegisterPqcKey,
@@ -416,6 +419,7 @@ impl CommandKind {
             CommandKind::Ping => "ping",
             CommandKind::RotateKeys => "rotate_keys",
             CommandKind::RegisterPqcKey => "register_pqc_key",
+            CommandKind::Operation(kind) => kind.as_str(),
         }
     }
 
@@ -424,6 +428,7 @@ impl CommandKind {
             CommandKind::Ping => "Ping",
             CommandKind::RotateKeys => "Rotate keys",
             CommandKind::RegisterPqcKey => "Activate post-quantum encryption",
+            CommandKind::Operation(kind) => kind.label(),
         }
     }
 
@@ -442,9 +447,10 @@ impl fmt::Display for CommandKind {
 impl FromStr for CommandKind {
     type Err = UnknownValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        CommandKind::ALL
+        CommandKind::SYSTEM
             .into_iter()
             .find(|k| k.as_str() == s)
+            .or_else(|| s.parse().ok().map(CommandKind::Operation))
             .ok_or_else(|| UnknownValue::new("command kind", s))
     }
 }
@@ -527,7 +533,7 @@ pub struct UnknownValue {
 }
 
 impl UnknownValue {
-    fn new(what: &'static str, value: &str) -> Self {
+    pub(crate) fn new(what: &'static str, value: &str) -> Self {
         Self {
             what,
             value: value.chars().take(32).collect(),
@@ -573,7 +579,8 @@ mod tests {
 
     #[test]
     fn command_names_round_trip() {
-        for k in CommandKind::ALL {
+        let ops = channel::ops::OpKind::ALL.map(CommandKind::Operation);
+        for k in CommandKind::SYSTEM.into_iter().chain(ops) {
             assert_eq!(k.as_str().parse::<CommandKind>(), Ok(k));
         }
         for s in CommandState::ALL {

@@ -1,0 +1,96 @@
+-- Operations and approval gates.
+--
+-- An operation is a catalogued kind with checked arguments, proposed by a
+-- person or by the AI Pilot for one or more servers, approved or rejected by a
+-- person whose role suffices, then dispatched as one command per server. Every
+-- state it passes through is kept in operation_events, forever.
+
+-- Per-organisation policy. A missing row means the defaults.
+CREATE TABLE org_policies (
+    org_id               BIGINT    PRIMARY KEY REFERENCES orgs(id),
+    approval_ttl_secs    BIGINT   NOT NULL DEFAULT 3600,
+    -- The two-person rule applies from this risk upwards; NULL turns it off.
+    two_person_from      TEXT     CHECK (two_person_from IN ('low', 'medium', 'high', 'destructive')) DEFAULT 'high',
+    pilot_enabled        BIGINT   NOT NULL DEFAULT 1 CHECK (pilot_enabled IN (0, 1)),
+    production_default   BIGINT   NOT NULL DEFAULT 0 CHECK (production_default IN (0, 1)),
+    delete_grace_secs    BIGINT   NOT NULL DEFAULT 604800,
+    updated_at           BIGINT   NOT NULL
+);
+
+-- Production Protection and AI File Access are per server, set by an Owner
+-- or Admin. Capabilities are what the agent declared from its own config.
+ALTER TABLE agents ADD COLUMN production BIGINT NOT NULL DEFAULT 0 CHECK (production IN (0, 1));
+ALTER TABLE agents ADD COLUMN file_access BIGINT NOT NULL DEFAULT 0 CHECK (file_access IN (0, 1));
+ALTER TABLE agents ADD COLUMN capabilities TEXT;
+ALTER TABLE agents ADD COLUMN unit_states TEXT;
+
+CREATE TABLE operations (
+    id                   TEXT     PRIMARY KEY,
+    org_id               BIGINT    NOT NULL REFERENCES orgs(id),
+    kind                 TEXT     NOT NULL,
+    args                 TEXT     NOT NULL,
+    risk                 TEXT     NOT NULL CHECK (risk IN ('low', 'medium', 'high', 'destructive')),
+    reason               TEXT     NOT NULL,
+    origin               TEXT     NOT NULL CHECK (origin IN ('human', 'pilot')),
+    proposed_by          BIGINT    REFERENCES users(id),
+    proposer_label       TEXT     NOT NULL,
+    evidence             TEXT,
+    -- The AI Pilot's key for the condition it proposed for: one proposal per condition.
+    condition_key        TEXT,
+    idempotency_key      TEXT,
+    state                TEXT     NOT NULL CHECK (state IN ('proposed', 'approved', 'rejected', 'expired', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled', 'halted')),
+    self_approved        BIGINT   NOT NULL DEFAULT 0 CHECK (self_approved IN (0, 1)),
+    max_parallel         BIGINT   NOT NULL DEFAULT 1,
+    error_threshold      BIGINT   NOT NULL DEFAULT 0,
+    created_at           BIGINT   NOT NULL,
+    decided_at           BIGINT,
+    approval_expires_at  BIGINT,
+    finished_at          BIGINT,
+    UNIQUE (org_id, idempotency_key),
+    UNIQUE (org_id, condition_key)
+);
+CREATE INDEX operations_org_state ON operations(org_id, state);
+CREATE INDEX operations_org_created ON operations(org_id, created_at);
+
+-- One row per target server, with the plan hash its approval is bound to.
+CREATE TABLE operation_targets (
+    operation_id  TEXT     NOT NULL REFERENCES operations(id),
+    agent_id      TEXT     NOT NULL REFERENCES agents(id),
+    position      BIGINT   NOT NULL,
+    plan_hash     TEXT     NOT NULL,
+    state         TEXT     NOT NULL CHECK (state IN ('waiting', 'dispatched', 'succeeded', 'failed', 'expired', 'cancelled', 'skipped')),
+    command_id    TEXT     REFERENCES commands(id),
+    PRIMARY KEY (operation_id, agent_id)
+);
+CREATE INDEX operation_targets_command ON operation_targets(command_id);
+
+-- Approvals of an operation: who, with which role at the time, and why.
+CREATE TABLE operation_approvals (
+    operation_id  TEXT     NOT NULL REFERENCES operations(id),
+    user_id       BIGINT    NOT NULL REFERENCES users(id),
+    label         TEXT     NOT NULL,
+    role          TEXT     NOT NULL CHECK (role IN ('owner', 'admin', 'member', 'viewer')),
+    reason        TEXT     NOT NULL,
+    at            BIGINT   NOT NULL,
+    PRIMARY KEY (operation_id, user_id)
+);
+
+-- The history: every state an operation (or one of its targets) entered.
+CREATE TABLE operation_events (
+    id             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    operation_id   TEXT     NOT NULL REFERENCES operations(id),
+    agent_id       TEXT,
+    state          TEXT     NOT NULL,
+    actor_user_id  BIGINT,
+    actor_label    TEXT     NOT NULL,
+    reason         TEXT,
+    at             BIGINT   NOT NULL
+);
+CREATE INDEX operation_events_operation ON operation_events(operation_id, id);
+
+-- What a command carries for the agent to check: its origin, the plan hash
+-- it recomputes, the approval record; and the operation it belongs to.
+ALTER TABLE commands ADD COLUMN origin TEXT NOT NULL DEFAULT 'system' CHECK (origin IN ('system', 'human', 'pilot'));
+ALTER TABLE commands ADD COLUMN plan_hash TEXT;
+ALTER TABLE commands ADD COLUMN approval TEXT;
+ALTER TABLE commands ADD COLUMN operation_id TEXT;
