@@ -62,6 +62,7 @@ fn header(sequence: u64) -> CommandHeader {
         issued_at: NOW,
         expires_at: NOW + 15 * 60_000,
         kind: "service/restart".into(),
+        operation: None,
     }
 }
 

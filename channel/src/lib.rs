@@ -53,8 +53,8 @@ pub use pqc::PqcState;
 #[cfg(feature = "crypto")]
 pub use envelope::{
     open_command, open_result, open_signed_command, seal_command, seal_result, sign_command,
-    CommandHeader, Envelope, EnvelopeHeader, OpenedCommand, OpenedResult, ResultHeader,
-    ResultStatus, SealedCommand, SealedResult, SignedCommand,
+    CommandHeader, Envelope, EnvelopeHeader, OpenedCommand, OpenedResult, OperationHeader,
+    ResultHeader, ResultStatus, SealedCommand, SealedResult, SignedCommand,
 };
 #[cfg(feature = "crypto")]
 pub use keys::{KemPublicKey, KemSecretKey, KeyId, SigningKey, VerifyingKey};

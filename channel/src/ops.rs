@@ -911,7 +911,8 @@ mod tests {
     #[test]
     fn the_plan_hash_binds_kind_arguments_and_target() {
         let op = Operation::parse("restart_service", &json!({"unit": "nginx.service"})).unwrap();
-        let other = Operation::parse("restart_service", &json!({"unit": "nginx2.service"})).unwrap();
+        let other =
+            Operation::parse("restart_service", &json!({"unit": "nginx2.service"})).unwrap();
         let status = Operation::parse("service_status", &json!({"unit": "nginx.service"})).unwrap();
         let h = plan_hash("agt_1", &op);
         assert_eq!(h.len(), 64);

@@ -115,6 +115,7 @@ mod tests {
             issued_at: 0,
             expires_at: 1,
             kind: "k".into(),
+            operation: None,
         })
     }
 

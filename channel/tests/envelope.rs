@@ -476,3 +476,77 @@ fn commands_and_results_do_not_cross() {
         ChannelError::Malformed(_)
     ));
 }
+
+/// Every field of an operation's header is signed: a relay that turns a
+/// pilot's command into a person's, swaps the plan hash, adds an approver or
+/// strips the operation altogether breaks the signature.
+#[test]
+fn the_operation_header_is_signed() {
+    use channel::ops::{ApprovalRecord, Approver, Origin};
+    let mut f = Fixture::new();
+    let mut header = f.header(3);
+    header.kind = "restart_service".into();
+    header.operation = Some(channel::OperationHeader {
+        plan_hash: "ab".repeat(32),
+        approval: ApprovalRecord {
+            operation_id: "op_0123456789abcdef01234567".into(),
+            origin: Origin::Pilot,
+            proposed_by: None,
+            self_approved: false,
+            approvers: vec![Approver {
+                user_id: 7,
+                role: "member".into(),
+                at: NOW - 1000,
+            }],
+            expires_at: NOW + 3_600_000,
+        },
+    });
+    let sealed = f.seal(&header, b"{\"unit\":\"nginx.service\"}");
+    assert_eq!(
+        f.open(&sealed).unwrap().header().operation,
+        header.operation
+    );
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit); 6] = [
+        ("origin", |v| {
+            v["header"]["operation"]["approval"]["origin"] = "human".into()
+        }),
+        ("plan hash", |v| {
+            v["header"]["operation"]["plan_hash"] = "cd".repeat(32).into()
+        }),
+        ("approver role", |v| {
+            v["header"]["operation"]["approval"]["approvers"][0]["role"] = "admin".into()
+        }),
+        ("approval expiry", |v| {
+            v["header"]["operation"]["approval"]["expires_at"] = (NOW + 86_400_000).into()
+        }),
+        ("self approval", |v| {
+            v["header"]["operation"]["approval"]["self_approved"] = true.into()
+        }),
+        ("operation removed", |v| {
+            v["header"].as_object_mut().unwrap().remove("operation");
+        }),
+    ];
+    for (what, edit) in cases {
+        let json = edit_json(&sealed, edit);
+        let parsed = reparse(&json).unwrap();
+        assert_ne!(parsed, sealed, "{what}: edit had no effect");
+        assert_eq!(
+            f.open(&parsed).unwrap_err(),
+            ChannelError::BadSignature,
+            "{what}"
+        );
+    }
+    let mut bad = header.clone();
+    if let Some(op) = bad.operation.as_mut() {
+        op.plan_hash = "not hex".into();
+    }
+    assert!(channel::seal_command(
+        &bad,
+        b"{}",
+        f.agent_kem.public_key(),
+        &f.server_signing,
+        &mut f.rng
+    )
+    .is_err());
+}

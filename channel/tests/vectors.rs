@@ -104,6 +104,7 @@ fn generate() -> Vectors {
         issued_at: NOW,
         expires_at: NOW + 15 * 60_000,
         kind: "service/restart".into(),
+        operation: None,
     };
     let payload = br#"{"unit":"nginx.service","mode":"replace"}"#;
     let sealed = seal_command(

@@ -52,6 +52,19 @@ pub enum AuditAction {
     KeysRegistered,
     PqcActivated,
     CertRenewed,
+    OperationProposed,
+    OperationRefused,
+    OperationApproved,
+    OperationRejected,
+    OperationCancelled,
+    OperationHalted,
+    OperationResumed,
+    OperationFinished,
+    OperationExpired,
+    ServerProductionChanged,
+    ServerFileAccessChanged,
+    PolicyChanged,
+    AgentCapabilitiesChanged,
 }
 
 impl AuditAction {
@@ -82,9 +95,25 @@ impl AuditAction {
             AuditAction::KeysRegistered => "agent.keys_registered",
             AuditAction::PqcActivated => "agent.pqc_activated",
             AuditAction::CertRenewed => "agent.cert_renewed",
+            AuditAction::OperationProposed => "operation.proposed",
+            AuditAction::OperationRefused => "operation.refused",
+            AuditAction::OperationApproved => "operation.approved",
+            AuditAction::OperationRejected => "operation.rejected",
+            AuditAction::OperationCancelled => "operation.cancelled",
+            AuditAction::OperationHalted => "operation.halted",
+            AuditAction::OperationResumed => "operation.resumed",
+            AuditAction::OperationFinished => "operation.finished",
+            AuditAction::OperationExpired => "operation.expired",
+            AuditAction::ServerProductionChanged => "server.production_changed",
+            AuditAction::ServerFileAccessChanged => "server.file_access_changed",
+            AuditAction::PolicyChanged => "org.operations_policy_changed",
+            AuditAction::AgentCapabilitiesChanged => "agent.capabilities_changed",
         }
     }
 }
+
+/// How the audit log and the history name the built-in pilot.
+pub const PILOT_LABEL: &str = "AI Pilot";
 
 /// Who caused an event: a signed-in user or the operator at the CLI.
 #[derive(Clone, Debug)]
@@ -102,6 +131,26 @@ impl AuditActor {
         Self {
             user: None,
             label: format!("agent {}", agent.0),
+            ip: String::new(),
+            user_agent: String::new(),
+        }
+    }
+
+    /// The built-in AI Pilot: proposes, never approves.
+    pub fn pilot() -> Self {
+        Self {
+            user: None,
+            label: PILOT_LABEL.into(),
+            ip: String::new(),
+            user_agent: String::new(),
+        }
+    }
+
+    /// The control plane's own background work (expiry, halts by threshold).
+    pub fn system() -> Self {
+        Self {
+            user: None,
+            label: "system".into(),
             ip: String::new(),
             user_agent: String::new(),
         }

@@ -23,10 +23,11 @@ use crate::access::{Authorized, ReadOrg};
 use crate::agents::AgentSession;
 use crate::audit::{self, AuditAction, AuditActor, Event};
 use crate::crypto::random_token;
+use crate::operations::dispatch;
 use crate::store::{Store, Tx};
 use crate::{
     AgentId, CommandId, CommandKind, CommandOutcome, CommandState, CommandView, ControlError,
-    OrgId, Timestamp, UserId,
+    OperationId, OrgId, Origin, TargetState, Timestamp, UserId,
 };
 
 /// The long-poll's check on every wake-up.
@@ -45,6 +46,10 @@ pub struct QueuedCommand {
     pub args: String,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    pub origin: Origin,
+    /// For an operation's command: its plan hash and approval record (JSON).
+    pub plan_hash: Option<String>,
+    pub approval: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -53,8 +58,13 @@ struct QueuedRow {
     seq: i64,
     kind: String,
     args: String,
+    state: String,
     created_at: i64,
     expires_at: i64,
+    origin: String,
+    plan_hash: Option<String>,
+    approval: Option<String>,
+    operation_id: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -96,8 +106,22 @@ impl QueuedRow {
             args: self.args,
             created_at: Timestamp(self.created_at),
             expires_at: Timestamp(self.expires_at),
+            origin: self
+                .origin
+                .parse()
+                .map_err(|e: crate::OpError| ControlError::Internal(e.to_string().into()))?,
+            plan_hash: self.plan_hash,
+            approval: self.approval,
         })
     }
+}
+
+/// What ties an operation's command to its operation.
+pub(crate) struct OperationLink {
+    pub operation: OperationId,
+    pub plan_hash: String,
+    /// The approval record, JSON, as the command header carries it.
+    pub approval: String,
 }
 
 /// A command to queue, inside the caller's write transaction.
@@ -108,6 +132,10 @@ pub(crate) struct NewCommand<'a> {
     pub args: serde_json::Value,
     pub created_by: Option<UserId>,
     pub ttl_secs: i64,
+    /// Overrides `ttl_secs` (an operation's command expires with its approval).
+    pub expires_at: Option<Timestamp>,
+    pub origin: Origin,
+    pub operation: Option<OperationLink>,
 }
 
 /// Queues a command inside `tx`: takes the agent's next sequence number and
@@ -137,9 +165,11 @@ pub(crate) async fn insert(
         ));
     }
     let id = CommandId(format!("cmd_{}", random_token(12)));
+    let link = c.operation.as_ref();
     sqlx::query(
-        "INSERT INTO commands (id, org_id, agent_id, seq, kind, args, state, created_by, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO commands (id, org_id, agent_id, seq, kind, args, state, created_by, created_at, expires_at, \
+         origin, plan_hash, approval, operation_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&id.0)
     .bind(c.org.0)
@@ -150,7 +180,11 @@ pub(crate) async fn insert(
     .bind(CommandState::Queued.as_str())
     .bind(c.created_by.map(|u| u.0))
     .bind(now.0)
-    .bind(now.plus_secs(c.ttl_secs).0)
+    .bind(c.expires_at.unwrap_or(now.plus_secs(c.ttl_secs)).0)
+    .bind(c.origin.as_str())
+    .bind(link.map(|l| l.plan_hash.as_str()))
+    .bind(link.map(|l| l.approval.as_str()))
+    .bind(link.map(|l| l.operation.0.as_str()))
     .execute(tx.conn())
     .await?;
     audit::append(
@@ -187,15 +221,29 @@ pub(crate) async fn cancel_open(
     .rows_affected())
 }
 
+/// What a poll takes from the queue.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// Deliverable commands in sequence order.
+    pub commands: Vec<QueuedCommand>,
+    /// Agents that got a command of a later wave (an operation's command here
+    /// expired): wake them once the transaction has committed.
+    pub wake: Vec<AgentId>,
+}
+
 /// Commands for the agent that are queued or delivered but not finished
 /// (at-least-once: a command stays deliverable until the agent reports it),
-/// in sequence order. Expired ones are marked expired instead. Marks the rest
-/// delivered.
+/// in sequence order, and only until their deadline: a queued command past
+/// it is marked expired instead (an operation's target with it), and so is a
+/// delivered one, except that an operation's delivered command is left to
+/// the sweep's grace period (the agent may still be running it). Marks the
+/// rest delivered; an operation's target whose command is delivered for the
+/// first time is recorded as running.
 pub async fn take_pending(
     store: &Store,
     session: &AgentSession,
     now: Timestamp,
-) -> Result<Vec<QueuedCommand>, ControlError> {
+) -> Result<Taken, ControlError> {
     let agent = session.agent();
     let (queued, delivered) = (
         CommandState::Queued.as_str(),
@@ -210,35 +258,62 @@ pub async fn take_pending(
         .fetch_optional(store.pool())
         .await?;
     if any.is_none() {
-        return Ok(Vec::new());
+        return Ok(Taken::default());
     }
     let mut tx = store.begin().await?;
-    sqlx::query(
-        "UPDATE commands SET state = $1, finished_at = $2 WHERE agent_id = $3 AND state IN ($4, $5) AND expires_at <= $2",
+    let mut wake = Vec::new();
+    let past: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT id, operation_id FROM commands WHERE agent_id = $1 AND expires_at <= $2 \
+         AND (state = $3 OR (state = $4 AND operation_id IS NULL))",
     )
-    .bind(CommandState::Expired.as_str())
+    .bind(&agent.0)
     .bind(now.0)
-    .bind(&agent.0)
-    .bind(queued)
-    .bind(delivered)
-    .execute(tx.conn())
-    .await?;
-    let rows: Vec<QueuedRow> = sqlx::query_as(
-        "SELECT id, seq, kind, args, created_at, expires_at FROM commands \
-         WHERE agent_id = $1 AND state IN ($2, $3) ORDER BY seq",
-    )
-    .bind(&agent.0)
     .bind(queued)
     .bind(delivered)
     .fetch_all(tx.conn())
     .await?;
-    let commands = rows
-        .into_iter()
-        .map(QueuedRow::into_command)
-        .collect::<Result<Vec<_>, _>>()?;
+    for (id, operation) in &past {
+        sqlx::query("UPDATE commands SET state = $1, finished_at = $2 WHERE id = $3")
+            .bind(CommandState::Expired.as_str())
+            .bind(now.0)
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+        if operation.is_some() {
+            wake.extend(
+                dispatch::command_finished(
+                    &mut tx,
+                    id,
+                    TargetState::Expired,
+                    Some("The approval expired before the agent took the command."),
+                    now,
+                )
+                .await?,
+            );
+        }
+    }
+    let rows: Vec<QueuedRow> = sqlx::query_as(
+        "SELECT id, seq, kind, args, state, created_at, expires_at, origin, plan_hash, approval, operation_id \
+         FROM commands WHERE agent_id = $1 AND state IN ($2, $3) AND expires_at > $4 ORDER BY seq",
+    )
+    .bind(&agent.0)
+    .bind(queued)
+    .bind(delivered)
+    .bind(now.0)
+    .fetch_all(tx.conn())
+    .await?;
+    let mut commands = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.state == queued {
+            if let Some(op) = &row.operation_id {
+                dispatch::mark_running(&mut tx, &OperationId(op.clone()), agent, now).await?;
+            }
+        }
+        commands.push(row.into_command()?);
+    }
     if !commands.is_empty() {
         sqlx::query(
-            "UPDATE commands SET state = $1, delivered_at = COALESCE(delivered_at, $2) WHERE agent_id = $3 AND state = $4",
+            "UPDATE commands SET state = $1, delivered_at = COALESCE(delivered_at, $2) WHERE agent_id = $3 AND state = $4 AND expires_at > $2",
         )
         .bind(delivered)
         .bind(now.0)
@@ -248,7 +323,7 @@ pub async fn take_pending(
         .await?;
     }
     tx.commit().await?;
-    Ok(commands)
+    Ok(Taken { commands, wake })
 }
 
 /// An agent's report on one of its commands.
@@ -259,19 +334,21 @@ pub struct Report<'a> {
     pub text: &'a str,
 }
 
-/// Records an agent's result for one of its own commands. A second report
-/// for a finished command is ignored (the agent may retry after a lost reply).
+/// Records an agent's result for one of its own commands, and for an
+/// operation's command the target's outcome (which may send the next wave).
+/// A second report for a finished command is ignored (the agent may retry
+/// after a lost reply). Returns the agents to wake after the commit.
 #[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn finish(
     store: &Store,
     session: &AgentSession,
     report: Report<'_>,
     now: Timestamp,
-) -> Result<(), ControlError> {
+) -> Result<Vec<AgentId>, ControlError> {
     let agent = session.agent();
     let mut tx = store.begin().await?;
     let row = sqlx::query(
-        "SELECT kind, state, seq, delivered_at FROM commands WHERE id = $1 AND agent_id = $2",
+        "SELECT kind, state, seq, delivered_at, operation_id FROM commands WHERE id = $1 AND agent_id = $2",
     )
     .bind(report.command)
     .bind(&agent.0)
@@ -289,8 +366,9 @@ pub async fn finish(
     }
     let open = state.is_open() || (state == CommandState::Expired && delivered.is_some());
     if !open {
-        return Ok(());
+        return Ok(Vec::new());
     }
+    let operation: Option<String> = row.try_get("operation_id")?;
     let new_state = if report.succeeded {
         CommandState::Succeeded
     } else {
@@ -321,8 +399,18 @@ pub async fn finish(
         now,
     )
     .await?;
+    let wake = if operation.is_some() {
+        let outcome = if report.succeeded {
+            TargetState::Succeeded
+        } else {
+            TargetState::Failed
+        };
+        dispatch::command_finished(&mut tx, report.command, outcome, None, now).await?
+    } else {
+        Vec::new()
+    };
     tx.commit().await?;
-    Ok(())
+    Ok(wake)
 }
 
 /// The state and result of one command of the caller's organisation.

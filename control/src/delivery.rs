@@ -29,7 +29,20 @@ use crate::audit::{self, AuditAction, Event};
 use crate::commands::{self, NewCommand, QueuedCommand, Report};
 use crate::server_keys::ServerKeys;
 use crate::store::Store;
-use crate::{AgentId, CommandId, CommandKind, ControlError, Timestamp};
+use crate::{AgentId, CommandId, CommandKind, ControlError, Origin, Timestamp};
+
+/// The signed operation part of a command's header: its plan hash and
+/// approval record, for an operation's command; nothing for the control
+/// plane's own.
+fn operation_header(c: &QueuedCommand) -> Result<Option<channel::OperationHeader>, ControlError> {
+    match (&c.plan_hash, &c.approval) {
+        (Some(plan_hash), Some(approval)) => Ok(Some(channel::OperationHeader {
+            plan_hash: plan_hash.clone(),
+            approval: serde_json::from_str(approval).map_err(ControlError::internal)?,
+        })),
+        _ => Ok(None),
+    }
+}
 
 /// How often the server writes the heartbeats that polls noted.
 pub const HEARTBEAT_FLUSH_SECS: u64 = 5;
@@ -128,8 +141,11 @@ impl Delivery {
                     .await?;
             }
             first = false;
-            let pending = commands::take_pending(&self.store, &session, (self.clock)()).await?;
-            let delivered = self.seal_in_order(&session, &pending)?;
+            let taken = commands::take_pending(&self.store, &session, (self.clock)()).await?;
+            for agent in &taken.wake {
+                self.wake(agent);
+            }
+            let delivered = self.seal_in_order(&session, &taken.commands)?;
             if !delivered.is_empty() {
                 return Ok(delivered);
             }
@@ -157,6 +173,7 @@ impl Delivery {
                 issued_at: c.created_at.0,
                 expires_at: c.expires_at.0,
                 kind: c.kind.as_str().to_string(),
+                operation: operation_header(c)?,
             };
             let delivered = match session.kem_key() {
                 Some(kem) => channel::seal_command(
@@ -207,7 +224,7 @@ impl Delivery {
             ResultStatus::TimedOut => format!("Timed out on the agent. {output}"),
             ResultStatus::Refused => format!("Refused by the agent's local policy. {output}"),
         };
-        commands::finish(
+        let wake = commands::finish(
             &self.store,
             session,
             Report {
@@ -218,7 +235,11 @@ impl Delivery {
             },
             now,
         )
-        .await
+        .await?;
+        for agent in &wake {
+            self.wake(agent);
+        }
+        Ok(())
     }
 
     /// Queues a ping for a server of the caller's organisation.
@@ -242,6 +263,9 @@ impl Delivery {
                 args: json!({}),
                 created_by: Some(actor.user()),
                 ttl_secs: PING_TTL_SECS,
+                expires_at: None,
+                origin: Origin::System,
+                operation: None,
             },
             now,
         )
@@ -292,6 +316,9 @@ impl Delivery {
                 args: json!({}),
                 created_by: Some(actor.user()),
                 ttl_secs: KEY_ACTION_TTL_SECS,
+                expires_at: None,
+                origin: Origin::System,
+                operation: None,
             },
             now,
         )

@@ -36,6 +36,8 @@ pub mod metrics;
 #[cfg(feature = "server")]
 pub mod names;
 #[cfg(feature = "server")]
+pub mod operations;
+#[cfg(feature = "server")]
 pub mod password;
 #[cfg(feature = "server")]
 pub mod server_keys;

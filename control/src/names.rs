@@ -58,6 +58,29 @@ pub fn bounded_name(raw: &str, max: usize, what: &str) -> Result<String, Control
     Ok(s.to_string())
 }
 
+/// Trims `raw` and checks free text (a reason): non-empty, at most `max`
+/// characters, line breaks and tabs allowed, no other control character and
+/// no format character. `what` names the field in the error ("reason").
+pub fn bounded_text(raw: &str, max: usize, what: &str) -> Result<String, ControlError> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return Err(ControlError::invalid(format!("The {what} is missing.")));
+    }
+    if s.chars().count() > max {
+        return Err(ControlError::invalid(format!(
+            "The {what} is too long (at most {max} characters)."
+        )));
+    }
+    if s.chars()
+        .any(|c| (c.is_control() && !matches!(c, '\n' | '\t' | '\r')) || is_format_char(c))
+    {
+        return Err(ControlError::invalid(format!(
+            "The {what} contains control or invisible formatting characters."
+        )));
+    }
+    Ok(s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +102,13 @@ mod tests {
         ] {
             assert!(bounded_name(bad, 10, "hostname").is_err(), "{bad:?}");
         }
+        assert_eq!(
+            bounded_text(" disk full\nsee graph ", 50, "reason").unwrap(),
+            "disk full\nsee graph"
+        );
+        let err = bounded_text(&"x".repeat(1 << 20), 2000, "reason").unwrap_err();
+        assert!(err.to_string().contains("reason"), "{err}");
+        assert!(bounded_text("a\u{202E}b", 50, "reason").is_err());
         // Letters of any script are fine.
         assert!(bounded_name("Zürich-東京", 20, "name").is_ok());
     }

@@ -268,7 +268,10 @@ mod tests {
                         Role::Member => risk <= Risk::Medium && !production,
                         Role::Viewer => false,
                     };
-                    assert_eq!(allowed, expected, "{role:?} {risk:?} production={production}");
+                    assert_eq!(
+                        allowed, expected,
+                        "{role:?} {risk:?} production={production}"
+                    );
                 }
             }
         }

@@ -222,7 +222,8 @@ async fn revocation_refuses_the_certificate_and_cancels_commands(db: TestDb) {
     let second = delivery.ping(&manage, &enrolled.agent, now).await.unwrap();
     let pending = commands::take_pending(&db.store, &identity, now)
         .await
-        .unwrap();
+        .unwrap()
+        .commands;
     assert_eq!(
         pending.iter().map(|c| c.seq).collect::<Vec<_>>(),
         vec![1, 2]
@@ -231,6 +232,7 @@ async fn revocation_refuses_the_certificate_and_cancels_commands(db: TestDb) {
         commands::take_pending(&db.store, &identity, now)
             .await
             .unwrap()
+            .commands
             .len(),
         2,
         "at-least-once"
@@ -272,7 +274,7 @@ async fn revocation_refuses_the_certificate_and_cancels_commands(db: TestDb) {
         .await
         .unwrap();
     assert!(
-        later.is_empty(),
+        later.commands.is_empty(),
         "past its deadline a command is not delivered"
     );
     assert_eq!(

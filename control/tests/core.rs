@@ -272,7 +272,8 @@ async fn pending_key_registration_follows_its_command(db: TestDb) {
     let session = agents::authenticate(&db.store, &fp, now).await.unwrap();
     let pending = commands::take_pending(&db.store, &session, now)
         .await
-        .unwrap();
+        .unwrap()
+        .commands;
     let seq = pending.iter().find(|c| c.id == command).unwrap().seq;
     commands::finish(
         &db.store,

@@ -116,6 +116,40 @@ pub struct CommandHeader {
     pub expires_at: i64,
     /// Operation kind, checked against the agent's local allowlist.
     pub kind: String,
+    /// For an approved operation: where it came from, the plan hash the agent
+    /// recomputes, and the approval record. Absent for the control plane's own
+    /// commands (pings, key rounds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<OperationHeader>,
+}
+
+/// What a command for an approved operation carries, signed with the rest of
+/// the header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationHeader {
+    /// Hex SHA-256 from [`crate::ops::plan_hash`] over this agent and the
+    /// operation: the agent refuses the command if what it would run hashes
+    /// to anything else.
+    pub plan_hash: String,
+    pub approval: crate::ops::ApprovalRecord,
+}
+
+impl OperationHeader {
+    /// Bounds checked before the signature, like every other header field.
+    fn check(&self) -> Result<(), &'static str> {
+        if self.plan_hash.len() != 64 || !self.plan_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("plan_hash");
+        }
+        let a = &self.approval;
+        if a.operation_id.is_empty() || a.operation_id.len() > 64 || a.approvers.len() > 16 {
+            return Err("approval");
+        }
+        if a.approvers.iter().any(|p| p.role.len() > 16) {
+            return Err("approval");
+        }
+        Ok(())
+    }
 }
 
 impl EnvelopeHeader for CommandHeader {
@@ -140,19 +174,38 @@ impl sealed::Sealed for CommandHeader {
         if !wire::valid_kind(&self.kind, MAX_KIND_BYTES) {
             return Err("kind");
         }
+        if let Some(op) = &self.operation {
+            op.check()?;
+        }
         Ok(())
     }
 
     fn canonical(&self, v: u16) -> Vec<u8> {
-        Canonical::new(Self::LABEL)
-            .u16(v)
+        let mut c = Canonical::new(Self::LABEL);
+        c.u16(v)
             .str(&self.agent_id)
             .str(&self.command_id)
             .u64(self.sequence)
             .i64(self.issued_at)
             .i64(self.expires_at)
-            .str(&self.kind)
-            .finish()
+            .str(&self.kind);
+        // A command without an operation keeps its earlier transcript; one
+        // with an operation adds a marker and every field of it.
+        if let Some(op) = &self.operation {
+            let a = &op.approval;
+            c.u8(1)
+                .str(&op.plan_hash)
+                .str(&a.operation_id)
+                .str(a.origin.as_str())
+                .i64(a.proposed_by.unwrap_or(-1))
+                .u8(u8::from(a.self_approved))
+                .i64(a.expires_at)
+                .u64(a.approvers.len() as u64);
+            for p in &a.approvers {
+                c.i64(p.user_id).str(&p.role).i64(p.at);
+            }
+        }
+        c.finish()
     }
 }
 
@@ -536,6 +589,7 @@ mod tests {
             issued_at: NOW,
             expires_at: NOW + 60_000,
             kind: "service/restart".into(),
+            operation: None,
         };
         Fixture {
             rng,
@@ -640,6 +694,7 @@ mod tests {
             issued_at: 0,
             expires_at: 1,
             kind: "k".into(),
+            operation: None,
         };
         let r = ResultHeader {
             agent_id: "a".into(),

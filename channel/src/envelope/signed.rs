@@ -148,6 +148,7 @@ mod signed_tests {
             issued_at: now,
             expires_at: now + 60_000,
             kind: "ping".into(),
+            operation: None,
         }
     }
 

@@ -41,6 +41,7 @@ impl Fixture {
             issued_at: NOW,
             expires_at: NOW + 5 * 60_000,
             kind: "service/restart".into(),
+            operation: None,
         }
     }
 
