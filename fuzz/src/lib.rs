@@ -158,6 +158,7 @@ pub fn command_header(sequence: u64, kind: &str) -> CommandHeader {
         issued_at: NOW,
         expires_at: NOW + 5 * 60_000,
         kind: kind.into(),
+        operation: None,
     }
 }
 

@@ -186,6 +186,7 @@ impl Fake {
             issued_at: now,
             expires_at: now + 300_000,
             kind: kind.into(),
+            operation: None,
         };
         let kem = st
             .agent
