@@ -123,6 +123,7 @@ pub struct Agent {
     executions: u64,
     ignored: VecDeque<String>,
     renew_retry_after_ms: i64,
+    capabilities_sent: bool,
 }
 
 impl Agent {
@@ -154,7 +155,7 @@ impl Agent {
         )?;
         let gateway = Gateway::new(&record.server_url, tls)?;
         gateway.set_saved_contact(status_saved.last_contact);
-        Ok(Self {
+        let mut agent = Self {
             dir,
             record,
             keys,
@@ -166,7 +167,10 @@ impl Agent {
             executions: 0,
             ignored: VecDeque::new(),
             renew_retry_after_ms: 0,
-        })
+            capabilities_sent: false,
+        };
+        agent.recover_in_flight()?;
+        Ok(agent)
     }
 
     pub fn record(&self) -> &AgentRecord {
@@ -209,6 +213,9 @@ impl Agent {
     /// that no result is left signed by a key a later `rotate_keys` replaced). If a
     /// delivery fails the round ends there; the remaining commands come again.
     pub async fn poll_once(&mut self) -> Result<PollOutcome, AgentError> {
+        if !self.capabilities_sent {
+            self.send_capabilities().await?;
+        }
         let mut outcome = PollOutcome {
             results_sent: self.report_pending().await?,
             ..PollOutcome::default()
@@ -226,6 +233,15 @@ impl Agent {
         }
         self.save_status_if_due()?;
         Ok(outcome)
+    }
+
+    /// Declares what this agent's config lets it run (once per start; the
+    /// control plane stores it when it changed).
+    pub async fn send_capabilities(&mut self) -> Result<(), AgentError> {
+        let caps = self.config.operations.capabilities(self.config.production);
+        self.gateway.post_capabilities(&caps).await?;
+        self.capabilities_sent = true;
+        Ok(())
     }
 
     fn open(&self, delivered: &DeliveredCommand, now_ms: i64) -> Result<OpenedCommand, OpenError> {
@@ -293,7 +309,11 @@ impl Agent {
             Err(e) => return Ok(self.ignore(&claimed_id, e.to_string())),
         };
         let header = opened.header().clone();
-        let (status, output) = if self.config.allows(&header.kind) {
+        let (status, output) = if self.config.allows(&header.kind)
+            && crate::ops::is_operation(&header.kind)
+        {
+            self.run_operation(&opened).await?
+        } else if self.config.allows(&header.kind) {
             tracing::info!(command_id = %header.command_id, kind = %header.kind, sequence = header.sequence, "executing command");
             self.execute(&opened, now_ms).await
         } else {
@@ -321,7 +341,7 @@ impl Agent {
         let pending = json(&self.pending)?;
         self.dir.commit(
             &[(state::REPLAY, &replay), (state::PENDING_RESULTS, &pending)],
-            &[],
+            &[state::IN_FLIGHT],
         )?;
         tracing::info!(command_id = %header.command_id, ?status, "command finished");
         Ok(Handled::Executed {
@@ -352,6 +372,84 @@ impl Agent {
             &self.keys.identity,
             &mut channel::os_rng(),
         )?)
+    }
+
+    /// Runs a catalogued operation after the local policy admitted it
+    /// ([`crate::ops::admit`]; a refusal is answered as refused). Before the task
+    /// starts, the command is recorded as executed together with the in-flight
+    /// marker, so an agent that stops mid-task reports it failed at its next
+    /// start ([`Agent::recover_in_flight`]) and never runs it twice.
+    async fn run_operation(
+        &mut self,
+        opened: &OpenedCommand,
+    ) -> Result<(ResultStatus, String), AgentError> {
+        let header = opened.header();
+        let op = match crate::ops::admit(
+            &self.record.agent_id,
+            self.config.production,
+            &self.config.operations,
+            header,
+            opened.payload(),
+        ) {
+            Ok(op) => op,
+            Err(why) => {
+                tracing::warn!(command_id = %header.command_id, kind = %header.kind, reason = %why, "operation refused by the local policy");
+                return Ok((
+                    ResultStatus::Refused,
+                    format!("Refused by this agent: {why}."),
+                ));
+            }
+        };
+        self.replay.commit(opened);
+        let replay = json(&self.replay)?;
+        let in_flight = json(header)?;
+        self.dir.commit(
+            &[(state::REPLAY, &replay), (state::IN_FLIGHT, &in_flight)],
+            &[],
+        )?;
+        tracing::info!(command_id = %header.command_id, kind = %header.kind, sequence = header.sequence, "running operation");
+        let ran = crate::ops::run(
+            &self.config.operations,
+            &op,
+            crate::sandbox::CancelToken::never(),
+            &mut |_| {},
+        )
+        .await;
+        let status = if ran.succeeded {
+            ResultStatus::Succeeded
+        } else if ran.timed_out {
+            ResultStatus::TimedOut
+        } else {
+            ResultStatus::Failed
+        };
+        Ok((status, String::from_utf8_lossy(&ran.output).into_owned()))
+    }
+
+    /// After a restart: an operation that was running when the agent stopped
+    /// is reported failed ("agent restarted"), never run again (the replay
+    /// guard already holds it).
+    pub fn recover_in_flight(&mut self) -> Result<bool, AgentError> {
+        let Some(header) = self
+            .dir
+            .read_json_opt::<channel::CommandHeader>(state::IN_FLIGHT)?
+        else {
+            return Ok(false);
+        };
+        tracing::warn!(command_id = %header.command_id, kind = %header.kind, "an operation was running when the agent stopped: reporting it failed");
+        let result = self.seal(
+            &header,
+            ResultStatus::Failed,
+            b"The agent restarted while this task was running; it was not run again.",
+        )?;
+        self.pending.retain(|p| p.command_id != header.command_id);
+        self.pending.push(PendingResult {
+            command_id: header.command_id.clone(),
+            result,
+        });
+        let pending = json(&self.pending)?;
+        self.dir
+            .commit(&[(state::PENDING_RESULTS, &pending)], &[state::IN_FLIGHT])?;
+        Ok(true)
     }
 
     /// Runs one opened, allowed command. Returns its status and output.

@@ -4,8 +4,16 @@
 //! ```toml
 //! poll_wait_secs = 25          # how long a long-poll may be held
 //! metrics_interval_secs = 60   # how often a metrics sample is taken
-//! allow = ["ping", "rotate_keys", "register_pqc_key"]   # command kinds this host runs
+//! allow = ["ping", "rotate_keys", "register_pqc_key"]   # the control plane's own kinds this host runs
+//! production = false           # true: refuse every operation the AI Pilot proposed
+//!
+//! [operations]                 # catalogued operations and what they run here (see `ops`)
+//! restart_service = ["systemctl", "restart", "{unit}"]
+//! units = ["nginx.service"]
 //! ```
+//!
+//! Catalogued operations (`restart_service`, ...) run only when `[operations]`
+//! configures them; `allow` covers the control plane's own kinds.
 //!
 //! Every key is optional. Invariant: a loaded [`Config`] has values in range; an
 //! unknown key is an error (a typo must not silently widen or narrow the policy).
@@ -37,6 +45,9 @@ pub struct Config {
     pub poll_wait_secs: u64,
     pub metrics_interval_secs: u64,
     pub allow: BTreeSet<String>,
+    /// A production host refuses every operation the AI Pilot proposed.
+    pub production: bool,
+    pub operations: crate::ops::OpsConfig,
 }
 
 impl Default for Config {
@@ -48,14 +59,21 @@ impl Default for Config {
                 .into_iter()
                 .map(String::from)
                 .collect(),
+            production: false,
+            operations: crate::ops::OpsConfig::default(),
         }
     }
 }
 
 impl Config {
-    /// Whether the local policy lets commands of `kind` run.
+    /// Whether the local policy lets commands of `kind` run: a catalogued
+    /// operation if `[operations]` configures it (its arguments and approval are
+    /// checked next, by [`crate::ops::admit`]), any other kind if `allow` lists it.
     pub fn allows(&self, kind: &str) -> bool {
-        self.allow.contains(kind)
+        match kind.parse::<channel::ops::OpKind>() {
+            Ok(op) => self.operations.offers(op),
+            Err(_) => self.allow.contains(kind),
+        }
     }
 
     /// Loads `explicit` (which must exist) or the default path (which may not).
@@ -89,6 +107,7 @@ impl Config {
         if let Some(bad) = config.allow.iter().find(|k| !valid_kind(k)) {
             return Err(invalid(format!("`{bad}` in allow is not a command kind")));
         }
+        config.operations.check().map_err(invalid)?;
         Ok(config)
     }
 }

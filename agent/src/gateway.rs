@@ -440,6 +440,22 @@ impl Gateway {
         Ok(())
     }
 
+    /// `POST /agent/v1/capabilities`.
+    pub async fn post_capabilities(
+        &self,
+        capabilities: &channel::ops::Capabilities,
+    ) -> Result<(), GatewayError> {
+        const PATH: &str = "/agent/v1/capabilities";
+        let body = to_json(
+            PATH,
+            &channel::api::CapabilitiesRequest {
+                capabilities: capabilities.clone(),
+            },
+        )?;
+        self.call(PATH, body, REQUEST_TIMEOUT, MAX_BODY).await?;
+        Ok(())
+    }
+
     /// `POST /agent/v1/keys`.
     pub async fn post_keys(&self, request: &KeysRequest) -> Result<KeysResponse, GatewayError> {
         const PATH: &str = "/agent/v1/keys";

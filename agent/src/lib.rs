@@ -10,10 +10,14 @@
 //! - [`gateway`]: the HTTP client of `/agent/v1/*`, with the JWT.
 //! - [`register`]: `pilothouse-agent register`.
 //! - [`agent`]: opening, executing and reporting commands; key rotation; renewal.
+//! - [`ops`]: catalogued operations: the local policy and how each runs here.
 //! - [`metrics`]: `/proc` sampling and the offline backlog.
 //! - [`run`]: `pilothouse-agent run`, the loops around [`agent`] and [`metrics`].
 //! - [`status`]: `pilothouse-agent status`.
 //! - [`backoff`]: retry pacing.
+//! - [`sandbox`]: running one task with limits, a scrubbed environment and a timeout.
+//! - [`vault`]: the local vault and `vault://local/NAME` references.
+//! - [`redact`]: removing secrets from task output, as a stream.
 //!
 //! The protocol and its cryptography live in the `channel` crate; this crate adds
 //! transport, storage and policy.
@@ -24,12 +28,16 @@ pub mod config;
 mod error;
 pub mod gateway;
 pub mod metrics;
+pub mod ops;
 pub mod pki;
+pub mod redact;
 pub mod register;
 pub mod run;
+pub mod sandbox;
 pub mod state;
 pub mod status;
 pub mod token;
+pub mod vault;
 pub mod x509;
 
 pub use error::AgentError;

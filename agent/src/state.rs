@@ -49,6 +49,9 @@ pub const PENDING_RESULTS: &str = "pending-results.json";
 pub const REJECTED_RESULTS: &str = "rejected-results.json";
 pub const METRICS_BACKLOG: &str = "metrics-backlog.json";
 pub const STATUS: &str = "status.json";
+/// The operation running now (its header): if the agent stops mid-task, the
+/// next start reports it failed instead of running it again.
+pub const IN_FLIGHT: &str = "in-flight.json";
 const COMMIT: &str = "commit.json";
 const LOCK: &str = "agent.lock";
 const NEXT_SUFFIX: &str = ".next";
@@ -528,6 +531,7 @@ fn is_state_file_name(name: &str) -> bool {
         PENDING_RESULTS,
         METRICS_BACKLOG,
         STATUS,
+        IN_FLIGHT,
     ]
     .contains(&name)
 }

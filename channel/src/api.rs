@@ -198,6 +198,14 @@ pub struct MetricsBatch {
     pub samples: Vec<MetricSample>,
 }
 
+/// `POST /agent/v1/capabilities`: what the agent's config lets it run. Sent at
+/// every start; the control plane stores it when it changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilitiesRequest {
+    pub capabilities: crate::ops::Capabilities,
+}
+
 /// The most samples one batch may carry (three hours at one a minute, well
 /// under the gateway's body limit); a longer backlog goes in several batches.
 pub const MAX_BATCH_SAMPLES: usize = 180;

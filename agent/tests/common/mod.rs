@@ -422,6 +422,11 @@ async fn route(
                 reply(204, "")
             })
         }
+        "/agent/v1/capabilities" => {
+            let req: channel::api::CapabilitiesRequest = serde_json::from_slice(&body).unwrap();
+            req.capabilities.check().unwrap();
+            reply(204, "")
+        }
         "/agent/v1/metrics" => {
             let batch: MetricsBatch = serde_json::from_slice(&body).unwrap();
             fake.with(|s| {

@@ -229,8 +229,24 @@ async fn metrics(
     Ok(Json(serde_json::json!({ "accepted": accepted })))
 }
 
+async fn capabilities(
+    State(state): State<GatewayState>,
+    AgentAuth(session): AgentAuth,
+    Json(req): Json<channel::api::CapabilitiesRequest>,
+) -> Result<StatusCode, GatewayError> {
+    control::operations::settings::record_capabilities(
+        &state.store,
+        &session,
+        &req.capabilities,
+        Timestamp::now(),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub fn routes(state: GatewayState) -> Router {
     Router::new()
+        .route("/agent/v1/capabilities", post(capabilities))
         .route("/agent/v1/metrics", post(metrics))
         .route("/agent/v1/keys", post(keys))
         .route("/agent/v1/renew", post(renew))

@@ -1,0 +1,524 @@
+//! Catalogued operations on this host: the `[operations]` part of
+//! `agent.toml` maps each kind to what runs locally, and this module checks a
+//! delivered operation against it before anything runs.
+//!
+//! ```toml
+//! production = true                      # refuse everything the AI Pilot proposed
+//!
+//! [operations]
+//! work_dir = "/var/lib/pilothouse-agent/tasks"
+//! run_as = "pilothouse-task"             # a non-root user for tasks
+//! timeout_secs = 300
+//! vault = "/etc/pilothouse/vault.toml"   # vault://local/NAME references resolve here
+//! units = ["nginx.service"]              # what service_status / restart_service may name
+//! watched_units = ["nginx.service"]      # reported with each heartbeat
+//! service_status = ["systemctl", "status", "--no-pager", "{unit}"]
+//! restart_service = ["systemctl", "restart", "{unit}"]
+//! disk_usage = ["df", "-hP"]
+//! install_package = { tool = "apt-get", command = ["apt-get", "install", "-y", "{package}"] }
+//! read_file = { allow_prefixes = ["/var/log/"] }
+//!
+//! [operations.backup_profiles.nightly]
+//! command = ["/usr/local/bin/backup", "--profile", "nightly"]
+//! env = { AWS_SECRET_ACCESS_KEY = "vault://local/aws_secret" }
+//! ```
+//!
+//! A kind without an entry is not offered and refused. `{unit}`, `{package}`
+//! (`name` or `name=version`) are the only placeholders; their values passed
+//! the catalogue's patterns ([`channel::ops`]) and no shell ever sees them.
+//!
+//! Checks on every operation, in order, each refusing with a sentence the
+//! control plane shows (the agent's own rules, whatever the control plane says):
+//! 1. the arguments parse under the catalogue's rules;
+//! 2. the command carries an approval record (an operation without one is refused);
+//! 3. a host with `production = true` refuses anything the AI Pilot proposed;
+//! 4. the plan hash recomputed from what would run equals the signed one;
+//! 5. the local allowlist: the kind is configured, the unit is listed, the
+//!    backup profile exists, the file is under an allowed prefix.
+
+use crate::redact::Redactor;
+use crate::sandbox::{CancelToken, Limits, Sandbox, TaskOutcome, TaskSpec, TaskStatus};
+use crate::vault::Vault;
+use channel::ops::{Capabilities, OpKind, Operation, Origin, MAX_READ_BYTES};
+use channel::CommandHeader;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// The `[operations]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    pub work_dir: PathBuf,
+    pub run_as: Option<String>,
+    pub timeout_secs: u64,
+    pub output_cap_bytes: usize,
+    pub vault: PathBuf,
+    pub units: Vec<String>,
+    pub watched_units: Vec<String>,
+    pub service_status: Option<Vec<String>>,
+    pub restart_service: Option<Vec<String>>,
+    pub disk_usage: Option<Vec<String>>,
+    pub install_package: Option<PackageConfig>,
+    pub read_file: Option<ReadFileConfig>,
+    pub backup_profiles: BTreeMap<String, ProfileConfig>,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        Self {
+            work_dir: PathBuf::from("/var/lib/pilothouse-agent/tasks"),
+            run_as: None,
+            timeout_secs: 300,
+            output_cap_bytes: 1 << 20,
+            vault: PathBuf::from(crate::vault::DEFAULT_VAULT),
+            units: Vec::new(),
+            watched_units: Vec::new(),
+            service_status: None,
+            restart_service: None,
+            disk_usage: None,
+            install_package: None,
+            read_file: None,
+            backup_profiles: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageConfig {
+    /// The tool's name as the dashboard shows it (`apt-get`, `dnf`).
+    pub tool: String,
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadFileConfig {
+    pub allow_prefixes: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl OpsConfig {
+    /// Checks the table once at load: commands are non-empty with an absolute
+    /// program or one found on the safe `PATH`, names follow the catalogue.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=86_400).contains(&self.timeout_secs) {
+            return Err("operations.timeout_secs must be between 1 and 86400".into());
+        }
+        if !(1024..=(16 << 20)).contains(&self.output_cap_bytes) {
+            return Err("operations.output_cap_bytes must be between 1 KiB and 16 MiB".into());
+        }
+        for (what, cmd) in [
+            ("service_status", &self.service_status),
+            ("restart_service", &self.restart_service),
+            ("disk_usage", &self.disk_usage),
+        ] {
+            if let Some(cmd) = cmd {
+                check_command(what, cmd)?;
+            }
+        }
+        if let Some(p) = &self.install_package {
+            check_command("install_package.command", &p.command)?;
+        }
+        for (name, p) in &self.backup_profiles {
+            channel::ops::check_profile(name)
+                .map_err(|e| format!("operations.backup_profiles: `{name}`: {}", e.message))?;
+            check_command(&format!("backup_profiles.{name}.command"), &p.command)?;
+        }
+        for unit in self.units.iter().chain(&self.watched_units) {
+            channel::ops::check_unit(unit)
+                .map_err(|e| format!("operations.units: `{unit}`: {}", e.message))?;
+        }
+        if let Some(r) = &self.read_file {
+            if r.allow_prefixes.iter().any(|p| !p.is_absolute()) {
+                return Err("operations.read_file.allow_prefixes must be absolute paths".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// What this agent declares to the control plane.
+    pub fn capabilities(&self, production: bool) -> Capabilities {
+        let mut kinds = Vec::new();
+        if self.service_status.is_some() {
+            kinds.push(OpKind::ServiceStatus);
+        }
+        if self.disk_usage.is_some() {
+            kinds.push(OpKind::DiskUsage);
+        }
+        if self.restart_service.is_some() {
+            kinds.push(OpKind::RestartService);
+        }
+        if !self.backup_profiles.is_empty() {
+            kinds.push(OpKind::RunBackup);
+        }
+        if self.install_package.is_some() {
+            kinds.push(OpKind::InstallPackage);
+        }
+        if self.read_file.is_some() {
+            kinds.push(OpKind::ReadFile);
+        }
+        if !kinds.is_empty() {
+            kinds.push(OpKind::RunPlan);
+        }
+        Capabilities {
+            kinds,
+            units: self.units.clone(),
+            watched_units: self.watched_units.clone(),
+            backup_profiles: self.backup_profiles.keys().cloned().collect(),
+            package_tool: self.install_package.as_ref().map(|p| p.tool.clone()),
+            file_access: self.read_file.is_some(),
+            production,
+        }
+    }
+
+    /// Whether a kind is configured here.
+    pub fn offers(&self, kind: OpKind) -> bool {
+        self.capabilities(false).kinds.contains(&kind)
+    }
+}
+
+fn check_command(what: &str, cmd: &[String]) -> Result<(), String> {
+    match cmd.first() {
+        None => Err(format!("operations.{what} must name a program")),
+        Some(p) if p.is_empty() || p.contains('{') => Err(format!(
+            "operations.{what}: the program must be a fixed name or path"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Whether a kind is an operation of the catalogue (not ping or a key round).
+pub fn is_operation(kind: &str) -> bool {
+    kind.parse::<OpKind>().is_ok()
+}
+
+/// The local policy's verdict on one delivered operation: the operation to
+/// run, or the sentence explaining the refusal.
+pub fn admit(
+    agent_id: &str,
+    production: bool,
+    config: &OpsConfig,
+    header: &CommandHeader,
+    payload: &[u8],
+) -> Result<Operation, String> {
+    let op = Operation::from_wire(&header.kind, payload)
+        .map_err(|e| format!("the operation's arguments were refused: {e}"))?;
+    let Some(signed) = &header.operation else {
+        return Err("an operation must carry its approval record; this one has none".into());
+    };
+    if production && signed.approval.origin == Origin::Pilot {
+        return Err(
+            "this host is production (agent.toml): it refuses operations the AI Pilot proposed"
+                .into(),
+        );
+    }
+    if channel::ops::plan_hash(agent_id, &op) != signed.plan_hash {
+        return Err("the plan hash does not match what this command would run".into());
+    }
+    allowed(config, &op)?;
+    Ok(op)
+}
+
+/// The local allowlist for one operation (a plan: every step).
+fn allowed(config: &OpsConfig, op: &Operation) -> Result<(), String> {
+    let off = |k: OpKind| format!("{k} is not configured on this agent");
+    match op {
+        Operation::RunPlan { steps } => steps.iter().try_for_each(|s| allowed(config, s)),
+        Operation::ServiceStatus { unit } | Operation::RestartService { unit } => {
+            let configured = if matches!(op, Operation::ServiceStatus { .. }) {
+                config.service_status.is_some()
+            } else {
+                config.restart_service.is_some()
+            };
+            if !configured {
+                return Err(off(op.kind()));
+            }
+            if !config.units.iter().any(|u| u == unit) {
+                return Err(format!(
+                    "unit `{unit}` is not in this agent's allowed units"
+                ));
+            }
+            Ok(())
+        }
+        Operation::DiskUsage {} => config
+            .disk_usage
+            .as_ref()
+            .map(|_| ())
+            .ok_or_else(|| off(op.kind())),
+        Operation::RunBackup { profile } => config
+            .backup_profiles
+            .contains_key(profile)
+            .then_some(())
+            .ok_or_else(|| format!("backup profile `{profile}` is not configured on this agent")),
+        Operation::InstallPackage { .. } => config
+            .install_package
+            .as_ref()
+            .map(|_| ())
+            .ok_or_else(|| off(op.kind())),
+        Operation::ReadFile { path } => {
+            let Some(r) = &config.read_file else {
+                return Err("file access is off in this agent's config".into());
+            };
+            let real =
+                std::fs::canonicalize(path).map_err(|_| format!("`{path}` cannot be read"))?;
+            let inside = r.allow_prefixes.iter().any(|p| {
+                std::fs::canonicalize(p)
+                    .map(|p| real.starts_with(p))
+                    .unwrap_or(false)
+            });
+            if inside {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{path}` is outside the paths this agent allows (after resolving links)"
+                ))
+            }
+        }
+    }
+}
+
+/// How an operation ended, with its redacted output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    pub succeeded: bool,
+    pub timed_out: bool,
+    pub output: Vec<u8>,
+}
+
+/// Runs an admitted operation: each command in the sandbox with the config's
+/// limits and user, secrets resolved from the vault and redacted (by exact
+/// value, and auth headers by pattern) from everything returned; a plan step
+/// by step, stopping at the first failure; `read_file` in process, capped at
+/// [`MAX_READ_BYTES`] and redacted. `sink` receives the output as it comes.
+pub async fn run(
+    config: &OpsConfig,
+    op: &Operation,
+    cancel: CancelToken,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Ran {
+    let vault = match Vault::load(&config.vault) {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = format!("the local vault cannot be used: {e}\n");
+            sink(msg.as_bytes());
+            return Ran {
+                succeeded: false,
+                timed_out: false,
+                output: msg.into_bytes(),
+            };
+        }
+    };
+    let redactor = vault.redactor();
+    let mut output = Vec::new();
+    let steps: Vec<&Operation> = match op {
+        Operation::RunPlan { steps } => steps.iter().collect(),
+        op => vec![op],
+    };
+    let plan = steps.len() > 1 || matches!(op, Operation::RunPlan { .. });
+    let mut ran = Ran {
+        succeeded: true,
+        timed_out: false,
+        output: Vec::new(),
+    };
+    for (i, step) in steps.iter().enumerate() {
+        let mut emit = |bytes: &[u8]| {
+            output.extend_from_slice(bytes);
+            sink(bytes);
+        };
+        if plan {
+            emit(format!("== step {} of {}: {}\n", i + 1, steps.len(), step.summary()).as_bytes());
+        }
+        let (ok, timed_out) = match step {
+            Operation::ReadFile { path } => read_file(path, &redactor, &mut emit),
+            _ => run_command(config, &vault, &redactor, step, cancel.clone(), &mut emit).await,
+        };
+        if !ok {
+            ran.succeeded = false;
+            ran.timed_out = timed_out;
+            if plan && i + 1 < steps.len() {
+                emit(b"== the plan stopped at this step\n");
+            }
+            break;
+        }
+    }
+    ran.output = output;
+    ran
+}
+
+fn read_file(path: &str, redactor: &Redactor, emit: &mut dyn FnMut(&[u8])) -> (bool, bool) {
+    use std::io::Read as _;
+    let mut buf = Vec::new();
+    let read = std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_READ_BYTES as u64 + 1).read_to_end(&mut buf));
+    if read.is_err() {
+        emit(format!("cannot read `{path}`\n").as_bytes());
+        return (false, false);
+    }
+    let truncated = buf.len() > MAX_READ_BYTES;
+    buf.truncate(MAX_READ_BYTES);
+    let mut r = redactor.fresh();
+    let mut out = r.push(&buf);
+    out.extend(r.finish());
+    emit(&out);
+    if truncated {
+        emit(b"\n[file truncated at 64 KiB]\n");
+    }
+    (true, false)
+}
+
+/// The argv for one non-plan step, with its environment.
+fn argv(
+    config: &OpsConfig,
+    op: &Operation,
+) -> Result<(Vec<String>, BTreeMap<String, String>), String> {
+    let fill = |cmd: &[String], key: &str, value: &str| -> Vec<String> {
+        cmd.iter().map(|a| a.replace(key, value)).collect()
+    };
+    let missing = || format!("{} is not configured on this agent", op.kind());
+    Ok(match op {
+        Operation::ServiceStatus { unit } => (
+            fill(
+                config.service_status.as_deref().ok_or_else(missing)?,
+                "{unit}",
+                unit,
+            ),
+            BTreeMap::new(),
+        ),
+        Operation::RestartService { unit } => (
+            fill(
+                config.restart_service.as_deref().ok_or_else(missing)?,
+                "{unit}",
+                unit,
+            ),
+            BTreeMap::new(),
+        ),
+        Operation::DiskUsage {} => (
+            config.disk_usage.clone().ok_or_else(missing)?,
+            BTreeMap::new(),
+        ),
+        Operation::InstallPackage { name, version } => {
+            let p = config.install_package.as_ref().ok_or_else(missing)?;
+            let package = match version {
+                Some(v) => format!("{name}={v}"),
+                None => name.clone(),
+            };
+            (fill(&p.command, "{package}", &package), BTreeMap::new())
+        }
+        Operation::RunBackup { profile } => {
+            let p = config
+                .backup_profiles
+                .get(profile)
+                .ok_or_else(|| format!("backup profile `{profile}` is not configured"))?;
+            (p.command.clone(), p.env.clone())
+        }
+        Operation::ReadFile { .. } | Operation::RunPlan { .. } => {
+            return Err("not a command".into())
+        }
+    })
+}
+
+/// Finds a program: an absolute path as is, a bare name on the safe `PATH`.
+fn program(name: &str) -> Option<PathBuf> {
+    let p = Path::new(name);
+    if p.is_absolute() {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    crate::sandbox::SAFE_PATH
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|c| c.is_file())
+}
+
+async fn run_command(
+    config: &OpsConfig,
+    vault: &Vault,
+    redactor: &Redactor,
+    op: &Operation,
+    cancel: CancelToken,
+    emit: &mut dyn FnMut(&[u8]),
+) -> (bool, bool) {
+    let (args, env) = match argv(config, op) {
+        Ok(v) => v,
+        Err(e) => {
+            emit(format!("{e}\n").as_bytes());
+            return (false, false);
+        }
+    };
+    let Some(first) = args.first() else {
+        emit(b"no command configured\n");
+        return (false, false);
+    };
+    let Some(prog) = program(first) else {
+        emit(format!("`{first}` was not found on this host\n").as_bytes());
+        return (false, false);
+    };
+    let mut resolved = Vec::with_capacity(env.len());
+    for (k, v) in &env {
+        match vault.resolve(v) {
+            Ok(value) => resolved.push((k.clone(), value)),
+            Err(e) => {
+                emit(format!("{e}\n").as_bytes());
+                return (false, false);
+            }
+        }
+    }
+    let spec = TaskSpec {
+        program: prog,
+        args: args[1..].to_vec(),
+        env: resolved
+            .into_iter()
+            .map(|(k, v)| (k, Zeroizing::new(v.to_string())))
+            .collect(),
+        run_as: config.run_as.clone(),
+        limits: Limits {
+            timeout: Duration::from_secs(config.timeout_secs),
+            output_cap_bytes: config.output_cap_bytes,
+            ..Limits::default()
+        },
+    };
+    let sandbox = Sandbox::new(&config.work_dir);
+    match sandbox
+        .run(&spec, redactor, cancel, |chunk| emit(chunk))
+        .await
+    {
+        Ok(TaskOutcome { status, .. }) => {
+            let (line, ok, timed_out) = describe(status);
+            emit(line.as_bytes());
+            (ok, timed_out)
+        }
+        Err(e) => {
+            emit(format!("the task did not start: {e}\n").as_bytes());
+            (false, false)
+        }
+    }
+}
+
+fn describe(status: TaskStatus) -> (String, bool, bool) {
+    match status {
+        TaskStatus::Exited(0) => ("\n[exit 0]\n".into(), true, false),
+        TaskStatus::Exited(c) => (format!("\n[exit {c}]\n"), false, false),
+        TaskStatus::Signalled(s) => (format!("\n[killed by signal {s}]\n"), false, false),
+        TaskStatus::LimitExceeded(l) => (format!("\n[stopped by a limit: {l:?}]\n"), false, false),
+        TaskStatus::TimedOut => (
+            "\n[timed out; the task's processes were killed]\n".into(),
+            false,
+            true,
+        ),
+        TaskStatus::Cancelled => (
+            "\n[cancelled; the task's processes were killed]\n".into(),
+            false,
+            false,
+        ),
+    }
+}

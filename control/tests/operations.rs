@@ -1,0 +1,811 @@
+//! Operations and approval gates on both backends: the role and risk matrix,
+//! own proposals and the two-person rule, the AI Pilot and Production
+//! Protection, expiry, fleet rate controls, idempotency, bad input, what the
+//! delivered command carries, and concurrent decisions.
+
+// Test bodies are shared by both backends through a macro, so they are not
+// `#[test]` functions themselves; a failed unwrap is a failed test here.
+#![allow(clippy::unwrap_used)]
+
+use control::access::{Actor, ReadOrg};
+use control::agents::{self, Enrolment, ManageAgents};
+use control::ca::AgentCa;
+use control::commands::{self, Report};
+use control::delivery::Delivery;
+use control::operations::{
+    self, dispatch, pilot, settings, DecideOperations, Parallel, Proposal, ProposeOperations,
+    SuperviseOperations,
+};
+use control::testing::TestDb;
+use control::throttle::MemoryThrottle;
+use control::{
+    audit, AgentId, Capabilities, CommandState, ControlError, OpKind, Operation, OperationId,
+    OperationState, OrgPolicy, Origin, Risk, Role, TargetState, Timestamp,
+};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+mod common;
+use common::{actor, add, csr, delivery, meta};
+
+struct Org {
+    _dir: tempfile::TempDir,
+    ca: AgentCa,
+    delivery: Delivery,
+    owner: Actor,
+    admin: Actor,
+    member: Actor,
+    member2: Actor,
+    viewer: Actor,
+}
+
+async fn org(db: &TestDb) -> Org {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = AgentCa::load_or_create(dir.path(), Timestamp::now()).unwrap();
+    let delivery = delivery(db, dir.path());
+    let mut people = Vec::new();
+    for (email, role) in [
+        ("owner@example.com", Role::Owner),
+        ("admin@example.com", Role::Admin),
+        ("member@example.com", Role::Member),
+        ("member2@example.com", Role::Member),
+        ("viewer@example.com", Role::Viewer),
+    ] {
+        let (user, org) = add(db, "Acme", email, role).await;
+        people.push(actor(db, user, org).await);
+    }
+    let mut p = people.into_iter();
+    Org {
+        _dir: dir,
+        ca,
+        delivery,
+        owner: p.next().unwrap(),
+        admin: p.next().unwrap(),
+        member: p.next().unwrap(),
+        member2: p.next().unwrap(),
+        viewer: p.next().unwrap(),
+    }
+}
+
+fn caps() -> Capabilities {
+    Capabilities {
+        kinds: vec![
+            OpKind::ServiceStatus,
+            OpKind::DiskUsage,
+            OpKind::RestartService,
+            OpKind::RunBackup,
+            OpKind::InstallPackage,
+            OpKind::RunPlan,
+        ],
+        units: vec!["nginx.service".into()],
+        watched_units: vec!["nginx.service".into()],
+        backup_profiles: vec!["nightly".into()],
+        package_tool: Some("apt-get".into()),
+        file_access: false,
+        production: false,
+    }
+}
+
+struct Server {
+    agent: AgentId,
+    fingerprint: String,
+    kem: channel::KemSecretKey,
+}
+
+/// Enrols a server with a KEM key and the capabilities above.
+async fn server(db: &TestDb, o: &Org) -> Server {
+    let now = Timestamp::now();
+    let token = agents::create_registration_token(
+        &o.owner.authorize::<ManageAgents>().unwrap(),
+        &o.ca.pin(),
+        3600,
+        now,
+    )
+    .await
+    .unwrap();
+    let kem = channel::KemSecretKey::generate();
+    let enrolled = agents::enrol(
+        &db.store,
+        &o.ca,
+        &MemoryThrottle::new(1000, 600),
+        Enrolment {
+            token: token.token.expose_secret().parse().unwrap(),
+            csr_pem: csr().1,
+            identity_key: channel::SigningKey::generate().verifying_key().clone(),
+            kem_key: Some(kem.public_key().clone()),
+            hostname: "web-1".into(),
+            agent_version: "0.1.0".into(),
+        },
+        &meta(),
+        now,
+    )
+    .await
+    .unwrap();
+    let s = Server {
+        agent: enrolled.agent,
+        fingerprint: enrolled.cert.fingerprint,
+        kem,
+    };
+    let session = agents::authenticate(&db.store, &s.fingerprint, now)
+        .await
+        .unwrap();
+    settings::record_capabilities(&db.store, &session, &caps(), now)
+        .await
+        .unwrap();
+    s
+}
+
+fn restart() -> Operation {
+    Operation::parse("restart_service", &json!({"unit": "nginx.service"})).unwrap()
+}
+
+fn install() -> Operation {
+    Operation::parse("install_package", &json!({"name": "curl"})).unwrap()
+}
+
+async fn propose(by: &Actor, op: Operation, agent: &AgentId) -> OperationId {
+    operations::propose(
+        &by.authorize::<ProposeOperations>().unwrap(),
+        Proposal::single(op, agent.clone(), "nginx keeps failing"),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn approve(
+    o: &Org,
+    by: &Actor,
+    id: &OperationId,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    let auth = by.authorize::<DecideOperations>()?;
+    operations::approve(&o.delivery, &auth, id, "looks right", now).await
+}
+
+async fn state(by: &Actor, id: &OperationId) -> control::OperationView {
+    operations::get(&by.authorize::<ReadOrg>().unwrap(), id)
+        .await
+        .unwrap()
+}
+
+async fn set_production(o: &Org, s: &Server, on: bool) {
+    settings::set_production(
+        &o.owner.authorize::<ManageAgents>().unwrap(),
+        &s.agent,
+        on,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+}
+
+async fn actions(o: &Org) -> Vec<String> {
+    audit::latest(&o.owner.authorize::<ReadOrg>().unwrap(), 500)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect()
+}
+
+/// Who may approve and reject what, with the role read in the transaction:
+/// Members approve low and medium risk off production; Admins and Owners
+/// everything; Viewers nothing; and nobody may propose as a Viewer.
+async fn the_role_and_risk_matrix_holds(db: TestDb) {
+    let o = org(&db).await;
+    let plain = server(&db, &o).await;
+    let prod = server(&db, &o).await;
+    set_production(&o, &prod, true).await;
+    assert!(o.viewer.authorize::<ProposeOperations>().is_err());
+    assert!(o.viewer.authorize::<DecideOperations>().is_err());
+    for (op, risk) in [(restart(), Risk::Medium), (install(), Risk::High)] {
+        assert_eq!(op.risk(), risk);
+        for s in [&plain, &prod] {
+            let production = std::ptr::eq(s, &prod);
+            for approver in [&o.owner, &o.admin, &o.member] {
+                let id = propose(&o.member2, op.clone(), &s.agent).await;
+                let result = approve(&o, approver, &id, Timestamp::now()).await;
+                let expected =
+                    approver.role() != Role::Member || (risk <= Risk::Medium && !production);
+                assert_eq!(
+                    result.is_ok(),
+                    expected,
+                    "{:?} approving {risk:?} production={production}: {result:?}",
+                    approver.role()
+                );
+                if !expected {
+                    assert!(matches!(result, Err(ControlError::Forbidden(_))));
+                    assert_eq!(state(&o.owner, &id).await.state, OperationState::Proposed);
+                    // Rejecting needs the same authority as approving.
+                    let rejected = operations::reject(
+                        &approver.authorize::<DecideOperations>().unwrap(),
+                        &id,
+                        "no",
+                        Timestamp::now(),
+                    )
+                    .await;
+                    assert!(matches!(rejected, Err(ControlError::Forbidden(_))));
+                    operations::reject(
+                        &o.admin.authorize::<DecideOperations>().unwrap(),
+                        &id,
+                        "not now",
+                        Timestamp::now(),
+                    )
+                    .await
+                    .unwrap();
+                    assert_eq!(state(&o.owner, &id).await.state, OperationState::Rejected);
+                }
+            }
+        }
+    }
+    // A role lowered after the actor was built no longer approves.
+    let id = propose(&o.member2, restart(), &plain.agent).await;
+    let member_auth = o.member.authorize::<DecideOperations>().unwrap();
+    control::team::change_role(
+        &o.owner.authorize().unwrap(),
+        o.member.user(),
+        Role::Viewer,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let stale = operations::approve(&o.delivery, &member_auth, &id, "ok", Timestamp::now()).await;
+    assert!(
+        matches!(stale, Err(ControlError::Forbidden(_))),
+        "{stale:?}"
+    );
+}
+
+async fn run_own(
+    o: &Org,
+    by: &Actor,
+    op: Operation,
+    s: &Server,
+) -> Result<OperationId, ControlError> {
+    operations::run_own(
+        &o.delivery,
+        &by.authorize::<ProposeOperations>().unwrap(),
+        Proposal::single(op, s.agent.clone(), "routine restart"),
+        Timestamp::now(),
+    )
+    .await
+}
+
+/// Nobody approves their own proposal; running your own is self-approval,
+/// allowed only where your role suffices and the two-person rule is off.
+async fn own_proposals_and_the_two_person_rule(db: TestDb) {
+    let o = org(&db).await;
+    let s = server(&db, &o).await;
+    let id = propose(&o.member, restart(), &s.agent).await;
+    let own = approve(&o, &o.member, &id, Timestamp::now()).await;
+    assert!(
+        matches!(&own, Err(ControlError::Forbidden(m)) if m.contains("own proposal")),
+        "{own:?}"
+    );
+    let own_admin = propose(&o.admin, install(), &s.agent).await;
+    assert!(approve(&o, &o.admin, &own_admin, Timestamp::now())
+        .await
+        .is_err());
+    approve(&o, &o.owner, &own_admin, Timestamp::now())
+        .await
+        .unwrap();
+
+    let mine = run_own(&o, &o.member, restart(), &s).await.unwrap();
+    let view = state(&o.owner, &mine).await;
+    assert!(view.self_approved);
+    assert_eq!(view.state, OperationState::Dispatched);
+    assert_eq!(view.approvals[0].reason, "routine restart");
+    // High risk: the two-person rule (default on for high) stops even an Owner.
+    let two = run_own(&o, &o.owner, install(), &s).await;
+    assert!(
+        matches!(&two, Err(ControlError::Forbidden(m)) if m.contains("two-person")),
+        "{two:?}"
+    );
+    settings::set_policy(
+        &o.owner.authorize::<ManageAgents>().unwrap(),
+        OrgPolicy {
+            two_person_from: None,
+            ..OrgPolicy::default()
+        },
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    run_own(&o, &o.owner, install(), &s).await.unwrap();
+    // A Member's role never suffices for high risk, rule or not.
+    assert!(matches!(
+        run_own(&o, &o.member, install(), &s).await,
+        Err(ControlError::Forbidden(_))
+    ));
+    assert!(o.viewer.authorize::<ProposeOperations>().is_err());
+}
+
+/// The AI Pilot proposes with evidence, once per condition, never for a
+/// production server (refused and audited), and not at all when switched off.
+async fn the_pilot_and_production_protection(db: TestDb) {
+    let o = org(&db).await;
+    let org_id = o.owner.org();
+    let s = server(&db, &o).await;
+    let prod = server(&db, &o).await;
+    set_production(&o, &prod, true).await;
+    let finding = |agent: &AgentId, key: &str| pilot::Finding {
+        agent: agent.clone(),
+        op: restart(),
+        reason: "nginx.service failed at 12:04".into(),
+        evidence: "systemd reports nginx.service failed since 12:04".into(),
+        condition_key: key.into(),
+    };
+    let refused = pilot::propose(
+        &db.store,
+        org_id,
+        finding(&prod.agent, "c1"),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(&refused, pilot::Outcome::Refused(m) if m.contains("Production Protection")),
+        "{refused:?}"
+    );
+    assert!(actions(&o).await.contains(&"operation.refused".to_string()));
+
+    let pilot::Outcome::Proposed(id) =
+        pilot::propose(&db.store, org_id, finding(&s.agent, "c2"), Timestamp::now())
+            .await
+            .unwrap()
+    else {
+        panic!("the pilot should propose for a server that is not production");
+    };
+    let view = state(&o.owner, &id).await;
+    assert_eq!(view.origin, Origin::Pilot);
+    assert_eq!(view.proposer, "AI Pilot");
+    assert!(view.evidence.unwrap().contains("12:04"));
+    assert_eq!(
+        pilot::propose(&db.store, org_id, finding(&s.agent, "c2"), Timestamp::now())
+            .await
+            .unwrap(),
+        pilot::Outcome::AlreadyProposed
+    );
+    // The server became production after the proposal: no approval lets it run.
+    set_production(&o, &s, true).await;
+    let late = approve(&o, &o.owner, &id, Timestamp::now()).await;
+    assert!(
+        matches!(&late, Err(ControlError::Forbidden(m)) if m.contains("Production Protection")),
+        "{late:?}"
+    );
+    set_production(&o, &s, false).await;
+    approve(&o, &o.member, &id, Timestamp::now()).await.unwrap();
+
+    settings::set_policy(
+        &o.owner.authorize::<ManageAgents>().unwrap(),
+        OrgPolicy {
+            pilot_enabled: false,
+            ..OrgPolicy::default()
+        },
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        pilot::propose(&db.store, org_id, finding(&s.agent, "c3"), Timestamp::now())
+            .await
+            .unwrap(),
+        pilot::Outcome::PilotOff
+    );
+}
+
+/// An approval that runs out before the agent takes its command expires the
+/// command and the operation: nothing is delivered late.
+async fn expired_approvals_are_not_delivered(db: TestDb) {
+    let o = org(&db).await;
+    let s = server(&db, &o).await;
+    let now = Timestamp::now();
+    let id = propose(&o.member2, restart(), &s.agent).await;
+    approve(&o, &o.member, &id, now).await.unwrap();
+    let view = state(&o.owner, &id).await;
+    assert_eq!(
+        view.approval_expires_at,
+        Some(now.plus_secs(OrgPolicy::default().approval_ttl_secs))
+    );
+    let later = now.plus_secs(3601);
+    let session = agents::authenticate(&db.store, &s.fingerprint, now)
+        .await
+        .unwrap();
+    let taken = commands::take_pending(&db.store, &session, later)
+        .await
+        .unwrap();
+    assert!(taken.commands.is_empty(), "delivered late: {taken:?}");
+    let view = state(&o.owner, &id).await;
+    assert_eq!(view.state, OperationState::Expired);
+    assert_eq!(view.targets[0].state, TargetState::Expired);
+    let command = view.targets[0].command.clone().unwrap();
+    let outcome = commands::command_state(&o.owner.authorize().unwrap(), &command, later)
+        .await
+        .unwrap();
+    assert_eq!(outcome.state, CommandState::Expired);
+
+    // The sweep does the same for an agent that never polls again.
+    let id = propose(&o.member2, restart(), &s.agent).await;
+    approve(&o, &o.member, &id, now).await.unwrap();
+    dispatch::sweep(&db.store, later).await.unwrap();
+    assert_eq!(state(&o.owner, &id).await.state, OperationState::Expired);
+}
+
+/// 20 servers, concurrency 2, error threshold 1: the operation halts after
+/// the second failure and the other 18 are never sent. With successes the
+/// number in flight grows from 1 up to the concurrency.
+async fn fleet_operations_halt_at_their_error_threshold(db: TestDb) {
+    let o = org(&db).await;
+    let mut servers = Vec::new();
+    for _ in 0..20 {
+        servers.push(server(&db, &o).await);
+    }
+    let now = Timestamp::now();
+    let run = |targets: Vec<AgentId>| Proposal {
+        op: restart(),
+        targets,
+        reason: "rolling restart".into(),
+        idempotency_key: None,
+        parallel: Parallel::Count(2),
+        error_threshold: 1,
+    };
+    let id = operations::propose(
+        &o.member2.authorize().unwrap(),
+        run(servers.iter().map(|s| s.agent.clone()).collect()),
+        now,
+    )
+    .await
+    .unwrap();
+    approve(&o, &o.member, &id, now).await.unwrap();
+    let mut sent = 0;
+    loop {
+        let mut round = 0;
+        for s in &servers {
+            let session = agents::authenticate(&db.store, &s.fingerprint, now)
+                .await
+                .unwrap();
+            for c in commands::take_pending(&db.store, &session, now)
+                .await
+                .unwrap()
+                .commands
+            {
+                round += 1;
+                commands::finish(
+                    &db.store,
+                    &session,
+                    Report {
+                        command: &c.id.0,
+                        sequence: c.seq,
+                        succeeded: false,
+                        text: "unit failed",
+                    },
+                    now,
+                )
+                .await
+                .unwrap();
+            }
+        }
+        if round == 0 {
+            break;
+        }
+        sent += round;
+    }
+    assert_eq!(sent, 2, "halted after the second failure");
+    let view = state(&o.owner, &id).await;
+    assert_eq!(view.state, OperationState::Halted);
+    let count = |st: TargetState| view.targets.iter().filter(|t| t.state == st).count();
+    assert_eq!(
+        (count(TargetState::Failed), count(TargetState::Skipped)),
+        (2, 18)
+    );
+    assert!(view.targets.iter().skip(2).all(|t| t.command.is_none()));
+
+    // Successes: 1 in flight, then 2.
+    let id = operations::propose(
+        &o.member2.authorize().unwrap(),
+        run(servers[..5].iter().map(|s| s.agent.clone()).collect()),
+        now,
+    )
+    .await
+    .unwrap();
+    approve(&o, &o.member, &id, now).await.unwrap();
+    let in_flight = |v: &control::OperationView| {
+        v.targets
+            .iter()
+            .filter(|t| t.state == TargetState::Dispatched)
+            .count()
+    };
+    assert_eq!(in_flight(&state(&o.owner, &id).await), 1);
+    let first = &servers[0];
+    let session = agents::authenticate(&db.store, &first.fingerprint, now)
+        .await
+        .unwrap();
+    let c = commands::take_pending(&db.store, &session, now)
+        .await
+        .unwrap()
+        .commands
+        .remove(0);
+    let wake = commands::finish(
+        &db.store,
+        &session,
+        Report {
+            command: &c.id.0,
+            sequence: c.seq,
+            succeeded: true,
+            text: "restarted",
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(wake.len(), 2, "the next wave wakes its agents");
+    assert_eq!(in_flight(&state(&o.owner, &id).await), 2);
+
+    // An Admin halts and resumes; a Member cannot.
+    assert!(o.member.authorize::<SuperviseOperations>().is_err());
+    operations::halt(&o.admin.authorize().unwrap(), &id, "checking", now)
+        .await
+        .unwrap();
+    assert_eq!(state(&o.owner, &id).await.state, OperationState::Halted);
+    operations::resume(&o.delivery, &o.admin.authorize().unwrap(), &id, "fine", now)
+        .await
+        .unwrap();
+    assert_eq!(state(&o.owner, &id).await.state, OperationState::Dispatched);
+}
+
+/// A repeated submit creates nothing new; bad input is refused naming the field.
+async fn idempotency_and_bad_input(db: TestDb) {
+    let o = org(&db).await;
+    let s = server(&db, &o).await;
+    let auth = o.member.authorize::<ProposeOperations>().unwrap();
+    let keyed = || Proposal {
+        idempotency_key: Some("form-7f3a".into()),
+        ..Proposal::single(restart(), s.agent.clone(), "restart")
+    };
+    let a = operations::propose(&auth, keyed(), Timestamp::now())
+        .await
+        .unwrap();
+    let b = operations::propose(&auth, keyed(), Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(a, b);
+    let all = operations::recent(&o.owner.authorize().unwrap(), 50)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    let other =
+        operations::propose(&o.member2.authorize().unwrap(), keyed(), Timestamp::now()).await;
+    assert!(matches!(other, Err(ControlError::Conflict(_))), "{other:?}");
+
+    let refused = |r: Result<OperationId, ControlError>, field: &str| match r {
+        Err(ControlError::Invalid(m) | ControlError::NotFound(m) | ControlError::Forbidden(m)) => {
+            assert!(m.contains(field), "{field}: {m}")
+        }
+        other => panic!("{field}: {other:?}"),
+    };
+    let huge = "x".repeat(1 << 20);
+    refused(
+        operations::propose(
+            &auth,
+            Proposal::single(restart(), s.agent.clone(), huge),
+            Timestamp::now(),
+        )
+        .await,
+        "reason",
+    );
+    refused(
+        operations::propose(
+            &auth,
+            Proposal::single(restart(), s.agent.clone(), "  "),
+            Timestamp::now(),
+        )
+        .await,
+        "reason",
+    );
+    let many: Vec<AgentId> = (0..1001).map(|i| AgentId(format!("agt_{i}"))).collect();
+    refused(
+        operations::propose(
+            &auth,
+            Proposal {
+                targets: many,
+                ..Proposal::single(restart(), s.agent.clone(), "r")
+            },
+            Timestamp::now(),
+        )
+        .await,
+        "targets",
+    );
+    refused(
+        operations::propose(
+            &auth,
+            Proposal::single(restart(), AgentId("agt_nope".into()), "r"),
+            Timestamp::now(),
+        )
+        .await,
+        "targets",
+    );
+    let sshd = Operation::parse("restart_service", &json!({"unit": "sshd.service"})).unwrap();
+    refused(
+        operations::propose(
+            &auth,
+            Proposal::single(sshd, s.agent.clone(), "r"),
+            Timestamp::now(),
+        )
+        .await,
+        "unit",
+    );
+    let file = Operation::parse("read_file", &json!({"path": "/etc/hostname"})).unwrap();
+    refused(
+        operations::propose(
+            &auth,
+            Proposal::single(file, s.agent.clone(), "r"),
+            Timestamp::now(),
+        )
+        .await,
+        "File Access",
+    );
+}
+
+/// The delivered command is sealed to the agent and carries the plan hash
+/// it will recompute and the approval record; its result finishes the
+/// operation, and the history keeps every state.
+async fn the_command_carries_the_plan_and_its_approval(db: TestDb) {
+    let o = org(&db).await;
+    let s = server(&db, &o).await;
+    let id = propose(&o.member2, restart(), &s.agent).await;
+    approve(&o, &o.member, &id, Timestamp::now()).await.unwrap();
+    let session = agents::authenticate(&db.store, &s.fingerprint, Timestamp::now())
+        .await
+        .unwrap();
+    let polling = agents::authenticate(&db.store, &s.fingerprint, Timestamp::now())
+        .await
+        .unwrap();
+    let delivered = o
+        .delivery
+        .poll(polling, "X25519MLKEM768", std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let channel::api::DeliveredCommand::Sealed { envelope } = &delivered[0] else {
+        panic!("operations travel sealed");
+    };
+    let opened = channel::open_command(
+        envelope,
+        &s.agent.0,
+        &s.kem,
+        o.delivery.keys().signing.verifying_key(),
+        &channel::ReplayGuard::new(),
+        Timestamp::now().0,
+    )
+    .unwrap();
+    let header = opened.header();
+    assert_eq!(header.kind, "restart_service");
+    let run = Operation::from_wire(&header.kind, opened.payload()).unwrap();
+    let op = header.operation.as_ref().unwrap();
+    assert_eq!(op.plan_hash, channel::ops::plan_hash(&s.agent.0, &run));
+    assert_eq!(op.approval.origin, Origin::Human);
+    assert_eq!(op.approval.operation_id, id.0);
+    assert_eq!(op.approval.proposed_by, Some(o.member2.user().0));
+    assert_eq!(op.approval.approvers.len(), 1);
+    assert_eq!(op.approval.approvers[0].user_id, o.member.user().0);
+    assert_eq!(op.approval.approvers[0].role, "member");
+    assert_eq!(state(&o.owner, &id).await.state, OperationState::Running);
+
+    commands::finish(
+        &db.store,
+        &session,
+        Report {
+            command: &header.command_id,
+            sequence: header.sequence,
+            succeeded: true,
+            text: "restarted",
+        },
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(state(&o.owner, &id).await.state, OperationState::Succeeded);
+    let timeline = operations::timeline(&o.viewer.authorize().unwrap(), &id)
+        .await
+        .unwrap();
+    let states: Vec<&str> = timeline.iter().map(|e| e.state.as_str()).collect();
+    assert_eq!(
+        states,
+        [
+            "proposed",
+            "approved",
+            "dispatched",
+            "running",
+            "succeeded",
+            "succeeded"
+        ],
+        "{timeline:?}"
+    );
+    assert_eq!(timeline[1].reason.as_deref(), Some("looks right"));
+    let acts = actions(&o).await;
+    for a in [
+        "operation.proposed",
+        "operation.approved",
+        "operation.finished",
+    ] {
+        assert!(acts.contains(&a.to_string()), "{a}");
+    }
+}
+
+/// Two people approving at once: exactly one approval counts and exactly
+/// one command is queued.
+async fn concurrent_approvals_count_once(db: TestDb) {
+    let o = std::sync::Arc::new(org(&db).await);
+    let s = server(&db, &o).await;
+    for _ in 0..3 {
+        let id = propose(&o.member2, restart(), &s.agent).await;
+        let mut tasks = Vec::new();
+        for who in 0..3 {
+            let o = o.clone();
+            let id = id.clone();
+            tasks.push(tokio::spawn(async move {
+                let by = [&o.owner, &o.admin, &o.member][who];
+                approve(&o, by, &id, Timestamp::now()).await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => ok += 1,
+                Err(ControlError::Conflict(_)) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(ok, 1);
+        let view = state(&o.owner, &id).await;
+        assert_eq!(view.approvals.len(), 1);
+        assert!(view.targets[0].command.is_some());
+    }
+}
+
+/// The proposer or an Admin cancels; the command an offline agent has not
+/// taken is cancelled and never delivered; nobody else may cancel.
+async fn cancelling_reaches_the_queue(db: TestDb) {
+    let o = org(&db).await;
+    let s = server(&db, &o).await;
+    let id = propose(&o.member2, restart(), &s.agent).await;
+    approve(&o, &o.member, &id, Timestamp::now()).await.unwrap();
+    for who in [&o.viewer, &o.member] {
+        let r = operations::cancel(&who.authorize().unwrap(), &id, "stop", Timestamp::now()).await;
+        assert!(matches!(r, Err(ControlError::Forbidden(_))), "{r:?}");
+    }
+    operations::cancel(
+        &o.member2.authorize().unwrap(),
+        &id,
+        "wrong server",
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let session = agents::authenticate(&db.store, &s.fingerprint, Timestamp::now())
+        .await
+        .unwrap();
+    assert!(
+        commands::take_pending(&db.store, &session, Timestamp::now())
+            .await
+            .unwrap()
+            .commands
+            .is_empty()
+    );
+    let view = state(&o.owner, &id).await;
+    assert_eq!(view.state, OperationState::Cancelled);
+    let again = operations::cancel(&o.admin.authorize().unwrap(), &id, "x", Timestamp::now()).await;
+    assert!(matches!(again, Err(ControlError::Conflict(_))));
+}
+
+control::both_backends!(
+    the_role_and_risk_matrix_holds,
+    own_proposals_and_the_two_person_rule,
+    the_pilot_and_production_protection,
+    expired_approvals_are_not_delivered,
+    fleet_operations_halt_at_their_error_threshold,
+    idempotency_and_bad_input,
+    the_command_carries_the_plan_and_its_approval,
+    concurrent_approvals_count_once,
+    cancelling_reaches_the_queue,
+);
