@@ -10,6 +10,7 @@ mod chart;
 #[cfg(feature = "ssr")]
 pub mod context;
 mod error;
+pub mod ops_api;
 mod pages;
 mod servers;
 mod ui;

@@ -47,6 +47,10 @@ fn operation_header(c: &QueuedCommand) -> Result<Option<channel::OperationHeader
 /// How often the server writes the heartbeats that polls noted.
 pub const HEARTBEAT_FLUSH_SECS: u64 = 5;
 
+/// How often the server sweeps operations (approvals that ran out, results
+/// overdue).
+pub const OPERATIONS_SWEEP_SECS: u64 = 15;
+
 /// How long a ping waits for its agent.
 pub const PING_TTL_SECS: i64 = 300;
 /// How long a key round waits for an agent that is offline.
@@ -87,6 +91,17 @@ impl Delivery {
     /// calls this every [`HEARTBEAT_FLUSH_SECS`]).
     pub async fn flush_heartbeats(&self) -> Result<usize, ControlError> {
         self.heartbeats.flush(&self.store).await
+    }
+
+    /// Expires what operations' approvals no longer cover, gives up on overdue
+    /// results, and wakes the agents of any next wave (the server calls this
+    /// every [`OPERATIONS_SWEEP_SECS`]).
+    pub async fn sweep_operations(&self) -> Result<usize, ControlError> {
+        let wake = crate::operations::dispatch::sweep(&self.store, (self.clock)()).await?;
+        for agent in &wake {
+            self.wake(agent);
+        }
+        Ok(wake.len())
     }
 
     pub fn keys(&self) -> &ServerKeys {

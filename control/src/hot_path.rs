@@ -59,6 +59,21 @@ pub fn queries() -> Vec<HotQuery> {
             params: vec![Real(1.0), Int(1), Int(2), Int(0), Text("agt_0")],
         },
         HotQuery {
+            name: "operations sweep (commands)",
+            sql: crate::operations::dispatch::SWEEP_COMMANDS_SQL.into(),
+            params: vec![Text(queued), Int(0)],
+        },
+        HotQuery {
+            name: "operations sweep (approvals)",
+            sql: crate::operations::dispatch::SWEEP_OPERATIONS_SQL.into(),
+            params: vec![
+                Text("approved"),
+                Text("dispatched"),
+                Text("running"),
+                Int(0),
+            ],
+        },
+        HotQuery {
             name: "servers list",
             sql: crate::agents::fleet::view_query(""),
             params: vec![Int(1), Int(0)],

@@ -51,6 +51,8 @@ CREATE TABLE operations (
 );
 CREATE INDEX operations_org_state ON operations(org_id, state);
 CREATE INDEX operations_org_created ON operations(org_id, created_at);
+-- The sweep: running operations whose approval ran out.
+CREATE INDEX operations_state_expiry ON operations(state, approval_expires_at);
 
 -- One row per target server, with the plan hash its approval is bound to.
 CREATE TABLE operation_targets (
@@ -94,3 +96,5 @@ ALTER TABLE commands ADD COLUMN origin TEXT NOT NULL DEFAULT 'system' CHECK (ori
 ALTER TABLE commands ADD COLUMN plan_hash TEXT;
 ALTER TABLE commands ADD COLUMN approval TEXT;
 ALTER TABLE commands ADD COLUMN operation_id TEXT;
+-- The sweep: commands whose deadline passed.
+CREATE INDEX commands_state_expiry ON commands(state, expires_at);

@@ -274,6 +274,18 @@ impl Application {
                 }
             }
         });
+        let delivery = self.delivery.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(
+                control::delivery::OPERATIONS_SWEEP_SECS,
+            ));
+            loop {
+                tick.tick().await;
+                if let Err(e) = delivery.sweep_operations().await {
+                    tracing::warn!(error = %e, "could not sweep operations");
+                }
+            }
+        });
         tokio::spawn(gateway::serve(
             self.agent_listener,
             self.agent_tls,

@@ -445,38 +445,51 @@ pub(crate) async fn command_finished(
     advance(tx, org, &id, now).await
 }
 
+/// Operation commands in one state whose deadline passed (the sweep).
+pub(crate) const SWEEP_COMMANDS_SQL: &str =
+    "SELECT id FROM commands WHERE state = $1 AND expires_at <= $2 \
+     AND operation_id IS NOT NULL LIMIT 500";
+/// Running operations whose approval ran out (the sweep).
+pub(crate) const SWEEP_OPERATIONS_SQL: &str =
+    "SELECT id FROM operations WHERE state IN ($1, $2, $3) \
+     AND approval_expires_at <= $4 LIMIT 500";
+
 /// The background sweep: expires operation commands their agents never took
 /// by the approval's deadline, gives up on taken ones whose result is
 /// [`DELIVERED_GRACE_SECS`] overdue, and expires targets still waiting when
 /// the approval ran out. Returns the agents to wake (a later wave).
 pub async fn sweep(store: &Store, now: Timestamp) -> Result<Vec<AgentId>, ControlError> {
-    let overdue = sqlx::query(
-        "SELECT id, state FROM commands WHERE operation_id IS NOT NULL AND \
-         ((state = $1 AND expires_at <= $3) OR (state = $2 AND expires_at <= $4)) LIMIT 500",
-    )
-    .bind(CommandState::Queued.as_str())
-    .bind(CommandState::Delivered.as_str())
-    .bind(now.0)
-    .bind(now.plus_secs(-DELIVERED_GRACE_SECS).0)
-    .fetch_all(store.pool())
-    .await?;
-    let stale: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM operations WHERE state IN ($1, $2, $3) AND approval_expires_at <= $4 LIMIT 500",
-    )
-    .bind(OperationState::Approved.as_str())
-    .bind(OperationState::Dispatched.as_str())
-    .bind(OperationState::Running.as_str())
-    .bind(now.0)
-    .fetch_all(store.pool())
-    .await?;
+    let mut overdue: Vec<(String, bool)> = Vec::new();
+    for (state, before) in [
+        (CommandState::Queued, now),
+        (
+            CommandState::Delivered,
+            now.plus_secs(-DELIVERED_GRACE_SECS),
+        ),
+    ] {
+        let ids: Vec<String> = sqlx::query_scalar(SWEEP_COMMANDS_SQL)
+            .bind(state.as_str())
+            .bind(before.0)
+            .fetch_all(store.pool())
+            .await?;
+        overdue.extend(
+            ids.into_iter()
+                .map(|id| (id, state == CommandState::Delivered)),
+        );
+    }
+    let stale: Vec<String> = sqlx::query_scalar(SWEEP_OPERATIONS_SQL)
+        .bind(OperationState::Approved.as_str())
+        .bind(OperationState::Dispatched.as_str())
+        .bind(OperationState::Running.as_str())
+        .bind(now.0)
+        .fetch_all(store.pool())
+        .await?;
     if overdue.is_empty() && stale.is_empty() {
         return Ok(Vec::new());
     }
     let mut wake = Vec::new();
     let mut tx = store.begin().await?;
-    for row in overdue {
-        let command: String = row.try_get("id")?;
-        let was_delivered = row.try_get::<String, _>("state")? == CommandState::Delivered.as_str();
+    for (command, was_delivered) in overdue {
         let changed = sqlx::query(
             "UPDATE commands SET state = $1, finished_at = $2 WHERE id = $3 AND state IN ($4, $5)",
         )
