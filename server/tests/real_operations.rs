@@ -1,0 +1,444 @@
+//! Operations end to end with no stand-in, on both backends: the real server
+//! on port 0, people signed in over HTTP, and the real agent library whose
+//! `agent.toml` maps `restart_service` to a harmless local script and a backup
+//! profile to one that prints a local-vault secret.
+//!
+//! Then the agent's own refusals, each tested by sending it a command sealed
+//! and signed with the control plane's real command key (read from the
+//! server's data directory), as a control plane that ignored its rules would:
+//! a plan-hash mismatch, a pilot's command on a `production = true` host, an
+//! argument outside the agent's allowlist, and `read_file` with file access off.
+
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use agent::agent::Handled;
+use agent::config::Config;
+use agent::register::{register, RegisterOptions};
+use channel::ops::{ApprovalRecord, Approver, Operation, Origin};
+use channel::ResultStatus;
+use control::testing::TestDb;
+use control::{AgentId, Role, Timestamp};
+use helpers::TestApp;
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+
+const SECRET: &str = "vault-secret-7d1e2f9a";
+
+struct Setup {
+    app: TestApp,
+    dir: tempfile::TempDir,
+}
+
+/// The agent's config: a script for restarts, a backup profile whose command
+/// prints a vault secret, a vault file (0600), tasks under the temp dir.
+fn agent_config(dir: &Path, production: bool) -> Config {
+    let script = dir.join("restart.sh");
+    let ran = dir.join("ran.log");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$1\" >> {}\necho \"restarting $1\"\n", ran.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let vault = dir.join("vault.toml");
+    std::fs::write(&vault, format!("backup_token = \"{SECRET}\"\n")).unwrap();
+    std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let work = dir.join("tasks");
+    let text = format!(
+        r#"
+poll_wait_secs = 1
+production = {production}
+[operations]
+work_dir = "{work}"
+vault = "{vault}"
+timeout_secs = 30
+units = ["nginx.service"]
+watched_units = ["nginx.service"]
+restart_service = ["{script}", "{{unit}}"]
+[operations.backup_profiles.nightly]
+command = ["/bin/sh", "-c", "echo uploading with token $BACKUP_TOKEN"]
+env = {{ BACKUP_TOKEN = "vault://local/backup_token" }}
+"#,
+        work = work.display(),
+        vault = vault.display(),
+        script = script.display(),
+    );
+    Config::parse(&text, Path::new("agent.toml")).unwrap()
+}
+
+impl Setup {
+    async fn start(db: TestDb) -> Setup {
+        let app = TestApp::spawn(db).await;
+        for (email, role) in [
+            ("owner@example.com", Role::Owner),
+            ("member@example.com", Role::Member),
+            ("member2@example.com", Role::Member),
+            ("viewer@example.com", Role::Viewer),
+        ] {
+            app.add_user("Acme", email, role).await;
+        }
+        Setup {
+            app,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    async fn register(&self, name: &str) -> (PathBuf, AgentId) {
+        let token = control::agents::create_registration_token_cli(
+            &control::access::Operator::command_line(self.app.db.store.clone()),
+            "Acme",
+            &self.app.ca_pin,
+            600,
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+        let state = self.dir.path().join(name);
+        let r = register(RegisterOptions {
+            server: format!("https://localhost:{}", self.app.agent_addr.port()),
+            token: token.token.expose_secret().to_string(),
+            state_dir: state.clone(),
+            hostname: Some(name.into()),
+            no_pqc: false,
+            force: false,
+        })
+        .await
+        .unwrap();
+        (state, AgentId::parse(&r.agent_id).unwrap())
+    }
+
+    async fn call(&self, who: &reqwest::Client, endpoint: &str, form: &[(&str, &str)]) -> Value {
+        let res = self.app.call(who, endpoint, form).await;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{endpoint}: {status} {body}");
+        body
+    }
+
+    async fn propose(
+        &self,
+        who: &reqwest::Client,
+        agent: &AgentId,
+        kind: &str,
+        args: Value,
+    ) -> String {
+        self.call(
+            who,
+            "propose-operation",
+            &[
+                ("targets", &agent.0),
+                ("kind", kind),
+                ("args", &args.to_string()),
+                ("reason", "nginx keeps failing"),
+            ],
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_string()
+    }
+}
+
+async fn operations_run_on_the_real_agent(db: TestDb) {
+    let s = Setup::start(db).await;
+    let member = s.app.signed_in("member@example.com").await;
+    let member2 = s.app.signed_in("member2@example.com").await;
+    let viewer = s.app.signed_in("viewer@example.com").await;
+    let (state, agent_id) = s.register("web-1").await;
+    let cfg_dir = s.dir.path().join("cfg");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    let mut running = agent::run::start(&state, agent_config(&cfg_dir, false)).unwrap();
+    running.agent.send_capabilities().await.unwrap();
+
+    let id = s
+        .propose(
+            &member2,
+            &agent_id,
+            "restart_service",
+            json!({"unit": "nginx.service"}),
+        )
+        .await;
+    let page = s.call(&member2, "operation", &[("id", &id)]).await;
+    assert_eq!(page["can_decide"], false);
+    assert!(page["decide_refusal"]
+        .as_str()
+        .unwrap()
+        .contains("own proposal"));
+    let page = s.call(&viewer, "operation", &[("id", &id)]).await;
+    assert_eq!(
+        (page["can_decide"].clone(), page["can_cancel"].clone()),
+        (json!(false), json!(false))
+    );
+    let denied = s
+        .app
+        .call(
+            &viewer,
+            "approve-operation",
+            &[("id", &id), ("reason", "ok")],
+        )
+        .await;
+    assert_eq!(denied.status(), 403);
+    let own = s
+        .app
+        .call(
+            &member2,
+            "approve-operation",
+            &[("id", &id), ("reason", "ok")],
+        )
+        .await;
+    assert_eq!(own.status(), 403);
+
+    s.call(
+        &member,
+        "approve-operation",
+        &[("id", &id), ("reason", "restart it")],
+    )
+    .await;
+    let outcome = running.agent.poll_once().await.unwrap();
+    assert_eq!(
+        (outcome.executed, outcome.results_sent),
+        (1, 1),
+        "{outcome:?}"
+    );
+    let page = s.call(&member, "operation", &[("id", &id)]).await;
+    assert_eq!(page["op"]["state"], "succeeded", "{page}");
+    let output = page["outputs"][0].as_str().unwrap();
+    assert!(output.contains("restarting nginx.service"), "{output}");
+    assert!(output.contains("[exit 0]"), "{output}");
+
+    // A vault secret the task prints is redacted before it leaves the host.
+    let id = s
+        .propose(
+            &member2,
+            &agent_id,
+            "run_backup",
+            json!({"profile": "nightly"}),
+        )
+        .await;
+    s.call(
+        &member,
+        "approve-operation",
+        &[("id", &id), ("reason", "backup now")],
+    )
+    .await;
+    running.agent.poll_once().await.unwrap();
+    let page = s.call(&member, "operation", &[("id", &id)]).await;
+    assert_eq!(page["op"]["state"], "succeeded", "{page}");
+    let output = page["outputs"][0].as_str().unwrap();
+    assert!(
+        output.contains("uploading with token [REDACTED]"),
+        "{output}"
+    );
+    let stored: Vec<Option<String>> = sqlx::query_scalar("SELECT result FROM commands")
+        .fetch_all(s.app.db.store.pool())
+        .await
+        .unwrap();
+    assert!(stored.iter().flatten().all(|r| !r.contains(SECRET)));
+
+    // Bad input is refused naming the field.
+    for (kind, args, field) in [
+        ("restart_service", json!({"unit": "../../etc"}), "unit"),
+        ("install_package", json!({"name": "curl wget"}), "name"),
+        ("reboot", json!({}), "kind"),
+    ] {
+        let res = s
+            .app
+            .call(
+                &member2,
+                "propose-operation",
+                &[
+                    ("targets", &agent_id.0),
+                    ("kind", kind),
+                    ("args", &args.to_string()),
+                    ("reason", "r"),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), 400, "{kind}");
+        assert!(res.text().await.unwrap().contains(field), "{kind}");
+    }
+    let huge = "x".repeat(1 << 20);
+    let res = s
+        .app
+        .call(
+            &member2,
+            "propose-operation",
+            &[
+                ("targets", &agent_id.0),
+                ("kind", "restart_service"),
+                ("args", r#"{"unit":"nginx.service"}"#),
+                ("reason", &huge),
+            ],
+        )
+        .await;
+    assert!(res.status().is_client_error(), "{}", res.status());
+}
+
+/// Sends the agent commands sealed and signed with the control plane's real
+/// command key, as a control plane that skipped its own checks would.
+struct Forger {
+    keys: control::server_keys::ServerKeys,
+    agent: AgentId,
+    kem: channel::KemPublicKey,
+    sequence: u64,
+}
+
+impl Forger {
+    fn command(
+        &mut self,
+        op: &Operation,
+        plan_for: &Operation,
+        origin: Origin,
+    ) -> channel::api::DeliveredCommand {
+        self.sequence += 1;
+        let now = Timestamp::now().0;
+        let header = channel::CommandHeader {
+            agent_id: self.agent.0.clone(),
+            command_id: format!("cmd_{:024x}", self.sequence),
+            sequence: self.sequence,
+            issued_at: now,
+            expires_at: now + 60_000,
+            kind: op.kind().as_str().into(),
+            operation: Some(channel::OperationHeader {
+                plan_hash: channel::ops::plan_hash(&self.agent.0, plan_for),
+                approval: ApprovalRecord {
+                    operation_id: "op_000000000000000000000001".into(),
+                    origin,
+                    proposed_by: None,
+                    self_approved: false,
+                    approvers: vec![Approver {
+                        user_id: 1,
+                        role: "admin".into(),
+                        at: now,
+                    }],
+                    expires_at: now + 60_000,
+                },
+            }),
+        };
+        let envelope = channel::seal_command(
+            &header,
+            op.args().to_string().as_bytes(),
+            &self.kem,
+            &self.keys.signing,
+            &mut channel::os_rng(),
+        )
+        .unwrap();
+        channel::api::DeliveredCommand::Sealed { envelope }
+    }
+}
+
+async fn the_agent_refuses_what_its_policy_forbids(db: TestDb) {
+    let s = Setup::start(db).await;
+    let (state, agent_id) = s.register("db-1").await;
+    let cfg_dir = s.dir.path().join("cfg");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    let mut production = agent::run::start(&state, agent_config(&cfg_dir, true)).unwrap();
+    let kem: String = sqlx::query_scalar("SELECT kem_key FROM agents WHERE id = $1")
+        .bind(&agent_id.0)
+        .fetch_one(s.app.db.store.pool())
+        .await
+        .unwrap();
+    let mut forger = Forger {
+        keys: control::server_keys::ServerKeys::load_or_create(s.app.dir.path()).unwrap(),
+        agent: agent_id.clone(),
+        kem: serde_json::from_value(Value::String(kem)).unwrap(),
+        sequence: 1000,
+    };
+    let restart =
+        |unit: &str| Operation::parse("restart_service", &json!({ "unit": unit })).unwrap();
+    let file = Operation::parse("read_file", &json!({"path": "/etc/hostname"})).unwrap();
+    let cases = [
+        (
+            "a plan-hash mismatch",
+            forger.command(
+                &restart("nginx.service"),
+                &restart("nginx2.service"),
+                Origin::Human,
+            ),
+            "plan hash",
+        ),
+        (
+            "a pilot's command on a production host",
+            forger.command(
+                &restart("nginx.service"),
+                &restart("nginx.service"),
+                Origin::Pilot,
+            ),
+            "AI Pilot",
+        ),
+        (
+            "a unit outside the allowlist",
+            forger.command(
+                &restart("sshd.service"),
+                &restart("sshd.service"),
+                Origin::Human,
+            ),
+            "allowed units",
+        ),
+        (
+            "read_file with file access off",
+            forger.command(&file, &file, Origin::Human),
+            "local policy",
+        ),
+    ];
+    let ran = cfg_dir.join("ran.log");
+    for (what, command, says) in cases {
+        let handled = production
+            .agent
+            .handle(&command, Timestamp::now().0)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                handled,
+                Handled::Executed {
+                    status: ResultStatus::Refused,
+                    ..
+                }
+            ),
+            "{what}: {handled:?}"
+        );
+        let pending = production.agent.pending();
+        let last = pending.last().unwrap();
+        let opened = channel::open_result(
+            &last.result,
+            &agent_id.0,
+            &forger.keys.kem,
+            production.agent.identity(),
+            Timestamp::now().0,
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(opened.output()).to_string();
+        assert!(text.contains(says), "{what}: {text}");
+    }
+    assert!(!ran.exists(), "nothing ran");
+    // The same pilot command on a host that is not production runs.
+    drop(production);
+    let mut plain = agent::run::start(&state, agent_config(&cfg_dir, false)).unwrap();
+    let ok = forger.command(
+        &restart("nginx.service"),
+        &restart("nginx.service"),
+        Origin::Pilot,
+    );
+    let handled = plain.agent.handle(&ok, Timestamp::now().0).await.unwrap();
+    assert!(
+        matches!(
+            handled,
+            Handled::Executed {
+                status: ResultStatus::Succeeded,
+                ..
+            }
+        ),
+        "{handled:?}"
+    );
+}
+
+control::both_backends!(
+    operations_run_on_the_real_agent,
+    the_agent_refuses_what_its_policy_forbids,
+);
