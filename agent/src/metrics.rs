@@ -317,6 +317,7 @@ impl Sampler {
             net_rx_bytes_per_sec: rate(self.prev.net.rx, now.net.rx, secs),
             net_tx_bytes_per_sec: rate(self.prev.net.tx, now.net.tx, secs),
             load: parse_loadavg(&read_proc("loadavg")).unwrap_or([0.0; 3]),
+            units: Vec::new(),
         };
         self.prev = now;
         sample
@@ -506,6 +507,7 @@ mod tests {
             net_rx_bytes_per_sec: 0.0,
             net_tx_bytes_per_sec: 0.0,
             load: [0.0; 3],
+            units: Vec::new(),
         }
     }
 

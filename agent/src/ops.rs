@@ -11,7 +11,8 @@
 //! timeout_secs = 300
 //! vault = "/etc/pilothouse/vault.toml"   # vault://local/NAME references resolve here
 //! units = ["nginx.service"]              # what service_status / restart_service may name
-//! watched_units = ["nginx.service"]      # reported with each heartbeat
+//! watched_units = ["nginx.service"]      # reported with each metrics sample
+//! unit_state = ["systemctl", "is-active", "{unit}"]   # how a unit's state is read (the default)
 //! service_status = ["systemctl", "status", "--no-pager", "{unit}"]
 //! restart_service = ["systemctl", "restart", "{unit}"]
 //! disk_usage = ["df", "-hP"]
@@ -58,6 +59,8 @@ pub struct OpsConfig {
     pub vault: PathBuf,
     pub units: Vec<String>,
     pub watched_units: Vec<String>,
+    /// How a watched unit's state is read: the first word of its output.
+    pub unit_state: Vec<String>,
     pub service_status: Option<Vec<String>>,
     pub restart_service: Option<Vec<String>>,
     pub disk_usage: Option<Vec<String>>,
@@ -76,6 +79,9 @@ impl Default for OpsConfig {
             vault: PathBuf::from(crate::vault::DEFAULT_VAULT),
             units: Vec::new(),
             watched_units: Vec::new(),
+            unit_state: ["systemctl", "is-active", "{unit}"]
+                .map(String::from)
+                .to_vec(),
             service_status: None,
             restart_service: None,
             disk_usage: None,
@@ -129,6 +135,15 @@ impl OpsConfig {
         }
         if let Some(p) = &self.install_package {
             check_command("install_package.command", &p.command)?;
+        }
+        if !self.watched_units.is_empty() {
+            check_command("unit_state", &self.unit_state)?;
+        }
+        if self.watched_units.len() > channel::api::MAX_SAMPLE_UNITS {
+            return Err(format!(
+                "operations.watched_units lists more than {} units",
+                channel::api::MAX_SAMPLE_UNITS
+            ));
         }
         for (name, p) in &self.backup_profiles {
             channel::ops::check_profile(name)
@@ -196,6 +211,49 @@ fn check_command(what: &str, cmd: &[String]) -> Result<(), String> {
         )),
         Some(_) => Ok(()),
     }
+}
+
+/// How long reading one unit's state may take.
+const UNIT_STATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The watched units' states, read with the `unit_state` command (an empty
+/// environment but the safe `PATH`, five seconds each). A unit whose state
+/// cannot be read is `unknown`.
+pub async fn unit_states(config: &OpsConfig) -> Vec<channel::api::UnitStatus> {
+    let mut out = Vec::with_capacity(config.watched_units.len());
+    for unit in &config.watched_units {
+        let state = match read_unit_state(&config.unit_state, unit).await {
+            Some(s) => s,
+            None => "unknown".to_string(),
+        };
+        out.push(channel::api::UnitStatus {
+            unit: unit.clone(),
+            state,
+        });
+    }
+    out
+}
+
+async fn read_unit_state(cmd: &[String], unit: &str) -> Option<String> {
+    let argv: Vec<String> = cmd.iter().map(|a| a.replace("{unit}", unit)).collect();
+    let prog = program(argv.first()?)?;
+    let child = tokio::process::Command::new(prog)
+        .args(&argv[1..])
+        .env_clear()
+        .env("PATH", crate::sandbox::SAFE_PATH)
+        .env("LANG", "C.UTF-8")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(UNIT_STATE_TIMEOUT, child)
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let word = text.split_whitespace().next()?.to_ascii_lowercase();
+    (word.len() <= 32 && word.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')).then_some(word)
 }
 
 /// Whether a kind is an operation of the catalogue (not ping or a key round).

@@ -57,6 +57,13 @@ impl MetricsTask {
         self.backlog.push(sample);
     }
 
+    /// Takes one sample with the watched units' states into the backlog.
+    pub async fn collect_with_units(&mut self, now_ms: i64, ops: &crate::ops::OpsConfig) {
+        let mut sample = self.sampler.collect_sample(now_ms);
+        sample.units = crate::ops::unit_states(ops).await;
+        self.backlog.push(sample);
+    }
+
     /// Uploads the backlog (oldest first, in batches) and persists what is left.
     /// A batch the control plane rejects outright is dropped, not retried forever.
     pub async fn flush_metrics(&mut self) -> Result<usize, AgentError> {
@@ -144,7 +151,7 @@ pub async fn run(state_dir: &Path, config_path: Option<&Path>) -> Result<(), Age
     let interval = Duration::from_secs(config.metrics_interval_secs);
     tokio::join!(
         command_loop(&mut agent),
-        metrics_loop(&mut metrics, interval)
+        metrics_loop(&mut metrics, interval, &config.operations)
     );
     Ok(())
 }
@@ -191,14 +198,19 @@ pub async fn command_loop(agent: &mut Agent) {
     }
 }
 
-/// Every `interval`: one sample, then upload the backlog.
-pub async fn metrics_loop(metrics: &mut MetricsTask, interval: Duration) {
+/// Every `interval`: one sample (with the watched units' states), then upload
+/// the backlog.
+pub async fn metrics_loop(
+    metrics: &mut MetricsTask,
+    interval: Duration,
+    ops: &crate::ops::OpsConfig,
+) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0u32;
     loop {
         ticker.tick().await;
-        metrics.collect_sample(crate::now_ms());
+        metrics.collect_with_units(crate::now_ms(), ops).await;
         match metrics.flush_metrics().await {
             Ok(sent) => {
                 failures = 0;

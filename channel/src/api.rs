@@ -188,7 +188,22 @@ pub struct MetricSample {
     pub net_rx_bytes_per_sec: f64,
     pub net_tx_bytes_per_sec: f64,
     pub load: [f64; 3],
+    /// The watched units' states (`systemctl is-active`), when the agent watches any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<UnitStatus>,
 }
+
+/// One watched unit's state in a sample.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitStatus {
+    pub unit: String,
+    /// `active`, `failed`, `inactive`, `activating`, ... or `unknown`.
+    pub state: String,
+}
+
+/// Most watched units one sample reports.
+pub const MAX_SAMPLE_UNITS: usize = 64;
 
 /// `POST /agent/v1/metrics` (mTLS + JWT): one sample, or a backlog after an
 /// outage (oldest first). Written in one transaction; resending is harmless.

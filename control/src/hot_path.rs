@@ -74,6 +74,16 @@ pub fn queries() -> Vec<HotQuery> {
             ],
         },
         HotQuery {
+            name: "AI Pilot: failed units",
+            sql: crate::operations::pilot::FAILED_UNITS_SQL.into(),
+            params: vec![Int(500)],
+        },
+        HotQuery {
+            name: "AI Pilot: full disks",
+            sql: crate::operations::pilot::DISK_HIGH_SQL.into(),
+            params: vec![Int(0), Int(500)],
+        },
+        HotQuery {
             name: "servers list",
             sql: crate::agents::fleet::view_query(""),
             params: vec![Int(1), Int(0)],

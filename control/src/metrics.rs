@@ -36,6 +36,7 @@ fn valid(s: &MetricSample, now: Timestamp) -> bool {
         && s.cpu_pct <= 100.0
         && s.mem_used_bytes <= s.mem_total_bytes
         && s.disks.len() <= 64
+        && s.units.len() <= channel::api::MAX_SAMPLE_UNITS
         && s.disks
             .iter()
             .all(|d| d.used_bytes <= d.total_bytes && d.mount.len() <= 256)
@@ -108,17 +109,116 @@ pub async fn record(
     }
     // The newest sample also goes on the agent row, for the servers list.
     if let Some(latest) = good.iter().max_by_key(|s| s.at) {
-        sqlx::query(LATEST_SQL)
+        let newest = sqlx::query(LATEST_SQL)
             .bind(latest.cpu_pct)
             .bind(clamp_i64(latest.mem_used_bytes))
             .bind(clamp_i64(latest.mem_total_bytes))
             .bind(latest.at)
             .bind(&agent.agent().0)
             .execute(tx.conn())
-            .await?;
+            .await?
+            .rows_affected()
+            > 0;
+        if newest {
+            record_conditions(&mut tx, agent, latest).await?;
+        }
     }
     tx.commit().await?;
     Ok(good.len())
+}
+
+/// Disk usage above which the AI Pilot starts counting.
+pub const DISK_HIGH_PCT: f64 = 90.0;
+
+/// Keeps what the AI Pilot reads from the newest sample on the agent row:
+/// each watched unit's state and since when it has been in it, and since
+/// when the fullest disk has been above [`DISK_HIGH_PCT`]. Units or states
+/// that break the catalogue's patterns are ignored. Writes only on change.
+async fn record_conditions(
+    tx: &mut crate::store::Tx,
+    agent: &AgentSession,
+    latest: &MetricSample,
+) -> Result<(), ControlError> {
+    use sqlx::Row;
+    let row = sqlx::query(
+        "SELECT unit_states, disk_high_since, disk_high_mount FROM agents WHERE id = $1",
+    )
+    .bind(&agent.agent().0)
+    .fetch_one(tx.conn())
+    .await?;
+    let old: crate::UnitStates = row
+        .try_get::<Option<String>, _>("unit_states")?
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default();
+    let mut units = crate::UnitStates::new();
+    for u in &latest.units {
+        let state_ok = !u.state.is_empty()
+            && u.state.len() <= 32
+            && u.state.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+        if channel::ops::check_unit(&u.unit).is_err() || !state_ok {
+            continue;
+        }
+        let since = match old.get(&u.unit) {
+            Some(prev) if prev.state == u.state => prev.since,
+            _ => Timestamp(latest.at),
+        };
+        units.insert(
+            u.unit.clone(),
+            crate::UnitState {
+                state: u.state.clone(),
+                since,
+            },
+        );
+    }
+    if units != old {
+        let json = (!units.is_empty())
+            .then(|| serde_json::to_string(&units))
+            .transpose()
+            .map_err(ControlError::internal)?;
+        let failed_since = units
+            .values()
+            .filter(|u| u.state == "failed")
+            .map(|u| u.since.0)
+            .min();
+        sqlx::query("UPDATE agents SET unit_states = $1, units_failed_since = $2 WHERE id = $3")
+            .bind(json)
+            .bind(failed_since)
+            .bind(&agent.agent().0)
+            .execute(tx.conn())
+            .await?;
+    }
+    let fullest = latest
+        .disks
+        .iter()
+        .filter(|d| d.total_bytes > 0)
+        .map(|d| (d.used_bytes as f64 * 100.0 / d.total_bytes as f64, &d.mount))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let since: Option<i64> = row.try_get("disk_high_since")?;
+    let mount: Option<String> = row.try_get("disk_high_mount")?;
+    match fullest {
+        Some((pct, m)) if pct > DISK_HIGH_PCT => {
+            let same = since.is_some() && mount.as_deref() == Some(m.as_str());
+            sqlx::query(
+                "UPDATE agents SET disk_high_since = $1, disk_high_mount = $2, disk_high_pct = $3 WHERE id = $4",
+            )
+            .bind(if same { since } else { Some(latest.at) })
+            .bind(m)
+            .bind(pct)
+            .bind(&agent.agent().0)
+            .execute(tx.conn())
+            .await?;
+        }
+        _ if since.is_some() => {
+            sqlx::query(
+                "UPDATE agents SET disk_high_since = NULL, disk_high_mount = NULL, disk_high_pct = NULL WHERE id = $1",
+            )
+            .bind(&agent.agent().0)
+            .execute(tx.conn())
+            .await?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Used and total bytes over all disks, saturating instead of overflowing

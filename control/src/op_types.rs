@@ -189,6 +189,28 @@ impl OrgPolicy {
     }
 }
 
+/// A watched unit's state and since when it has been in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitState {
+    pub state: String,
+    pub since: Timestamp,
+}
+
+/// Watched units by name.
+pub type UnitStates = std::collections::BTreeMap<String, UnitState>;
+
+/// What the AI Pilot found on a server, and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingView {
+    pub at: Timestamp,
+    pub kind: OpKind,
+    /// `proposed` or `refused`.
+    pub outcome: String,
+    pub operation: Option<OperationId>,
+    pub reason: String,
+    pub evidence: String,
+}
+
 /// A target of an operation as its pages show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetView {

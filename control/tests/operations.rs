@@ -798,7 +798,129 @@ async fn cancelling_reaches_the_queue(db: TestDb) {
     assert!(matches!(again, Err(ControlError::Conflict(_))));
 }
 
+fn sample(at: i64, unit_state: &str, disk_pct: u64) -> channel::api::MetricSample {
+    channel::api::MetricSample {
+        at,
+        cpu_pct: 5.0,
+        mem_used_bytes: 1,
+        mem_total_bytes: 2,
+        disks: vec![channel::api::DiskUsage {
+            mount: "/".into(),
+            used_bytes: disk_pct,
+            total_bytes: 100,
+        }],
+        net_rx_bytes_per_sec: 0.0,
+        net_tx_bytes_per_sec: 0.0,
+        load: [0.0; 3],
+        units: vec![channel::api::UnitStatus {
+            unit: "nginx.service".into(),
+            state: unit_state.into(),
+        }],
+    }
+}
+
+/// The rules read heartbeats: a failed watched unit gets one restart
+/// proposal, with evidence, however often the rules run; a disk above 90 %
+/// for 15 minutes gets a disk report; a production server gets none, and the
+/// refusal is recorded and audited once.
+async fn the_pilot_proposes_from_heartbeats(db: TestDb) {
+    let o = org(&db).await;
+    let s = server(&db, &o).await;
+    let prod = server(&db, &o).await;
+    set_production(&o, &prod, true).await;
+    let t0 = Timestamp::now().plus_secs(-20 * 60);
+    for srv in [&s, &prod] {
+        let session = agents::authenticate(&db.store, &srv.fingerprint, t0)
+            .await
+            .unwrap();
+        control::metrics::record(&db.store, &session, &[sample(t0.0, "active", 50)], t0)
+            .await
+            .unwrap();
+        let t1 = t0.plus_secs(60);
+        control::metrics::record(&db.store, &session, &[sample(t1.0, "failed", 95)], t1)
+            .await
+            .unwrap();
+    }
+    let now = t0.plus_secs(60 + 16 * 60);
+    let session = agents::authenticate(&db.store, &s.fingerprint, now)
+        .await
+        .unwrap();
+    control::metrics::record(&db.store, &session, &[sample(now.0, "failed", 96)], now)
+        .await
+        .unwrap();
+    let first = pilot::evaluate(&db.store, now).await.unwrap();
+    let proposed: Vec<&pilot::Outcome> = first
+        .iter()
+        .filter(|o| matches!(o, pilot::Outcome::Proposed(_)))
+        .collect();
+    assert_eq!(proposed.len(), 2, "{first:?}");
+    let refused = first
+        .iter()
+        .filter(|o| matches!(o, pilot::Outcome::Refused(m) if m.contains("Production Protection")))
+        .count();
+    // The production server's failed unit and full disk: two refusals.
+    assert_eq!(refused, 2, "{first:?}");
+    let pending = operations::pending(&o.owner.authorize().unwrap(), 50)
+        .await
+        .unwrap();
+    let kinds: Vec<OpKind> = pending.iter().map(|p| p.kind).collect();
+    assert!(kinds.contains(&OpKind::RestartService) && kinds.contains(&OpKind::DiskUsage));
+    let restart = pending
+        .iter()
+        .find(|p| p.kind == OpKind::RestartService)
+        .unwrap();
+    assert_eq!(restart.origin, Origin::Pilot);
+    assert!(
+        restart.reason.starts_with("nginx.service failed at"),
+        "{}",
+        restart.reason
+    );
+    assert!(restart.evidence.as_deref().unwrap().contains("failed"));
+    // Again and again: nothing new, no new audit event.
+    let audited = actions(&o).await.len();
+    for _ in 0..3 {
+        let again = pilot::evaluate(&db.store, now.plus_secs(60)).await.unwrap();
+        assert!(
+            again.iter().all(|o| *o == pilot::Outcome::AlreadyProposed),
+            "{again:?}"
+        );
+    }
+    assert_eq!(actions(&o).await.len(), audited);
+    assert_eq!(
+        operations::pending(&o.owner.authorize().unwrap(), 50)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let findings = pilot::recent_findings(&o.viewer.authorize().unwrap(), &prod.agent, 10)
+        .await
+        .unwrap();
+    assert!(findings
+        .iter()
+        .any(|f| f.outcome == "refused" && f.reason.contains("Production Protection")));
+    // A unit that recovers and fails again is a new condition.
+    let later = now.plus_secs(120);
+    control::metrics::record(&db.store, &session, &[sample(later.0, "active", 50)], later)
+        .await
+        .unwrap();
+    let again = later.plus_secs(60);
+    control::metrics::record(&db.store, &session, &[sample(again.0, "failed", 50)], again)
+        .await
+        .unwrap();
+    let outcomes = pilot::evaluate(&db.store, again).await.unwrap();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, pilot::Outcome::Proposed(_)))
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+}
+
 control::both_backends!(
+    the_pilot_proposes_from_heartbeats,
     the_role_and_risk_matrix_holds,
     own_proposals_and_the_two_person_rule,
     the_pilot_and_production_protection,

@@ -167,6 +167,13 @@ fn sample(u: &mut Unstructured) -> arbitrary::Result<MetricSample> {
             total_bytes: u64::arbitrary(u)?,
         });
     }
+    let mut units = Vec::new();
+    for _ in 0..u.int_in_range(0..=2)? {
+        units.push(channel::api::UnitStatus {
+            unit: String::arbitrary(u)?,
+            state: String::arbitrary(u)?,
+        });
+    }
     Ok(MetricSample {
         at: i64::arbitrary(u)?,
         cpu_pct: float(u)?,
@@ -176,6 +183,7 @@ fn sample(u: &mut Unstructured) -> arbitrary::Result<MetricSample> {
         net_rx_bytes_per_sec: float(u)?,
         net_tx_bytes_per_sec: float(u)?,
         load: [float(u)?, float(u)?, float(u)?],
+        units,
     })
 }
 

@@ -437,6 +437,7 @@ fn round_trip_command(u: &mut Unstructured, signed_only: bool) -> arbitrary::Res
         issued_at,
         expires_at,
         kind: kind(u)?,
+        operation: None,
     };
     let payload = payload(u)?;
     let seed = u64::arbitrary(u)?;

@@ -22,7 +22,13 @@ CREATE TABLE org_policies (
 ALTER TABLE agents ADD COLUMN production INTEGER NOT NULL DEFAULT 0 CHECK (production IN (0, 1));
 ALTER TABLE agents ADD COLUMN file_access INTEGER NOT NULL DEFAULT 0 CHECK (file_access IN (0, 1));
 ALTER TABLE agents ADD COLUMN capabilities TEXT;
+-- The watched units' states from the latest heartbeat (JSON: unit -> state and
+-- since when), and since when the fullest disk has been above 90 %.
 ALTER TABLE agents ADD COLUMN unit_states TEXT;
+ALTER TABLE agents ADD COLUMN units_failed_since INTEGER;
+ALTER TABLE agents ADD COLUMN disk_high_since INTEGER;
+ALTER TABLE agents ADD COLUMN disk_high_mount TEXT;
+ALTER TABLE agents ADD COLUMN disk_high_pct REAL;
 
 CREATE TABLE operations (
     id                   TEXT     PRIMARY KEY,
@@ -98,3 +104,22 @@ ALTER TABLE commands ADD COLUMN approval TEXT;
 ALTER TABLE commands ADD COLUMN operation_id TEXT;
 -- The sweep: commands whose deadline passed.
 CREATE INDEX commands_state_expiry ON commands(state, expires_at);
+
+-- What the AI Pilot found, once per condition: proposed (with the operation)
+-- or refused (with the reason, e.g. Production Protection), so it never acts
+-- twice on one open condition and the server page can say why.
+CREATE TABLE pilot_findings (
+    org_id         INTEGER     NOT NULL REFERENCES orgs(id),
+    condition_key  TEXT     NOT NULL,
+    agent_id       TEXT     NOT NULL REFERENCES agents(id),
+    kind           TEXT     NOT NULL,
+    outcome        TEXT     NOT NULL CHECK (outcome IN ('proposed', 'refused')),
+    operation_id   TEXT,
+    reason         TEXT     NOT NULL,
+    evidence       TEXT     NOT NULL,
+    at             INTEGER    NOT NULL,
+    PRIMARY KEY (org_id, condition_key)
+);
+CREATE INDEX pilot_findings_agent ON pilot_findings(agent_id, at);
+CREATE INDEX agents_disk_high ON agents(disk_high_since);
+CREATE INDEX agents_units_failed ON agents(units_failed_since);

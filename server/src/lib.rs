@@ -286,6 +286,30 @@ impl Application {
                 }
             }
         });
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(
+                control::operations::pilot::PILOT_INTERVAL_SECS,
+            ));
+            loop {
+                tick.tick().await;
+                match control::operations::pilot::evaluate(&store, control::Timestamp::now()).await
+                {
+                    Ok(outcomes) => {
+                        let proposed = outcomes
+                            .iter()
+                            .filter(|o| {
+                                matches!(o, control::operations::pilot::Outcome::Proposed(_))
+                            })
+                            .count();
+                        if proposed > 0 {
+                            tracing::info!(proposed, "the AI Pilot proposed operations");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "the AI Pilot's rules failed"),
+                }
+            }
+        });
         tokio::spawn(gateway::serve(
             self.agent_listener,
             self.agent_tls,

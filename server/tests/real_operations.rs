@@ -41,7 +41,10 @@ fn agent_config(dir: &Path, production: bool) -> Config {
     let ran = dir.join("ran.log");
     std::fs::write(
         &script,
-        format!("#!/bin/sh\necho \"$1\" >> {}\necho \"restarting $1\"\n", ran.display()),
+        format!(
+            "#!/bin/sh\necho \"$1\" >> {}\necho \"restarting $1\"\n",
+            ran.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -49,6 +52,13 @@ fn agent_config(dir: &Path, production: bool) -> Config {
     std::fs::write(&vault, format!("backup_token = \"{SECRET}\"\n")).unwrap();
     std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o600)).unwrap();
     let work = dir.join("tasks");
+    let state = dir.join("state.sh");
+    let state_file = dir.join("unit-state");
+    if !state_file.exists() {
+        std::fs::write(&state_file, "active\n").unwrap();
+    }
+    std::fs::write(&state, format!("#!/bin/sh\ncat {}\n", state_file.display())).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
     let text = format!(
         r#"
 poll_wait_secs = 1
@@ -59,6 +69,7 @@ vault = "{vault}"
 timeout_secs = 30
 units = ["nginx.service"]
 watched_units = ["nginx.service"]
+unit_state = ["{state}", "{{unit}}"]
 restart_service = ["{script}", "{{unit}}"]
 [operations.backup_profiles.nightly]
 command = ["/bin/sh", "-c", "echo uploading with token $BACKUP_TOKEN"]
@@ -67,6 +78,7 @@ env = {{ BACKUP_TOKEN = "vault://local/backup_token" }}
         work = work.display(),
         vault = vault.display(),
         script = script.display(),
+        state = state.display(),
     );
     Config::parse(&text, Path::new("agent.toml")).unwrap()
 }
@@ -239,6 +251,38 @@ async fn operations_run_on_the_real_agent(db: TestDb) {
         .await
         .unwrap();
     assert!(stored.iter().flatten().all(|r| !r.contains(SECRET)));
+
+    // The watched unit fails: the next heartbeat says so, the AI Pilot
+    // proposes a restart with evidence, a Member approves, the agent runs it.
+    std::fs::write(cfg_dir.join("unit-state"), "failed\n").unwrap();
+    running
+        .metrics
+        .collect_with_units(agent::now_ms(), &running.config.operations)
+        .await;
+    assert_eq!(running.metrics.flush_metrics().await.unwrap(), 1);
+    let outcomes = control::operations::pilot::evaluate(&s.app.db.store, Timestamp::now())
+        .await
+        .unwrap();
+    let [control::operations::pilot::Outcome::Proposed(pilot_op)] = outcomes.as_slice() else {
+        panic!("{outcomes:?}");
+    };
+    let page = s.call(&member, "operation", &[("id", &pilot_op.0)]).await;
+    assert_eq!(page["op"]["origin"], "pilot");
+    assert_eq!(page["op"]["proposer"], "AI Pilot");
+    assert!(page["op"]["evidence"]
+        .as_str()
+        .unwrap()
+        .contains("nginx.service"));
+    assert_eq!(page["can_decide"], true, "{page}");
+    s.call(
+        &member,
+        "approve-operation",
+        &[("id", &pilot_op.0), ("reason", "yes, restart")],
+    )
+    .await;
+    running.agent.poll_once().await.unwrap();
+    let page = s.call(&member, "operation", &[("id", &pilot_op.0)]).await;
+    assert_eq!(page["op"]["state"], "succeeded", "{page}");
 
     // Bad input is refused naming the field.
     for (kind, args, field) in [
