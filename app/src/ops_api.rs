@@ -281,3 +281,14 @@ pub async fn operations_policy() -> Result<OrgPolicy, AppError> {
     let auth = actor.authorize::<control::access::ReadOrg>()?;
     Ok(control::operations::settings::policy(&auth).await?)
 }
+
+/// What the AI Pilot found on a server lately, newest first.
+#[server(endpoint = "pilot-findings")]
+pub async fn pilot_findings(id: String) -> Result<Vec<control::FindingView>, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    let id =
+        control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
+    Ok(control::operations::pilot::recent_findings(&auth, &id, 10).await?)
+}

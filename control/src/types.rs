@@ -303,6 +303,16 @@ pub struct AgentView {
     pub cert_not_after: Timestamp,
     pub kem_key_id: Option<String>,
     pub tls_group: String,
+    /// Production Protection: the AI Pilot's operations never run here.
+    pub production: bool,
+    /// AI File Access (`read_file`) is on for this server.
+    pub file_access: bool,
+    /// What the agent declared it can run; `None` before it declared anything.
+    pub capabilities: Option<crate::Capabilities>,
+    /// The watched units' states from the latest heartbeat.
+    pub units: crate::UnitStates,
+    /// The fullest disk's usage while above 90 %.
+    pub disk_high_pct: Option<f64>,
     /// The latest sample, if any.
     pub cpu_pct: Option<f64>,
     pub mem_used: Option<i64>,

@@ -33,6 +33,11 @@ struct AgentRow {
     last_cpu_pct: Option<f64>,
     last_mem_used: Option<i64>,
     last_mem_total: Option<i64>,
+    production: i64,
+    file_access: i64,
+    capabilities: Option<String>,
+    unit_states: Option<String>,
+    disk_high_pct: Option<f64>,
     pending_key_commands: i64,
 }
 
@@ -43,7 +48,8 @@ pub(crate) fn view_query(filter: &str) -> String {
     format!(
         "SELECT a.id, a.hostname, a.agent_version, a.last_seen_at, a.revoked_at, a.kem_key, a.keys_registered_at, \
          a.cert_serial, a.cert_fingerprint, a.cert_not_after, a.kem_key_id, a.tls_group, \
-         a.last_cpu_pct, a.last_mem_used, a.last_mem_total, COALESCE(p.n, 0) AS pending_key_commands \
+         a.last_cpu_pct, a.last_mem_used, a.last_mem_total, a.production, a.file_access, a.capabilities, \
+         a.unit_states, a.disk_high_pct, COALESCE(p.n, 0) AS pending_key_commands \
          FROM agents a LEFT JOIN ( \
              SELECT agent_id, COUNT(*) AS n FROM commands \
              WHERE org_id = $1 AND state IN ('{queued}', '{delivered}') AND kind IN ('{rotate}', '{register}') AND expires_at > $2 \
@@ -87,6 +93,19 @@ fn view_of(r: AgentRow, role: Role, now: Timestamp) -> AgentView {
         keys_registered_at: Timestamp(r.keys_registered_at),
         cert_fingerprint: shown_fingerprint(r.cert_fingerprint, role),
         cert_not_after: Timestamp(r.cert_not_after),
+        production: r.production != 0,
+        file_access: r.file_access != 0,
+        // Stored only after checking; a row that no longer parses shows as undeclared.
+        capabilities: r
+            .capabilities
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok()),
+        units: r
+            .unit_states
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default(),
+        disk_high_pct: r.disk_high_pct,
         cpu_pct: r.last_cpu_pct,
         mem_used: r.last_mem_used,
         mem_total: r.last_mem_total,
