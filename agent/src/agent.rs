@@ -48,6 +48,10 @@ const IGNORED_MEMORY: usize = 64;
 const KEYS_ATTEMPTS: u32 = 4;
 /// Wait after a failed certificate renewal before trying again.
 const RENEW_RETRY_MS: i64 = 5 * 60 * 1000;
+/// How often a running task's output (or a keep-alive) goes to the control plane.
+const OUTPUT_EVERY: Duration = Duration::from_secs(2);
+/// Output sent at once when this much piled up.
+const OUTPUT_CHUNK_BYTES: usize = 16 * 1024;
 /// How often `status.json` is rewritten at most.
 const STATUS_EVERY_MS: i64 = 60 * 1000;
 
@@ -408,13 +412,17 @@ impl Agent {
             &[],
         )?;
         tracing::info!(command_id = %header.command_id, kind = %header.kind, sequence = header.sequence, "running operation");
-        let ran = crate::ops::run(
-            &self.config.operations,
-            &op,
-            crate::sandbox::CancelToken::never(),
-            &mut |_| {},
-        )
-        .await;
+        let (cancel, token) = crate::sandbox::cancellation();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let this = &*self;
+        let runner = async move {
+            let mut sink = move |bytes: &[u8]| {
+                // The receiver lives until the task ends; a send cannot fail before.
+                let _ = tx.send(bytes.to_vec());
+            };
+            crate::ops::run(&this.config.operations, &op, token, &mut sink).await
+        };
+        let (ran, ()) = tokio::join!(runner, this.stream_output(header, &mut rx, &cancel));
         let status = if ran.succeeded {
             ResultStatus::Succeeded
         } else if ran.timed_out {
@@ -423,6 +431,71 @@ impl Agent {
             ResultStatus::Failed
         };
         Ok((status, String::from_utf8_lossy(&ran.output).into_owned()))
+    }
+
+    /// Sends a running task's output to the control plane in sealed, signed
+    /// chunks: whatever arrived every [`OUTPUT_EVERY`] (an empty keep-alive
+    /// when nothing did), sooner once [`OUTPUT_CHUNK_BYTES`] piled up, the rest
+    /// when the task ends. Each answer says whether the command was cancelled;
+    /// then the task is killed. A chunk that cannot be delivered is dropped:
+    /// the final result carries the whole output.
+    async fn stream_output(
+        &self,
+        header: &channel::CommandHeader,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+        cancel: &crate::sandbox::CancelHandle,
+    ) {
+        let mut buf = Vec::new();
+        let mut index = 0u32;
+        let mut next = tokio::time::Instant::now() + OUTPUT_EVERY;
+        loop {
+            let done = tokio::select! {
+                got = rx.recv() => match got {
+                    Some(bytes) => {
+                        buf.extend_from_slice(&bytes);
+                        if buf.len() < OUTPUT_CHUNK_BYTES {
+                            continue;
+                        }
+                        false
+                    }
+                    None => true,
+                },
+                () = tokio::time::sleep_until(next) => false,
+            };
+            if done && buf.is_empty() {
+                return;
+            }
+            next = tokio::time::Instant::now() + OUTPUT_EVERY;
+            let chunk = channel::ChunkHeader {
+                agent_id: self.record.agent_id.clone(),
+                command_id: header.command_id.clone(),
+                sequence: header.sequence,
+                index,
+                at: crate::now_ms(),
+            };
+            index = index.saturating_add(1);
+            let sealed = channel::seal_chunk(
+                &chunk,
+                &std::mem::take(&mut buf),
+                &self.record.control_kem_key,
+                &self.keys.identity,
+                &mut channel::os_rng(),
+            );
+            match sealed {
+                Ok(sealed) => match self.gateway.post_output(&sealed).await {
+                    Ok(answer) if answer.cancel => {
+                        tracing::info!(command_id = %header.command_id, "the control plane cancelled the running task");
+                        cancel.cancel();
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "an output chunk was not delivered"),
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot seal an output chunk"),
+            }
+            if done {
+                return;
+            }
+        }
     }
 
     /// After a restart: an operation that was running when the agent stopped

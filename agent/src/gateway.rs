@@ -440,6 +440,23 @@ impl Gateway {
         Ok(())
     }
 
+    /// `POST /agent/v1/output`: one live output chunk; answers whether the
+    /// command was cancelled.
+    pub async fn post_output(
+        &self,
+        chunk: &channel::SealedChunk,
+    ) -> Result<channel::api::OutputResponse, GatewayError> {
+        const PATH: &str = "/agent/v1/output";
+        let body = to_json(
+            PATH,
+            &channel::api::OutputRequest {
+                chunk: chunk.clone(),
+            },
+        )?;
+        let body = self.call(PATH, body, REQUEST_TIMEOUT, MAX_BODY).await?;
+        decode(PATH, &body)
+    }
+
     /// `POST /agent/v1/capabilities`.
     pub async fn post_capabilities(
         &self,

@@ -213,6 +213,22 @@ pub struct MetricsBatch {
     pub samples: Vec<MetricSample>,
 }
 
+/// `POST /agent/v1/output`: one live output chunk (or an empty keep-alive)
+/// of a running command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputRequest {
+    pub chunk: crate::SealedChunk,
+}
+
+/// The answer to an output chunk: whether the command was cancelled (the
+/// agent then kills the task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputResponse {
+    pub cancel: bool,
+}
+
 /// `POST /agent/v1/capabilities`: what the agent's config lets it run. Sent at
 /// every start; the control plane stores it when it changed.
 #[derive(Debug, Clone, Serialize, Deserialize)]

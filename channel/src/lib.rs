@@ -52,9 +52,10 @@ pub use pqc::PqcState;
 
 #[cfg(feature = "crypto")]
 pub use envelope::{
-    open_command, open_result, open_signed_command, seal_command, seal_result, sign_command,
-    CommandHeader, Envelope, EnvelopeHeader, OpenedCommand, OpenedResult, OperationHeader,
-    ResultHeader, ResultStatus, SealedCommand, SealedResult, SignedCommand,
+    open_chunk, open_command, open_result, open_signed_command, seal_chunk, seal_command,
+    seal_result, sign_command, ChunkHeader, CommandHeader, Envelope, EnvelopeHeader, OpenedChunk,
+    OpenedCommand, OpenedResult, OperationHeader, ResultHeader, ResultStatus, SealedChunk,
+    SealedCommand, SealedResult, SignedCommand,
 };
 #[cfg(feature = "crypto")]
 pub use keys::{KemPublicKey, KemSecretKey, KeyId, SigningKey, VerifyingKey};

@@ -550,3 +550,54 @@ fn the_operation_header_is_signed() {
     )
     .is_err());
 }
+
+/// A live output chunk opens on the control plane, cannot pass for a result,
+/// and carries its index under the signature.
+#[test]
+fn output_chunks_are_sealed_signed_and_not_results() {
+    let mut f = Fixture::new();
+    let header = channel::ChunkHeader {
+        agent_id: AGENT.into(),
+        command_id: "cmd-0003".into(),
+        sequence: 3,
+        index: 2,
+        at: NOW,
+    };
+    let sealed = channel::seal_chunk(
+        &header,
+        b"restarting nginx",
+        f.server_kem.public_key(),
+        &f.agent_signing,
+        &mut f.rng,
+    )
+    .unwrap();
+    let opened = channel::open_chunk(
+        &sealed,
+        AGENT,
+        &f.server_kem,
+        f.agent_signing.verifying_key(),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(opened.header(), &header);
+    assert_eq!(opened.output(), b"restarting nginx");
+    let json = serde_json::to_vec(&sealed).unwrap();
+    assert!(SealedResult::from_json(&json).is_err());
+    let edited = edit_json(&sealed, |v| v["header"]["index"] = 3.into());
+    let parsed = reparse_chunk(&edited);
+    assert_eq!(
+        channel::open_chunk(
+            &parsed,
+            AGENT,
+            &f.server_kem,
+            f.agent_signing.verifying_key(),
+            NOW
+        )
+        .unwrap_err(),
+        ChannelError::BadSignature
+    );
+}
+
+fn reparse_chunk(json: &[u8]) -> channel::SealedChunk {
+    channel::SealedChunk::from_json(json).unwrap()
+}

@@ -35,7 +35,12 @@ pub(crate) const ANY_OPEN_SQL: &str =
     "SELECT seq FROM commands WHERE agent_id = $1 AND state IN ($2, $3) LIMIT 1";
 
 /// Longest result text kept per command.
-pub const MAX_RESULT_CHARS: usize = 16 * 1024;
+pub const MAX_RESULT_CHARS: usize = 64 * 1024;
+/// Most live output kept per running command (bytes of text); later chunks
+/// still answer the cancellation question but their text is dropped.
+pub const MAX_LIVE_OUTPUT_BYTES: i64 = 256 * 1024;
+/// Highest chunk index accepted.
+pub const MAX_CHUNKS: u32 = 100_000;
 
 /// A command waiting for or delivered to an agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -326,6 +331,93 @@ pub async fn take_pending(
     Ok(Taken { commands, wake })
 }
 
+/// Part of a running command's output, as the agent sent it.
+pub struct Chunk<'a> {
+    pub command: &'a str,
+    pub sequence: u64,
+    pub index: u32,
+    pub text: &'a str,
+}
+
+/// Keeps a live output chunk of one of the agent's own running commands
+/// (once per index, within [`MAX_LIVE_OUTPUT_BYTES`]) and answers whether the
+/// command was cancelled meanwhile. An empty chunk is a keep-alive: nothing
+/// is written.
+pub async fn append_output(
+    store: &Store,
+    session: &AgentSession,
+    chunk: Chunk<'_>,
+    now: Timestamp,
+) -> Result<bool, ControlError> {
+    let agent = session.agent();
+    let row = sqlx::query(
+        "SELECT state, seq, cancel_requested_at FROM commands WHERE id = $1 AND agent_id = $2",
+    )
+    .bind(chunk.command)
+    .bind(&agent.0)
+    .fetch_optional(store.pool())
+    .await?
+    .ok_or_else(|| ControlError::not_found("No such command for this agent."))?;
+    if u64::try_from(row.try_get::<i64, _>("seq")?).ok() != Some(chunk.sequence) {
+        return Err(ControlError::invalid(
+            "The chunk's sequence number does not match its command.",
+        ));
+    }
+    if chunk.index > MAX_CHUNKS {
+        return Err(ControlError::invalid(
+            "Too many output chunks for one command.",
+        ));
+    }
+    let state = parse_state(&row.try_get::<String, _>("state")?)?;
+    let cancel = state == CommandState::Cancelled
+        || row
+            .try_get::<Option<i64>, _>("cancel_requested_at")?
+            .is_some();
+    if chunk.text.is_empty() || state != CommandState::Delivered {
+        return Ok(cancel);
+    }
+    let mut tx = store.begin().await?;
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM(LENGTH(text)), 0) FROM command_output WHERE command_id = $1",
+    )
+    .bind(chunk.command)
+    .fetch_one(tx.conn())
+    .await?;
+    if kept + chunk.text.len() as i64 <= MAX_LIVE_OUTPUT_BYTES {
+        sqlx::query(
+            "INSERT INTO command_output (command_id, idx, text, at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (command_id, idx) DO NOTHING",
+        )
+        .bind(chunk.command)
+        .bind(i64::from(chunk.index))
+        .bind(chunk.text)
+        .bind(now.0)
+        .execute(tx.conn())
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(cancel)
+}
+
+/// A command's output for people: the agent's final report once it
+/// finished, the live output so far while it runs, `None` before any.
+pub async fn output(
+    auth: &Authorized<'_, ReadOrg>,
+    command: &CommandId,
+    now: Timestamp,
+) -> Result<Option<String>, ControlError> {
+    let outcome = command_state(auth, command, now).await?;
+    if outcome.result.is_some() || !outcome.state.is_open() {
+        return Ok(outcome.result);
+    }
+    let parts: Vec<String> =
+        sqlx::query_scalar("SELECT text FROM command_output WHERE command_id = $1 ORDER BY idx")
+            .bind(&command.0)
+            .fetch_all(auth.store().pool())
+            .await?;
+    Ok((!parts.is_empty()).then(|| parts.concat()))
+}
+
 /// An agent's report on one of its commands.
 pub struct Report<'a> {
     pub command: &'a str,
@@ -348,7 +440,7 @@ pub async fn finish(
     let agent = session.agent();
     let mut tx = store.begin().await?;
     let row = sqlx::query(
-        "SELECT kind, state, seq, delivered_at, operation_id FROM commands WHERE id = $1 AND agent_id = $2",
+        "SELECT kind, state, seq, delivered_at, operation_id, cancel_requested_at FROM commands WHERE id = $1 AND agent_id = $2",
     )
     .bind(report.command)
     .bind(&agent.0)
@@ -369,6 +461,9 @@ pub async fn finish(
         return Ok(Vec::new());
     }
     let operation: Option<String> = row.try_get("operation_id")?;
+    let cancelled = row
+        .try_get::<Option<i64>, _>("cancel_requested_at")?
+        .is_some();
     let new_state = if report.succeeded {
         CommandState::Succeeded
     } else {
@@ -400,15 +495,19 @@ pub async fn finish(
     )
     .await?;
     let wake = if operation.is_some() {
-        let outcome = if report.succeeded {
-            TargetState::Succeeded
-        } else {
-            TargetState::Failed
+        let outcome = match (report.succeeded, cancelled) {
+            (true, _) => TargetState::Succeeded,
+            (false, true) => TargetState::Cancelled,
+            (false, false) => TargetState::Failed,
         };
         dispatch::command_finished(&mut tx, report.command, outcome, None, now).await?
     } else {
         Vec::new()
     };
+    sqlx::query("DELETE FROM command_output WHERE command_id = $1")
+        .bind(report.command)
+        .execute(tx.conn())
+        .await?;
     tx.commit().await?;
     Ok(wake)
 }

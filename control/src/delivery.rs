@@ -257,6 +257,46 @@ impl Delivery {
         Ok(())
     }
 
+    /// Opens and keeps a live output chunk of one of the agent's running
+    /// commands (sealed to our key, signed by the agent's identity key), notes
+    /// the heartbeat (an agent busy with a task does not poll), and answers
+    /// whether the command was cancelled.
+    #[tracing::instrument(skip_all, err(level = "info"))]
+    pub async fn accept_output(
+        &self,
+        session: &AgentSession,
+        tls_group: &str,
+        chunk: &channel::SealedChunk,
+    ) -> Result<bool, ControlError> {
+        let now = (self.clock)();
+        let opened = channel::open_chunk(
+            chunk,
+            &session.agent().0,
+            &self.keys.kem,
+            session.identity_key(),
+            now.0,
+        )
+        .map_err(|e| ControlError::invalid(format!("The output chunk was refused: {e}.")))?;
+        let header = opened.header();
+        let text = String::from_utf8_lossy(opened.output());
+        let cancel = commands::append_output(
+            &self.store,
+            session,
+            commands::Chunk {
+                command: &header.command_id,
+                sequence: header.sequence,
+                index: header.index,
+                text: &text,
+            },
+            now,
+        )
+        .await?;
+        if self.heartbeats.record(session, tls_group, now) {
+            agents::touch(&self.store, session, tls_group, now).await?;
+        }
+        Ok(cancel)
+    }
+
     /// Queues a ping for a server of the caller's organisation.
     #[tracing::instrument(skip_all, err(level = "info"))]
     pub async fn ping(

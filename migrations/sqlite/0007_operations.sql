@@ -123,3 +123,15 @@ CREATE TABLE pilot_findings (
 CREATE INDEX pilot_findings_agent ON pilot_findings(agent_id, at);
 CREATE INDEX agents_disk_high ON agents(disk_high_since);
 CREATE INDEX agents_units_failed ON agents(units_failed_since);
+
+-- Live output of running commands, chunk by chunk, kept until the final result
+-- replaces it in the view; and a cancellation the agent learns of from the
+-- answer to its next chunk.
+CREATE TABLE command_output (
+    command_id  TEXT     NOT NULL REFERENCES commands(id),
+    idx         INTEGER    NOT NULL,
+    text        TEXT     NOT NULL,
+    at          INTEGER    NOT NULL,
+    PRIMARY KEY (command_id, idx)
+);
+ALTER TABLE commands ADD COLUMN cancel_requested_at INTEGER;

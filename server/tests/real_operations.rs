@@ -71,6 +71,8 @@ units = ["nginx.service"]
 watched_units = ["nginx.service"]
 unit_state = ["{state}", "{{unit}}"]
 restart_service = ["{script}", "{{unit}}"]
+[operations.backup_profiles.slow]
+command = ["/bin/sh", "-c", "echo started; sleep 30; echo never"]
 [operations.backup_profiles.nightly]
 command = ["/bin/sh", "-c", "echo uploading with token $BACKUP_TOKEN"]
 env = {{ BACKUP_TOKEN = "vault://local/backup_token" }}
@@ -323,6 +325,68 @@ async fn operations_run_on_the_real_agent(db: TestDb) {
     assert!(res.status().is_client_error(), "{}", res.status());
 }
 
+/// A running task's output reaches the operation page while it runs, and a
+/// cancel from the page reaches the agent, which kills the task.
+async fn live_output_and_cancel_reach_the_running_task(db: TestDb) {
+    let s = Setup::start(db).await;
+    let member = s.app.signed_in("member@example.com").await;
+    let member2 = s.app.signed_in("member2@example.com").await;
+    let (state, agent_id) = s.register("web-2").await;
+    let cfg_dir = s.dir.path().join("cfg");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    let mut running = agent::run::start(&state, agent_config(&cfg_dir, false)).unwrap();
+    running.agent.send_capabilities().await.unwrap();
+    let id = s
+        .propose(
+            &member2,
+            &agent_id,
+            "run_backup",
+            json!({"profile": "slow"}),
+        )
+        .await;
+    s.call(
+        &member,
+        "approve-operation",
+        &[("id", &id), ("reason", "go")],
+    )
+    .await;
+    let watch = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let page = s.call(&member, "operation", &[("id", &id)]).await;
+            if page["outputs"][0]
+                .as_str()
+                .is_some_and(|o| o.contains("started"))
+            {
+                assert_eq!(page["op"]["state"], "running", "{page}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no live output: {page}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        s.call(
+            &member2,
+            "cancel-operation",
+            &[("id", &id), ("reason", "wrong profile")],
+        )
+        .await;
+    };
+    let (outcome, ()) = tokio::join!(running.agent.poll_once(), watch);
+    assert_eq!(outcome.unwrap().executed, 1);
+    let page = s.call(&member, "operation", &[("id", &id)]).await;
+    assert_eq!(page["op"]["state"], "cancelled", "{page}");
+    assert_eq!(page["op"]["targets"][0]["state"], "cancelled", "{page}");
+    let output = page["outputs"][0].as_str().unwrap();
+    assert!(
+        output.contains("started") && output.contains("[cancelled"),
+        "{output}"
+    );
+    assert!(!output.contains("never"), "{output}");
+}
+
 /// Sends the agent commands sealed and signed with the control plane's real
 /// command key, as a control plane that skipped its own checks would.
 struct Forger {
@@ -483,6 +547,7 @@ async fn the_agent_refuses_what_its_policy_forbids(db: TestDb) {
 }
 
 control::both_backends!(
+    live_output_and_cancel_reach_the_running_task,
     operations_run_on_the_real_agent,
     the_agent_refuses_what_its_policy_forbids,
 );

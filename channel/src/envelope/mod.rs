@@ -68,6 +68,8 @@ pub const MAX_CLOCK_SKEW_MS: i64 = 30_000;
 pub const COMMAND_LABEL: &str = "pilothouse/command/v1";
 /// Domain-separation label of results.
 pub const RESULT_LABEL: &str = "pilothouse/result/v1";
+/// Domain-separation label of live output chunks.
+pub const CHUNK_LABEL: &str = "pilothouse/output/v1";
 
 const NONCE_BYTES: usize = 12;
 const TAG_BYTES: usize = 16;
@@ -283,6 +285,57 @@ impl sealed::Sealed for ResultHeader {
     }
 }
 
+/// Plaintext header of a live output chunk: part of a running command's
+/// output, sent while it runs. Signed and used as AAD, not encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkHeader {
+    /// The agent running the command.
+    pub agent_id: String,
+    /// The command whose output this is.
+    pub command_id: String,
+    /// The command's sequence number.
+    pub sequence: u64,
+    /// Position of this chunk in the command's output, from 0. A chunk with
+    /// no output is a keep-alive (the answer says whether to cancel).
+    pub index: u32,
+    /// When the agent sent it, Unix milliseconds.
+    pub at: i64,
+}
+
+impl EnvelopeHeader for ChunkHeader {
+    fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    fn command_id(&self) -> &str {
+        &self.command_id
+    }
+
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+}
+
+impl sealed::Sealed for ChunkHeader {
+    const LABEL: &'static str = CHUNK_LABEL;
+
+    fn check_structure(&self) -> Result<(), &'static str> {
+        check_ids(&self.agent_id, &self.command_id)
+    }
+
+    fn canonical(&self, v: u16) -> Vec<u8> {
+        Canonical::new(Self::LABEL)
+            .u16(v)
+            .str(&self.agent_id)
+            .str(&self.command_id)
+            .u64(self.sequence)
+            .u64(u64::from(self.index))
+            .i64(self.at)
+            .finish()
+    }
+}
+
 fn check_ids(agent_id: &str, command_id: &str) -> Result<(), &'static str> {
     if !wire::valid_id(agent_id, MAX_ID_BYTES) {
         return Err("agent_id");
@@ -334,6 +387,8 @@ pub struct Envelope<H> {
 pub type SealedCommand = Envelope<CommandHeader>;
 /// A result sealed to the control plane and signed by the agent's identity key.
 pub type SealedResult = Envelope<ResultHeader>;
+/// A live output chunk as it travels.
+pub type SealedChunk = Envelope<ChunkHeader>;
 
 impl<H: EnvelopeHeader> Envelope<H> {
     /// Parses an envelope from JSON bytes, refusing oversized input, unknown versions
@@ -551,10 +606,12 @@ fn seal<H: EnvelopeHeader, R: CryptoRng + ?Sized>(
     Ok(env)
 }
 
+mod chunk;
 mod command;
 mod result;
 mod signed;
 
+pub use chunk::{open_chunk, seal_chunk, OpenedChunk};
 pub use command::{open_command, seal_command, OpenedCommand};
 pub use result::{open_result, seal_result, OpenedResult};
 pub use signed::{open_signed_command, sign_command, SignedCommand, SIGNED_COMMAND_LABEL};

@@ -389,6 +389,26 @@ pub(crate) async fn cancel_queued(
     .rows_affected())
 }
 
+/// Asks the agents running an operation's commands to stop: each learns it
+/// from the answer to its next output chunk (every few seconds) and kills
+/// the task. Returns how many commands were running.
+pub(crate) async fn request_cancel(
+    tx: &mut Tx,
+    id: &OperationId,
+    now: Timestamp,
+) -> Result<u64, ControlError> {
+    Ok(sqlx::query(
+        "UPDATE commands SET cancel_requested_at = COALESCE(cancel_requested_at, $1) \
+         WHERE operation_id = $2 AND state = $3",
+    )
+    .bind(now.0)
+    .bind(&id.0)
+    .bind(CommandState::Delivered.as_str())
+    .execute(tx.conn())
+    .await?
+    .rows_affected())
+}
+
 /// A command of an operation reached its agent: the target is running.
 pub(crate) async fn mark_running(
     tx: &mut Tx,

@@ -683,7 +683,8 @@ pub async fn reject(
 
 /// Cancels an operation that has not finished: its proposer may, and so may
 /// an Owner or Admin. Targets not yet sent are cancelled, and so are commands
-/// their agents have not taken yet.
+/// their agents have not taken yet; an agent running one is told to kill the
+/// task with the answer to its next output chunk.
 #[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn cancel(
     auth: &Authorized<'_, ReadOrg>,
@@ -710,6 +711,7 @@ pub async fn cancel(
     }
     finish_untouched(&mut tx, id, TargetState::Cancelled, now).await?;
     dispatch::cancel_queued(&mut tx, id, now).await?;
+    let running = dispatch::request_cancel(&mut tx, id, now).await?;
     set_state(&mut tx, id, OperationState::Cancelled, now).await?;
     history(
         &mut tx,
@@ -728,7 +730,7 @@ pub async fn cancel(
             actor.org(),
             AuditAction::OperationCancelled,
             format!("operation:{}", id.0),
-            json!({}),
+            json!({ "running_tasks_stopped": running }),
         ),
         now,
     )

@@ -229,6 +229,20 @@ async fn metrics(
     Ok(Json(serde_json::json!({ "accepted": accepted })))
 }
 
+/// A live output chunk of a running command; the answer says whether to cancel it.
+async fn output(
+    State(state): State<GatewayState>,
+    Extension(peer): Extension<PeerInfo>,
+    AgentAuth(session): AgentAuth,
+    Json(req): Json<channel::api::OutputRequest>,
+) -> Result<Json<channel::api::OutputResponse>, GatewayError> {
+    let cancel = state
+        .delivery
+        .accept_output(&session, &peer.tls_group, &req.chunk)
+        .await?;
+    Ok(Json(channel::api::OutputResponse { cancel }))
+}
+
 async fn capabilities(
     State(state): State<GatewayState>,
     AgentAuth(session): AgentAuth,
@@ -247,6 +261,7 @@ async fn capabilities(
 pub fn routes(state: GatewayState) -> Router {
     Router::new()
         .route("/agent/v1/capabilities", post(capabilities))
+        .route("/agent/v1/output", post(output))
         .route("/agent/v1/metrics", post(metrics))
         .route("/agent/v1/keys", post(keys))
         .route("/agent/v1/renew", post(renew))
