@@ -65,6 +65,9 @@ pub enum AuditAction {
     ServerFileAccessChanged,
     PolicyChanged,
     AgentCapabilitiesChanged,
+    ServerDeletionScheduled,
+    ServerRestored,
+    ServerPurged,
 }
 
 impl AuditAction {
@@ -108,6 +111,9 @@ impl AuditAction {
             AuditAction::ServerFileAccessChanged => "server.file_access_changed",
             AuditAction::PolicyChanged => "org.operations_policy_changed",
             AuditAction::AgentCapabilitiesChanged => "agent.capabilities_changed",
+            AuditAction::ServerDeletionScheduled => "server.deletion_scheduled",
+            AuditAction::ServerRestored => "server.restored",
+            AuditAction::ServerPurged => "server.purged",
         }
     }
 }

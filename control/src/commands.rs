@@ -154,7 +154,7 @@ pub(crate) async fn insert(
     // One atomic step takes the sequence number and bumps it, so concurrent
     // enqueues for one agent never share a number (the row is locked on PostgreSQL).
     let row = sqlx::query(
-        "UPDATE agents SET next_seq = next_seq + 1 WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL \
+        "UPDATE agents SET next_seq = next_seq + 1 WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL AND delete_after IS NULL \
          RETURNING next_seq - 1 AS seq, kem_key",
     )
     .bind(&c.agent.0)

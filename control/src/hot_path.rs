@@ -84,6 +84,11 @@ pub fn queries() -> Vec<HotQuery> {
             params: vec![Int(0), Int(500)],
         },
         HotQuery {
+            name: "safe delete: servers due for purging",
+            sql: crate::agents::deletion::DUE_SQL.into(),
+            params: vec![Int(0)],
+        },
+        HotQuery {
             name: "servers list",
             sql: crate::agents::fleet::view_query(""),
             params: vec![Int(1), Int(0)],

@@ -313,6 +313,8 @@ pub struct AgentView {
     pub units: crate::UnitStates,
     /// The fullest disk's usage while above 90 %.
     pub disk_high_pct: Option<f64>,
+    /// Scheduled for deletion at this time (read-only until then, restorable).
+    pub delete_after: Option<Timestamp>,
     /// The latest sample, if any.
     pub cpu_pct: Option<f64>,
     pub mem_used: Option<i64>,

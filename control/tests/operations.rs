@@ -919,7 +919,106 @@ async fn the_pilot_proposes_from_heartbeats(db: TestDb) {
     );
 }
 
+/// Safe delete: the name must be typed; during the grace period the server
+/// is read-only, its agent refused, and an Owner or Admin can restore it;
+/// after it, its commands and metrics are purged and the audit events stay.
+async fn safe_delete_restores_within_the_grace_period_and_purges_after(db: TestDb) {
+    use control::agents::deletion;
+    let o = org(&db).await;
+    let s = server(&db, &o).await;
+    let now = Timestamp::now();
+    let session = agents::authenticate(&db.store, &s.fingerprint, now)
+        .await
+        .unwrap();
+    control::metrics::record(&db.store, &session, &[sample(now.0, "active", 10)], now)
+        .await
+        .unwrap();
+    let id = propose(&o.member2, restart(), &s.agent).await;
+    approve(&o, &o.member, &id, now).await.unwrap();
+    let manage = o.admin.authorize::<ManageAgents>().unwrap();
+    assert!(o.member.authorize::<ManageAgents>().is_err());
+    let wrong = deletion::schedule(&manage, &s.agent, "web-2", now).await;
+    assert!(
+        matches!(&wrong, Err(ControlError::Invalid(m)) if m.contains("name")),
+        "{wrong:?}"
+    );
+    let after = deletion::schedule(&manage, &s.agent, "web-1", now)
+        .await
+        .unwrap();
+    assert_eq!(after, now.plus_secs(OrgPolicy::default().delete_grace_secs));
+    // Read-only: the agent is refused, nothing new can be proposed or queued.
+    assert!(matches!(
+        agents::authenticate(&db.store, &s.fingerprint, now).await,
+        Err(ControlError::Unauthenticated(_))
+    ));
+    let refused = operations::propose(
+        &o.member2.authorize().unwrap(),
+        Proposal::single(restart(), s.agent.clone(), "r"),
+        now,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(ControlError::NotFound(_))),
+        "{refused:?}"
+    );
+    assert!(o.delivery.ping(&manage, &s.agent, now).await.is_err());
+    let view = agents::get(&o.viewer.authorize().unwrap(), &s.agent, now)
+        .await
+        .unwrap();
+    assert_eq!(view.delete_after, Some(after));
+    // Restore within the grace period.
+    deletion::restore(&manage, &s.agent, now).await.unwrap();
+    agents::authenticate(&db.store, &s.fingerprint, now)
+        .await
+        .unwrap();
+    // Again, and past the grace period the purge job removes its data.
+    deletion::schedule(&manage, &s.agent, "web-1", now)
+        .await
+        .unwrap();
+    let later = after.plus_secs(1);
+    assert_eq!(deletion::purge_due(&db.store, now).await.unwrap(), 0);
+    assert_eq!(deletion::purge_due(&db.store, later).await.unwrap(), 1);
+    let too_late = deletion::restore(&manage, &s.agent, later).await;
+    assert!(too_late.is_err(), "{too_late:?}");
+    for table in ["commands", "metrics_raw"] {
+        let n: i64 =
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE agent_id = $1"))
+                .bind(&s.agent.0)
+                .fetch_one(db.store.pool())
+                .await
+                .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
+    assert!(agents::list(&o.owner.authorize().unwrap(), later)
+        .await
+        .unwrap()
+        .is_empty());
+    // The operation's history and the audit events stay.
+    assert_eq!(
+        operations::get(&o.owner.authorize().unwrap(), &id)
+            .await
+            .unwrap()
+            .targets
+            .len(),
+        1
+    );
+    let acts = actions(&o).await;
+    for a in [
+        "server.deletion_scheduled",
+        "server.restored",
+        "server.purged",
+        "operation.approved",
+    ] {
+        assert!(acts.contains(&a.to_string()), "{a}");
+    }
+    assert!(audit::verify(&o.owner.authorize().unwrap())
+        .await
+        .unwrap()
+        .intact());
+}
+
 control::both_backends!(
+    safe_delete_restores_within_the_grace_period_and_purges_after,
     the_pilot_proposes_from_heartbeats,
     the_role_and_risk_matrix_holds,
     own_proposals_and_the_two_person_rule,

@@ -135,3 +135,11 @@ CREATE TABLE command_output (
     PRIMARY KEY (command_id, idx)
 );
 ALTER TABLE commands ADD COLUMN cancel_requested_at BIGINT;
+
+-- Safe delete: a server scheduled for deletion is read-only and its agent
+-- refused until delete_after; restoring clears it. After it, a background job
+-- purges its commands, output, metrics and findings and keeps the row as a
+-- tombstone (purged_at) for the history and the audit log.
+ALTER TABLE agents ADD COLUMN delete_after BIGINT;
+ALTER TABLE agents ADD COLUMN purged_at BIGINT;
+CREATE INDEX agents_delete_after ON agents(delete_after);

@@ -254,6 +254,19 @@ impl Application {
         });
         let store = self.store.clone();
         tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                match control::agents::deletion::purge_due(&store, control::Timestamp::now()).await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(servers = n, "purged servers whose grace period ended"),
+                    Err(e) => tracing::warn!(error = %e, "could not purge deleted servers"),
+                }
+            }
+        });
+        let store = self.store.clone();
+        tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(300));
             loop {
                 tick.tick().await;

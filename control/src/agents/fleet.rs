@@ -38,6 +38,7 @@ struct AgentRow {
     capabilities: Option<String>,
     unit_states: Option<String>,
     disk_high_pct: Option<f64>,
+    delete_after: Option<i64>,
     pending_key_commands: i64,
 }
 
@@ -49,13 +50,13 @@ pub(crate) fn view_query(filter: &str) -> String {
         "SELECT a.id, a.hostname, a.agent_version, a.last_seen_at, a.revoked_at, a.kem_key, a.keys_registered_at, \
          a.cert_serial, a.cert_fingerprint, a.cert_not_after, a.kem_key_id, a.tls_group, \
          a.last_cpu_pct, a.last_mem_used, a.last_mem_total, a.production, a.file_access, a.capabilities, \
-         a.unit_states, a.disk_high_pct, COALESCE(p.n, 0) AS pending_key_commands \
+         a.unit_states, a.disk_high_pct, a.delete_after, COALESCE(p.n, 0) AS pending_key_commands \
          FROM agents a LEFT JOIN ( \
              SELECT agent_id, COUNT(*) AS n FROM commands \
              WHERE org_id = $1 AND state IN ('{queued}', '{delivered}') AND kind IN ('{rotate}', '{register}') AND expires_at > $2 \
              GROUP BY agent_id \
          ) p ON p.agent_id = a.id \
-         WHERE a.org_id = $1 {filter} ORDER BY a.created_at DESC, a.id",
+         WHERE a.org_id = $1 AND a.purged_at IS NULL {filter} ORDER BY a.created_at DESC, a.id",
         queued = CommandState::Queued.as_str(),
         delivered = CommandState::Delivered.as_str(),
         rotate = CommandKind::RotateKeys.as_str(),
@@ -106,6 +107,7 @@ fn view_of(r: AgentRow, role: Role, now: Timestamp) -> AgentView {
             .and_then(|j| serde_json::from_str(j).ok())
             .unwrap_or_default(),
         disk_high_pct: r.disk_high_pct,
+        delete_after: r.delete_after.map(Timestamp),
         cpu_pct: r.last_cpu_pct,
         mem_used: r.last_mem_used,
         mem_total: r.last_mem_total,

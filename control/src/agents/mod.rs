@@ -1,12 +1,14 @@
 //! Agents: registration tokens and enrolment ([`tokens`]), the agent session
 //! that every agent request is authenticated into ([`session`]), key rounds and
-//! certificate renewal ([`keys`]), and the servers list ([`fleet`]).
+//! certificate renewal ([`keys`]), the servers list ([`fleet`]) and safe
+//! delete with a grace period ([`deletion`]).
 //!
 //! An agent is recognised on the gateway only by the SHA-256 fingerprint of the
 //! certificate this control plane issued to it, and never once it is revoked.
 //! Commands for agents live in [`crate::commands`]; waking their polls in
 //! [`crate::delivery`].
 
+pub mod deletion;
 pub(crate) mod fleet;
 mod keys;
 pub(crate) mod session;

@@ -69,9 +69,9 @@ impl AgentSession {
 
 /// The lookups [`authenticate`] runs on every agent request.
 pub(crate) const BY_CERT_SQL: &str =
-    "SELECT id, org_id, identity_key, kem_key, revoked_at, cert_fingerprint, \
+    "SELECT id, org_id, identity_key, kem_key, revoked_at, delete_after, cert_fingerprint, \
      cert_not_after, prev_identity_key, prev_valid_until, last_seen_at, tls_group FROM agents WHERE cert_fingerprint = $1";
-pub(crate) const BY_PREV_CERT_SQL: &str = "SELECT id, org_id, identity_key, kem_key, revoked_at, cert_fingerprint, \
+pub(crate) const BY_PREV_CERT_SQL: &str = "SELECT id, org_id, identity_key, kem_key, revoked_at, delete_after, cert_fingerprint, \
      cert_not_after, prev_identity_key, prev_valid_until, last_seen_at, tls_group FROM agents WHERE prev_cert_fingerprint = $1 AND prev_valid_until > $2";
 /// The heartbeat.
 pub(crate) const TOUCH_SQL: &str =
@@ -109,6 +109,11 @@ pub async fn authenticate(
     if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
         return Err(ControlError::Unauthenticated(
             "This agent has been revoked.".into(),
+        ));
+    }
+    if row.try_get::<Option<i64>, _>("delete_after")?.is_some() {
+        return Err(ControlError::Unauthenticated(
+            "This server is scheduled for deletion; an Owner or Admin can restore it.".into(),
         ));
     }
     let agent = AgentId(row.try_get("id")?);

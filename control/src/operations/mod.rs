@@ -152,13 +152,17 @@ pub(crate) async fn read_target(
 ) -> Result<TargetRow, ControlError> {
     let row = sqlx::query(
         "SELECT production, file_access, kem_key, capabilities FROM agents \
-         WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL",
+         WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL AND delete_after IS NULL",
     )
     .bind(&agent.0)
     .bind(org.0)
     .fetch_optional(tx.conn())
     .await?
-    .ok_or_else(|| ControlError::not_found(format!("targets: no active server `{agent}`.")))?;
+    .ok_or_else(|| {
+        ControlError::not_found(format!(
+            "targets: no active server `{agent}` (revoked, or scheduled for deletion)."
+        ))
+    })?;
     Ok(TargetRow {
         agent: agent.clone(),
         production: row.try_get::<i64, _>("production")? != 0,
