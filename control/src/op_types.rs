@@ -260,6 +260,7 @@ pub struct OperationView {
     pub reason: String,
     pub evidence: Option<String>,
     pub self_approved: bool,
+    /// Targets in flight at most (0: all at once).
     pub max_parallel: i64,
     pub error_threshold: i64,
     pub created_at: Timestamp,

@@ -542,6 +542,20 @@ async fn fleet_operations_halt_at_their_error_threshold(db: TestDb) {
     assert_eq!(wake.len(), 2, "the next wave wakes its agents");
     assert_eq!(in_flight(&state(&o.owner, &id).await), 2);
 
+    // Every target at once: no slow start.
+    let all = operations::propose(
+        &o.member2.authorize().unwrap(),
+        Proposal {
+            parallel: Parallel::Unlimited,
+            ..run(servers[5..10].iter().map(|s| s.agent.clone()).collect())
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    approve(&o, &o.member, &all, now).await.unwrap();
+    assert_eq!(in_flight(&state(&o.owner, &all).await), 5);
+
     // An Admin halts and resumes; a Member cannot.
     assert!(o.member.authorize::<SuperviseOperations>().is_err());
     operations::halt(&o.admin.authorize().unwrap(), &id, "checking", now)

@@ -4,7 +4,8 @@
 //! (approval, a target's result, a resume, the sweep) and sends as many
 //! waiting targets as the rate controls allow:
 //! - **Concurrency** grows from 1: one target first, then twice as many in
-//!   flight after each success, up to the operation's `max_parallel`.
+//!   flight after each success, up to the operation's `max_parallel` (0:
+//!   every target at once, no slow start).
 //! - **Error threshold**: once more targets failed than it tolerates, the
 //!   targets not yet sent are skipped and the operation is halted.
 //! - **Expiry**: after the approval's `approval_expires_at` nothing more is
@@ -220,8 +221,13 @@ pub(crate) async fn advance(
             }
             break;
         }
-        // Slow start: 1, then doubling with each success, up to max_parallel.
-        let allowed = op.max_parallel.min(1i64 << succeeded.min(30));
+        // Slow start: 1, then doubling with each success, up to max_parallel;
+        // 0 means every target at once.
+        let allowed = if op.max_parallel == 0 {
+            i64::MAX
+        } else {
+            op.max_parallel.min(1i64 << succeeded.min(30))
+        };
         let slots = (allowed - in_flight).max(0) as usize;
         if slots == 0 {
             break;

@@ -79,19 +79,24 @@ impl Capability for SuperviseOperations {
     }
 }
 
-/// How many targets run at once: a count, or a percentage of the targets.
+/// How many targets run at once: a count or a percentage of the targets,
+/// reached by growing from 1 (doubling with each success); or every target
+/// at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Parallel {
     Count(u32),
     Percent(u8),
+    Unlimited,
 }
 
 impl Parallel {
-    /// The count for `targets` targets: at least 1.
+    /// The stored `max_parallel` for `targets` targets: at least 1, or 0 for
+    /// every target at once (no slow start).
     pub fn resolve(self, targets: usize) -> i64 {
         let n = match self {
             Parallel::Count(n) => i64::from(n),
             Parallel::Percent(p) => (targets as i64 * i64::from(p.min(100)) + 99) / 100,
+            Parallel::Unlimited => return 0,
         };
         n.clamp(1, targets.max(1) as i64)
     }
