@@ -68,6 +68,7 @@ pub enum AuditAction {
     ServerDeletionScheduled,
     ServerRestored,
     ServerPurged,
+    ServerLabelsChanged,
 }
 
 impl AuditAction {
@@ -114,6 +115,7 @@ impl AuditAction {
             AuditAction::ServerDeletionScheduled => "server.deletion_scheduled",
             AuditAction::ServerRestored => "server.restored",
             AuditAction::ServerPurged => "server.purged",
+            AuditAction::ServerLabelsChanged => "server.labels_changed",
         }
     }
 }

@@ -89,6 +89,11 @@ pub fn queries() -> Vec<HotQuery> {
             params: vec![Int(0)],
         },
         HotQuery {
+            name: "servers list: labels",
+            sql: crate::operations::settings::LABELS_SQL.into(),
+            params: vec![Int(1)],
+        },
+        HotQuery {
             name: "servers list",
             sql: crate::agents::fleet::view_query(""),
             params: vec![Int(1), Int(0)],

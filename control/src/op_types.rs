@@ -260,6 +260,8 @@ pub struct OperationView {
     pub reason: String,
     pub evidence: Option<String>,
     pub self_approved: bool,
+    /// The label selector the targets were chosen by, if any.
+    pub selector: Option<String>,
     /// Targets in flight at most (0: all at once).
     pub max_parallel: i64,
     pub error_threshold: i64,

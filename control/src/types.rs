@@ -315,6 +315,8 @@ pub struct AgentView {
     pub disk_high_pct: Option<f64>,
     /// Scheduled for deletion at this time (read-only until then, restorable).
     pub delete_after: Option<Timestamp>,
+    /// `key=value` labels an Owner or Admin set, for selecting servers.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// The latest sample, if any.
     pub cpu_pct: Option<f64>,
     pub mem_used: Option<i64>,

@@ -1031,7 +1031,88 @@ async fn safe_delete_restores_within_the_grace_period_and_purges_after(db: TestD
         .intact());
 }
 
+/// Labels an Owner or Admin sets select a fleet operation's targets; bad
+/// labels and selectors are refused naming the field.
+async fn labels_select_the_targets_of_a_fleet_operation(db: TestDb) {
+    use std::collections::BTreeMap;
+    let o = org(&db).await;
+    let mut servers = Vec::new();
+    for _ in 0..4 {
+        servers.push(server(&db, &o).await);
+    }
+    let now = Timestamp::now();
+    let admin = o.admin.authorize::<ManageAgents>().unwrap();
+    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    for (i, s) in servers.iter().enumerate() {
+        let env = if i < 3 { "staging" } else { "prod" };
+        let role = if i == 0 { "db" } else { "web" };
+        settings::set_labels(
+            &admin,
+            &s.agent,
+            &labels(&[("env", env), ("role", role)]),
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    assert!(o.member.authorize::<ManageAgents>().is_err());
+    let bad =
+        settings::set_labels(&admin, &servers[0].agent, &labels(&[("Env X", "a")]), now).await;
+    assert!(
+        matches!(&bad, Err(ControlError::Invalid(m)) if m.contains("labels")),
+        "{bad:?}"
+    );
+    let view = agents::get(&o.viewer.authorize().unwrap(), &servers[1].agent, now)
+        .await
+        .unwrap();
+    assert_eq!(view.labels.get("role").map(String::as_str), Some("web"));
+
+    let auth = o.member2.authorize::<ProposeOperations>().unwrap();
+    let blank = || Proposal {
+        targets: Vec::new(),
+        ..Proposal::single(restart(), servers[0].agent.clone(), "rolling restart")
+    };
+    let id = operations::propose_selected(&auth, "env=staging, role=web", blank(), now)
+        .await
+        .unwrap();
+    let view = state(&o.owner, &id).await;
+    let mut picked: Vec<&AgentId> = view.targets.iter().map(|t| &t.agent).collect();
+    picked.sort();
+    let mut want = vec![&servers[1].agent, &servers[2].agent];
+    want.sort();
+    assert_eq!(picked, want);
+    assert_eq!(view.selector.as_deref(), Some("env=staging,role=web"));
+    for (selector, field) in [
+        ("env", "selector"),
+        ("env=nowhere", "selector"),
+        ("", "selector"),
+    ] {
+        let r = operations::propose_selected(&auth, selector, blank(), now).await;
+        assert!(
+            matches!(&r, Err(ControlError::Invalid(m)) if m.contains(field)),
+            "{selector}: {r:?}"
+        );
+    }
+    let both = operations::propose_selected(
+        &auth,
+        "env=prod",
+        Proposal::single(restart(), servers[0].agent.clone(), "r"),
+        now,
+    )
+    .await;
+    assert!(
+        matches!(&both, Err(ControlError::Invalid(m)) if m.contains("not both")),
+        "{both:?}"
+    );
+}
+
 control::both_backends!(
+    labels_select_the_targets_of_a_fleet_operation,
     safe_delete_restores_within_the_grace_period_and_purges_after,
     the_pilot_proposes_from_heartbeats,
     the_role_and_risk_matrix_holds,

@@ -143,3 +143,14 @@ ALTER TABLE commands ADD COLUMN cancel_requested_at BIGINT;
 ALTER TABLE agents ADD COLUMN delete_after BIGINT;
 ALTER TABLE agents ADD COLUMN purged_at BIGINT;
 CREATE INDEX agents_delete_after ON agents(delete_after);
+
+-- Labels (key=value) an Owner or Admin sets on servers; a fleet operation can
+-- target every server matching a selector of them, resolved when proposed.
+CREATE TABLE agent_labels (
+    agent_id  TEXT  NOT NULL REFERENCES agents(id),
+    key       TEXT  NOT NULL,
+    value     TEXT  NOT NULL,
+    PRIMARY KEY (agent_id, key)
+);
+CREATE INDEX agent_labels_key_value ON agent_labels(key, value);
+ALTER TABLE operations ADD COLUMN selector TEXT;

@@ -108,6 +108,7 @@ fn view_of(r: AgentRow, role: Role, now: Timestamp) -> AgentView {
             .unwrap_or_default(),
         disk_high_pct: r.disk_high_pct,
         delete_after: r.delete_after.map(Timestamp),
+        labels: std::collections::BTreeMap::new(),
         cpu_pct: r.last_cpu_pct,
         mem_used: r.last_mem_used,
         mem_total: r.last_mem_total,
@@ -131,7 +132,18 @@ pub async fn list(
         .fetch_all(auth.store().pool())
         .await?;
     let role = auth.actor().role();
-    Ok(rows.into_iter().map(|r| view_of(r, role, now)).collect())
+    let mut labels =
+        crate::operations::settings::labels_of_org(auth.store(), auth.actor().org()).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let own = labels.remove(&r.id).unwrap_or_default();
+            AgentView {
+                labels: own,
+                ..view_of(r, role, now)
+            }
+        })
+        .collect())
 }
 
 /// One server of the caller's organisation.
@@ -147,7 +159,13 @@ pub async fn get(
         .fetch_optional(auth.store().pool())
         .await?
         .ok_or_else(|| ControlError::not_found("No such server."))?;
-    Ok(view_of(row, auth.actor().role(), now))
+    let mut labels =
+        crate::operations::settings::labels_of_org(auth.store(), auth.actor().org()).await?;
+    let own = labels.remove(&row.id).unwrap_or_default();
+    Ok(AgentView {
+        labels: own,
+        ..view_of(row, auth.actor().role(), now)
+    })
 }
 
 /// Counts for the dashboard: servers online and offline (revoked ones left

@@ -267,6 +267,19 @@ pub(crate) async fn insert_proposal(
     p: &Proposal,
     now: Timestamp,
 ) -> Result<(OperationId, bool), ControlError> {
+    insert_selected(tx, org, who, p, None, now).await
+}
+
+/// [`insert_proposal`], with the selector the targets were resolved from (kept
+/// on the operation for display).
+async fn insert_selected(
+    tx: &mut Tx,
+    org: OrgId,
+    who: &Proposer,
+    p: &Proposal,
+    selector: Option<&str>,
+    now: Timestamp,
+) -> Result<(OperationId, bool), ControlError> {
     let (reason, key) = check_shape(p)?;
     if let Some(key) = &key {
         let existing = sqlx::query(
@@ -297,8 +310,8 @@ pub(crate) async fn insert_proposal(
     let max_parallel = p.parallel.resolve(targets.len());
     sqlx::query(
         "INSERT INTO operations (id, org_id, kind, args, risk, reason, origin, proposed_by, proposer_label, \
-         evidence, condition_key, idempotency_key, state, max_parallel, error_threshold, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+         evidence, condition_key, idempotency_key, state, max_parallel, error_threshold, created_at, selector) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(&id.0)
     .bind(org.0)
@@ -316,6 +329,7 @@ pub(crate) async fn insert_proposal(
     .bind(max_parallel)
     .bind(i64::from(p.error_threshold))
     .bind(now.0)
+    .bind(selector)
     .execute(tx.conn())
     .await
     .map_err(|e| {
@@ -414,6 +428,45 @@ pub async fn propose(
     let mut tx = auth.store().begin().await?;
     actor.recheck::<ProposeOperations>(&mut tx).await?;
     let (id, _) = insert_proposal(&mut tx, actor.org(), &human(actor), &proposal, now).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Proposes an operation for every active server carrying the selector's
+/// labels (`env=staging,role=web`), resolved in the proposing transaction.
+/// `proposal.targets` must be empty.
+#[tracing::instrument(skip_all, err(level = "info"))]
+pub async fn propose_selected(
+    auth: &Authorized<'_, ProposeOperations>,
+    selector: &str,
+    mut proposal: Proposal,
+    now: Timestamp,
+) -> Result<OperationId, ControlError> {
+    if !proposal.targets.is_empty() {
+        return Err(ControlError::invalid(
+            "targets: give a list of servers or a selector, not both.",
+        ));
+    }
+    let terms = settings::parse_selector(selector)?;
+    let actor = auth.actor();
+    let mut tx = auth.store().begin().await?;
+    actor.recheck::<ProposeOperations>(&mut tx).await?;
+    proposal.targets = settings::select(&mut tx, actor.org(), &terms).await?;
+    if proposal.targets.is_empty() {
+        return Err(ControlError::invalid(
+            "selector: no active server carries these labels.",
+        ));
+    }
+    let shown: Vec<String> = terms.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let (id, _) = insert_selected(
+        &mut tx,
+        actor.org(),
+        &human(actor),
+        &proposal,
+        Some(&shown.join(",")),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -885,6 +938,7 @@ struct ViewRow {
     reason: String,
     evidence: Option<String>,
     self_approved: i64,
+    selector: Option<String>,
     max_parallel: i64,
     error_threshold: i64,
     created_at: i64,
@@ -893,7 +947,7 @@ struct ViewRow {
 
 const VIEW_COLUMNS: &str =
     "id, kind, args, risk, state, origin, proposed_by, proposer_label, reason, evidence, \
-     self_approved, max_parallel, error_threshold, created_at, approval_expires_at";
+     self_approved, selector, max_parallel, error_threshold, created_at, approval_expires_at";
 
 async fn view(store: &Store, r: ViewRow) -> Result<OperationView, ControlError> {
     let internal = |e: String| ControlError::Internal(e.into());
@@ -967,6 +1021,7 @@ async fn view(store: &Store, r: ViewRow) -> Result<OperationView, ControlError> 
         reason: r.reason,
         evidence: r.evidence,
         self_approved: r.self_approved != 0,
+        selector: r.selector,
         max_parallel: r.max_parallel,
         error_threshold: r.error_threshold,
         created_at: Timestamp(r.created_at),

@@ -232,3 +232,171 @@ pub async fn record_capabilities(
     tx.commit().await?;
     Ok(())
 }
+
+/// Most labels on one server.
+pub const MAX_LABELS: usize = 32;
+
+/// Checks one label: a key of lowercase letters, digits and `._/-` (1 to 63,
+/// starting with a letter or digit) and a value of letters, digits and `._-`
+/// (up to 63).
+pub fn check_label(key: &str, value: &str) -> Result<(), ControlError> {
+    let key_ok = (1..=63).contains(&key.len())
+        && key.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._/-".contains(&b));
+    if !key_ok {
+        return Err(ControlError::invalid(
+            "labels: a key is 1 to 63 lowercase letters, digits and ._/- starting with a letter or digit.",
+        ));
+    }
+    let value_ok = value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !value_ok {
+        return Err(ControlError::invalid(
+            "labels: a value is up to 63 letters, digits and ._- characters.",
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces a server's labels (Owner, Admin), audited.
+#[tracing::instrument(skip_all, err(level = "info"))]
+pub async fn set_labels(
+    auth: &Authorized<'_, ManageAgents>,
+    agent: &AgentId,
+    labels: &std::collections::BTreeMap<String, String>,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    if labels.len() > MAX_LABELS {
+        return Err(ControlError::invalid(format!(
+            "labels: at most {MAX_LABELS} per server."
+        )));
+    }
+    for (k, v) in labels {
+        check_label(k, v)?;
+    }
+    let actor = auth.actor();
+    let mut tx = auth.store().begin().await?;
+    actor.recheck::<ManageAgents>(&mut tx).await?;
+    let found: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM agents WHERE id = $1 AND org_id = $2 AND purged_at IS NULL",
+    )
+    .bind(&agent.0)
+    .bind(actor.org().0)
+    .fetch_one(tx.conn())
+    .await?;
+    if found == 0 {
+        return Err(ControlError::not_found("No such server."));
+    }
+    sqlx::query("DELETE FROM agent_labels WHERE agent_id = $1")
+        .bind(&agent.0)
+        .execute(tx.conn())
+        .await?;
+    for (k, v) in labels {
+        sqlx::query("INSERT INTO agent_labels (agent_id, key, value) VALUES ($1, $2, $3)")
+            .bind(&agent.0)
+            .bind(k)
+            .bind(v)
+            .execute(tx.conn())
+            .await?;
+    }
+    audit::append(
+        &mut tx,
+        &actor.audit_actor(),
+        Event::new(
+            actor.org(),
+            AuditAction::ServerLabelsChanged,
+            format!("agent:{}", agent.0),
+            json!({ "labels": labels }),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A parsed label selector: `key=value` terms separated by commas, all of
+/// which a server must carry.
+pub fn parse_selector(raw: &str) -> Result<Vec<(String, String)>, ControlError> {
+    let bad = || {
+        ControlError::invalid(
+            "selector: write key=value terms separated by commas, e.g. env=staging,role=web.",
+        )
+    };
+    let terms: Vec<(String, String)> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            let (k, v) = t.split_once('=').ok_or_else(bad)?;
+            let (k, v) = (k.trim(), v.trim());
+            check_label(k, v).map_err(|_| bad())?;
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect::<Result<_, ControlError>>()?;
+    if terms.is_empty() || terms.len() > MAX_LABELS {
+        return Err(bad());
+    }
+    Ok(terms)
+}
+
+/// The organisation's active servers carrying every label of the selector,
+/// read inside `tx`, in a stable order.
+pub(crate) async fn select(
+    tx: &mut Tx,
+    org: OrgId,
+    terms: &[(String, String)],
+) -> Result<Vec<AgentId>, ControlError> {
+    let mut matched: Option<std::collections::BTreeSet<String>> = None;
+    for (k, v) in terms {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT l.agent_id FROM agent_labels l JOIN agents a ON a.id = l.agent_id \
+             WHERE l.key = $1 AND l.value = $2 AND a.org_id = $3 AND a.revoked_at IS NULL AND a.delete_after IS NULL",
+        )
+        .bind(k)
+        .bind(v)
+        .bind(org.0)
+        .fetch_all(tx.conn())
+        .await?;
+        let ids: std::collections::BTreeSet<String> = ids.into_iter().collect();
+        matched = Some(match matched {
+            None => ids,
+            Some(m) => m.intersection(&ids).cloned().collect(),
+        });
+    }
+    Ok(matched
+        .unwrap_or_default()
+        .into_iter()
+        .map(AgentId)
+        .collect())
+}
+
+/// The labels of an organisation's servers (the servers list).
+pub(crate) const LABELS_SQL: &str = "SELECT l.agent_id AS agent_id, l.key AS key, l.value AS value \
+     FROM agents a JOIN agent_labels l ON l.agent_id = a.id WHERE a.org_id = $1";
+
+/// Every server's labels in the organisation (one query), by server.
+pub(crate) async fn labels_of_org(
+    store: &crate::store::Store,
+    org: OrgId,
+) -> Result<
+    std::collections::HashMap<String, std::collections::BTreeMap<String, String>>,
+    ControlError,
+> {
+    let rows = sqlx::query(LABELS_SQL)
+    .bind(org.0)
+    .fetch_all(store.pool())
+    .await?;
+    let mut out: std::collections::HashMap<String, std::collections::BTreeMap<String, String>> =
+        std::collections::HashMap::new();
+    for r in rows {
+        out.entry(r.try_get("agent_id")?)
+            .or_default()
+            .insert(r.try_get("key")?, r.try_get("value")?);
+    }
+    Ok(out)
+}
