@@ -10,6 +10,13 @@
 //! Measures: the server's RSS with every agent holding a long-poll; the time
 //! from queueing a command (the dashboard's request, whose response follows
 //! the commit) to its receipt at the agent; and registration-to-first-command.
+//!
+//! With `ops` (`cargo bench -p server --bench fleet -- 1000 ops`), also
+//! operations: from a Member's approve request to the first output chunk
+//! accepted by the server (each simulated agent posts a chunk as soon as it
+//! opens an operation, then its result), and a fan-out of one low-risk
+//! operation to every agent at once, timed from the approve request until
+//! every result was accepted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -197,6 +204,16 @@ async fn enrol(base: &str, ca_pem: &str, anonymous: &reqwest::Client, token: &st
 
 type Receipts = Arc<Mutex<HashMap<String, Instant>>>;
 
+/// Per operation id: when its first output chunk was accepted, and how many
+/// results were accepted (with the time of the last).
+#[derive(Default)]
+struct OpMarks {
+    first_chunk: HashMap<String, Instant>,
+    results: HashMap<String, (usize, Instant)>,
+}
+
+type Ops = Arc<Mutex<OpMarks>>;
+
 impl SimAgent {
     /// One poll; opens, answers and records every command received.
     async fn poll_once(
@@ -204,6 +221,7 @@ impl SimAgent {
         base: &str,
         wait: u64,
         receipts: &Receipts,
+        ops: &Ops,
     ) -> Result<usize, String> {
         let res = self
             .client
@@ -239,6 +257,42 @@ impl SimAgent {
                 .unwrap()
                 .entry(opened.header().command_id.clone())
                 .or_insert(received);
+            let operation = opened
+                .header()
+                .operation
+                .as_ref()
+                .map(|o| o.approval.operation_id.clone());
+            if let Some(op) = &operation {
+                let chunk = channel::ChunkHeader {
+                    agent_id: self.id.clone(),
+                    command_id: opened.header().command_id.clone(),
+                    sequence: opened.header().sequence,
+                    index: 0,
+                    at: now_ms(),
+                };
+                let sealed = channel::seal_chunk(
+                    &chunk,
+                    b"started\n",
+                    &self.control_kem,
+                    &self.identity,
+                    &mut channel::os_rng(),
+                )
+                .unwrap();
+                let posted = self
+                    .client
+                    .post(format!("{base}/agent/v1/output"))
+                    .bearer_auth(&self.jwt)
+                    .json(&json!({ "chunk": sealed }))
+                    .send()
+                    .await;
+                if posted.is_ok_and(|r| r.status().is_success()) {
+                    ops.lock()
+                        .unwrap()
+                        .first_chunk
+                        .entry(op.clone())
+                        .or_insert_with(Instant::now);
+                }
+            }
             let header = channel::ResultHeader {
                 agent_id: self.id.clone(),
                 command_id: opened.header().command_id.clone(),
@@ -254,16 +308,39 @@ impl SimAgent {
                 &mut channel::os_rng(),
             )
             .unwrap();
-            let _ = self
+            let posted = self
                 .client
                 .post(format!("{base}/agent/v1/result"))
                 .bearer_auth(&self.jwt)
                 .json(&json!({ "result": sealed }))
                 .send()
                 .await;
+            if let (Some(op), true) = (operation, posted.is_ok_and(|r| r.status().is_success())) {
+                let mut marks = ops.lock().unwrap();
+                let entry = marks.results.entry(op).or_insert((0, Instant::now()));
+                entry.0 += 1;
+                entry.1 = Instant::now();
+            }
             self.replay.commit(&opened);
         }
         Ok(n)
+    }
+
+    /// Declares what a simulated agent runs: status reports of one unit.
+    async fn send_capabilities(&self, base: &str) {
+        let res = self
+            .client
+            .post(format!("{base}/agent/v1/capabilities"))
+            .bearer_auth(&self.jwt)
+            .json(&json!({ "capabilities": {
+                "kinds": ["service_status", "disk_usage", "run_plan"], "units": ["nginx.service"],
+                "watched_units": [], "backup_profiles": [], "package_tool": null,
+                "file_access": false, "production": false,
+            }}))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "capabilities: {}", res.status());
     }
 
     async fn send_metrics(&self, base: &str) {
@@ -338,14 +415,15 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(1000);
+    let ops = std::env::args().any(|a| a == "ops");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(agents));
+    rt.block_on(run(agents, ops));
 }
 
-async fn run(n: usize) {
+async fn run(n: usize, with_ops: bool) {
     let (server, code) = start_server();
     let pid = server.child.id();
     let base = server.agent_url.clone();
@@ -362,6 +440,18 @@ async fn run(n: usize) {
             .await
             .unwrap();
     let operator = control::access::Operator::command_line(store.clone());
+    for email in ["member@example.com", "member2@example.com"] {
+        control::accounts::add_user_cli(
+            &operator,
+            "Fleet",
+            email,
+            control::Role::Member,
+            secrecy::SecretString::from(PASSWORD),
+            control::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    }
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {
         let t = control::agents::create_registration_token_cli(
@@ -378,6 +468,7 @@ async fn run(n: usize) {
     store.close().await;
     let anonymous = tls_client(&ca_pem, None);
     let receipts: Receipts = Arc::new(Mutex::new(HashMap::new()));
+    let ops: Ops = Arc::default();
 
     // Registration to first command, one agent at a time on an idle server.
     let mut first_cmd = Vec::new();
@@ -387,7 +478,7 @@ async fn run(n: usize) {
         let mut a = enrol(&base, &ca_pem, &anonymous, &token).await;
         let command = ping(&owner, &server.base, &a.id).await;
         while !receipts.lock().unwrap().contains_key(&command) {
-            a.poll_once(&base, 5, &receipts).await.unwrap();
+            a.poll_once(&base, 5, &receipts, &ops).await.unwrap();
         }
         first_cmd.push(t0.elapsed().as_secs_f64() * 1000.0);
         enrolled.push(a);
@@ -413,7 +504,11 @@ async fn run(n: usize) {
         );
         handles.push(tokio::spawn(async move {
             let _permit = limit.acquire().await.unwrap();
-            enrol(&base, &ca_pem, &anonymous, &token).await
+            let a = enrol(&base, &ca_pem, &anonymous, &token).await;
+            if with_ops {
+                a.send_capabilities(&base).await;
+            }
+            a
         }));
     }
     for h in handles {
@@ -429,12 +524,18 @@ async fn run(n: usize) {
     let polling = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let ids: Vec<String> = enrolled.iter().map(|a| a.id.clone()).collect();
+    if with_ops {
+        for a in &enrolled[..10.min(enrolled.len())] {
+            a.send_capabilities(&base).await;
+        }
+    }
     for (i, mut a) in enrolled.into_iter().enumerate() {
-        let (base, receipts, polling, errors) = (
+        let (base, receipts, polling, errors, ops) = (
             base.clone(),
             receipts.clone(),
             polling.clone(),
             errors.clone(),
+            ops.clone(),
         );
         tokio::spawn(async move {
             let mut next_metrics =
@@ -445,7 +546,7 @@ async fn run(n: usize) {
                     a.send_metrics(&base).await;
                     next_metrics += Duration::from_secs(60);
                 }
-                if a.poll_once(&base, 25, &receipts).await.is_err() {
+                if a.poll_once(&base, 25, &receipts, &ops).await.is_err() {
                     errors.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -535,9 +636,144 @@ async fn run(n: usize) {
         percentile(&after_response, 0.99),
         after_response.last().copied().unwrap_or(f64::NAN)
     );
+    if with_ops {
+        operations(&server.base, &ids, &ops).await;
+    }
     println!(
         "server RSS after the run {:.1} MiB; poll errors {}",
         rss_kib(pid) as f64 / 1024.0,
         errors.load(Ordering::Relaxed)
     );
+}
+
+async fn signed_in(base: &str, email: &str) -> reqwest::Client {
+    let c = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = c
+        .post(format!("{base}/api/login"))
+        .form(&[("email", email), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success() || res.status().is_redirection());
+    c
+}
+
+async fn call(
+    client: &reqwest::Client,
+    base: &str,
+    endpoint: &str,
+    form: &[(&str, &str)],
+) -> serde_json::Value {
+    let res = client
+        .post(format!("{base}/api/{endpoint}"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let body = res.text().await.unwrap();
+    assert!(status.is_success(), "{endpoint}: {status} {body}");
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+/// Approve-to-first-chunk latency, then a fan-out to every agent.
+async fn operations(base: &str, ids: &[String], ops: &Ops) {
+    let proposer = signed_in(base, "member2@example.com").await;
+    let approver = signed_in(base, "member@example.com").await;
+    let propose =
+        |targets: String, kind: &'static str, args: &'static str, concurrency: &'static str| {
+            let proposer = proposer.clone();
+            async move {
+                call(
+                    &proposer,
+                    base,
+                    "propose-operation",
+                    &[
+                        ("targets", &targets),
+                        ("kind", kind),
+                        ("args", args),
+                        ("reason", "benchmark"),
+                        ("concurrency", concurrency),
+                    ],
+                )
+                .await
+                .as_str()
+                .unwrap()
+                .to_string()
+            }
+        };
+    let mut latencies = Vec::new();
+    for k in 0..200usize {
+        let agent = ids[(k * 7919) % ids.len()].clone();
+        let id = propose(agent, "service_status", r#"{"unit":"nginx.service"}"#, "1").await;
+        let t0 = Instant::now();
+        call(
+            &approver,
+            base,
+            "approve-operation",
+            &[("id", &id), ("reason", "ok")],
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(at) = ops.lock().unwrap().first_chunk.get(&id) {
+                latencies.push(at.duration_since(t0).as_secs_f64() * 1000.0);
+                break;
+            }
+            if Instant::now() > deadline {
+                println!("operation {id}: no output chunk within 30 s");
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "approve request to the first output chunk at the server ({} agents connected), n={}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ids.len(),
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+
+    let id = propose(ids.join(","), "disk_usage", "{}", "all").await;
+    let t0 = Instant::now();
+    call(
+        &approver,
+        base,
+        "approve-operation",
+        &[("id", &id), ("reason", "ok")],
+    )
+    .await;
+    let approved = t0.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        if let Some((n, at)) = ops.lock().unwrap().results.get(&id) {
+            if *n >= ids.len() {
+                break Some(at.duration_since(t0));
+            }
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    match done {
+        Some(d) => println!(
+            "fan-out of one low-risk operation to {} agents at once: approve request answered in {:.0} ms, every result in after {:.0} ms",
+            ids.len(),
+            approved.as_secs_f64() * 1000.0,
+            d.as_secs_f64() * 1000.0
+        ),
+        None => println!(
+            "fan-out to {} agents: only {} results within 120 s",
+            ids.len(),
+            ops.lock().unwrap().results.get(&id).map_or(0, |r| r.0)
+        ),
+    }
 }
