@@ -94,6 +94,11 @@ struct Server {
 
 /// Enrols a server with a KEM key and the capabilities above.
 async fn server(db: &TestDb, o: &Org) -> Server {
+    enrol_server(db, o, true).await
+}
+
+/// Enrols a server, in classical fallback when `kem` is false.
+async fn enrol_server(db: &TestDb, o: &Org, kem_on: bool) -> Server {
     let now = Timestamp::now();
     let token = agents::create_registration_token(
         &o.owner.authorize::<ManageAgents>().unwrap(),
@@ -112,7 +117,7 @@ async fn server(db: &TestDb, o: &Org) -> Server {
             token: token.token.expose_secret().parse().unwrap(),
             csr_pem: csr().1,
             identity_key: channel::SigningKey::generate().verifying_key().clone(),
-            kem_key: Some(kem.public_key().clone()),
+            kem_key: kem_on.then(|| kem.public_key().clone()),
             hostname: "web-1".into(),
             agent_version: "0.1.0".into(),
         },
@@ -658,6 +663,19 @@ async fn idempotency_and_bad_input(db: TestDb) {
         )
         .await,
         "File Access",
+    );
+    // Operations travel sealed: a server in classical fallback gets none, so
+    // nothing can be queued behind a command its agent could not receive.
+    let classical = enrol_server(&db, &o, false).await;
+    let r = operations::propose(
+        &auth,
+        Proposal::single(restart(), classical.agent.clone(), "r"),
+        Timestamp::now(),
+    )
+    .await;
+    assert!(
+        matches!(&r, Err(ControlError::Conflict(m)) if m.contains("post-quantum")),
+        "{r:?}"
     );
 }
 
