@@ -376,7 +376,8 @@ pub(crate) async fn select(
 }
 
 /// The labels of an organisation's servers (the servers list).
-pub(crate) const LABELS_SQL: &str = "SELECT l.agent_id AS agent_id, l.key AS key, l.value AS value \
+pub(crate) const LABELS_SQL: &str =
+    "SELECT l.agent_id AS agent_id, l.key AS key, l.value AS value \
      FROM agents a JOIN agent_labels l ON l.agent_id = a.id WHERE a.org_id = $1";
 
 /// Every server's labels in the organisation (one query), by server.
@@ -388,9 +389,9 @@ pub(crate) async fn labels_of_org(
     ControlError,
 > {
     let rows = sqlx::query(LABELS_SQL)
-    .bind(org.0)
-    .fetch_all(store.pool())
-    .await?;
+        .bind(org.0)
+        .fetch_all(store.pool())
+        .await?;
     let mut out: std::collections::HashMap<String, std::collections::BTreeMap<String, String>> =
         std::collections::HashMap::new();
     for r in rows {
