@@ -13,6 +13,7 @@
 //   LEPTOS_SITE_ROOT    site directory (default: target/site)
 //   CHROMIUM_PATH       browser (default: /usr/bin/chromium)
 //   E2E_TEST_TIMEOUT_MS per-test limit (default: 120000)
+//   PILOTHOUSE_PILOT_INTERVAL_SECS  passed to the server (default here: 2)
 //
 // Prints "ok - name" / "not ok - name" per test and ends with "N passed, N failed".
 
@@ -60,6 +61,9 @@ class Server {
   async start() {
     this.dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pilothouse-e2e-'));
     const env = { ...process.env, RUST_LOG: 'info' };
+    // The AI Pilot's rules every 2 s instead of every minute, so the
+    // operations test sees its proposals quickly.
+    if (!env.PILOTHOUSE_PILOT_INTERVAL_SECS) env.PILOTHOUSE_PILOT_INTERVAL_SECS = '2';
     if (!env.LEPTOS_SITE_ROOT) env.LEPTOS_SITE_ROOT = path.join(REPO, 'target', 'site');
     const args = ['serve', '--data-dir', this.dataDir, '--listen', '127.0.0.1:0', '--agent-listen', '127.0.0.1:0'];
     console.log(`# starting ${this.bin} ${args.join(' ')}`);

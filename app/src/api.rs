@@ -254,6 +254,16 @@ pub async fn audit_events() -> Result<AuditPage, AppError> {
     Ok(AuditPage { events, chain })
 }
 
+/// The latest audit events, newest first, without the chain check (the
+/// dashboard's short list; the Audit log page verifies the chain).
+#[server(endpoint = "latest-audit-events")]
+pub async fn latest_audit_events(limit: u32) -> Result<Vec<AuditEventView>, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    Ok(control::audit::latest(&auth, i64::from(limit.clamp(1, 100))).await?)
+}
+
 #[server(endpoint = "list-servers")]
 pub async fn list_servers() -> Result<Vec<control::AgentView>, AppError> {
     let cx = crate::context::cx().await?;

@@ -9,7 +9,9 @@ pub mod api;
 mod chart;
 #[cfg(feature = "ssr")]
 pub mod context;
+mod dashboard;
 mod error;
+mod operations;
 pub mod ops_api;
 mod pages;
 mod servers;
@@ -64,10 +66,11 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/setup") view=pages::SetupPage ssr=SsrMode::Async />
                 <Route path=path!("/invite/:token") view=pages::InvitePage ssr=SsrMode::Async />
                 <ParentRoute path=path!("") view=ui::Shell ssr=SsrMode::Async>
-                    <Route path=path!("") view=pages::Dashboard />
+                    <Route path=path!("") view=dashboard::Dashboard />
                     <Route path=path!("servers") view=servers::Servers />
                     <Route path=path!("servers/:id") view=servers::ServerDetail />
-                    <Route path=path!("approvals") view=pages::Approvals />
+                    <Route path=path!("approvals") view=operations::Approvals />
+                    <Route path=path!("operations/:id") view=operations::OperationDetail />
                     <Route path=path!("audit") view=pages::AuditLog />
                     <Route path=path!("team") view=pages::Team />
                     <Route path=path!("settings") view=pages::Settings />

@@ -3,6 +3,11 @@
 //! own proposals) is enforced in `control::operations`; the flags returned
 //! for buttons only mirror it.
 
+// The propose endpoints take one argument per form field. `#[server]` does
+// not carry an item's `allow` over to the browser's copy of the function it
+// generates, so the browser build allows it for this module.
+#![cfg_attr(feature = "hydrate", allow(clippy::too_many_arguments))]
+
 use control::{OperationView, OrgPolicy, TimelineEntry};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -62,10 +67,6 @@ pub async fn propose_operation(
     error_threshold: Option<String>,
     run_now: Option<String>,
 ) -> Result<String, AppError> {
-    use control::operations::{self, Parallel, Proposal, ProposeOperations};
-    let cx = crate::context::cx().await?;
-    let actor = cx.actor().await?;
-    let auth = actor.authorize::<ProposeOperations>()?;
     if args.len() > 64 * 1024 {
         return Err(AppError::Invalid("args: at most 64 KiB of JSON.".into()));
     }
@@ -75,9 +76,123 @@ pub async fn propose_operation(
         serde_json::from_str(&args)
             .map_err(|_| AppError::Invalid("args: not a JSON object.".into()))?
     };
-    let op = control::Operation::parse(kind.trim(), &json)
+    let id = submit_proposal(Submission {
+        targets: &targets,
+        kind: &kind,
+        args: &json,
+        reason,
+        idempotency_key,
+        concurrency: concurrency.as_deref(),
+        error_threshold: error_threshold.as_deref(),
+        run_now: is_checked(run_now.as_deref()),
+    })
+    .await?;
+    Ok(id.0)
+}
+
+/// The server page's propose form: one server, the arguments as separate
+/// fields (so the form works without JavaScript). Only the fields `kind`
+/// takes are used ([`form_args`]); the catalogue checks them. Goes on to the
+/// new operation's page.
+#[allow(clippy::too_many_arguments)]
+#[server(endpoint = "propose-on-server")]
+pub async fn propose_on_server(
+    server: String,
+    kind: String,
+    reason: String,
+    unit: Option<String>,
+    profile: Option<String>,
+    package: Option<String>,
+    version: Option<String>,
+    path: Option<String>,
+    run_now: Option<String>,
+) -> Result<String, AppError> {
+    let fields = FormFields {
+        unit: unit.as_deref(),
+        profile: profile.as_deref(),
+        package: package.as_deref(),
+        version: version.as_deref(),
+        path: path.as_deref(),
+    };
+    let id = submit_proposal(Submission {
+        targets: &server,
+        kind: &kind,
+        args: &form_args(&kind, &fields),
+        reason,
+        idempotency_key: None,
+        concurrency: None,
+        error_threshold: None,
+        run_now: is_checked(run_now.as_deref()),
+    })
+    .await?;
+    leptos_axum::redirect(&format!("/operations/{}", id.0));
+    Ok(id.0)
+}
+
+/// A checkbox's value: `true` (or the browser's default `on`) when ticked.
+#[cfg_attr(not(feature = "ssr"), allow(dead_code))]
+fn is_checked(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v == "true" || v == "on")
+}
+
+/// The argument fields of the propose form; empty ones count as absent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FormFields<'a> {
+    pub unit: Option<&'a str>,
+    pub profile: Option<&'a str>,
+    pub package: Option<&'a str>,
+    pub version: Option<&'a str>,
+    pub path: Option<&'a str>,
+}
+
+/// The JSON arguments of `kind` from the form's fields: each kind takes only
+/// its own fields (a unit left selected for another kind is not sent). An
+/// unknown kind gets `{}`, and the catalogue refuses the kind itself.
+pub fn form_args(kind: &str, f: &FormFields<'_>) -> serde_json::Value {
+    use control::OpKind;
+    let mut args = serde_json::Map::new();
+    let mut put = |key: &str, value: Option<&str>| {
+        if let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) {
+            args.insert(key.to_string(), serde_json::Value::String(v.to_string()));
+        }
+    };
+    match kind.parse::<OpKind>() {
+        Ok(OpKind::ServiceStatus | OpKind::RestartService) => put("unit", f.unit),
+        Ok(OpKind::RunBackup) => put("profile", f.profile),
+        Ok(OpKind::InstallPackage) => {
+            put("name", f.package);
+            put("version", f.version);
+        }
+        Ok(OpKind::ReadFile) => put("path", f.path),
+        Ok(OpKind::DiskUsage | OpKind::RunPlan) | Err(_) => {}
+    }
+    serde_json::Value::Object(args)
+}
+
+/// A proposal as the two propose endpoints receive it.
+#[cfg(feature = "ssr")]
+struct Submission<'a> {
+    targets: &'a str,
+    kind: &'a str,
+    args: &'a serde_json::Value,
+    reason: String,
+    idempotency_key: Option<String>,
+    concurrency: Option<&'a str>,
+    error_threshold: Option<&'a str>,
+    run_now: bool,
+}
+
+/// Parses a submission and hands it to `control::operations`.
+#[cfg(feature = "ssr")]
+async fn submit_proposal(s: Submission<'_>) -> Result<control::OperationId, AppError> {
+    use control::operations::{self, Parallel, Proposal, ProposeOperations};
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<ProposeOperations>()?;
+    let op = control::Operation::parse(s.kind.trim(), s.args)
         .map_err(|e| AppError::Invalid(format!("{}: {}", e.field, e.message)))?;
-    let targets: Vec<control::AgentId> = targets
+    let targets: Vec<control::AgentId> = s
+        .targets
         .split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
@@ -86,18 +201,17 @@ pub async fn propose_operation(
                 .ok_or_else(|| AppError::Invalid("targets: a server id is malformed.".to_string()))
         })
         .collect::<Result<_, _>>()?;
-    let parallel = match concurrency.as_deref().map(str::trim) {
+    let bad_concurrency =
+        || AppError::Invalid("concurrency: a count or a percentage such as 25%.".into());
+    let parallel = match s.concurrency.map(str::trim) {
         None | Some("") => Parallel::Count(1),
+        Some("all") => Parallel::Unlimited,
         Some(p) => match p.strip_suffix('%') {
-            Some(pct) => Parallel::Percent(pct.trim().parse().map_err(|_| {
-                AppError::Invalid("concurrency: a count or a percentage such as 25%.".into())
-            })?),
-            None => Parallel::Count(p.parse().map_err(|_| {
-                AppError::Invalid("concurrency: a count or a percentage such as 25%.".into())
-            })?),
+            Some(pct) => Parallel::Percent(pct.trim().parse().map_err(|_| bad_concurrency())?),
+            None => Parallel::Count(p.parse().map_err(|_| bad_concurrency())?),
         },
     };
-    let error_threshold = match error_threshold.as_deref().map(str::trim) {
+    let error_threshold = match s.error_threshold.map(str::trim) {
         None | Some("") => 0,
         Some(t) => t.parse().map_err(|_| {
             AppError::Invalid("error_threshold: a whole number of failed servers.".into())
@@ -106,17 +220,16 @@ pub async fn propose_operation(
     let proposal = Proposal {
         op,
         targets,
-        reason,
-        idempotency_key,
+        reason: s.reason,
+        idempotency_key: s.idempotency_key,
         parallel,
         error_threshold,
     };
-    let id = if run_now.as_deref().is_some_and(|v| v == "true" || v == "on") {
+    Ok(if s.run_now {
         operations::run_own(&cx.state.delivery, &auth, proposal, cx.now).await?
     } else {
         operations::propose(&auth, proposal, cx.now).await?
-    };
-    Ok(id.0)
+    })
 }
 
 #[server(endpoint = "approve-operation")]
@@ -190,11 +303,8 @@ pub async fn operation(id: String) -> Result<OperationPage, AppError> {
     let mut outputs = Vec::with_capacity(op.targets.len());
     for t in &op.targets {
         outputs.push(match &t.command {
-            Some(c) => {
-                control::commands::command_state(&auth, c, cx.now)
-                    .await?
-                    .result
-            }
+            // The final report, or the live output while it runs.
+            Some(c) => control::commands::output(&auth, c, cx.now).await?,
             None => None,
         });
     }
@@ -231,13 +341,14 @@ pub async fn pending_operations() -> Result<Vec<OperationView>, AppError> {
     Ok(control::operations::pending(&auth, 100).await?)
 }
 
-/// The latest operations, newest first.
+/// The latest operations, newest first: `limit` of them (default 50).
 #[server(endpoint = "recent-operations")]
-pub async fn recent_operations() -> Result<Vec<OperationView>, AppError> {
+pub async fn recent_operations(limit: Option<u32>) -> Result<Vec<OperationView>, AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
     let auth = actor.authorize::<control::access::ReadOrg>()?;
-    Ok(control::operations::recent(&auth, 50).await?)
+    let limit = i64::from(limit.unwrap_or(50));
+    Ok(control::operations::recent(&auth, limit).await?)
 }
 
 /// How many proposals the viewer could approve now (the nav badge).
@@ -291,4 +402,68 @@ pub async fn pilot_findings(id: String) -> Result<Vec<control::FindingView>, App
     let id =
         control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
     Ok(control::operations::pilot::recent_findings(&auth, &id, 10).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn each_kind_takes_only_its_own_fields() {
+        let f = FormFields {
+            unit: Some("nginx.service"),
+            profile: Some("nightly"),
+            package: Some(" htop "),
+            version: Some(""),
+            path: Some("/etc/hosts"),
+        };
+        assert_eq!(
+            form_args("restart_service", &f),
+            json!({"unit": "nginx.service"})
+        );
+        assert_eq!(
+            form_args("service_status", &f),
+            json!({"unit": "nginx.service"})
+        );
+        assert_eq!(form_args("run_backup", &f), json!({"profile": "nightly"}));
+        assert_eq!(form_args("install_package", &f), json!({"name": "htop"}));
+        let pinned = FormFields {
+            version: Some("1.2"),
+            ..f
+        };
+        assert_eq!(
+            form_args("install_package", &pinned),
+            json!({"name": "htop", "version": "1.2"})
+        );
+        assert_eq!(form_args("read_file", &f), json!({"path": "/etc/hosts"}));
+        assert_eq!(form_args("disk_usage", &f), json!({}));
+        assert_eq!(form_args("reboot", &f), json!({}));
+    }
+
+    #[test]
+    fn form_arguments_pass_the_catalogue() {
+        let f = FormFields {
+            unit: Some("nginx.service"),
+            package: Some("htop"),
+            ..FormFields::default()
+        };
+        for kind in ["restart_service", "install_package", "disk_usage"] {
+            let op = control::Operation::parse(kind, &form_args(kind, &f)).unwrap();
+            assert_eq!(op.kind().as_str(), kind);
+        }
+        // A missing required field is the catalogue's to refuse, by name.
+        let err = control::Operation::parse(
+            "restart_service",
+            &form_args("restart_service", &FormFields::default()),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "unit");
+    }
+
+    #[test]
+    fn a_checkbox_counts_when_ticked() {
+        assert!(is_checked(Some("true")) && is_checked(Some("on")));
+        assert!(!is_checked(None) && !is_checked(Some("")) && !is_checked(Some("false")));
+    }
 }

@@ -206,51 +206,6 @@ pub(crate) fn PageTitle(
 }
 
 #[component]
-pub fn Dashboard() -> impl IntoView {
-    let SignedInUser(me) = me();
-    let tick = crate::ui::ticker(30);
-    let fleet = Resource::new(move || tick.get(), |_| fleet_summary());
-    view! {
-        <PageTitle title="Dashboard" />
-        <div class="grid gap-4 md:grid-cols-3">
-            <div class="card">
-                <div class="card-label">"Organisation"</div>
-                <div class="card-value">{me.org.name.clone()}</div>
-            </div>
-            <div class="card">
-                <div class="card-label">"Your role"</div>
-                <div class="card-value">{me.org.role.label()}</div>
-            </div>
-            <div class="card">
-                <div class="card-label">"Servers"</div>
-                <Suspense fallback=|| view! { <div class="card-value">"…"</div> }>
-                    {move || Suspend::new(async move {
-                        match fleet.await {
-                            Ok(f) => view! {
-                                <div class="card-value" data-testid="servers-online">{format!("{} online", f.online)}</div>
-                                <div class="text-sm text-slate-600" data-testid="servers-other">
-                                    {format!("{} offline · {} awaiting their agent", f.offline, f.awaiting_agent)}
-                                </div>
-                            }.into_any(),
-                            Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
-                        }
-                    })}
-                </Suspense>
-                <A href="/servers" attr:class="text-sm text-sky-700 underline">"View servers"</A>
-            </div>
-        </div>
-    }
-}
-
-#[component]
-pub fn Approvals() -> impl IntoView {
-    view! {
-        <PageTitle title="Approvals" subtitle="Operations proposed by the AI Pilot wait here for a human decision." />
-        <div class="card text-slate-600">"Nothing is waiting for approval."</div>
-    }
-}
-
-#[component]
 pub fn AuditLog() -> impl IntoView {
     let events = Resource::new(|| (), |_| audit_events());
     view! {

@@ -181,6 +181,7 @@ pub fn ServerDetail() -> impl IntoView {
         </Suspense>
         // Outside the Suspend above: resources made inside a Suspend during
         // server rendering do not line up with the browser's when it hydrates.
+        <crate::operations::ServerOperations tick />
         <Commands tick />
         <Metrics />
     }

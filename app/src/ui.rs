@@ -7,15 +7,43 @@ use leptos_router::components::{Outlet, Redirect, A};
 use leptos_router::hooks::use_query_map;
 
 use crate::api::{current_user, list_servers, Logout, SwitchOrg};
+use crate::ops_api::pending_count;
 use crate::AppError;
 
 /// The signed-in person, provided to every page inside the shell.
 #[derive(Clone, Debug)]
 pub struct SignedInUser(pub Me);
 
+/// How many proposals the signed-in person could approve now (the nav
+/// badge), provided to every page inside the shell so a page can refresh it
+/// after a decision.
+#[derive(Clone, Copy)]
+pub struct PendingBadge(pub Resource<Result<i64, AppError>>);
+
+/// Refreshes the nav badge whenever `changed` moves (an action's version).
+pub fn refresh_badge_on(changed: impl Fn() -> usize + 'static) {
+    if let Some(PendingBadge(badge)) = use_context::<PendingBadge>() {
+        Effect::watch(changed, move |_, _, _| badge.refetch(), false);
+    }
+}
+
+const NAV: [(&str, &str); 6] = [
+    ("/", "Dashboard"),
+    ("/servers", "Servers"),
+    ("/approvals", "Approvals"),
+    ("/audit", "Audit log"),
+    ("/team", "Team"),
+    ("/settings", "Settings"),
+];
+
 #[component]
 pub fn Shell() -> impl IntoView {
     let me = Resource::new(|| (), |_| current_user());
+    // Made here rather than inside the Suspend below, so the server and the
+    // browser create it in the same order when hydrating.
+    let tick = ticker(15);
+    let pending = Resource::new(move || tick.get(), |_| pending_count());
+    provide_context(PendingBadge(pending));
     view! {
         <Suspense fallback=|| view! { <p class="p-8 text-slate-500">"Loading…"</p> }>
             {move || Suspend::new(async move {
@@ -47,16 +75,71 @@ fn NoOrg(msg: String) -> impl IntoView {
 #[component]
 fn SignedIn(me: Me) -> impl IntoView {
     provide_context(SignedInUser(me.clone()));
+    view! {
+        // Wide screens: a sidebar. Narrow ones: a top bar whose menu is a
+        // <details>, so it opens before hydration and without JavaScript.
+        <div class="flex min-h-screen flex-col md:flex-row">
+            <aside class="hidden w-56 shrink-0 flex-col bg-slate-900 text-slate-100 md:flex">
+                <div class="px-5 py-4 text-lg font-semibold tracking-tight">"Pilothouse"</div>
+                <nav class="flex flex-col gap-1 px-3">
+                    <NavLinks />
+                </nav>
+            </aside>
+            <MobileMenu />
+            <div class="flex min-w-0 flex-1 flex-col">
+                <TopBar me />
+                <OfflineAlert />
+                <main class="min-w-0 flex-1 p-4 md:p-6">
+                    <Outlet />
+                </main>
+            </div>
+        </div>
+    }
+}
+
+#[component]
+fn NavLinks() -> impl IntoView {
+    NAV.into_iter()
+        .map(|(href, label)| {
+            view! {
+                <A href=href exact=true attr:class="nav-link flex items-center justify-between gap-2">
+                    <span>{label}</span>
+                    {(href == "/approvals").then(|| view! { <ApprovalsBadge /> })}
+                </A>
+            }
+        })
+        .collect_view()
+}
+
+/// The navigation on narrow screens. Picking a page closes it again.
+#[component]
+fn MobileMenu() -> impl IntoView {
+    let menu = NodeRef::<leptos::html::Details>::new();
+    let close = move |_| {
+        if let Some(details) = menu.get() {
+            details.set_open(false);
+        }
+    };
+    view! {
+        <details node_ref=menu class="bg-slate-900 text-slate-100 md:hidden" data-testid="mobile-menu">
+            <summary class="flex cursor-pointer items-center justify-between px-4 py-3">
+                <span class="text-lg font-semibold tracking-tight">"Pilothouse"</span>
+                <span class="flex items-center gap-2 rounded-md border border-slate-600 px-3 py-1 text-sm">
+                    "Menu"
+                    <ApprovalsBadge />
+                </span>
+            </summary>
+            <nav class="flex flex-col gap-1 px-3 pb-3" on:click=close>
+                <NavLinks />
+            </nav>
+        </details>
+    }
+}
+
+#[component]
+fn TopBar(me: Me) -> impl IntoView {
     let logout = ServerAction::<Logout>::new();
     let switch = ServerAction::<SwitchOrg>::new();
-    let nav = [
-        ("/", "Dashboard"),
-        ("/servers", "Servers"),
-        ("/approvals", "Approvals"),
-        ("/audit", "Audit log"),
-        ("/team", "Team"),
-        ("/settings", "Settings"),
-    ];
     let current_org = me.org.id;
     let many_orgs = me.orgs.len() > 1;
     let org_options = me
@@ -65,59 +148,61 @@ fn SignedIn(me: Me) -> impl IntoView {
         .map(|o| (o.id, o.name.clone()))
         .collect::<Vec<_>>();
     view! {
-        <div class="flex min-h-screen">
-            <aside class="w-56 shrink-0 bg-slate-900 text-slate-100 flex flex-col">
-                <div class="px-5 py-4 text-lg font-semibold tracking-tight">"Pilothouse"</div>
-                <nav class="flex flex-col gap-1 px-3">
-                    {nav
-                        .into_iter()
-                        .map(|(href, label)| {
-                            view! {
-                                <A href=href exact=true attr:class="nav-link">
-                                    {label}
-                                </A>
-                            }
-                        })
-                        .collect_view()}
-                </nav>
-            </aside>
-            <div class="flex-1 flex flex-col">
-                <header class="flex items-center justify-between gap-4 border-b border-slate-200 bg-white px-6 py-3">
-                    <div class="flex items-center gap-3 text-sm">
-                        <span class="font-medium">{me.org.name.clone()}</span>
-                        {many_orgs.then(|| view! {
-                            <ActionForm action=switch attr:class="flex items-center gap-2">
-                                <label class="sr-only" for="org-switch">"Organisation"</label>
-                                <select id="org-switch" name="org" class="input py-1">
-                                    {org_options
-                                        .into_iter()
-                                        .map(|(id, name)| {
-                                            view! {
-                                                <option value=id.0.to_string() selected=id == current_org>
-                                                    {name}
-                                                </option>
-                                            }
-                                        })
-                                        .collect_view()}
-                                </select>
-                                <button class="btn-secondary py-1" type="submit">"Switch"</button>
-                            </ActionForm>
-                        })}
-                    </div>
-                    <div class="flex items-center gap-3 text-sm">
-                        <span data-testid="whoami">{me.email.clone()}</span>
-                        <span data-testid="role" class="badge">{me.org.role.label()}</span>
-                        <ActionForm action=logout>
-                            <button class="btn-secondary py-1" type="submit">"Sign out"</button>
-                        </ActionForm>
-                    </div>
-                </header>
-                <OfflineAlert />
-                <main class="flex-1 p-6">
-                    <Outlet />
-                </main>
+        <header class="flex flex-wrap items-center justify-between gap-2 border-b border-slate-200 bg-white px-4 py-3 md:gap-4 md:px-6">
+            <div class="flex min-w-0 flex-wrap items-center gap-3 text-sm">
+                <span class="font-medium">{me.org.name.clone()}</span>
+                {many_orgs.then(|| view! {
+                    <ActionForm action=switch attr:class="flex items-center gap-2">
+                        <label class="sr-only" for="org-switch">"Organisation"</label>
+                        <select id="org-switch" name="org" class="input py-1">
+                            {org_options
+                                .into_iter()
+                                .map(|(id, name)| {
+                                    view! {
+                                        <option value=id.0.to_string() selected=id == current_org>
+                                            {name}
+                                        </option>
+                                    }
+                                })
+                                .collect_view()}
+                        </select>
+                        <button class="btn-secondary py-1" type="submit">"Switch"</button>
+                    </ActionForm>
+                })}
             </div>
-        </div>
+            <div class="flex min-w-0 flex-wrap items-center gap-3 text-sm">
+                <span data-testid="whoami" class="break-all">{me.email.clone()}</span>
+                <span data-testid="role" class="badge">{me.org.role.label()}</span>
+                <ActionForm action=logout>
+                    <button class="btn-secondary py-1" type="submit">"Sign out"</button>
+                </ActionForm>
+            </div>
+        </header>
+    }
+}
+
+/// The number of proposals waiting for the viewer, when there are any. Kept
+/// out of the link's accessible name (it has a title instead), so the link
+/// is always called "Approvals".
+#[component]
+fn ApprovalsBadge() -> impl IntoView {
+    let PendingBadge(pending) = expect_context::<PendingBadge>();
+    view! {
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                let n = pending.await.unwrap_or(0);
+                (n > 0).then(|| view! {
+                    <span
+                        data-testid="approvals-badge"
+                        aria-hidden="true"
+                        title=format!("{n} waiting for your approval")
+                        class="rounded-full bg-amber-400 px-2 py-0.5 text-xs font-semibold text-slate-900"
+                    >
+                        {n}
+                    </span>
+                })
+            })}
+        </Transition>
     }
 }
 
@@ -192,7 +277,7 @@ fn OfflineAlert() -> impl IntoView {
                     .map(|s| s.hostname)
                     .collect();
                 (!offline.is_empty()).then(|| view! {
-                    <div data-testid="offline-alert" role="alert" class="border-b border-amber-200 bg-amber-50 px-6 py-2 text-sm text-amber-900">
+                    <div data-testid="offline-alert" role="alert" class="border-b border-amber-200 bg-amber-50 px-4 py-2 text-sm text-amber-900 md:px-6">
                         {format!("{} server(s) offline (not heard from for 90 s): {}. ", offline.len(), offline.join(", "))}
                         <A href="/servers" attr:class="font-semibold underline">"View servers"</A>
                     </div>

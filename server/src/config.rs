@@ -56,6 +56,8 @@ pub struct Config {
     /// Request headers must arrive within this many seconds; a keep-alive
     /// connection idle this long is closed. Both listeners.
     pub header_read_timeout_secs: u64,
+    /// How often the AI Pilot's rules run, in seconds (at least 1).
+    pub pilot_interval_secs: u64,
 }
 
 #[derive(Serialize)]
@@ -72,6 +74,7 @@ struct Defaults {
     max_connections: usize,
     agent_max_connections: usize,
     header_read_timeout_secs: u64,
+    pilot_interval_secs: u64,
 }
 
 impl std::fmt::Debug for Overrides {
@@ -131,6 +134,7 @@ impl Config {
             max_connections: 1024,
             agent_max_connections: 16_384,
             header_read_timeout_secs: 30,
+            pilot_interval_secs: control::operations::pilot::PILOT_INTERVAL_SECS,
         };
         let mut figment = Figment::from(Serialized::defaults(defaults));
         if let Some(file) = file {
@@ -162,6 +166,11 @@ impl Config {
         figment
             .extract()
             .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    /// How often the AI Pilot's rules run.
+    pub fn pilot_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.pilot_interval_secs.max(1))
     }
 
     /// The database URL to use (never logged).
@@ -209,6 +218,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listen.port(), 5000);
+    }
+
+    #[test]
+    fn the_pilot_interval_defaults_to_a_minute_and_can_be_shortened() {
+        let c = Config::load(None, Overrides::default()).unwrap();
+        // The test environment may set PILOTHOUSE_PILOT_INTERVAL_SECS (the
+        // browser tests do); the default applies only without it.
+        if std::env::var_os("PILOTHOUSE_PILOT_INTERVAL_SECS").is_none() {
+            assert_eq!(c.pilot_interval(), std::time::Duration::from_secs(60));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pilot.toml");
+        std::fs::write(&file, "pilot_interval_secs = 0\n").unwrap();
+        let c = Config::load(Some(&file), Overrides::default()).unwrap();
+        assert_eq!(c.pilot_interval(), std::time::Duration::from_secs(1));
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub struct Application {
     web_limits: listen::Limits,
     agent_limits: listen::Limits,
     delivery: Arc<control::delivery::Delivery>,
+    pilot_interval: Duration,
 }
 
 #[derive(Clone)]
@@ -207,6 +208,7 @@ impl Application {
                 header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
             },
             delivery: delivery_handle,
+            pilot_interval: config.pilot_interval(),
             agent_limits: listen::Limits {
                 max_connections: config.agent_max_connections,
                 header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
@@ -301,9 +303,7 @@ impl Application {
         });
         let store = self.store.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(
-                control::operations::pilot::PILOT_INTERVAL_SECS,
-            ));
+            let mut tick = tokio::time::interval(self.pilot_interval);
             loop {
                 tick.tick().await;
                 match control::operations::pilot::evaluate(&store, control::Timestamp::now()).await

@@ -102,6 +102,10 @@ async fn role_matrix(db: TestDb) {
         ("audit-events", vec![]),
         ("my-sessions", vec![]),
         ("fleet-summary", vec![]),
+        ("latest-audit-events", vec![("limit", "5")]),
+        ("recent-operations", vec![("limit", "5")]),
+        ("pending-operations", vec![]),
+        ("pending-count", vec![]),
     ] {
         for (who, c) in &clients {
             let res = app.call(c, endpoint, &form).await;
