@@ -66,6 +66,7 @@ pub async fn propose_operation(
     concurrency: Option<String>,
     error_threshold: Option<String>,
     run_now: Option<String>,
+    selector: Option<String>,
 ) -> Result<String, AppError> {
     if args.len() > 64 * 1024 {
         return Err(AppError::Invalid("args: at most 64 KiB of JSON.".into()));
@@ -85,6 +86,7 @@ pub async fn propose_operation(
         concurrency: concurrency.as_deref(),
         error_threshold: error_threshold.as_deref(),
         run_now: is_checked(run_now.as_deref()),
+        selector: selector.as_deref(),
     })
     .await?;
     Ok(id.0)
@@ -123,6 +125,7 @@ pub async fn propose_on_server(
         concurrency: None,
         error_threshold: None,
         run_now: is_checked(run_now.as_deref()),
+        selector: None,
     })
     .await?;
     leptos_axum::redirect(&format!("/operations/{}", id.0));
@@ -180,6 +183,8 @@ struct Submission<'a> {
     concurrency: Option<&'a str>,
     error_threshold: Option<&'a str>,
     run_now: bool,
+    /// `key=value,...` labels choosing the targets instead of `targets`.
+    selector: Option<&'a str>,
 }
 
 /// Parses a submission and hands it to `control::operations`.
@@ -225,10 +230,17 @@ async fn submit_proposal(s: Submission<'_>) -> Result<control::OperationId, AppE
         parallel,
         error_threshold,
     };
-    Ok(if s.run_now {
-        operations::run_own(&cx.state.delivery, &auth, proposal, cx.now).await?
-    } else {
-        operations::propose(&auth, proposal, cx.now).await?
+    Ok(match s.selector.map(str::trim).filter(|x| !x.is_empty()) {
+        Some(_) if s.run_now => {
+            return Err(AppError::Invalid(
+                "selector: running your own operation takes a list of servers.".into(),
+            ))
+        }
+        Some(selector) => operations::propose_selected(&auth, selector, proposal, cx.now).await?,
+        None if s.run_now => {
+            operations::run_own(&cx.state.delivery, &auth, proposal, cx.now).await?
+        }
+        None => operations::propose(&auth, proposal, cx.now).await?,
     })
 }
 
@@ -466,4 +478,50 @@ mod tests {
         assert!(is_checked(Some("true")) && is_checked(Some("on")));
         assert!(!is_checked(None) && !is_checked(Some("")) && !is_checked(Some("false")));
     }
+}
+
+/// Schedules a server's deletion after the grace period (Owner, Admin);
+/// `name` must be its hostname, typed. Returns when it will be purged.
+#[server(endpoint = "delete-server")]
+pub async fn delete_server(id: String, name: String) -> Result<control::Timestamp, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let id =
+        control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
+    let after = control::agents::deletion::schedule(&auth, &id, &name, cx.now).await?;
+    cx.state.delivery.wake(&id);
+    Ok(after)
+}
+
+/// Restores a server scheduled for deletion, within the grace period.
+#[server(endpoint = "restore-server")]
+pub async fn restore_server(id: String) -> Result<(), AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let id =
+        control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
+    control::agents::deletion::restore(&auth, &id, cx.now).await?;
+    Ok(())
+}
+
+/// Replaces a server's labels (Owner, Admin): `labels` is `key=value` pairs
+/// separated by commas.
+#[server(endpoint = "set-labels")]
+pub async fn set_labels(id: String, labels: String) -> Result<(), AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let id =
+        control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
+    let mut map = std::collections::BTreeMap::new();
+    for term in labels.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let (k, v) = term.split_once('=').ok_or_else(|| {
+            AppError::Invalid("labels: write key=value pairs separated by commas.".into())
+        })?;
+        map.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    control::operations::settings::set_labels(&auth, &id, &map, cx.now).await?;
+    Ok(())
 }

@@ -22,6 +22,63 @@ enum Who {
     Owner,
 }
 
+/// Enrols a server in Acme whose agent declares restarts and package installs.
+async fn enrol_server(app: &TestApp) -> control::AgentId {
+    use secrecy::ExposeSecret;
+    let now = control::Timestamp::now();
+    let store = &app.db.store;
+    let token = control::agents::create_registration_token_cli(
+        &control::access::Operator::command_line(store.clone()),
+        "Acme",
+        &app.ca_pin,
+        600,
+        now,
+    )
+    .await
+    .unwrap();
+    let ca = control::ca::AgentCa::load_or_create(app.dir.path(), now).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let enrolled = control::agents::enrol(
+        store,
+        &ca,
+        &control::throttle::MemoryThrottle::new(100, 600),
+        control::agents::Enrolment {
+            token: token.token.expose_secret().parse().unwrap(),
+            csr_pem: csr,
+            identity_key: channel::SigningKey::generate().verifying_key().clone(),
+            kem_key: Some(channel::KemSecretKey::generate().public_key().clone()),
+            hostname: "web-1".into(),
+            agent_version: "0.1.0".into(),
+        },
+        &control::access::RequestMeta::new("192.0.2.1", "test"),
+        now,
+    )
+    .await
+    .unwrap();
+    let session = control::agents::authenticate(store, &enrolled.cert.fingerprint, now)
+        .await
+        .unwrap();
+    let caps = control::Capabilities {
+        kinds: vec![
+            control::OpKind::RestartService,
+            control::OpKind::InstallPackage,
+        ],
+        units: vec!["nginx.service".into()],
+        package_tool: Some("apt-get".into()),
+        ..control::Capabilities::default()
+    };
+    control::operations::settings::record_capabilities(store, &session, &caps, now)
+        .await
+        .unwrap();
+    enrolled.agent
+}
+
 const EVERYONE: [Who; 6] = [
     Who::Anonymous,
     Who::OtherOrg,
@@ -49,6 +106,8 @@ async fn role_matrix(db: TestDb) {
         .add_user("Acme", "gone-o@example.com", Role::Member)
         .await;
     app.add_user("Globex", "stranger@example.com", Role::Owner)
+        .await;
+    app.add_user("Acme", "proposer@example.com", Role::Member)
         .await;
 
     let mut clients = Vec::new();
@@ -131,6 +190,103 @@ async fn role_matrix(db: TestDb) {
         );
         let res = app.call(c, "setup-state", &[]).await;
         assert_eq!(res.text().await.unwrap(), "\"Done\"");
+    }
+
+    // Operations: propose, approve and reject (medium and high risk), cancel
+    // someone else's, Production Protection, delete and restore. The other
+    // org's Owner never finds Acme's server or operations.
+    let server = enrol_server(&app).await;
+    let proposer = app.signed_in("proposer@example.com").await;
+    let restart = ("restart_service", r#"{"unit":"nginx.service"}"#);
+    let install = ("install_package", r#"{"name":"curl"}"#);
+    let propose = |(kind, args): (&'static str, &'static str)| {
+        let (app, proposer, server) = (&app, &proposer, &server);
+        async move {
+            let res = app
+                .call(
+                    proposer,
+                    "propose-operation",
+                    &[
+                        ("targets", &server.0),
+                        ("kind", kind),
+                        ("args", args),
+                        ("reason", "r"),
+                    ],
+                )
+                .await;
+            assert_eq!(res.status(), 200);
+            res.json::<String>().await.unwrap()
+        }
+    };
+    let outcome = |who: Who, allowed: &[Who]| match who {
+        Who::Anonymous => 401,
+        Who::OtherOrg => 404,
+        w if allowed.contains(&w) => 200,
+        _ => 403,
+    };
+    let members_up = [Who::Member, Who::Admin, Who::Owner];
+    let admins = [Who::Admin, Who::Owner];
+    for (who, c) in &clients {
+        let (kind, args) = restart;
+        let res = app
+            .call(
+                c,
+                "propose-operation",
+                &[
+                    ("targets", &server.0),
+                    ("kind", kind),
+                    ("args", args),
+                    ("reason", "r"),
+                ],
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            outcome(*who, &members_up),
+            "propose as {who:?}"
+        );
+        for (endpoint, plan, allowed) in [
+            ("approve-operation", restart, &members_up[..]),
+            ("reject-operation", restart, &members_up[..]),
+            ("approve-operation", install, &admins[..]),
+            ("reject-operation", install, &admins[..]),
+            ("cancel-operation", restart, &admins[..]),
+        ] {
+            let id = propose(plan).await;
+            let res = app
+                .call(c, endpoint, &[("id", &id), ("reason", "because")])
+                .await;
+            assert_eq!(
+                res.status(),
+                outcome(*who, allowed),
+                "{endpoint} {} as {who:?}",
+                plan.0
+            );
+        }
+        for on in ["true", "false"] {
+            let res = app
+                .call(c, "set-production", &[("id", &server.0), ("on", on)])
+                .await;
+            assert_eq!(
+                res.status(),
+                outcome(*who, &admins),
+                "set-production as {who:?}"
+            );
+        }
+        let res = app
+            .call(c, "delete-server", &[("id", &server.0), ("name", "web-1")])
+            .await;
+        assert_eq!(
+            res.status(),
+            outcome(*who, &admins),
+            "delete-server as {who:?}"
+        );
+        let res = app.call(c, "restore-server", &[("id", &server.0)]).await;
+        assert_eq!(
+            res.status(),
+            outcome(*who, &admins),
+            "restore-server as {who:?}"
+        );
     }
 
     // Writes. Each row: endpoint, form for a given caller, who may do it, and
