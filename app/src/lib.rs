@@ -14,6 +14,7 @@ mod error;
 mod operations;
 pub mod ops_api;
 mod pages;
+mod server_admin;
 mod servers;
 mod ui;
 

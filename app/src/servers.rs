@@ -182,6 +182,7 @@ pub fn ServerDetail() -> impl IntoView {
         // Outside the Suspend above: resources made inside a Suspend during
         // server rendering do not line up with the browser's when it hydrates.
         <crate::operations::ServerOperations tick />
+        <crate::server_admin::ServerLifecycle />
         <Commands tick />
         <Metrics />
     }

@@ -381,10 +381,41 @@ async function phoneWidth(t) {
   }
 }
 
+async function labelsAndSafeDelete(t) {
+  const { serverPath } = t0();
+  const owner = await as(t, 'owner');
+  await t.goto(owner, serverPath);
+  const card = owner.locator('[data-testid="server-lifecycle"]');
+  await card.locator('input[name="labels"]').fill('env=e2e,role=web');
+  await card.getByRole('button', { name: 'Save labels', exact: true }).click();
+  await t.expectText(card.locator('[data-testid="server-labels"]'), 'env=e2e,role=web');
+
+  // The name must be typed exactly.
+  await card.locator('input[name="name"]').fill('not-the-name');
+  await card.getByRole('button', { name: 'Delete server', exact: true }).click();
+  await t.expectText(owner.locator('[data-testid="form-error"]'), /type the server's name/);
+  await card.locator('input[name="name"]').fill(HOST);
+  await card.getByRole('button', { name: 'Delete server', exact: true }).click();
+  await t.expectText(card.locator('[data-testid="deletion-scheduled"]'), /Scheduled for deletion on/);
+
+  // A Member sees the schedule but no Restore or Delete button.
+  const member = await as(t, 'member');
+  await t.goto(member, serverPath);
+  const seen = member.locator('[data-testid="server-lifecycle"]');
+  await t.expectText(seen.locator('[data-testid="deletion-scheduled"]'), /Scheduled for deletion/);
+  assert.equal(await seen.getByRole('button', { name: 'Restore', exact: true }).count(), 0, 'a Member can restore');
+
+  // The Owner restores it within the grace period.
+  await card.getByRole('button', { name: 'Restore', exact: true }).click();
+  await t.expectCount(card.locator('[data-testid="deletion-scheduled"]'), 0);
+  await card.getByRole('button', { name: 'Delete server', exact: true }).waitFor();
+}
+
 export const tests = [
   { name: 'people and a server whose agent offers operations', fn: setUp },
   { name: 'the AI Pilot proposes a restart, a Member approves, the output arrives', fn: pilotProposesAMemberApproves },
   { name: 'a high-risk proposal needs an Admin, never its proposer', fn: highRiskNeedsAnAdmin },
   { name: 'Production Protection refuses the pilot, shown on the server page', fn: productionProtection },
   { name: 'at 390 px wide the shell does not scroll sideways and an approval works', fn: phoneWidth },
+  { name: 'labels, and a deletion that asks for the name and can be restored', fn: labelsAndSafeDelete },
 ];
