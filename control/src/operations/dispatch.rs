@@ -468,6 +468,22 @@ pub(crate) async fn command_finished(
         return Ok(Vec::new());
     }
     set_target(tx, &id, &agent, outcome, None, reason, now).await?;
+    // Most results change nothing else: targets are still in flight and none
+    // waits (a fan-out sends every target at once). Only a target waiting
+    // for a slot, or the last one finishing, needs the whole operation read.
+    let (waiting, in_flight): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(CASE WHEN state = $2 THEN 1 ELSE 0 END), 0), \
+         COALESCE(SUM(CASE WHEN state = $3 THEN 1 ELSE 0 END), 0) \
+         FROM operation_targets WHERE operation_id = $1",
+    )
+    .bind(&id.0)
+    .bind(TargetState::Waiting.as_str())
+    .bind(TargetState::Dispatched.as_str())
+    .fetch_one(tx.conn())
+    .await?;
+    if waiting == 0 && in_flight > 0 {
+        return Ok(Vec::new());
+    }
     advance(tx, org, &id, now).await
 }
 
