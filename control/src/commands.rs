@@ -9,10 +9,14 @@
 //!   travel sealed is refused for an agent without a KEM key (and an agent
 //!   never loses its KEM key), so no command is ever held back behind a later
 //!   one that the agent's replay guard would then make unrunnable.
-//! - **Deadline.** A command is deliverable until `expires_at`; an open
-//!   command past it is expired (the views derive it at once, the queue records
-//!   it on the agent's next poll). A result that arrives for a delivered command
-//!   after its deadline still records the outcome: the agent did run it.
+//! - **Deadline.** A command is deliverable until `expires_at` (an
+//!   operation's: its approval's expiry); an open command past it is expired
+//!   (the views derive it at once, the queue records it on the agent's next
+//!   poll, the operations sweep for agents that never poll again). A result
+//!   that arrives for a delivered command after its deadline still records the
+//!   outcome: the agent did run it.
+//! - **Operations.** A command with an `operation_id` reports to its
+//!   operation's target in the same transaction ([`crate::operations::dispatch`]).
 //! - **Results** are accepted only from the agent the command was for, for the
 //!   sequence number it was queued with.
 

@@ -1,17 +1,20 @@
 //! Delivery: from a committed command to the agent's long-poll, and back.
 //!
 //! [`Delivery`] owns the in-memory wake-ups and the control plane's channel
-//! keys. Every path that queues a command for an agent (ping, key rounds) or
-//! ends its polls (revocation) goes through it, so each wakes the agent after
-//! its transaction commits. With SQLite the process is alone and memory is
-//! enough.
+//! keys. Every path that queues a command for an agent (ping, key rounds,
+//! an operation's approval, a later wave, the sweep) or ends its polls
+//! (revocation, deletion) wakes the agent through it after its transaction
+//! commits. It also takes the agent's results and live output chunks. With
+//! SQLite the process is alone and memory is enough.
 //!
 //! Rules kept here: a command travels sealed to the agent's X-Wing key, or
 //! only signed while the agent has none, and then only for the kinds
 //! `channel::api::kinds::UNSEALED` lists (the agent refuses any other kind
 //! signed-only); commands go out in sequence order; an agent on its previous
 //! certificate (a key handover) gets no commands until it finishes its round;
-//! a result must be sealed to our key and signed by the agent's identity key.
+//! a result or output chunk must be sealed to our key and signed by the
+//! agent's identity key; an operation's command carries its plan hash and
+//! approval record in the signed header.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
