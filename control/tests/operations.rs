@@ -505,6 +505,19 @@ async fn fleet_operations_halt_at_their_error_threshold(db: TestDb) {
         (2, 18)
     );
     assert!(view.targets.iter().skip(2).all(|t| t.command.is_none()));
+    // Halted by its threshold, nothing is left to resume.
+    let resumed = operations::resume(
+        &o.delivery,
+        &o.admin.authorize().unwrap(),
+        &id,
+        "again",
+        now,
+    )
+    .await;
+    assert!(
+        matches!(&resumed, Err(ControlError::Conflict(m)) if m.contains("Nothing is left")),
+        "{resumed:?}"
+    );
 
     // Successes: 1 in flight, then 2.
     let id = operations::propose(

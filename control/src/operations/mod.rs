@@ -866,6 +866,18 @@ pub async fn resume(
             "The approval has expired: propose the operation again.",
         ));
     }
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM operation_targets WHERE operation_id = $1 AND state = $2",
+    )
+    .bind(&id.0)
+    .bind(TargetState::Waiting.as_str())
+    .fetch_one(tx.conn())
+    .await?;
+    if waiting == 0 {
+        return Err(ControlError::conflict(
+            "Nothing is left to send: the error threshold skipped the remaining servers. Propose the operation again.",
+        ));
+    }
     set_state(&mut tx, id, OperationState::Dispatched, now).await?;
     let who = actor.audit_actor();
     history(&mut tx, id, None, "resumed", &who, Some(&reason), now).await?;
