@@ -398,7 +398,7 @@ pub async fn run(
             emit(format!("== step {} of {}: {}\n", i + 1, steps.len(), step.summary()).as_bytes());
         }
         let (ok, timed_out) = match step {
-            Operation::ReadFile { path } => read_file(path, &redactor, &mut emit),
+            Operation::ReadFile { path } => read_file(config, path, &redactor, &mut emit),
             _ => run_command(config, &vault, &redactor, step, cancel.clone(), &mut emit).await,
         };
         if !ok {
@@ -414,14 +414,49 @@ pub async fn run(
     ran
 }
 
-fn read_file(path: &str, redactor: &Redactor, emit: &mut dyn FnMut(&[u8])) -> (bool, bool) {
+/// Reads a file the policy admitted. The check is made again on the file
+/// actually opened (its path as the kernel resolved it, from
+/// `/proc/self/fd`), so a link swapped in after the admission check cannot
+/// lead outside the allowed prefixes; and only a regular file is read.
+fn read_file(
+    config: &OpsConfig,
+    path: &str,
+    redactor: &Redactor,
+    emit: &mut dyn FnMut(&[u8]),
+) -> (bool, bool) {
     use std::io::Read as _;
-    let mut buf = Vec::new();
-    let read = std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_READ_BYTES as u64 + 1).read_to_end(&mut buf));
-    if read.is_err() {
+    use std::os::fd::AsRawFd as _;
+    let refuse = |emit: &mut dyn FnMut(&[u8])| {
         emit(format!("cannot read `{path}`\n").as_bytes());
+        (false, false)
+    };
+    let Ok(file) = std::fs::File::open(path) else {
+        return refuse(emit);
+    };
+    let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let inside = match (&opened, &config.read_file) {
+        (Ok(real), Some(r)) => r.allow_prefixes.iter().any(|p| {
+            std::fs::canonicalize(p)
+                .map(|p| real.starts_with(p))
+                .unwrap_or(false)
+        }),
+        _ => false,
+    };
+    let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+    if !inside || !regular {
+        emit(
+            format!("`{path}` is outside the paths this agent allows, or not a regular file\n")
+                .as_bytes(),
+        );
         return (false, false);
+    }
+    let mut buf = Vec::new();
+    if file
+        .take(MAX_READ_BYTES as u64 + 1)
+        .read_to_end(&mut buf)
+        .is_err()
+    {
+        return refuse(emit);
     }
     let truncated = buf.len() > MAX_READ_BYTES;
     buf.truncate(MAX_READ_BYTES);
@@ -578,5 +613,54 @@ fn describe(status: TaskStatus) -> (String, bool, bool) {
             false,
             false,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(prefix: &Path) -> OpsConfig {
+        OpsConfig {
+            read_file: Some(ReadFileConfig {
+                allow_prefixes: vec![prefix.to_path_buf()],
+            }),
+            ..OpsConfig::default()
+        }
+    }
+
+    fn read(config: &OpsConfig, path: &Path) -> (bool, String) {
+        let mut out = Vec::new();
+        let (ok, _) = read_file(
+            config,
+            path.to_str().unwrap(),
+            &Redactor::new(["hunter2-secret"]),
+            &mut |b| out.extend_from_slice(b),
+        );
+        (ok, String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[test]
+    fn read_file_checks_the_file_it_opened() {
+        let root = tempfile::tempdir().unwrap();
+        let allowed = root.path().join("logs");
+        let outside = root.path().join("secrets");
+        for d in [&allowed, &outside] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(allowed.join("app.log"), "line with hunter2-secret\n").unwrap();
+        std::fs::write(outside.join("key"), "private").unwrap();
+        let cfg = config(&allowed);
+        let (ok, out) = read(&cfg, &allowed.join("app.log"));
+        assert!(ok, "{out}");
+        assert!(out.contains("line with [REDACTED]"), "{out}");
+        // A link inside the allowed directory that leads outside it.
+        let link = allowed.join("sneaky");
+        std::os::unix::fs::symlink(outside.join("key"), &link).unwrap();
+        let (ok, out) = read(&cfg, &link);
+        assert!(!ok && !out.contains("private"), "{out}");
+        // A directory is not a file.
+        let (ok, _) = read(&cfg, &allowed);
+        assert!(!ok);
     }
 }
