@@ -72,7 +72,7 @@ watched_units = ["nginx.service"]
 unit_state = ["{state}", "{{unit}}"]
 restart_service = ["{script}", "{{unit}}"]
 [operations.backup_profiles.slow]
-command = ["/bin/sh", "-c", "echo started; sleep 30; echo never"]
+command = ["/bin/sh", "-c", "echo run >> {slow_log}; echo started; sleep 30; echo never"]
 [operations.backup_profiles.nightly]
 command = ["/bin/sh", "-c", "echo uploading with token $BACKUP_TOKEN"]
 env = {{ BACKUP_TOKEN = "vault://local/backup_token" }}
@@ -81,6 +81,7 @@ env = {{ BACKUP_TOKEN = "vault://local/backup_token" }}
         vault = vault.display(),
         script = script.display(),
         state = state.display(),
+        slow_log = dir.join("slow.log").display(),
     );
     Config::parse(&text, Path::new("agent.toml")).unwrap()
 }
@@ -430,6 +431,54 @@ async fn live_output_and_cancel_reach_the_running_task(db: TestDb) {
     assert!(!output.contains("never"), "{output}");
 }
 
+/// An agent that stops mid-task reports the task failed when it starts
+/// again, and never runs it a second time.
+async fn a_restart_mid_task_fails_the_task_without_running_it_twice(db: TestDb) {
+    let s = Setup::start(db).await;
+    let member = s.app.signed_in("member@example.com").await;
+    let member2 = s.app.signed_in("member2@example.com").await;
+    let (state, agent_id) = s.register("web-3").await;
+    let cfg_dir = s.dir.path().join("cfg");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    let mut running = agent::run::start(&state, agent_config(&cfg_dir, false)).unwrap();
+    running.agent.send_capabilities().await.unwrap();
+    let id = s
+        .propose(
+            &member2,
+            &agent_id,
+            "run_backup",
+            json!({"profile": "slow"}),
+        )
+        .await;
+    s.call(
+        &member,
+        "approve-operation",
+        &[("id", &id), ("reason", "go")],
+    )
+    .await;
+    // The agent stops while the task runs (its poll is dropped mid-task).
+    let stopped =
+        tokio::time::timeout(std::time::Duration::from_secs(3), running.agent.poll_once()).await;
+    assert!(stopped.is_err(), "the task should still be running");
+    drop(running);
+    let log = cfg_dir.join("slow.log");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "run\n");
+
+    let mut again = agent::run::start(&state, agent_config(&cfg_dir, false)).unwrap();
+    let outcome = again.agent.poll_once().await.unwrap();
+    assert_eq!(outcome.executed, 0, "{outcome:?}");
+    let page = s.call(&member, "operation", &[("id", &id)]).await;
+    assert_eq!(page["op"]["state"], "failed", "{page}");
+    assert!(
+        page["outputs"][0]
+            .as_str()
+            .unwrap()
+            .contains("agent restarted"),
+        "{page}"
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "run\n", "ran twice");
+}
+
 /// Sends the agent commands sealed and signed with the control plane's real
 /// command key, as a control plane that skipped its own checks would.
 struct Forger {
@@ -590,6 +639,7 @@ async fn the_agent_refuses_what_its_policy_forbids(db: TestDb) {
 }
 
 control::both_backends!(
+    a_restart_mid_task_fails_the_task_without_running_it_twice,
     live_output_and_cancel_reach_the_running_task,
     operations_run_on_the_real_agent,
     the_agent_refuses_what_its_policy_forbids,
