@@ -406,6 +406,31 @@ pub(crate) async fn history(
     Ok(())
 }
 
+/// A person's step on an operation: its history entry and its audit event,
+/// in the same transaction.
+#[allow(clippy::too_many_arguments)]
+async fn record_step(
+    tx: &mut Tx,
+    actor: &crate::access::Actor,
+    id: &OperationId,
+    state: &str,
+    reason: &str,
+    action: AuditAction,
+    details: serde_json::Value,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    let who = actor.audit_actor();
+    history(tx, id, None, state, &who, Some(reason), now).await?;
+    audit::append(
+        tx,
+        &who,
+        Event::new(actor.org(), action, format!("operation:{}", id.0), details),
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
 fn human(auth_actor: &crate::access::Actor) -> Proposer {
     Proposer {
         origin: Origin::Human,
@@ -715,27 +740,16 @@ pub async fn reject(
     if let Some(why) = approval_refusal(role, op.risk, production) {
         return Err(ControlError::forbidden(why.replace("approve", "decide on")));
     }
-    finish_untouched(&mut tx, id, TargetState::Skipped, now).await?;
+    finish_untouched(&mut tx, id, TargetState::Skipped).await?;
     set_state(&mut tx, id, OperationState::Rejected, now).await?;
-    history(
+    record_step(
         &mut tx,
+        actor,
         id,
-        None,
         OperationState::Rejected.as_str(),
-        &actor.audit_actor(),
-        Some(&reason),
-        now,
-    )
-    .await?;
-    audit::append(
-        &mut tx,
-        &actor.audit_actor(),
-        Event::new(
-            actor.org(),
-            AuditAction::OperationRejected,
-            format!("operation:{}", id.0),
-            json!({ "role": role.as_str() }),
-        ),
+        &reason,
+        AuditAction::OperationRejected,
+        json!({ "role": role.as_str() }),
         now,
     )
     .await?;
@@ -771,29 +785,18 @@ pub async fn cancel(
             op.state.label().to_lowercase()
         )));
     }
-    finish_untouched(&mut tx, id, TargetState::Cancelled, now).await?;
+    finish_untouched(&mut tx, id, TargetState::Cancelled).await?;
     dispatch::cancel_queued(&mut tx, id, now).await?;
     let running = dispatch::request_cancel(&mut tx, id, now).await?;
     set_state(&mut tx, id, OperationState::Cancelled, now).await?;
-    history(
+    record_step(
         &mut tx,
+        actor,
         id,
-        None,
         OperationState::Cancelled.as_str(),
-        &actor.audit_actor(),
-        Some(&reason),
-        now,
-    )
-    .await?;
-    audit::append(
-        &mut tx,
-        &actor.audit_actor(),
-        Event::new(
-            actor.org(),
-            AuditAction::OperationCancelled,
-            format!("operation:{}", id.0),
-            json!({ "running_tasks_stopped": running }),
-        ),
+        &reason,
+        AuditAction::OperationCancelled,
+        json!({ "running_tasks_stopped": running }),
         now,
     )
     .await?;
@@ -824,17 +827,14 @@ pub async fn halt(
         )));
     }
     set_state(&mut tx, id, OperationState::Halted, now).await?;
-    let who = actor.audit_actor();
-    history(&mut tx, id, None, "halted", &who, Some(&reason), now).await?;
-    audit::append(
+    record_step(
         &mut tx,
-        &who,
-        Event::new(
-            actor.org(),
-            AuditAction::OperationHalted,
-            format!("operation:{}", id.0),
-            json!({ "by": "person" }),
-        ),
+        actor,
+        id,
+        "halted",
+        &reason,
+        AuditAction::OperationHalted,
+        json!({ "by": "person" }),
         now,
     )
     .await?;
@@ -879,17 +879,14 @@ pub async fn resume(
         ));
     }
     set_state(&mut tx, id, OperationState::Dispatched, now).await?;
-    let who = actor.audit_actor();
-    history(&mut tx, id, None, "resumed", &who, Some(&reason), now).await?;
-    audit::append(
+    record_step(
         &mut tx,
-        &who,
-        Event::new(
-            actor.org(),
-            AuditAction::OperationResumed,
-            format!("operation:{}", id.0),
-            json!({}),
-        ),
+        actor,
+        id,
+        "resumed",
+        &reason,
+        AuditAction::OperationResumed,
+        json!({}),
         now,
     )
     .await?;
@@ -924,7 +921,6 @@ async fn finish_untouched(
     tx: &mut Tx,
     id: &OperationId,
     to: TargetState,
-    _now: Timestamp,
 ) -> Result<u64, ControlError> {
     Ok(sqlx::query(
         "UPDATE operation_targets SET state = $1 WHERE operation_id = $2 AND state = $3",
