@@ -318,6 +318,7 @@ impl Sampler {
             net_tx_bytes_per_sec: rate(self.prev.net.tx, now.net.tx, secs),
             load: parse_loadavg(&read_proc("loadavg")).unwrap_or([0.0; 3]),
             units: Vec::new(),
+            backups: Vec::new(),
         };
         self.prev = now;
         sample
@@ -508,6 +509,7 @@ mod tests {
             net_tx_bytes_per_sec: 0.0,
             load: [0.0; 3],
             units: Vec::new(),
+            backups: Vec::new(),
         }
     }
 

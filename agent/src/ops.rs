@@ -22,7 +22,12 @@
 //! [operations.backup_profiles.nightly]
 //! command = ["/usr/local/bin/backup", "--profile", "nightly"]
 //! env = { AWS_SECRET_ACCESS_KEY = "vault://local/aws_secret" }
+//! stamp = "/var/lib/backup/nightly.ok"  # touched by the backup on success; watched
 //! ```
+//!
+//! A profile with a `stamp` is watched: each metrics sample reports the
+//! stamp file's modification time as the profile's last success, and the AI
+//! Pilot proposes the backup when it is 26 hours old (or missing for 26 hours).
 //!
 //! A kind without an entry is not offered and refused. `{unit}`, `{package}`
 //! (`name` or `name=version`) are the only placeholders; their values passed
@@ -112,6 +117,10 @@ pub struct ProfileConfig {
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// A file the backup touches when it succeeds: its modification time is
+    /// the profile's last success, reported with each metrics sample.
+    #[serde(default)]
+    pub stamp: Option<PathBuf>,
 }
 
 impl OpsConfig {
@@ -149,6 +158,17 @@ impl OpsConfig {
             channel::ops::check_profile(name)
                 .map_err(|e| format!("operations.backup_profiles: `{name}`: {}", e.message))?;
             check_command(&format!("backup_profiles.{name}.command"), &p.command)?;
+            if p.stamp.as_ref().is_some_and(|s| !s.is_absolute()) {
+                return Err(format!(
+                    "operations.backup_profiles.{name}.stamp must be an absolute path"
+                ));
+            }
+        }
+        if self.backup_profiles.len() > channel::api::MAX_SAMPLE_BACKUPS {
+            return Err(format!(
+                "operations.backup_profiles lists more than {} profiles",
+                channel::api::MAX_SAMPLE_BACKUPS
+            ));
         }
         for unit in self.units.iter().chain(&self.watched_units) {
             channel::ops::check_unit(unit)
@@ -232,6 +252,27 @@ pub async fn unit_states(config: &OpsConfig) -> Vec<channel::api::UnitStatus> {
         });
     }
     out
+}
+
+/// The watched backup profiles' last successes: each stamp file's
+/// modification time, `None` when it cannot be read (no success yet).
+pub fn backup_states(config: &OpsConfig) -> Vec<channel::api::BackupStatus> {
+    config
+        .backup_profiles
+        .iter()
+        .filter_map(|(name, p)| {
+            let stamp = p.stamp.as_ref()?;
+            let last_success_at = std::fs::metadata(stamp)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_millis()).ok());
+            Some(channel::api::BackupStatus {
+                profile: name.clone(),
+                last_success_at,
+            })
+        })
+        .collect()
 }
 
 async fn read_unit_state(cmd: &[String], unit: &str) -> Option<String> {
@@ -662,5 +703,44 @@ mod tests {
         // A directory is not a file.
         let (ok, _) = read(&cfg, &allowed);
         assert!(!ok);
+    }
+
+    #[test]
+    fn watched_backup_profiles_report_their_stamp_files() {
+        let root = tempfile::tempdir().unwrap();
+        let stamp = root.path().join("nightly.ok");
+        std::fs::write(&stamp, "").unwrap();
+        let profile = |stamp: Option<PathBuf>| ProfileConfig {
+            command: vec!["/bin/true".into()],
+            env: BTreeMap::new(),
+            stamp,
+        };
+        let mut cfg = OpsConfig::default();
+        cfg.backup_profiles
+            .insert("nightly".into(), profile(Some(stamp.clone())));
+        cfg.backup_profiles.insert(
+            "weekly".into(),
+            profile(Some(root.path().join("weekly.ok"))),
+        );
+        cfg.backup_profiles.insert("adhoc".into(), profile(None));
+        assert_eq!(cfg.check(), Ok(()));
+        let states = backup_states(&cfg);
+        assert_eq!(states.len(), 2, "only profiles with a stamp are watched");
+        let mtime = std::fs::metadata(&stamp)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert_eq!(states[0].profile, "nightly");
+        assert_eq!(states[0].last_success_at, Some(mtime));
+        assert_eq!(states[1].profile, "weekly");
+        assert_eq!(states[1].last_success_at, None, "no stamp yet");
+        // A relative stamp is refused at load.
+        cfg.backup_profiles
+            .insert("rel".into(), profile(Some(PathBuf::from("nightly.ok"))));
+        let err = cfg.check().unwrap_err();
+        assert!(err.contains("backup_profiles.rel.stamp"), "{err}");
     }
 }

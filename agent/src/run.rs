@@ -57,10 +57,12 @@ impl MetricsTask {
         self.backlog.push(sample);
     }
 
-    /// Takes one sample with the watched units' states into the backlog.
+    /// Takes one sample with the watched units' states and backup profiles'
+    /// last successes into the backlog.
     pub async fn collect_with_units(&mut self, now_ms: i64, ops: &crate::ops::OpsConfig) {
         let mut sample = self.sampler.collect_sample(now_ms);
         sample.units = crate::ops::unit_states(ops).await;
+        sample.backups = crate::ops::backup_states(ops);
         self.backlog.push(sample);
     }
 

@@ -191,6 +191,20 @@ pub struct MetricSample {
     /// The watched units' states (`systemctl is-active`), when the agent watches any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub units: Vec<UnitStatus>,
+    /// The watched backup profiles' last successful runs (the mtime of each
+    /// profile's stamp file), when the agent watches any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<BackupStatus>,
+}
+
+/// One watched backup profile in a sample.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupStatus {
+    pub profile: String,
+    /// Unix milliseconds of the last success; `None` when the stamp file
+    /// does not exist (no successful run yet).
+    pub last_success_at: Option<i64>,
 }
 
 /// One watched unit's state in a sample.
@@ -204,6 +218,8 @@ pub struct UnitStatus {
 
 /// Most watched units one sample reports.
 pub const MAX_SAMPLE_UNITS: usize = 64;
+/// Most watched backup profiles one sample reports.
+pub const MAX_SAMPLE_BACKUPS: usize = 64;
 
 /// `POST /agent/v1/metrics` (mTLS + JWT): one sample, or a backlog after an
 /// outage (oldest first). Written in one transaction; resending is harmless.

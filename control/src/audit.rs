@@ -229,53 +229,92 @@ pub async fn append(
     event: Event,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    // Serialise appends per organisation so two writers never fork the chain.
-    tx.lock_org(event.org).await?;
-    let head = sqlx::query(
-        "SELECT seq, hash FROM audit_events WHERE org_id = $1 ORDER BY seq DESC LIMIT 1",
-    )
-    .bind(event.org.0)
-    .fetch_optional(tx.conn())
-    .await?;
-    let (seq, prev_hash) = match head {
-        Some(row) => (
-            row.try_get::<i64, _>("seq")? + 1,
-            row.try_get::<String, _>("hash")?,
-        ),
-        None => (1, GENESIS.to_string()),
-    };
-    let details = event.details.to_string();
-    let fields = Fields {
-        org: event.org.0,
-        seq,
-        at: now.0,
-        actor_user_id: actor.user.map(|u| u.0),
-        actor: &actor.label,
-        ip: &actor.ip,
-        user_agent: &actor.user_agent,
-        action: event.action.as_str(),
-        target: &event.target,
-        details: &details,
-    };
-    let hash = chain_hash(&prev_hash, &fields);
-    sqlx::query(
-        "INSERT INTO audit_events (org_id, seq, at, actor_user_id, actor, ip, user_agent, action, target, details, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(fields.org)
-    .bind(fields.seq)
-    .bind(fields.at)
-    .bind(fields.actor_user_id)
-    .bind(fields.actor)
-    .bind(fields.ip)
-    .bind(fields.user_agent)
-    .bind(fields.action)
-    .bind(fields.target)
-    .bind(fields.details)
-    .bind(&prev_hash)
-    .bind(&hash)
-    .execute(tx.conn())
-    .await?;
+    append_many(tx, vec![(actor.clone(), event)], now).await
+}
+
+/// Events one multi-row insert writes (12 values each).
+const INSERT_ROWS: usize = 200;
+
+/// Appends events in the given order, each to its organisation's chain,
+/// inside the caller's transaction: per organisation one read of the head
+/// and multi-row inserts, so a batch of agent reports costs a few statements.
+pub async fn append_many(
+    tx: &mut Tx,
+    entries: Vec<(AuditActor, Event)>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut orgs: Vec<OrgId> = Vec::new();
+    for (_, e) in &entries {
+        if !orgs.contains(&e.org) {
+            orgs.push(e.org);
+        }
+    }
+    for org in orgs {
+        // Serialise appends per organisation so two writers never fork the chain.
+        tx.lock_org(org).await?;
+        let head = sqlx::query(
+            "SELECT seq, hash FROM audit_events WHERE org_id = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(org.0)
+        .fetch_optional(tx.conn())
+        .await?;
+        let (mut seq, mut prev_hash) = match head {
+            Some(row) => (
+                row.try_get::<i64, _>("seq")?,
+                row.try_get::<String, _>("hash")?,
+            ),
+            None => (0, GENESIS.to_string()),
+        };
+        let mut rows = Vec::new();
+        for (actor, event) in entries.iter().filter(|(_, e)| e.org == org) {
+            seq += 1;
+            let details = event.details.to_string();
+            let fields = Fields {
+                org: org.0,
+                seq,
+                at: now.0,
+                actor_user_id: actor.user.map(|u| u.0),
+                actor: &actor.label,
+                ip: &actor.ip,
+                user_agent: &actor.user_agent,
+                action: event.action.as_str(),
+                target: &event.target,
+                details: &details,
+            };
+            let hash = chain_hash(&prev_hash, &fields);
+            rows.push((
+                seq,
+                actor,
+                event,
+                details,
+                std::mem::replace(&mut prev_hash, hash.clone()),
+                hash,
+            ));
+        }
+        for part in rows.chunks(INSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO audit_events (org_id, seq, at, actor_user_id, actor, ip, user_agent, action, target, details, prev_hash, hash) VALUES {}",
+                crate::store::placeholders(part.len(), 12)
+            );
+            let mut q = sqlx::query(&sql);
+            for (seq, actor, event, details, prev, hash) in part {
+                q = q
+                    .bind(org.0)
+                    .bind(*seq)
+                    .bind(now.0)
+                    .bind(actor.user.map(|u| u.0))
+                    .bind(actor.label.as_str())
+                    .bind(actor.ip.as_str())
+                    .bind(actor.user_agent.as_str())
+                    .bind(event.action.as_str())
+                    .bind(event.target.as_str())
+                    .bind(details.as_str())
+                    .bind(prev.as_str())
+                    .bind(hash.as_str());
+            }
+            q.execute(tx.conn()).await?;
+        }
+    }
     Ok(())
 }
 

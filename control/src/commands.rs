@@ -253,86 +253,152 @@ pub async fn take_pending(
     session: &AgentSession,
     now: Timestamp,
 ) -> Result<Taken, ControlError> {
-    let agent = session.agent();
+    // The long-poll calls this on every wake-up: a plain read first, so an
+    // agent with nothing queued never takes the write lock.
+    if !any_open(store, session.agent()).await? {
+        return Ok(Taken::default());
+    }
+    let mut taken = take_pending_all(store, &[session.agent().clone()], now).await?;
+    Ok(taken.pop().unwrap_or_default())
+}
+
+/// Whether the agent has a queued or delivered command: a plain read.
+pub async fn any_open(store: &Store, agent: &AgentId) -> Result<bool, ControlError> {
+    Ok(sqlx::query(ANY_OPEN_SQL)
+        .bind(&agent.0)
+        .bind(CommandState::Queued.as_str())
+        .bind(CommandState::Delivered.as_str())
+        .fetch_optional(store.pool())
+        .await?
+        .is_some())
+}
+
+/// The open commands of `n` agents (`$1`, `$2`: queued and delivered).
+pub(crate) fn pending_sql(n: usize) -> String {
+    format!(
+        "SELECT agent_id, id, seq, kind, args, state, created_at, expires_at, origin, plan_hash, approval, operation_id \
+         FROM commands WHERE state IN ($1, $2) AND agent_id IN ({}) ORDER BY agent_id, seq",
+        crate::store::list(n, 3)
+    )
+}
+
+/// `n` reported commands with their operation targets.
+pub(crate) fn finishing_sql(n: usize) -> String {
+    format!(
+        "SELECT c.id AS id, c.agent_id AS agent_id, c.kind AS kind, c.state AS state, c.seq AS seq, \
+         c.delivered_at AS delivered_at, c.operation_id AS operation_id, \
+         c.cancel_requested_at AS cancel_requested_at, t.state AS target_state, o.org_id AS op_org \
+         FROM commands c LEFT JOIN operation_targets t ON t.command_id = c.id \
+         LEFT JOIN operations o ON o.id = t.operation_id WHERE c.id IN ({})",
+        crate::store::list(n, 1)
+    )
+}
+
+#[derive(sqlx::FromRow)]
+struct PendingRow {
+    agent_id: String,
+    #[sqlx(flatten)]
+    command: QueuedRow,
+}
+
+/// [`take_pending`] for several agents in one transaction (the long-polls a
+/// fan-out wakes together); one [`Taken`] per agent, in order, the whole
+/// batch's agents to wake on the first.
+pub async fn take_pending_all(
+    store: &Store,
+    agents: &[AgentId],
+    now: Timestamp,
+) -> Result<Vec<Taken>, ControlError> {
     let (queued, delivered) = (
         CommandState::Queued.as_str(),
         CommandState::Delivered.as_str(),
     );
-    // The long-poll calls this on every wake-up: a plain read first, so an
-    // agent with nothing queued never takes the write lock.
-    let any = sqlx::query(ANY_OPEN_SQL)
-        .bind(&agent.0)
-        .bind(queued)
-        .bind(delivered)
-        .fetch_optional(store.pool())
-        .await?;
-    if any.is_none() {
-        return Ok(Taken::default());
-    }
     let mut tx = store.begin().await?;
-    let mut wake = Vec::new();
-    let past: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT id, operation_id FROM commands WHERE agent_id = $1 AND expires_at <= $2 \
-         AND (state = $3 OR (state = $4 AND operation_id IS NULL))",
-    )
-    .bind(&agent.0)
-    .bind(now.0)
-    .bind(queued)
-    .bind(delivered)
-    .fetch_all(tx.conn())
-    .await?;
-    for (id, operation) in &past {
-        sqlx::query("UPDATE commands SET state = $1, finished_at = $2 WHERE id = $3")
-            .bind(CommandState::Expired.as_str())
-            .bind(now.0)
-            .bind(id)
-            .execute(tx.conn())
-            .await?;
-        if operation.is_some() {
-            wake.extend(
-                dispatch::command_finished(
-                    &mut tx,
-                    id,
-                    TargetState::Expired,
-                    Some("The approval expired before the agent took the command."),
-                    now,
-                )
-                .await?,
-            );
+    let mut rows: Vec<PendingRow> = Vec::new();
+    for part in agents.chunks(BATCH_ROWS) {
+        let sql = pending_sql(part.len());
+        let mut q = sqlx::query_as::<_, PendingRow>(&sql)
+            .bind(queued)
+            .bind(delivered);
+        for a in part {
+            q = q.bind(a.0.as_str());
         }
+        rows.extend(q.fetch_all(tx.conn()).await?);
     }
-    let rows: Vec<QueuedRow> = sqlx::query_as(
-        "SELECT id, seq, kind, args, state, created_at, expires_at, origin, plan_hash, approval, operation_id \
-         FROM commands WHERE agent_id = $1 AND state IN ($2, $3) AND expires_at > $4 ORDER BY seq",
-    )
-    .bind(&agent.0)
-    .bind(queued)
-    .bind(delivered)
-    .bind(now.0)
-    .fetch_all(tx.conn())
-    .await?;
-    let mut commands = Vec::with_capacity(rows.len());
-    for row in rows {
+    let mut wake = Vec::new();
+    let mut running: Vec<(OperationId, AgentId)> = Vec::new();
+    let mut by_agent: std::collections::HashMap<String, Vec<QueuedCommand>> =
+        std::collections::HashMap::new();
+    for PendingRow {
+        agent_id,
+        command: row,
+    } in rows
+    {
+        if row.expires_at <= now.0 {
+            // Past its deadline: expired, unless it is an operation's command
+            // already delivered (the sweep gives the agent a grace period).
+            if row.state == delivered && row.operation_id.is_some() {
+                continue;
+            }
+            sqlx::query("UPDATE commands SET state = $1, finished_at = $2 WHERE id = $3")
+                .bind(CommandState::Expired.as_str())
+                .bind(now.0)
+                .bind(&row.id)
+                .execute(tx.conn())
+                .await?;
+            if row.operation_id.is_some() {
+                wake.extend(
+                    dispatch::command_finished(
+                        &mut tx,
+                        &row.id,
+                        TargetState::Expired,
+                        Some("The approval expired before the agent took the command."),
+                        now,
+                    )
+                    .await?,
+                );
+            }
+            continue;
+        }
         if row.state == queued {
             if let Some(op) = &row.operation_id {
-                dispatch::mark_running(&mut tx, &OperationId(op.clone()), agent, now).await?;
+                running.push((OperationId(op.clone()), AgentId(agent_id.clone())));
             }
         }
-        commands.push(row.into_command()?);
+        by_agent
+            .entry(agent_id)
+            .or_default()
+            .push(row.into_command()?);
     }
-    if !commands.is_empty() {
-        sqlx::query(
-            "UPDATE commands SET state = $1, delivered_at = COALESCE(delivered_at, $2) WHERE agent_id = $3 AND state = $4 AND expires_at > $2",
-        )
-        .bind(delivered)
-        .bind(now.0)
-        .bind(&agent.0)
-        .bind(queued)
-        .execute(tx.conn())
-        .await?;
+    dispatch::mark_running(&mut tx, &running, now).await?;
+    let taking: Vec<&AgentId> = agents
+        .iter()
+        .filter(|a| by_agent.contains_key(&a.0))
+        .collect();
+    for part in taking.chunks(BATCH_ROWS) {
+        let sql = format!(
+            "UPDATE commands SET state = $1, delivered_at = COALESCE(delivered_at, $2) \
+             WHERE state = $3 AND expires_at > $2 AND agent_id IN ({})",
+            crate::store::list(part.len(), 4)
+        );
+        let mut q = sqlx::query(&sql).bind(delivered).bind(now.0).bind(queued);
+        for a in part {
+            q = q.bind(a.0.as_str());
+        }
+        q.execute(tx.conn()).await?;
     }
     tx.commit().await?;
-    Ok(Taken { commands, wake })
+    let mut out: Vec<Taken> = agents
+        .iter()
+        .map(|a| Taken {
+            commands: by_agent.remove(&a.0).unwrap_or_default(),
+            wake: Vec::new(),
+        })
+        .collect();
+    if let Some(first) = out.first_mut() {
+        first.wake = wake;
+    }
+    Ok(out)
 }
 
 /// Part of a running command's output, as the agent sent it.
@@ -343,16 +409,22 @@ pub struct Chunk<'a> {
     pub text: &'a str,
 }
 
-/// Keeps a live output chunk of one of the agent's own running commands
-/// (once per index, within [`MAX_LIVE_OUTPUT_BYTES`]) and answers whether the
-/// command was cancelled meanwhile. An empty chunk is a keep-alive: nothing
-/// is written.
-pub async fn append_output(
+/// A live output chunk to keep, checked by [`check_output`].
+pub struct KeptChunk {
+    pub command: String,
+    pub index: u32,
+    pub text: String,
+}
+
+/// Checks a live output chunk against one of the agent's own commands:
+/// answers whether the command was cancelled meanwhile, and the chunk to keep
+/// ([`keep_output`]) while the command runs. An empty chunk is a keep-alive:
+/// nothing is kept.
+pub async fn check_output(
     store: &Store,
     session: &AgentSession,
     chunk: Chunk<'_>,
-    now: Timestamp,
-) -> Result<bool, ControlError> {
+) -> Result<(bool, Option<KeptChunk>), ControlError> {
     let agent = session.agent();
     let row = sqlx::query(
         "SELECT state, seq, cancel_requested_at FROM commands WHERE id = $1 AND agent_id = $2",
@@ -377,30 +449,40 @@ pub async fn append_output(
         || row
             .try_get::<Option<i64>, _>("cancel_requested_at")?
             .is_some();
-    if chunk.text.is_empty() || state != CommandState::Delivered {
-        return Ok(cancel);
-    }
+    let keep = (!chunk.text.is_empty() && state == CommandState::Delivered).then(|| KeptChunk {
+        command: chunk.command.to_string(),
+        index: chunk.index,
+        text: chunk.text.to_string(),
+    });
+    Ok((cancel, keep))
+}
+
+/// Keeps live output chunks in one transaction, each once per index and
+/// within [`MAX_LIVE_OUTPUT_BYTES`] per command (a chunk past the cap is
+/// dropped; the final result still carries the output's end).
+pub async fn keep_output(
+    store: &Store,
+    chunks: &[KeptChunk],
+    now: Timestamp,
+) -> Result<(), ControlError> {
     let mut tx = store.begin().await?;
-    let kept: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(SUM(LENGTH(text)), 0) FROM command_output WHERE command_id = $1",
-    )
-    .bind(chunk.command)
-    .fetch_one(tx.conn())
-    .await?;
-    if kept + chunk.text.len() as i64 <= MAX_LIVE_OUTPUT_BYTES {
+    for c in chunks {
         sqlx::query(
-            "INSERT INTO command_output (command_id, idx, text, at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO command_output (command_id, idx, text, at) SELECT $1, $2, $3, $4 \
+             WHERE (SELECT COALESCE(SUM(LENGTH(text)), 0) FROM command_output WHERE command_id = $1) + $5 <= $6 \
              ON CONFLICT (command_id, idx) DO NOTHING",
         )
-        .bind(chunk.command)
-        .bind(i64::from(chunk.index))
-        .bind(chunk.text)
+        .bind(&c.command)
+        .bind(i64::from(c.index))
+        .bind(&c.text)
         .bind(now.0)
+        .bind(c.text.len() as i64)
+        .bind(MAX_LIVE_OUTPUT_BYTES)
         .execute(tx.conn())
         .await?;
     }
     tx.commit().await?;
-    Ok(cancel)
+    Ok(())
 }
 
 /// A command's output for people: the agent's final report once it
@@ -430,10 +512,8 @@ pub struct Report<'a> {
     pub text: &'a str,
 }
 
-/// Records an agent's result for one of its own commands, and for an
-/// operation's command the target's outcome (which may send the next wave).
-/// A second report for a finished command is ignored (the agent may retry
-/// after a lost reply). Returns the agents to wake after the commit.
+/// Records an agent's result for one of its own commands: [`finish_all`]
+/// with one report. Returns the agents to wake after the commit.
 #[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn finish(
     store: &Store,
@@ -441,79 +521,175 @@ pub async fn finish(
     report: Report<'_>,
     now: Timestamp,
 ) -> Result<Vec<AgentId>, ControlError> {
-    let agent = session.agent();
-    let mut tx = store.begin().await?;
-    let row = sqlx::query(
-        "SELECT kind, state, seq, delivered_at, operation_id, cancel_requested_at FROM commands WHERE id = $1 AND agent_id = $2",
-    )
-    .bind(report.command)
-    .bind(&agent.0)
-    .fetch_optional(tx.conn())
-    .await?
-    .ok_or_else(|| ControlError::not_found("No such command for this agent."))?;
-    let kind = parse_kind(&row.try_get::<String, _>("kind")?)?;
-    let state = parse_state(&row.try_get::<String, _>("state")?)?;
-    let seq: i64 = row.try_get("seq")?;
-    let delivered: Option<i64> = row.try_get("delivered_at")?;
-    if u64::try_from(seq).ok() != Some(report.sequence) {
-        return Err(ControlError::invalid(
-            "The result's sequence number does not match its command.",
-        ));
-    }
-    let open = state.is_open() || (state == CommandState::Expired && delivered.is_some());
-    if !open {
-        return Ok(Vec::new());
-    }
-    let operation: Option<String> = row.try_get("operation_id")?;
-    let cancelled = row
-        .try_get::<Option<i64>, _>("cancel_requested_at")?
-        .is_some();
-    let new_state = if report.succeeded {
-        CommandState::Succeeded
-    } else {
-        CommandState::Failed
-    };
-    sqlx::query("UPDATE commands SET state = $1, finished_at = $2, result = $3 WHERE id = $4")
-        .bind(new_state.as_str())
-        .bind(now.0)
-        .bind(
-            report
-                .text
-                .chars()
-                .take(MAX_RESULT_CHARS)
-                .collect::<String>(),
-        )
-        .bind(report.command)
-        .execute(tx.conn())
-        .await?;
-    audit::append(
-        &mut tx,
-        &AuditActor::agent(agent),
-        Event::new(
-            session.org(),
-            AuditAction::CommandFinished,
-            format!("agent:{}", agent.0),
-            json!({ "command": report.command, "kind": kind.as_str(), "state": new_state.as_str(), "late": state == CommandState::Expired }),
-        ),
+    let mut outcome = finish_all(
+        store,
+        vec![AgentReport {
+            agent: session.agent().clone(),
+            org: session.org(),
+            command: report.command.to_string(),
+            sequence: report.sequence,
+            succeeded: report.succeeded,
+            text: report.text.to_string(),
+        }],
         now,
     )
     .await?;
-    let wake = if operation.is_some() {
-        let outcome = match (report.succeeded, cancelled) {
-            (true, _) => TargetState::Succeeded,
-            (false, true) => TargetState::Cancelled,
-            (false, false) => TargetState::Failed,
+    outcome
+        .pop()
+        .unwrap_or_else(|| Err(ControlError::Internal("a report had no outcome".into())))
+}
+
+/// An authenticated agent's report, owned, as a batch holds it.
+pub struct AgentReport {
+    pub agent: AgentId,
+    pub org: OrgId,
+    pub command: String,
+    pub sequence: u64,
+    pub succeeded: bool,
+    pub text: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct FinishRow {
+    id: String,
+    agent_id: String,
+    kind: String,
+    state: String,
+    seq: i64,
+    delivered_at: Option<i64>,
+    operation_id: Option<String>,
+    cancel_requested_at: Option<i64>,
+    target_state: Option<String>,
+    op_org: Option<i64>,
+}
+
+/// Commands one `IN (...)` list or multi-row statement names.
+const BATCH_ROWS: usize = 200;
+
+/// Records agents' results, each for one of the reporting agent's own
+/// commands at the sequence number it was queued with, in one transaction:
+/// the commands' states and texts, their audit events, and for operations'
+/// commands the targets' outcomes (which may send the next wave). A report
+/// for a finished command is ignored (the agent may retry after a lost
+/// reply). Returns one outcome per report, in order: the agents to wake
+/// after the commit (the whole batch's, on the first report that has any),
+/// or why the report was refused. A database failure fails the whole batch.
+pub async fn finish_all(
+    store: &Store,
+    reports: Vec<AgentReport>,
+    now: Timestamp,
+) -> Result<Vec<Result<Vec<AgentId>, ControlError>>, ControlError> {
+    let mut tx = store.begin().await?;
+    let mut ids: Vec<&str> = reports.iter().map(|r| r.command.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut rows = std::collections::HashMap::new();
+    for part in ids.chunks(BATCH_ROWS) {
+        let sql = finishing_sql(part.len());
+        let mut q = sqlx::query_as::<_, FinishRow>(&sql);
+        for id in part {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(tx.conn()).await? {
+            rows.insert(row.id.clone(), row);
+        }
+    }
+    let mut outcomes = Vec::with_capacity(reports.len());
+    let mut updates: Vec<(&str, CommandState, String)> = Vec::new();
+    let mut events = Vec::new();
+    let mut targets = Vec::new();
+    for report in &reports {
+        let Some(row) = rows
+            .get(&report.command)
+            .filter(|r| r.agent_id == report.agent.0)
+        else {
+            outcomes.push(Err(ControlError::not_found(
+                "No such command for this agent.",
+            )));
+            continue;
         };
-        dispatch::command_finished(&mut tx, report.command, outcome, None, now).await?
-    } else {
-        Vec::new()
-    };
-    sqlx::query("DELETE FROM command_output WHERE command_id = $1")
-        .bind(report.command)
-        .execute(tx.conn())
-        .await?;
+        if u64::try_from(row.seq).ok() != Some(report.sequence) {
+            outcomes.push(Err(ControlError::invalid(
+                "The result's sequence number does not match its command.",
+            )));
+            continue;
+        }
+        outcomes.push(Ok(Vec::new()));
+        let state = parse_state(&row.state)?;
+        let open =
+            state.is_open() || (state == CommandState::Expired && row.delivered_at.is_some());
+        if !open || updates.iter().any(|(id, _, _)| *id == report.command) {
+            continue;
+        }
+        let kind = parse_kind(&row.kind)?;
+        let new_state = if report.succeeded {
+            CommandState::Succeeded
+        } else {
+            CommandState::Failed
+        };
+        updates.push((
+            report.command.as_str(),
+            new_state,
+            report.text.chars().take(MAX_RESULT_CHARS).collect(),
+        ));
+        events.push((
+            AuditActor::agent(&report.agent),
+            Event::new(
+                report.org,
+                AuditAction::CommandFinished,
+                format!("agent:{}", report.agent.0),
+                json!({ "command": report.command, "kind": kind.as_str(), "state": new_state.as_str(), "late": state == CommandState::Expired }),
+            ),
+        ));
+        if let (Some(op), Some(org), Some(target)) =
+            (&row.operation_id, row.op_org, &row.target_state)
+        {
+            if target == TargetState::Dispatched.as_str() {
+                targets.push(dispatch::Finished {
+                    operation: OperationId(op.clone()),
+                    org: OrgId(org),
+                    agent: report.agent.clone(),
+                    command: report.command.clone(),
+                    outcome: match (report.succeeded, row.cancel_requested_at.is_some()) {
+                        (true, _) => TargetState::Succeeded,
+                        (false, true) => TargetState::Cancelled,
+                        (false, false) => TargetState::Failed,
+                    },
+                });
+            }
+        }
+    }
+    for part in updates.chunks(BATCH_ROWS) {
+        let sql = format!(
+            "UPDATE commands SET state = v.column2, finished_at = ${}, result = v.column3 \
+             FROM (VALUES {}) AS v WHERE commands.id = v.column1",
+            part.len() * 3 + 1,
+            crate::store::placeholders(part.len(), 3)
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, state, text) in part {
+            q = q.bind(*id).bind(state.as_str()).bind(text.as_str());
+        }
+        q.bind(now.0).execute(tx.conn()).await?;
+    }
+    audit::append_many(&mut tx, events, now).await?;
+    let wake = dispatch::targets_finished(&mut tx, &targets, None, now).await?;
+    for part in updates.chunks(BATCH_ROWS) {
+        let sql = format!(
+            "DELETE FROM command_output WHERE command_id IN ({})",
+            crate::store::list(part.len(), 1)
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, _, _) in part {
+            q = q.bind(*id);
+        }
+        q.execute(tx.conn()).await?;
+    }
     tx.commit().await?;
-    Ok(wake)
+    if let Some(first) = outcomes.iter_mut().find_map(|o| o.as_mut().ok()) {
+        *first = wake;
+    }
+    Ok(outcomes)
 }
 
 /// The state and result of one command of the caller's organisation.

@@ -29,7 +29,8 @@ use tokio::sync::Notify;
 use crate::access::Authorized;
 use crate::agents::{self, AgentSession, KeyAction, ManageAgents};
 use crate::audit::{self, AuditAction, Event};
-use crate::commands::{self, NewCommand, QueuedCommand, Report};
+use crate::batch::Batch;
+use crate::commands::{self, AgentReport, NewCommand, QueuedCommand};
 use crate::server_keys::ServerKeys;
 use crate::store::Store;
 use crate::{AgentId, CommandId, CommandKind, ControlError, Origin, Timestamp};
@@ -64,8 +65,17 @@ pub struct Delivery {
     keys: Arc<ServerKeys>,
     waiters: Mutex<HashMap<AgentId, Arc<Notify>>>,
     heartbeats: agents::Heartbeats,
+    /// Results waiting for their group commit.
+    results: Batch<AgentReport, Result<Vec<AgentId>, ControlError>>,
+    /// Long-polls waiting to take their commands, in one transaction.
+    takes: Batch<AgentId, Option<commands::Taken>>,
+    /// Live output chunks waiting for their group commit.
+    chunks: Batch<commands::KeptChunk, bool>,
     clock: fn() -> Timestamp,
 }
+
+/// Most results (or output chunks) one transaction records.
+const RESULTS_PER_BATCH: usize = 256;
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,6 +96,9 @@ impl Delivery {
             keys,
             waiters: Mutex::default(),
             heartbeats: agents::Heartbeats::default(),
+            results: Batch::new(RESULTS_PER_BATCH),
+            chunks: Batch::new(RESULTS_PER_BATCH),
+            takes: Batch::new(RESULTS_PER_BATCH),
             clock,
         }
     }
@@ -159,7 +172,14 @@ impl Delivery {
                     .await?;
             }
             first = false;
-            let taken = commands::take_pending(&self.store, &session, (self.clock)()).await?;
+            // A plain read first, so an agent with nothing queued never takes
+            // the write lock; the rest with the polls woken meanwhile, in one
+            // transaction (a fan-out wakes a thousand together).
+            let taken = if commands::any_open(&self.store, session.agent()).await? {
+                self.take(session.agent()).await?
+            } else {
+                commands::Taken::default()
+            };
             for agent in &taken.wake {
                 self.wake(agent);
             }
@@ -171,6 +191,33 @@ impl Delivery {
                 return Ok(Vec::new());
             }
         }
+    }
+
+    /// Takes the agent's pending commands with the other polls that take
+    /// theirs meanwhile, in one transaction.
+    async fn take(&self, agent: &AgentId) -> Result<commands::Taken, ControlError> {
+        let store = self.store.clone();
+        let now = (self.clock)();
+        self.takes
+            .submit(agent.clone(), move |agents| {
+                let store = store.clone();
+                async move {
+                    match commands::take_pending_all(&store, &agents, now).await {
+                        Ok(taken) => taken.into_iter().map(Some).collect(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "taking a batch of commands failed");
+                            agents.iter().map(|_| None).collect()
+                        }
+                    }
+                }
+            })
+            .await
+            .flatten()
+            .ok_or_else(|| {
+                ControlError::Unavailable(crate::StoreError::Corrupt(
+                    "the queue could not be read".into(),
+                ))
+            })
     }
 
     /// Seals (or, in classical fallback, signs) the commands in sequence
@@ -242,18 +289,37 @@ impl Delivery {
             ResultStatus::TimedOut => format!("Timed out on the agent. {output}"),
             ResultStatus::Refused => format!("Refused by the agent's local policy. {output}"),
         };
-        let wake = commands::finish(
-            &self.store,
-            session,
-            Report {
-                command: &header.command_id,
-                sequence: header.sequence,
-                succeeded: header.status == ResultStatus::Succeeded,
-                text: &text,
-            },
-            now,
-        )
-        .await?;
+        let report = AgentReport {
+            agent: session.agent().clone(),
+            org: session.org(),
+            command: header.command_id.clone(),
+            sequence: header.sequence,
+            succeeded: header.status == ResultStatus::Succeeded,
+            text,
+        };
+        // Recorded with the other results that arrive meanwhile, in one
+        // transaction (a fan-out's results arrive together).
+        let store = self.store.clone();
+        let wake = self
+            .results
+            .submit(report, move |reports| {
+                let store = store.clone();
+                async move {
+                    match commands::finish_all(&store, reports, now).await {
+                        Ok(outcomes) => outcomes,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "recording a batch of results failed");
+                            Vec::new()
+                        }
+                    }
+                }
+            })
+            .await
+            .ok_or_else(|| {
+                ControlError::Unavailable(crate::StoreError::Corrupt(
+                    "the result could not be recorded".into(),
+                ))
+            })??;
         for agent in &wake {
             self.wake(agent);
         }
@@ -282,7 +348,7 @@ impl Delivery {
         .map_err(|e| ControlError::invalid(format!("The output chunk was refused: {e}.")))?;
         let header = opened.header();
         let text = String::from_utf8_lossy(opened.output());
-        let cancel = commands::append_output(
+        let (cancel, keep) = commands::check_output(
             &self.store,
             session,
             commands::Chunk {
@@ -291,9 +357,30 @@ impl Delivery {
                 index: header.index,
                 text: &text,
             },
-            now,
         )
         .await?;
+        if let Some(keep) = keep {
+            // Kept with the other chunks that arrive meanwhile, in one transaction.
+            let store = self.store.clone();
+            self.chunks
+                .submit(keep, move |chunks| {
+                    let store = store.clone();
+                    async move {
+                        let kept = commands::keep_output(&store, &chunks, now).await;
+                        if let Err(e) = &kept {
+                            tracing::warn!(error = %e, "keeping a batch of output chunks failed");
+                        }
+                        chunks.iter().map(|_| kept.is_ok()).collect()
+                    }
+                })
+                .await
+                .filter(|kept| *kept)
+                .ok_or_else(|| {
+                    ControlError::Unavailable(crate::StoreError::Corrupt(
+                        "the output chunk could not be kept".into(),
+                    ))
+                })?;
+        }
         if self.heartbeats.record(session, tls_group, now) {
             agents::touch(&self.store, session, tls_group, now).await?;
         }

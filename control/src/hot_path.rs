@@ -84,6 +84,21 @@ pub fn queries() -> Vec<HotQuery> {
             params: vec![Int(0), Int(500)],
         },
         HotQuery {
+            name: "AI Pilot: backups due",
+            sql: crate::operations::pilot::BACKUP_DUE_SQL.into(),
+            params: vec![Int(0), Int(500)],
+        },
+        HotQuery {
+            name: "batched poll: open commands of two agents",
+            sql: crate::commands::pending_sql(2),
+            params: vec![Text(queued), Text(delivered), Text("agt_0"), Text("agt_1")],
+        },
+        HotQuery {
+            name: "batched results: two commands with their targets",
+            sql: crate::commands::finishing_sql(2),
+            params: vec![Text("cmd_0"), Text("cmd_1")],
+        },
+        HotQuery {
             name: "safe delete: servers due for purging",
             sql: crate::agents::deletion::DUE_SQL.into(),
             params: vec![Int(0)],

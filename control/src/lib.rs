@@ -18,6 +18,8 @@ pub mod agents;
 #[cfg(feature = "server")]
 pub mod audit;
 #[cfg(feature = "server")]
+mod batch;
+#[cfg(feature = "server")]
 pub mod ca;
 #[cfg(feature = "server")]
 pub mod commands;

@@ -37,6 +37,7 @@ fn valid(s: &MetricSample, now: Timestamp) -> bool {
         && s.mem_used_bytes <= s.mem_total_bytes
         && s.disks.len() <= 64
         && s.units.len() <= channel::api::MAX_SAMPLE_UNITS
+        && s.backups.len() <= channel::api::MAX_SAMPLE_BACKUPS
         && s.disks
             .iter()
             .all(|d| d.used_bytes <= d.total_bytes && d.mount.len() <= 256)
@@ -129,11 +130,15 @@ pub async fn record(
 
 /// Disk usage above which the AI Pilot starts counting.
 pub const DISK_HIGH_PCT: f64 = 90.0;
+/// Hours without a successful backup after which the AI Pilot proposes one.
+pub const BACKUP_DUE_HOURS: i64 = 26;
 
 /// Keeps what the AI Pilot reads from the newest sample on the agent row:
 /// each watched unit's state and since when it has been in it, and since
-/// when the fullest disk has been above [`DISK_HIGH_PCT`]. Units or states
-/// that break the catalogue's patterns are ignored. Writes only on change.
+/// when the fullest disk has been above [`DISK_HIGH_PCT`], and each watched
+/// backup profile's last success with when the stalest becomes due
+/// ([`BACKUP_DUE_HOURS`] later). Units, states or profiles that break the
+/// catalogue's patterns are ignored. Writes only on change.
 async fn record_conditions(
     tx: &mut crate::store::Tx,
     agent: &AgentSession,
@@ -141,7 +146,7 @@ async fn record_conditions(
 ) -> Result<(), ControlError> {
     use sqlx::Row;
     let row = sqlx::query(
-        "SELECT unit_states, disk_high_since, disk_high_mount FROM agents WHERE id = $1",
+        "SELECT unit_states, disk_high_since, disk_high_mount, backups FROM agents WHERE id = $1",
     )
     .bind(&agent.agent().0)
     .fetch_one(tx.conn())
@@ -183,6 +188,38 @@ async fn record_conditions(
         sqlx::query("UPDATE agents SET unit_states = $1, units_failed_since = $2 WHERE id = $3")
             .bind(json)
             .bind(failed_since)
+            .bind(&agent.agent().0)
+            .execute(tx.conn())
+            .await?;
+    }
+    let old_backups: crate::BackupStates = row
+        .try_get::<Option<String>, _>("backups")?
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default();
+    let mut backups = crate::BackupStates::new();
+    for b in &latest.backups {
+        if channel::ops::check_profile(&b.profile).is_err() {
+            continue;
+        }
+        // A stamp from the future (a skewed clock) counts as of the sample.
+        let last_success = b.last_success_at.map(|t| Timestamp(t.min(latest.at)));
+        let seen = old_backups
+            .get(&b.profile)
+            .map_or(Timestamp(latest.at), |o| o.seen);
+        backups.insert(b.profile.clone(), crate::BackupState { last_success, seen });
+    }
+    if backups != old_backups {
+        let json = (!backups.is_empty())
+            .then(|| serde_json::to_string(&backups))
+            .transpose()
+            .map_err(ControlError::internal)?;
+        let due = backups
+            .values()
+            .map(|b| b.since().plus_secs(BACKUP_DUE_HOURS * 3600).0)
+            .min();
+        sqlx::query("UPDATE agents SET backups = $1, backup_due_at = $2 WHERE id = $3")
+            .bind(json)
+            .bind(due)
             .bind(&agent.agent().0)
             .execute(tx.conn())
             .await?;

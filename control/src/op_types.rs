@@ -199,6 +199,25 @@ pub struct UnitState {
 /// Watched units by name.
 pub type UnitStates = std::collections::BTreeMap<String, UnitState>;
 
+/// A watched backup profile: its last success as the agent reports it, and
+/// when the control plane first heard of the profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupState {
+    pub last_success: Option<Timestamp>,
+    pub seen: Timestamp,
+}
+
+impl BackupState {
+    /// Since when no success is known: the last one, or else when the
+    /// profile was first reported.
+    pub fn since(&self) -> Timestamp {
+        self.last_success.unwrap_or(self.seen)
+    }
+}
+
+/// Watched backup profiles by name.
+pub type BackupStates = std::collections::BTreeMap<String, BackupState>;
+
 /// What the AI Pilot found on a server, and what became of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FindingView {

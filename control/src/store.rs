@@ -61,6 +61,35 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// `rows` groups of `cols` numbered placeholders for a multi-row
+/// `VALUES` list: `($1, $2), ($3, $4)` for 2 × 2.
+pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * cols + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// `n` numbered placeholders from `$first` for an `IN (...)` list.
+pub(crate) fn list(n: usize, first: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Store {
     /// Connects and applies the embedded migrations of the URL's dialect.
     /// The URL is never logged: it may carry a password.
@@ -210,4 +239,14 @@ fn sqlite_file(url: &str) -> Option<&std::path::Path> {
 /// Whether an error is a unique-constraint violation (for clean "already exists" answers).
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_number_rows_and_lists() {
+        assert_eq!(super::placeholders(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(super::placeholders(1, 3), "($1, $2, $3)");
+        assert_eq!(super::list(3, 4), "$4, $5, $6");
+    }
 }

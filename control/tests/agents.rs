@@ -383,6 +383,7 @@ async fn metrics_are_batched_rolled_up_and_expired(db: TestDb) {
         net_tx_bytes_per_sec: 2.0,
         load: [0.1, 0.2, 0.3],
         units: Vec::new(),
+        backups: Vec::new(),
     };
     // Two samples in one 5-minute bucket, one in the next, one too old, one impossible.
     let b0 = now.0 - 10_000 - 600_000;

@@ -861,6 +861,7 @@ fn sample(at: i64, unit_state: &str, disk_pct: u64) -> channel::api::MetricSampl
             unit: "nginx.service".into(),
             state: unit_state.into(),
         }],
+        backups: Vec::new(),
     }
 }
 
@@ -1142,7 +1143,229 @@ async fn labels_select_the_targets_of_a_fleet_operation(db: TestDb) {
     );
 }
 
+/// The long-polls and results a fan-out brings at once are taken and
+/// recorded in batches: each agent gets only its own command, each report is
+/// judged on its own (another agent's command, a wrong sequence number, a
+/// repeat), and the history and the audit chain hold one entry per target.
+async fn batches_of_polls_and_results_keep_each_agent_apart(db: TestDb) {
+    let o = org(&db).await;
+    let mut servers = Vec::new();
+    for _ in 0..12 {
+        servers.push(server(&db, &o).await);
+    }
+    let idle = server(&db, &o).await;
+    let now = Timestamp::now();
+    let id = operations::propose(
+        &o.member2.authorize().unwrap(),
+        Proposal {
+            op: restart(),
+            targets: servers.iter().map(|s| s.agent.clone()).collect(),
+            reason: "restart everywhere".into(),
+            idempotency_key: None,
+            parallel: Parallel::Unlimited,
+            error_threshold: 100,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    approve(&o, &o.member, &id, now).await.unwrap();
+    let before = actions(&o).await.len();
+
+    let mut agents: Vec<AgentId> = servers.iter().map(|s| s.agent.clone()).collect();
+    agents.push(idle.agent.clone());
+    let taken = commands::take_pending_all(&db.store, &agents, now)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 13);
+    assert!(taken[12].commands.is_empty(), "the idle agent gets nothing");
+    let commands: Vec<_> = taken[..12]
+        .iter()
+        .map(|t| {
+            assert_eq!(t.commands.len(), 1);
+            t.commands[0].clone()
+        })
+        .collect();
+    let mut ids: Vec<_> = commands.iter().map(|c| c.id.0.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "one command per agent");
+    assert_eq!(state(&o.owner, &id).await.state, OperationState::Running);
+    // Taken again in the same batch call: delivered, not marked running twice.
+    commands::take_pending_all(&db.store, &agents[..1], now)
+        .await
+        .unwrap();
+
+    let report = |i: usize, agent: usize, sequence: u64, succeeded: bool| commands::AgentReport {
+        agent: servers[agent].agent.clone(),
+        org: o.owner.org(),
+        command: commands[i].id.0.clone(),
+        sequence,
+        succeeded,
+        text: format!("target {i}"),
+    };
+    let mut reports: Vec<_> = (0..12)
+        .map(|i| report(i, i, commands[i].seq, i % 2 == 0))
+        .collect();
+    reports.push(report(0, 0, commands[0].seq, false)); // a repeat: ignored
+    reports.push(report(1, 0, commands[1].seq, true)); // another agent's command
+    reports.push(report(2, 2, commands[2].seq + 1, true)); // wrong sequence
+    let outcomes = commands::finish_all(&db.store, reports, now).await.unwrap();
+    assert_eq!(outcomes.len(), 15);
+    assert!(outcomes[..13].iter().all(|o| o.is_ok()), "{outcomes:?}");
+    assert!(
+        matches!(&outcomes[13], Err(ControlError::NotFound(_))),
+        "{:?}",
+        outcomes[13]
+    );
+    assert!(
+        matches!(&outcomes[14], Err(ControlError::Invalid(m)) if m.contains("sequence")),
+        "{:?}",
+        outcomes[14]
+    );
+
+    let view = state(&o.owner, &id).await;
+    assert_eq!(view.state, OperationState::Failed, "six targets failed");
+    let count = |st: TargetState| view.targets.iter().filter(|t| t.state == st).count();
+    assert_eq!(
+        (count(TargetState::Succeeded), count(TargetState::Failed)),
+        (6, 6)
+    );
+    let first = control::commands::output(&o.owner.authorize().unwrap(), &commands[0].id, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.as_deref(),
+        Some("target 0"),
+        "the first report counts, not the repeat"
+    );
+    let timeline = operations::timeline(&o.owner.authorize().unwrap(), &id)
+        .await
+        .unwrap();
+    for st in ["running", "succeeded", "failed"] {
+        let n = timeline
+            .iter()
+            .filter(|e| e.agent.is_some() && e.state == st)
+            .count();
+        assert_eq!(n, if st == "running" { 12 } else { 6 }, "{st}");
+    }
+    let acts = actions(&o).await;
+    let finished = acts[..acts.len() - before]
+        .iter()
+        .filter(|a| *a == "command.finished")
+        .count();
+    assert_eq!(finished, 12, "one audit event per result");
+    assert!(audit::verify(&o.owner.authorize().unwrap())
+        .await
+        .unwrap()
+        .intact());
+}
+
+/// A watched backup profile whose stamp is 26 hours old, or missing for 26
+/// hours, gets one `run_backup` proposal per stale success; a newer success
+/// that goes stale again is a new condition. Profiles the agent does not
+/// offer are left alone.
+async fn the_pilot_proposes_a_backup_after_26_hours(db: TestDb) {
+    let o = org(&db).await;
+    let (stale, missing) = (server(&db, &o).await, server(&db, &o).await);
+    let hour = 3600;
+    let t0 = Timestamp::now().plus_secs(-40 * hour);
+    let report = |srv: &Server, at: Timestamp, last: Option<Timestamp>| {
+        let fingerprint = srv.fingerprint.clone();
+        let store = db.store.clone();
+        async move {
+            let session = agents::authenticate(&store, &fingerprint, at)
+                .await
+                .unwrap();
+            let mut s = sample(at.0, "active", 50);
+            s.backups = vec![
+                channel::api::BackupStatus {
+                    profile: "nightly".into(),
+                    last_success_at: last.map(|t| t.0),
+                },
+                // Not a profile the agent offers: never proposed.
+                channel::api::BackupStatus {
+                    profile: "weekly".into(),
+                    last_success_at: None,
+                },
+            ];
+            control::metrics::record(&store, &session, &[s], at)
+                .await
+                .unwrap();
+        }
+    };
+    let last = t0.plus_secs(-25 * hour);
+    report(&stale, t0, Some(last)).await;
+    report(&missing, t0.plus_secs(-23 * hour - 1800), None).await;
+    report(&missing, t0, None).await;
+    assert!(pilot::evaluate(&db.store, t0).await.unwrap().is_empty());
+
+    let t1 = t0.plus_secs(2 * hour);
+    report(&stale, t1, Some(last)).await;
+    let outcomes = pilot::evaluate(&db.store, t1).await.unwrap();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    let pending = operations::pending(&o.owner.authorize().unwrap(), 50)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    let p = &pending[0];
+    assert_eq!((p.kind, p.origin), (OpKind::RunBackup, Origin::Pilot));
+    assert_eq!(p.targets[0].agent, stale.agent);
+    assert_eq!(p.reason, "no successful backup (nightly) for 27 h");
+    assert!(p.evidence.as_deref().unwrap().contains("stamp file"));
+    // The same stale success: nothing new, however often the rules run.
+    let t2 = t1.plus_secs(hour);
+    report(&missing, t2, None).await;
+    let outcomes = pilot::evaluate(&db.store, t2).await.unwrap();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, pilot::Outcome::Proposed(_)))
+            .count(),
+        1,
+        "the missing stamp, first reported 26.5 h before: {outcomes:?}"
+    );
+    assert!(outcomes.contains(&pilot::Outcome::AlreadyProposed));
+    let pending = operations::pending(&o.owner.authorize().unwrap(), 50)
+        .await
+        .unwrap();
+    let missing_op = pending
+        .iter()
+        .find(|p| p.targets[0].agent == missing.agent)
+        .unwrap();
+    assert!(
+        missing_op
+            .evidence
+            .as_deref()
+            .unwrap()
+            .contains("no stamp file"),
+        "{:?}",
+        missing_op.evidence
+    );
+    // A new success, stale in its turn 26 h later: a new condition.
+    let fresh = t2.plus_secs(-hour);
+    report(&stale, t2, Some(fresh)).await;
+    assert!(pilot::evaluate(&db.store, t2)
+        .await
+        .unwrap()
+        .iter()
+        .all(|o| *o == pilot::Outcome::AlreadyProposed));
+    let t3 = fresh.plus_secs(26 * hour);
+    report(&stale, t3, Some(fresh)).await;
+    let outcomes = pilot::evaluate(&db.store, t3).await.unwrap();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, pilot::Outcome::Proposed(_)))
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+}
+
 control::both_backends!(
+    the_pilot_proposes_a_backup_after_26_hours,
+    batches_of_polls_and_results_keep_each_agent_apart,
     labels_select_the_targets_of_a_fleet_operation,
     safe_delete_restores_within_the_grace_period_and_purges_after,
     the_pilot_proposes_from_heartbeats,

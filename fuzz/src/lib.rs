@@ -655,6 +655,7 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
                         net_tx_bytes_per_sec: 512.25,
                         load: [0.42, 0.35, 0.3],
                         units: Vec::new(),
+                        backups: Vec::new(),
                     }],
                 }),
             ),

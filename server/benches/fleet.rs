@@ -637,7 +637,7 @@ async fn run(n: usize, with_ops: bool) {
         after_response.last().copied().unwrap_or(f64::NAN)
     );
     if with_ops {
-        operations(&server.base, &ids, &ops).await;
+        operations(&server.base, pid, &ids, &ops).await;
     }
     println!(
         "server RSS after the run {:.1} MiB; poll errors {}",
@@ -681,7 +681,7 @@ async fn call(
 }
 
 /// Approve-to-first-chunk latency, then a fan-out to every agent.
-async fn operations(base: &str, ids: &[String], ops: &Ops) {
+async fn operations(base: &str, server_pid: u32, ids: &[String], ops: &Ops) {
     let proposer = signed_in(base, "member2@example.com").await;
     let approver = signed_in(base, "member@example.com").await;
     let propose =
@@ -742,6 +742,7 @@ async fn operations(base: &str, ids: &[String], ops: &Ops) {
     );
 
     let id = propose(ids.join(","), "disk_usage", "{}", "all").await;
+    let (server_cpu, own_cpu) = (cpu_ticks(server_pid), cpu_ticks(std::process::id()));
     let t0 = Instant::now();
     call(
         &approver,
@@ -763,12 +764,18 @@ async fn operations(base: &str, ids: &[String], ops: &Ops) {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
+    // CPU seconds spent meanwhile by the server and by the simulator (its
+    // 1,000 agents open, seal and sign on the same two cores).
+    let server_cpu = (cpu_ticks(server_pid) - server_cpu) as f64 / 100.0;
+    let own_cpu = (cpu_ticks(std::process::id()) - own_cpu) as f64 / 100.0;
     match done {
         Some(d) => println!(
-            "fan-out of one low-risk operation to {} agents at once: approve request answered in {:.0} ms, every result in after {:.0} ms",
+            "fan-out of one low-risk operation to {} agents at once: approve request answered in {:.0} ms, every result in after {:.0} ms; CPU meanwhile: server {:.2} s, simulator {:.2} s",
             ids.len(),
             approved.as_secs_f64() * 1000.0,
-            d.as_secs_f64() * 1000.0
+            d.as_secs_f64() * 1000.0,
+            server_cpu,
+            own_cpu
         ),
         None => println!(
             "fan-out to {} agents: only {} results within 120 s",

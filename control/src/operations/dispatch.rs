@@ -415,29 +415,46 @@ pub(crate) async fn request_cancel(
     .rows_affected())
 }
 
-/// A command of an operation reached its agent: the target is running.
+/// Operations' commands reached their agents: each target's history records
+/// it running, and an operation still dispatched becomes running.
 pub(crate) async fn mark_running(
     tx: &mut Tx,
-    id: &OperationId,
-    agent: &AgentId,
+    started: &[(OperationId, AgentId)],
     now: Timestamp,
 ) -> Result<(), ControlError> {
-    history(
-        tx,
-        id,
-        Some(agent),
-        "running",
-        &AuditActor::system(),
-        None,
-        now,
-    )
-    .await?;
-    sqlx::query("UPDATE operations SET state = $1 WHERE id = $2 AND state = $3")
-        .bind(OperationState::Running.as_str())
-        .bind(&id.0)
-        .bind(OperationState::Dispatched.as_str())
-        .execute(tx.conn())
-        .await?;
+    let system = AuditActor::system();
+    for part in started.chunks(BATCH_ROWS) {
+        let sql = format!(
+            "INSERT INTO operation_events (operation_id, agent_id, state, actor_user_id, actor_label, reason, at) VALUES {}",
+            crate::store::placeholders(part.len(), 7)
+        );
+        let mut q = sqlx::query(&sql);
+        for (op, agent) in part {
+            q = q
+                .bind(op.0.as_str())
+                .bind(agent.0.as_str())
+                .bind(OperationState::Running.as_str())
+                .bind(system.user.map(|u| u.0))
+                .bind(system.label.as_str())
+                .bind(None::<&str>)
+                .bind(now.0);
+        }
+        q.execute(tx.conn()).await?;
+        let mut ops: Vec<&str> = part.iter().map(|(op, _)| op.0.as_str()).collect();
+        ops.sort_unstable();
+        ops.dedup();
+        let sql = format!(
+            "UPDATE operations SET state = $1 WHERE state = $2 AND id IN ({})",
+            crate::store::list(ops.len(), 3)
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(OperationState::Running.as_str())
+            .bind(OperationState::Dispatched.as_str());
+        for op in ops {
+            q = q.bind(op);
+        }
+        q.execute(tx.conn()).await?;
+    }
     Ok(())
 }
 
@@ -461,31 +478,122 @@ pub(crate) async fn command_finished(
     let Some(row) = row else {
         return Ok(Vec::new());
     };
-    let id = OperationId(row.try_get("operation_id")?);
-    let agent = AgentId(row.try_get("agent_id")?);
-    let org = OrgId(row.try_get("org_id")?);
     if row.try_get::<String, _>("state")? != TargetState::Dispatched.as_str() {
         return Ok(Vec::new());
     }
-    set_target(tx, &id, &agent, outcome, None, reason, now).await?;
-    // Most results change nothing else: targets are still in flight and none
-    // waits (a fan-out sends every target at once). Only a target waiting
-    // for a slot, or the last one finishing, needs the whole operation read.
-    let (waiting, in_flight): (i64, i64) = sqlx::query_as(
-        "SELECT COALESCE(SUM(CASE WHEN state = $2 THEN 1 ELSE 0 END), 0), \
-         COALESCE(SUM(CASE WHEN state = $3 THEN 1 ELSE 0 END), 0) \
-         FROM operation_targets WHERE operation_id = $1",
-    )
-    .bind(&id.0)
-    .bind(TargetState::Waiting.as_str())
-    .bind(TargetState::Dispatched.as_str())
-    .fetch_one(tx.conn())
-    .await?;
-    if waiting == 0 && in_flight > 0 {
+    let finished = Finished {
+        operation: OperationId(row.try_get("operation_id")?),
+        org: OrgId(row.try_get("org_id")?),
+        agent: AgentId(row.try_get("agent_id")?),
+        command: command.to_string(),
+        outcome,
+    };
+    targets_finished(tx, &[finished], reason, now).await
+}
+
+/// A dispatched target whose command finished, and how.
+pub(crate) struct Finished {
+    pub operation: OperationId,
+    pub org: OrgId,
+    pub agent: AgentId,
+    pub command: String,
+    pub outcome: TargetState,
+}
+
+/// Records dispatched targets' outcomes (with their history entries) and
+/// advances the operations that need it. Returns the agents to wake.
+pub(crate) async fn targets_finished(
+    tx: &mut Tx,
+    finished: &[Finished],
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<Vec<AgentId>, ControlError> {
+    if finished.is_empty() {
         return Ok(Vec::new());
     }
-    advance(tx, org, &id, now).await
+    for outcome in [
+        TargetState::Succeeded,
+        TargetState::Failed,
+        TargetState::Cancelled,
+        TargetState::Expired,
+    ] {
+        let commands: Vec<&str> = finished
+            .iter()
+            .filter(|f| f.outcome == outcome)
+            .map(|f| f.command.as_str())
+            .collect();
+        for part in commands.chunks(BATCH_ROWS) {
+            let sql = format!(
+                "UPDATE operation_targets SET state = $1 WHERE command_id IN ({})",
+                crate::store::list(part.len(), 2)
+            );
+            let mut q = sqlx::query(&sql).bind(outcome.as_str());
+            for c in part {
+                q = q.bind(*c);
+            }
+            q.execute(tx.conn()).await?;
+        }
+    }
+    let system = AuditActor::system();
+    for part in finished.chunks(BATCH_ROWS) {
+        let sql = format!(
+            "INSERT INTO operation_events (operation_id, agent_id, state, actor_user_id, actor_label, reason, at) VALUES {}",
+            crate::store::placeholders(part.len(), 7)
+        );
+        let mut q = sqlx::query(&sql);
+        for f in part {
+            q = q
+                .bind(f.operation.0.as_str())
+                .bind(f.agent.0.as_str())
+                .bind(f.outcome.as_str())
+                .bind(system.user.map(|u| u.0))
+                .bind(system.label.as_str())
+                .bind(reason)
+                .bind(now.0);
+        }
+        q.execute(tx.conn()).await?;
+    }
+    // Most results change nothing else: targets are still in flight and none
+    // waits (a fan-out sends every target at once). Only an operation with a
+    // target waiting for a slot, or none left in flight, is read whole.
+    let mut operations: Vec<(&OperationId, OrgId)> = Vec::new();
+    for f in finished {
+        if !operations.iter().any(|(id, _)| *id == &f.operation) {
+            operations.push((&f.operation, f.org));
+        }
+    }
+    let mut wake = Vec::new();
+    for part in operations.chunks(BATCH_ROWS) {
+        let sql = format!(
+            "SELECT operation_id, \
+             COALESCE(SUM(CASE WHEN state = $1 THEN 1 ELSE 0 END), 0) AS waiting, \
+             COALESCE(SUM(CASE WHEN state = $2 THEN 1 ELSE 0 END), 0) AS in_flight \
+             FROM operation_targets WHERE operation_id IN ({}) GROUP BY operation_id",
+            crate::store::list(part.len(), 3)
+        );
+        let mut q = sqlx::query_as::<_, (String, i64, i64)>(&sql)
+            .bind(TargetState::Waiting.as_str())
+            .bind(TargetState::Dispatched.as_str());
+        for (id, _) in part {
+            q = q.bind(id.0.as_str());
+        }
+        let counts = q.fetch_all(tx.conn()).await?;
+        for (id, org) in part {
+            let (waiting, in_flight) = counts
+                .iter()
+                .find(|(op, _, _)| *op == id.0)
+                .map_or((0, 0), |(_, w, f)| (*w, *f));
+            if waiting == 0 && in_flight > 0 {
+                continue;
+            }
+            wake.extend(advance(tx, *org, id, now).await?);
+        }
+    }
+    Ok(wake)
 }
+
+/// Targets one `IN (...)` list or multi-row statement names.
+const BATCH_ROWS: usize = 200;
 
 /// Operation commands in one state whose deadline passed (the sweep).
 pub(crate) const SWEEP_COMMANDS_SQL: &str =

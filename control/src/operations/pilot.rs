@@ -6,12 +6,16 @@
 //! - a watched unit in state `failed` -> `restart_service(unit)`, if the
 //!   agent offers it for that unit;
 //! - the fullest disk above 90 % for [`DISK_HIGH_MINUTES`] minutes ->
-//!   `disk_usage()`, if the agent offers it.
+//!   `disk_usage()`, if the agent offers it;
+//! - a watched backup profile without a success for
+//!   [`crate::metrics::BACKUP_DUE_HOURS`] hours (its stamp file that old, or
+//!   missing that long) -> `run_backup(profile)`, if the agent offers it.
 //!
 //! What it never does:
 //! - propose when the organisation switched it off;
 //! - act twice on one condition: each condition has a key (the unit and
-//!   since when it failed, the mount and since when it is full), and what
+//!   since when it failed, the mount and since when it is full, the profile
+//!   and its last success), and what
 //!   became of it (proposed, or refused with the reason) is recorded once in
 //!   `pilot_findings`, in the same transaction as the proposal;
 //! - propose for a production server: Production Protection refuses it, and
@@ -24,8 +28,8 @@ use crate::audit::{self, AuditAction, AuditActor, Event};
 use crate::operations::{insert_proposal, settings, Parallel, Proposal, Proposer};
 use crate::store::{Store, Tx};
 use crate::{
-    AgentId, Capabilities, ControlError, FindingView, OpKind, Operation, OperationId, OrgId,
-    Origin, Timestamp, UnitStates,
+    AgentId, BackupStates, Capabilities, ControlError, FindingView, OpKind, Operation, OperationId,
+    OrgId, Origin, Timestamp, UnitStates,
 };
 
 /// How often the server runs the rules.
@@ -41,6 +45,10 @@ pub(crate) const FAILED_UNITS_SQL: &str =
 pub(crate) const DISK_HIGH_SQL: &str =
     "SELECT id, org_id, disk_high_since, disk_high_mount, disk_high_pct, capabilities \
      FROM agents WHERE disk_high_since <= $1 AND revoked_at IS NULL LIMIT $2";
+/// Servers with a watched backup profile due (see
+/// [`crate::metrics::BACKUP_DUE_HOURS`]) at `$1`.
+pub(crate) const BACKUP_DUE_SQL: &str = "SELECT id, org_id, backups, capabilities FROM agents \
+     WHERE backup_due_at <= $1 AND revoked_at IS NULL LIMIT $2";
 /// Most findings one evaluation acts on (the rest wait for the next round).
 const MAX_FINDINGS_PER_ROUND: i64 = 500;
 
@@ -276,6 +284,58 @@ pub async fn findings(
                 op,
             },
         ));
+    }
+    let rows = sqlx::query(BACKUP_DUE_SQL)
+        .bind(now.0)
+        .bind(MAX_FINDINGS_PER_ROUND)
+        .fetch_all(store.pool())
+        .await?;
+    for r in rows {
+        let caps: Capabilities = match r.try_get::<Option<String>, _>("capabilities")? {
+            Some(j) => serde_json::from_str(&j).map_err(ControlError::internal)?,
+            None => continue,
+        };
+        let backups: BackupStates = match r.try_get::<Option<String>, _>("backups")? {
+            Some(j) => serde_json::from_str(&j).map_err(ControlError::internal)?,
+            None => continue,
+        };
+        let agent = AgentId(r.try_get("id")?);
+        let due_before = now.plus_secs(-crate::metrics::BACKUP_DUE_HOURS * 3600);
+        for (profile, b) in backups.iter().filter(|(_, b)| b.since() <= due_before) {
+            let Ok(op) = Operation::parse("run_backup", &json!({ "profile": profile })) else {
+                continue;
+            };
+            if caps.allows(&op).is_err() {
+                continue;
+            }
+            let hours = (now.0 - b.since().0) / 3_600_000;
+            let (condition, evidence) = match b.last_success {
+                Some(last) => (
+                    last.0.to_string(),
+                    format!(
+                        "The agent reports the last success of backup profile `{profile}` (its stamp file) at {}.",
+                        last.display_utc()
+                    ),
+                ),
+                None => (
+                    format!("none-since-{}", b.seen.0),
+                    format!(
+                        "The agent has reported no stamp file for backup profile `{profile}` since {}.",
+                        b.seen.display_utc()
+                    ),
+                ),
+            };
+            out.push((
+                OrgId(r.try_get("org_id")?),
+                Finding {
+                    condition_key: format!("backup:{}:{profile}:{condition}", agent.0),
+                    reason: format!("no successful backup ({profile}) for {hours} h"),
+                    evidence,
+                    agent: agent.clone(),
+                    op,
+                },
+            ));
+        }
     }
     Ok(out)
 }
