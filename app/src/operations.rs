@@ -809,14 +809,9 @@ fn DeclaredCapabilities(caps: Option<Capabilities>) -> impl IntoView {
     .into_any()
 }
 
-/// The kinds the form offers: what the agent declared, except plans (their
-/// steps are not single fields; they are proposed through the API).
+/// The kinds the form offers: what the agent declared.
 fn form_kinds(caps: &Capabilities) -> Vec<OpKind> {
-    caps.kinds
-        .iter()
-        .copied()
-        .filter(|k| *k != OpKind::RunPlan)
-        .collect()
+    caps.kinds.clone()
 }
 
 /// Proposes an operation on this server. Each argument field shows only for
@@ -880,6 +875,13 @@ fn ProposeForm(
                     <label class="field op-field op-path">
                         <span>"Path"</span>
                         <input class="input" type="text" name="path" maxlength="1024" autocomplete="off" />
+                    </label>
+                })}
+                {caps.kinds.contains(&OpKind::RunPlan).then(|| view! {
+                    <label class="field op-field op-steps">
+                        <span>"Plan steps (JSON; stops at the first failure)"</span>
+                        <textarea class="input font-mono text-xs" name="steps" rows="5" maxlength="16384" spellcheck="false"
+                            placeholder=r#"[{"kind": "service_status", "args": {"unit": "nginx.service"}}, {"kind": "restart_service", "args": {"unit": "nginx.service"}}]"#></textarea>
                     </label>
                 })}
                 <label class="field">
@@ -965,7 +967,7 @@ mod tests {
     }
 
     #[test]
-    fn the_form_offers_declared_kinds_but_plans() {
+    fn the_form_offers_the_declared_kinds() {
         let caps = Capabilities {
             kinds: vec![
                 OpKind::RestartService,
@@ -976,7 +978,11 @@ mod tests {
         };
         assert_eq!(
             form_kinds(&caps),
-            vec![OpKind::RestartService, OpKind::InstallPackage]
+            vec![
+                OpKind::RestartService,
+                OpKind::RunPlan,
+                OpKind::InstallPackage
+            ]
         );
     }
 }

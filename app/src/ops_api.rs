@@ -107,6 +107,7 @@ pub async fn propose_on_server(
     package: Option<String>,
     version: Option<String>,
     path: Option<String>,
+    steps: Option<String>,
     run_now: Option<String>,
 ) -> Result<String, AppError> {
     let fields = FormFields {
@@ -115,11 +116,12 @@ pub async fn propose_on_server(
         package: package.as_deref(),
         version: version.as_deref(),
         path: path.as_deref(),
+        steps: steps.as_deref(),
     };
     let id = submit_proposal(Submission {
         targets: &server,
         kind: &kind,
-        args: &form_args(&kind, &fields),
+        args: &form_args(&kind, &fields)?,
         reason,
         idempotency_key: None,
         concurrency: None,
@@ -146,12 +148,15 @@ pub struct FormFields<'a> {
     pub package: Option<&'a str>,
     pub version: Option<&'a str>,
     pub path: Option<&'a str>,
+    /// A plan's steps, as JSON: `[{"kind": ..., "args": {...}}, ...]`.
+    pub steps: Option<&'a str>,
 }
 
 /// The JSON arguments of `kind` from the form's fields: each kind takes only
 /// its own fields (a unit left selected for another kind is not sent). An
-/// unknown kind gets `{}`, and the catalogue refuses the kind itself.
-pub fn form_args(kind: &str, f: &FormFields<'_>) -> serde_json::Value {
+/// unknown kind gets `{}`, and the catalogue refuses the kind itself. A
+/// plan's steps must be JSON; the catalogue checks what they say.
+pub fn form_args(kind: &str, f: &FormFields<'_>) -> Result<serde_json::Value, AppError> {
     use control::OpKind;
     let mut args = serde_json::Map::new();
     let mut put = |key: &str, value: Option<&str>| {
@@ -167,10 +172,25 @@ pub fn form_args(kind: &str, f: &FormFields<'_>) -> serde_json::Value {
             put("version", f.version);
         }
         Ok(OpKind::ReadFile) => put("path", f.path),
-        Ok(OpKind::DiskUsage | OpKind::RunPlan) | Err(_) => {}
+        Ok(OpKind::RunPlan) => {
+            if let Some(text) = f.steps.map(str::trim).filter(|t| !t.is_empty()) {
+                if text.len() > MAX_STEPS_TEXT {
+                    return Err(AppError::Invalid(format!(
+                        "steps: at most {MAX_STEPS_TEXT} bytes of JSON."
+                    )));
+                }
+                let steps: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|e| AppError::Invalid(format!("steps: not valid JSON ({e}).")))?;
+                args.insert("steps".into(), steps);
+            }
+        }
+        Ok(OpKind::DiskUsage) | Err(_) => {}
     }
-    serde_json::Value::Object(args)
+    Ok(serde_json::Value::Object(args))
 }
+
+/// Longest plan the form takes (20 steps fit easily).
+pub const MAX_STEPS_TEXT: usize = 16 * 1024;
 
 /// A proposal as the two propose endpoints receive it.
 #[cfg(feature = "ssr")]
@@ -429,28 +449,51 @@ mod tests {
             package: Some(" htop "),
             version: Some(""),
             path: Some("/etc/hosts"),
+            steps: Some(r#"[{"kind": "disk_usage"}]"#),
         };
         assert_eq!(
-            form_args("restart_service", &f),
+            form_args("restart_service", &f).unwrap(),
             json!({"unit": "nginx.service"})
         );
         assert_eq!(
-            form_args("service_status", &f),
+            form_args("service_status", &f).unwrap(),
             json!({"unit": "nginx.service"})
         );
-        assert_eq!(form_args("run_backup", &f), json!({"profile": "nightly"}));
-        assert_eq!(form_args("install_package", &f), json!({"name": "htop"}));
+        assert_eq!(
+            form_args("run_backup", &f).unwrap(),
+            json!({"profile": "nightly"})
+        );
+        assert_eq!(
+            form_args("install_package", &f).unwrap(),
+            json!({"name": "htop"})
+        );
         let pinned = FormFields {
             version: Some("1.2"),
             ..f
         };
         assert_eq!(
-            form_args("install_package", &pinned),
+            form_args("install_package", &pinned).unwrap(),
             json!({"name": "htop", "version": "1.2"})
         );
-        assert_eq!(form_args("read_file", &f), json!({"path": "/etc/hosts"}));
-        assert_eq!(form_args("disk_usage", &f), json!({}));
-        assert_eq!(form_args("reboot", &f), json!({}));
+        assert_eq!(
+            form_args("read_file", &f).unwrap(),
+            json!({"path": "/etc/hosts"})
+        );
+        assert_eq!(form_args("disk_usage", &f).unwrap(), json!({}));
+        assert_eq!(form_args("reboot", &f).unwrap(), json!({}));
+        assert_eq!(
+            form_args("run_plan", &f).unwrap(),
+            json!({"steps": [{"kind": "disk_usage"}]})
+        );
+        let broken = FormFields {
+            steps: Some("[{\"kind\": "),
+            ..f
+        };
+        let err = form_args("run_plan", &broken).unwrap_err();
+        assert!(
+            matches!(&err, AppError::Invalid(m) if m.starts_with("steps: not valid JSON")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -461,16 +504,26 @@ mod tests {
             ..FormFields::default()
         };
         for kind in ["restart_service", "install_package", "disk_usage"] {
-            let op = control::Operation::parse(kind, &form_args(kind, &f)).unwrap();
+            let op = control::Operation::parse(kind, &form_args(kind, &f).unwrap()).unwrap();
             assert_eq!(op.kind().as_str(), kind);
         }
         // A missing required field is the catalogue's to refuse, by name.
         let err = control::Operation::parse(
             "restart_service",
-            &form_args("restart_service", &FormFields::default()),
+            &form_args("restart_service", &FormFields::default()).unwrap(),
         )
         .unwrap_err();
         assert_eq!(err.field, "unit");
+        // A plan's bad step is named by its place.
+        let plan = FormFields {
+            steps: Some(
+                r#"[{"kind": "disk_usage"}, {"kind": "restart_service", "args": {"unit": "../../etc"}}]"#,
+            ),
+            ..FormFields::default()
+        };
+        let err = control::Operation::parse("run_plan", &form_args("run_plan", &plan).unwrap())
+            .unwrap_err();
+        assert_eq!(err.field, "steps[1].unit");
     }
 
     #[test]

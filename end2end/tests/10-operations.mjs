@@ -311,6 +311,38 @@ async function highRiskNeedsAnAdmin(t) {
   await t.expectText(admin.locator('[data-testid="approval"]'), /Admin/);
 }
 
+async function aPlanFromTheServerPage(t) {
+  // A Member runs a plan of their own (medium risk: no second person needed)
+  // from the server page; a broken step is refused by its place first.
+  const fill = async (page, plan) => {
+    const form = page.locator('[data-testid="propose-form"]');
+    await form.locator('select[name="kind"]').selectOption('run_plan');
+    const steps = form.locator('textarea[name="steps"]');
+    assert.equal(await steps.isVisible(), true, 'the steps field is hidden for a plan');
+    await steps.fill(JSON.stringify(plan));
+    await form.locator('input[name="reason"]').fill('restart twice');
+    await form.locator('input[name="run_now"]').check();
+    await form.getByRole('button', { name: 'Propose', exact: true }).click();
+  };
+  const member = await as(t, 'member');
+  await t.goto(member, t0().serverPath);
+  await fill(member, [{ kind: 'restart_service', args: { unit: '../../etc' } }]);
+  await t.expectText(member.locator('[data-testid="form-error"]'), /steps\[0\]\.unit/);
+
+  // Without JavaScript, a plain post leads to the new operation's page.
+  const plain = await as(t, 'member', { js: false });
+  await plain.goto(t0().serverPath);
+  const restart = { kind: 'restart_service', args: { unit: 'nginx.service' } };
+  await fill(plain, [restart, restart]);
+  await t.waitForPath(plain, /^\/operations\/op_[0-9a-f]{24}$/);
+  const id = new URL(plain.url()).pathname.split('/').pop();
+  await t.goto(member, `/operations/${id}`);
+  await t.expectText(member.locator('[data-testid="op-plan"]'), /restart_service/);
+  await t.expectText(member.locator('[data-testid="op-state"]'), 'Succeeded', { timeout: SLOW });
+  const output = await t.expectText(member.locator('[data-testid="target-output"]'), /restarting nginx\.service/);
+  assert.equal((output.match(/restarting nginx\.service/g) || []).length, 2, `both steps ran: ${output}`);
+}
+
 async function productionProtection(t) {
   const owner = await as(t, 'owner');
   const { serverPath } = t0();
@@ -415,6 +447,7 @@ export const tests = [
   { name: 'people and a server whose agent offers operations', fn: setUp },
   { name: 'the AI Pilot proposes a restart, a Member approves, the output arrives', fn: pilotProposesAMemberApproves },
   { name: 'a high-risk proposal needs an Admin, never its proposer', fn: highRiskNeedsAnAdmin },
+  { name: 'a plan proposed and run from the server page', fn: aPlanFromTheServerPage },
   { name: 'Production Protection refuses the pilot, shown on the server page', fn: productionProtection },
   { name: 'at 390 px wide the shell does not scroll sideways and an approval works', fn: phoneWidth },
   { name: 'labels, and a deletion that asks for the name and can be restored', fn: labelsAndSafeDelete },
