@@ -30,6 +30,8 @@
 #[cfg(feature = "crypto")]
 pub mod api;
 #[cfg(feature = "crypto")]
+pub mod checkpoint;
+#[cfg(feature = "crypto")]
 pub mod envelope;
 mod error;
 #[cfg(feature = "crypto")]
@@ -50,6 +52,8 @@ mod wire;
 pub use error::{ChannelError, ReplayKind};
 pub use pqc::PqcState;
 
+#[cfg(feature = "crypto")]
+pub use checkpoint::{sign_checkpoint, verify_checkpoint, Checkpoint};
 #[cfg(feature = "crypto")]
 pub use envelope::{
     open_chunk, open_command, open_result, open_signed_command, seal_chunk, seal_command,
