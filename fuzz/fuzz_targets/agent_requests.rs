@@ -174,6 +174,13 @@ fn sample(u: &mut Unstructured) -> arbitrary::Result<MetricSample> {
             state: String::arbitrary(u)?,
         });
     }
+    let mut backups = Vec::new();
+    for _ in 0..u.int_in_range(0..=2)? {
+        backups.push(channel::api::BackupStatus {
+            profile: String::arbitrary(u)?,
+            last_success_at: Option::<i64>::arbitrary(u)?,
+        });
+    }
     Ok(MetricSample {
         at: i64::arbitrary(u)?,
         cpu_pct: float(u)?,
@@ -184,6 +191,7 @@ fn sample(u: &mut Unstructured) -> arbitrary::Result<MetricSample> {
         net_tx_bytes_per_sec: float(u)?,
         load: [float(u)?, float(u)?, float(u)?],
         units,
+        backups,
     })
 }
 
