@@ -17,7 +17,6 @@ use serde_json::Value;
 use sqlx::Row;
 
 use crate::access::{Authorized, ReadOrg};
-use crate::crypto::sha256_hex;
 use crate::store::{Store, Tx};
 use crate::{AuditEventView, ChainReport, ControlError, OrgId, StoreError, Timestamp, UserId};
 
@@ -69,6 +68,7 @@ pub enum AuditAction {
     ServerRestored,
     ServerPurged,
     ServerLabelsChanged,
+    AuditExported,
 }
 
 impl AuditAction {
@@ -116,6 +116,7 @@ impl AuditAction {
             AuditAction::ServerRestored => "server.restored",
             AuditAction::ServerPurged => "server.purged",
             AuditAction::ServerLabelsChanged => "server.labels_changed",
+            AuditAction::AuditExported => "audit.exported",
         }
     }
 }
@@ -207,7 +208,8 @@ struct Fields<'a> {
 }
 
 fn chain_hash(prev_hash: &str, f: &Fields<'_>) -> String {
-    let content = serde_json::json!([
+    crate::audit_export::chain_hash(
+        prev_hash,
         f.org,
         f.seq,
         f.at,
@@ -217,9 +219,8 @@ fn chain_hash(prev_hash: &str, f: &Fields<'_>) -> String {
         f.user_agent,
         f.action,
         f.target,
-        f.details
-    ]);
-    sha256_hex(format!("{prev_hash}\n{content}"))
+        f.details,
+    )
 }
 
 /// Appends one event to its organisation's chain, inside the caller's transaction.

@@ -18,9 +18,13 @@ pub mod agents;
 #[cfg(feature = "server")]
 pub mod audit;
 #[cfg(feature = "server")]
+pub mod audit_export;
+#[cfg(feature = "server")]
 mod batch;
 #[cfg(feature = "server")]
 pub mod ca;
+#[cfg(feature = "server")]
+pub mod checkpoints;
 #[cfg(feature = "server")]
 pub mod commands;
 #[cfg(feature = "server")]

@@ -39,7 +39,10 @@ impl std::fmt::Debug for ServerKeys {
     }
 }
 
-fn read_or_create(path: &Path, fresh: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>, KeyFileError> {
+pub(crate) fn read_or_create(
+    path: &Path,
+    fresh: impl FnOnce() -> Vec<u8>,
+) -> Result<Vec<u8>, KeyFileError> {
     let io = |source| KeyFileError::Io {
         path: path.to_path_buf(),
         source,

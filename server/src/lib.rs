@@ -5,6 +5,7 @@
 //! first-run setup gate and binds the listener; [`Application::run_until_stopped`]
 //! serves until the process is told to stop. Tests build it on port 0.
 
+pub mod audit_cli;
 pub mod config;
 pub mod gateway;
 pub mod http;
@@ -79,6 +80,8 @@ pub struct Application {
     web_limits: listen::Limits,
     agent_limits: listen::Limits,
     delivery: Arc<control::delivery::Delivery>,
+    /// Signs the audit checkpoints.
+    audit_key: Arc<control::checkpoints::AuditKey>,
     pilot_interval: Duration,
 }
 
@@ -147,6 +150,9 @@ impl Application {
             &config.data_dir,
         )?);
         let delivery = Arc::new(control::delivery::Delivery::new(store.clone(), keys));
+        let audit_key = Arc::new(control::checkpoints::AuditKey::load_or_create(
+            &config.data_dir,
+        )?);
         let delivery_handle = delivery.clone();
         let agent_router = gateway::routes(gateway::GatewayState {
             store: store.clone(),
@@ -208,6 +214,7 @@ impl Application {
                 header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
             },
             delivery: delivery_handle,
+            audit_key,
             pilot_interval: config.pilot_interval(),
             agent_limits: listen::Limits {
                 max_connections: config.agent_max_connections,
@@ -264,6 +271,19 @@ impl Application {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(servers = n, "purged servers whose grace period ended"),
                     Err(e) => tracing::warn!(error = %e, "could not purge deleted servers"),
+                }
+            }
+        });
+        let (store, key) = (self.store.clone(), self.audit_key.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if let Err(e) =
+                    control::checkpoints::sign_due(&store, &key, false, control::Timestamp::now())
+                        .await
+                {
+                    tracing::warn!(error = %e, "could not sign audit checkpoints");
                 }
             }
         });

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use control::audit_export::{ExportFormat, ExportRange};
 use control::{ControlError, Role};
 use secrecy::{ExposeSecret, SecretString};
-use server::{Application, Config, Overrides};
+use server::{audit_cli, Application, Config, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +40,67 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Export the audit log, publish its signed checkpoints, verify an export offline.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Write an organisation's audit events to stdout (recorded in the log itself).
+    Export {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_name = "NAME")]
+        org: String,
+        /// jsonl (for `audit verify`) or csv.
+        #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+        format: ExportFormat,
+        /// Only events at or after this UTC time: 2026-12-01 or 2026-12-01T14:30Z.
+        #[arg(long, value_name = "DATE", value_parser = parse_date)]
+        since: Option<control::Timestamp>,
+        /// Only events before this UTC time.
+        #[arg(long, value_name = "DATE", value_parser = parse_date)]
+        until: Option<control::Timestamp>,
+    },
+    /// Write an organisation's signed checkpoints to stdout (JSON Lines).
+    Checkpoints {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_name = "NAME")]
+        org: String,
+        /// Sign a checkpoint over the chain as it stands first.
+        #[arg(long)]
+        sign_now: bool,
+    },
+    /// Print the audit public key to pin (creating the audit key the first time).
+    Key {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Verify an export against checkpoints and the pinned key, offline
+    /// (exit 0 verified, 1 not verified, 2 unusable input).
+    Verify {
+        /// The export (JSON Lines).
+        #[arg(long, value_name = "FILE")]
+        export: PathBuf,
+        /// The checkpoints (JSON Lines).
+        #[arg(long, value_name = "FILE")]
+        checkpoints: PathBuf,
+        /// The audit public key, or a file holding it.
+        #[arg(long, value_name = "KEY")]
+        key: String,
+    },
+}
+
+fn parse_format(s: &str) -> Result<ExportFormat, String> {
+    s.parse()
+}
+
+fn parse_date(s: &str) -> Result<control::Timestamp, String> {
+    control::audit_export::parse_time(s)
 }
 
 #[derive(Subcommand)]
@@ -85,6 +147,11 @@ enum AdminCommand {
 /// Loads the configuration and opens the database for an admin command, or
 /// the exit code to end with (2 for bad configuration, 1 otherwise).
 async fn admin_store(common: Common) -> Result<control::store::Store, ExitCode> {
+    Ok(admin_data(common).await?.1)
+}
+
+/// [`admin_store`] with the data directory.
+async fn admin_data(common: Common) -> Result<(PathBuf, control::store::Store), ExitCode> {
     let config = common.load(None, None).map_err(|e| usage_error(&e))?;
     control::files::private_dir(&config.data_dir).map_err(|e| {
         eprintln!(
@@ -93,12 +160,13 @@ async fn admin_store(common: Common) -> Result<control::store::Store, ExitCode> 
         );
         ExitCode::FAILURE
     })?;
-    control::store::Store::connect(config.database_url().expose_secret())
+    let store = control::store::Store::connect(config.database_url().expose_secret())
         .await
         .map_err(|e| {
             eprintln!("pilothouse: cannot open the database: {e}");
             ExitCode::FAILURE
-        })
+        })?;
+    Ok((config.data_dir, store))
 }
 
 /// The exit for an admin command's error: 2 with the sentence for what the
@@ -402,6 +470,69 @@ async fn run(cli: Cli) -> ExitCode {
                     eprintln!("pilothouse: {e}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+        Command::Audit { command } => audit(command).await,
+    }
+}
+
+async fn audit(command: AuditCommand) -> ExitCode {
+    match command {
+        AuditCommand::Verify {
+            export,
+            checkpoints,
+            key,
+        } => audit_cli::verify(&export, &checkpoints, &key),
+        AuditCommand::Key { common } => {
+            let (dir, store) = match admin_data(common).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            store.close().await;
+            match audit_cli::key(&dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => admin_error(e),
+            }
+        }
+        AuditCommand::Export {
+            common,
+            org,
+            format,
+            since,
+            until,
+        } => {
+            let store = match admin_store(common).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let result =
+                audit_cli::export(&store, &org, format, ExportRange { since, until }).await;
+            store.close().await;
+            match result {
+                Ok(n) => {
+                    eprintln!("exported {n} events");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => admin_error(e),
+            }
+        }
+        AuditCommand::Checkpoints {
+            common,
+            org,
+            sign_now,
+        } => {
+            let (dir, store) = match admin_data(common).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let result = audit_cli::checkpoints(&store, &dir, &org, sign_now).await;
+            store.close().await;
+            match result {
+                Ok(n) => {
+                    eprintln!("{n} checkpoints");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => admin_error(e),
             }
         }
     }

@@ -1,0 +1,190 @@
+//! Signed audit checkpoints, made by the control plane with its audit key.
+//!
+//! The audit key is an Ed25519 key of its own (`audit-signing.key` in the
+//! data directory, 0600), never the command key. Every
+//! [`CHECKPOINT_EVERY_EVENTS`] events or [`CHECKPOINT_EVERY_SECS`] seconds
+//! (whichever comes first, and only when there are new events) the server
+//! signs each organisation's event count and head hash ([`sign_due`]). The
+//! checkpoints are kept in `audit_checkpoints` and published with
+//! `pilothouse audit checkpoints`; a customer who keeps them, with the audit
+//! public key pinned (`pilothouse audit key`), can verify an export offline
+//! (`pilothouse audit verify`, [`crate::audit_export::verify_export`]).
+//!
+//! What this defends against: someone who can rewrite the database can
+//! rewrite the chain, but not the checkpoints a customer already holds, so a
+//! truncated or rewritten history no longer matches them. Someone who also
+//! holds the audit key can sign new checkpoints, not alter the customer's
+//! copies.
+
+use std::path::Path;
+
+use sqlx::Row;
+
+use crate::server_keys::{read_or_create, KeyFileError};
+use crate::store::Store;
+use crate::{ControlError, OrgId, Timestamp};
+
+/// A checkpoint after this many new events.
+pub const CHECKPOINT_EVERY_EVENTS: i64 = 1000;
+/// A checkpoint after this long, when there are new events.
+pub const CHECKPOINT_EVERY_SECS: i64 = 15 * 60;
+
+/// The audit signing key.
+pub struct AuditKey {
+    signing: channel::SigningKey,
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditKey")
+            .field("key_id", &self.signing.key_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditKey {
+    /// Loads `audit-signing.key` from the data directory, creating it (0600)
+    /// the first time; refuses a file others can read.
+    pub fn load_or_create(dir: &Path) -> Result<Self, KeyFileError> {
+        let path = dir.join("audit-signing.key");
+        let bytes = read_or_create(&path, || {
+            channel::SigningKey::generate().to_bytes().to_vec()
+        })?;
+        let signing =
+            channel::SigningKey::from_bytes(&bytes).map_err(|_| KeyFileError::Corrupt { path })?;
+        Ok(Self { signing })
+    }
+
+    /// The public key customers pin: base64url, as `--key` takes it.
+    pub fn public_key(&self) -> String {
+        crate::server_keys::encode_key(self.signing.verifying_key())
+    }
+
+    pub fn verifying_key(&self) -> &channel::VerifyingKey {
+        self.signing.verifying_key()
+    }
+
+    pub fn key_id(&self) -> channel::KeyId {
+        self.signing.key_id()
+    }
+
+    /// Signs one organisation's chain as it stands.
+    pub fn sign(
+        &self,
+        org: OrgId,
+        count: i64,
+        head_hash: &str,
+        now: Timestamp,
+    ) -> Result<channel::Checkpoint, ControlError> {
+        channel::sign_checkpoint(&self.signing, org.0, count, head_hash, now.0)
+            .map_err(ControlError::internal)
+    }
+}
+
+/// Parses a pinned audit public key (base64url, as `pilothouse audit key`
+/// prints it).
+pub fn parse_public_key(text: &str) -> Option<channel::VerifyingKey> {
+    crate::server_keys::decode_key(text.trim())
+}
+
+/// Signs a checkpoint for every organisation whose chain grew by
+/// [`CHECKPOINT_EVERY_EVENTS`] since its last checkpoint, or grew at all and
+/// whose last checkpoint is [`CHECKPOINT_EVERY_SECS`] old (`force`: grew at
+/// all). Returns the new checkpoints.
+pub async fn sign_due(
+    store: &Store,
+    key: &AuditKey,
+    force: bool,
+    now: Timestamp,
+) -> Result<Vec<channel::Checkpoint>, ControlError> {
+    let orgs: Vec<i64> = sqlx::query_scalar("SELECT id FROM orgs ORDER BY id")
+        .fetch_all(store.pool())
+        .await?;
+    let mut signed = Vec::new();
+    for org in orgs {
+        let head = sqlx::query(
+            "SELECT seq, hash FROM audit_events WHERE org_id = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(org)
+        .fetch_optional(store.pool())
+        .await?;
+        let Some(head) = head else { continue };
+        let (count, hash): (i64, String) = (head.try_get("seq")?, head.try_get("hash")?);
+        let last = sqlx::query(
+            "SELECT count, at FROM audit_checkpoints WHERE org_id = $1 ORDER BY count DESC LIMIT 1",
+        )
+        .bind(org)
+        .fetch_optional(store.pool())
+        .await?;
+        let (last_count, last_at) = match last {
+            Some(r) => (r.try_get::<i64, _>("count")?, r.try_get::<i64, _>("at")?),
+            None => (0, i64::MIN),
+        };
+        let grew = count > last_count;
+        let due = count - last_count >= CHECKPOINT_EVERY_EVENTS
+            || now.0.saturating_sub(last_at) >= CHECKPOINT_EVERY_SECS * 1000;
+        if !grew || !(due || force) {
+            continue;
+        }
+        let c = key.sign(OrgId(org), count, &hash, now)?;
+        let mut tx = store.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO audit_checkpoints (org_id, count, head_hash, at, signer_key_id, signature) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (org_id, count) DO NOTHING",
+        )
+        .bind(org)
+        .bind(c.count)
+        .bind(&c.head_hash)
+        .bind(c.at)
+        .bind(c.signer_key_id.as_str())
+        .bind(signature_text(&c)?)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        if inserted > 0 {
+            signed.push(c);
+        }
+    }
+    Ok(signed)
+}
+
+/// The signature as the checkpoint's JSON carries it (base64url).
+fn signature_text(c: &channel::Checkpoint) -> Result<String, ControlError> {
+    match serde_json::to_value(c).map_err(ControlError::internal)? {
+        serde_json::Value::Object(m) => m
+            .get("signature")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| ControlError::Internal("a checkpoint without a signature".into())),
+        _ => Err(ControlError::Internal(
+            "a checkpoint is not an object".into(),
+        )),
+    }
+}
+
+/// An organisation's checkpoints, oldest first, as a checkpoints file holds
+/// them (one JSON object per line).
+pub async fn list(store: &Store, org: OrgId) -> Result<Vec<channel::Checkpoint>, ControlError> {
+    let rows = sqlx::query(
+        "SELECT count, head_hash, at, signer_key_id, signature FROM audit_checkpoints \
+         WHERE org_id = $1 ORDER BY count",
+    )
+    .bind(org.0)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let value = serde_json::json!({
+                "v": channel::PROTOCOL_VERSION,
+                "org": org.0,
+                "count": r.try_get::<i64, _>("count")?,
+                "head_hash": r.try_get::<String, _>("head_hash")?,
+                "at": r.try_get::<i64, _>("at")?,
+                "signer_key_id": r.try_get::<String, _>("signer_key_id")?,
+                "signature": r.try_get::<String, _>("signature")?,
+            });
+            serde_json::from_value(value).map_err(ControlError::internal)
+        })
+        .collect()
+}
