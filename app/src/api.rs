@@ -238,6 +238,23 @@ pub async fn sign_out_others() -> Result<u64, AppError> {
     Ok(control::sessions::revoke_others(&actor, current, cx.now).await?)
 }
 
+/// The audit public key as Settings shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditKeyView {
+    pub public_key: String,
+    pub key_id: String,
+}
+
+/// The audit public key, for anyone signed in to pin (it verifies exports
+/// offline; see `pilothouse audit verify`).
+#[server(endpoint = "audit-key")]
+pub async fn audit_key() -> Result<AuditKeyView, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    actor.authorize::<control::access::ReadOrg>()?;
+    Ok(cx.state.audit_key.clone())
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditPage {
     pub events: Vec<AuditEventView>,

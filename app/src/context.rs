@@ -27,6 +27,8 @@ pub struct AppState {
     pub ca_pin: String,
     /// `https://HOST:PORT` of the agent gateway, for the register command.
     pub agent_url: String,
+    /// The audit public key (base64url) and its id, for customers to pin.
+    pub audit_key: crate::api::AuditKeyView,
 }
 
 /// The client's address as decided by the server (socket peer, or a trusted

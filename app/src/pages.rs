@@ -449,5 +449,38 @@ pub fn Settings() -> impl IntoView {
                 <p class="mt-2 text-sm text-emerald-700" data-testid="signed-out-count">{format!("Signed out {n} other session(s).")}</p>
             })}
         </section>
+        <AuditKeySection />
+    }
+}
+
+/// The audit public key, for the customer to pin: it verifies exports of the
+/// audit log and its signed checkpoints offline.
+#[component]
+fn AuditKeySection() -> impl IntoView {
+    let key = Resource::new(|| (), |_| crate::api::audit_key());
+    view! {
+        <section class="mt-8">
+            <h2 class="text-lg font-semibold">"Audit public key"</h2>
+            <p class="mt-1 max-w-2xl text-sm text-slate-600">
+                "The control plane signs checkpoints of the audit log with this key. Keep a copy outside Pilothouse, with the checkpoints, and verify any export offline: "
+                <code class="text-xs">"pilothouse audit verify --export FILE --checkpoints FILE --key KEY"</code>
+            </p>
+            <Suspense fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match key.await {
+                        Ok(k) => view! {
+                            <dl class="mt-3 text-sm">
+                                <dt class="card-label">"Key"</dt>
+                                <dd><code class="break-all" data-testid="audit-public-key">{k.public_key}</code></dd>
+                                <dt class="card-label mt-2">"Key id"</dt>
+                                <dd><code data-testid="audit-key-id">{k.key_id}</code></dd>
+                            </dl>
+                        }
+                        .into_any(),
+                        Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
     }
 }

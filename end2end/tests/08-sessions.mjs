@@ -14,6 +14,8 @@ export default async function sessions(t) {
   await rows.first().waitFor({ state: 'visible' });
   const before = await rows.count();
   assert.ok(before >= 2, `expected at least 2 sessions, found ${before}`);
+  // The audit public key to pin: 32 bytes, base64url.
+  await t.expectText(here.locator('[data-testid="audit-public-key"]'), /^[A-Za-z0-9_-]{43}$/);
 
   here.on('dialog', (dialog) => dialog.accept()); // in case it asks to confirm
   await here.getByRole('button', { name: 'Sign out everywhere else', exact: true }).click();

@@ -191,6 +191,10 @@ impl Application {
             delivery,
             ca_pin: ca.pin(),
             agent_url: format!("https://{agent_host}:{}", agent_addr.port()),
+            audit_key: app::api::AuditKeyView {
+                public_key: audit_key.public_key(),
+                key_id: audit_key.key_id().to_string(),
+            },
         };
         let edge = http::EdgeConfig {
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),

@@ -422,24 +422,16 @@ pub(crate) async fn mark_running(
     started: &[(OperationId, AgentId)],
     now: Timestamp,
 ) -> Result<(), ControlError> {
-    let system = AuditActor::system();
+    let steps: Vec<TargetStep<'_>> = started
+        .iter()
+        .map(|(operation, agent)| TargetStep {
+            operation,
+            agent,
+            state: OperationState::Running.as_str(),
+        })
+        .collect();
+    system_history(tx, &steps, None, now).await?;
     for part in started.chunks(BATCH_ROWS) {
-        let sql = format!(
-            "INSERT INTO operation_events (operation_id, agent_id, state, actor_user_id, actor_label, reason, at) VALUES {}",
-            crate::store::placeholders(part.len(), 7)
-        );
-        let mut q = sqlx::query(&sql);
-        for (op, agent) in part {
-            q = q
-                .bind(op.0.as_str())
-                .bind(agent.0.as_str())
-                .bind(OperationState::Running.as_str())
-                .bind(system.user.map(|u| u.0))
-                .bind(system.label.as_str())
-                .bind(None::<&str>)
-                .bind(now.0);
-        }
-        q.execute(tx.conn()).await?;
         let mut ops: Vec<&str> = part.iter().map(|(op, _)| op.0.as_str()).collect();
         ops.sort_unstable();
         ops.dedup();
@@ -534,25 +526,15 @@ pub(crate) async fn targets_finished(
             q.execute(tx.conn()).await?;
         }
     }
-    let system = AuditActor::system();
-    for part in finished.chunks(BATCH_ROWS) {
-        let sql = format!(
-            "INSERT INTO operation_events (operation_id, agent_id, state, actor_user_id, actor_label, reason, at) VALUES {}",
-            crate::store::placeholders(part.len(), 7)
-        );
-        let mut q = sqlx::query(&sql);
-        for f in part {
-            q = q
-                .bind(f.operation.0.as_str())
-                .bind(f.agent.0.as_str())
-                .bind(f.outcome.as_str())
-                .bind(system.user.map(|u| u.0))
-                .bind(system.label.as_str())
-                .bind(reason)
-                .bind(now.0);
-        }
-        q.execute(tx.conn()).await?;
-    }
+    let steps: Vec<TargetStep<'_>> = finished
+        .iter()
+        .map(|f| TargetStep {
+            operation: &f.operation,
+            agent: &f.agent,
+            state: f.outcome.as_str(),
+        })
+        .collect();
+    system_history(tx, &steps, reason, now).await?;
     // Most results change nothing else: targets are still in flight and none
     // waits (a fan-out sends every target at once). Only an operation with a
     // target waiting for a slot, or none left in flight, is read whole.
@@ -594,6 +576,43 @@ pub(crate) async fn targets_finished(
 
 /// Targets one `IN (...)` list or multi-row statement names.
 const BATCH_ROWS: usize = 200;
+
+/// A target's step in the history, as [`system_history`] writes it.
+pub(crate) struct TargetStep<'a> {
+    pub operation: &'a OperationId,
+    pub agent: &'a AgentId,
+    pub state: &'a str,
+}
+
+/// The control plane's own history entries for targets (a command taken, a
+/// result recorded), by the system actor, in multi-row inserts.
+pub(crate) async fn system_history(
+    tx: &mut Tx,
+    steps: &[TargetStep<'_>],
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    let system = AuditActor::system();
+    for part in steps.chunks(BATCH_ROWS) {
+        let sql = format!(
+            "INSERT INTO operation_events (operation_id, agent_id, state, actor_user_id, actor_label, reason, at) VALUES {}",
+            crate::store::placeholders(part.len(), 7)
+        );
+        let mut q = sqlx::query(&sql);
+        for step in part {
+            q = q
+                .bind(step.operation.0.as_str())
+                .bind(step.agent.0.as_str())
+                .bind(step.state)
+                .bind(system.user.map(|u| u.0))
+                .bind(system.label.as_str())
+                .bind(reason)
+                .bind(now.0);
+        }
+        q.execute(tx.conn()).await?;
+    }
+    Ok(())
+}
 
 /// Operation commands in one state whose deadline passed (the sweep).
 pub(crate) const SWEEP_COMMANDS_SQL: &str =

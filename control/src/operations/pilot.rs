@@ -198,6 +198,16 @@ pub async fn propose(
     Ok(Outcome::Refused(why))
 }
 
+/// A JSON column of a row, `None` when NULL.
+fn json_column<T: serde::de::DeserializeOwned>(
+    r: &sqlx::any::AnyRow,
+    column: &str,
+) -> Result<Option<T>, ControlError> {
+    r.try_get::<Option<String>, _>(column)?
+        .map(|j| serde_json::from_str(&j).map_err(ControlError::internal))
+        .transpose()
+}
+
 fn hhmm(t: Timestamp) -> String {
     let full = t.display_utc();
     // "YYYY-MM-DD HH:MM UTC" -> "HH:MM UTC"
@@ -216,13 +226,11 @@ pub async fn findings(
         .await?;
     for r in rows {
         let agent = AgentId(r.try_get("id")?);
-        let caps: Capabilities = match r.try_get::<Option<String>, _>("capabilities")? {
-            Some(j) => serde_json::from_str(&j).map_err(ControlError::internal)?,
-            None => continue,
+        let Some(caps) = json_column::<Capabilities>(&r, "capabilities")? else {
+            continue;
         };
-        let units: UnitStates = match r.try_get::<Option<String>, _>("unit_states")? {
-            Some(j) => serde_json::from_str(&j).map_err(ControlError::internal)?,
-            None => continue,
+        let Some(units) = json_column::<UnitStates>(&r, "unit_states")? else {
+            continue;
         };
         for (unit, state) in units.iter().filter(|(_, s)| s.state == "failed") {
             let Ok(op) = Operation::parse("restart_service", &json!({ "unit": unit })) else {
@@ -252,9 +260,8 @@ pub async fn findings(
         .fetch_all(store.pool())
         .await?;
     for r in rows {
-        let caps: Capabilities = match r.try_get::<Option<String>, _>("capabilities")? {
-            Some(j) => serde_json::from_str(&j).map_err(ControlError::internal)?,
-            None => continue,
+        let Some(caps) = json_column::<Capabilities>(&r, "capabilities")? else {
+            continue;
         };
         if !caps.kinds.contains(&OpKind::DiskUsage) {
             continue;
@@ -291,13 +298,11 @@ pub async fn findings(
         .fetch_all(store.pool())
         .await?;
     for r in rows {
-        let caps: Capabilities = match r.try_get::<Option<String>, _>("capabilities")? {
-            Some(j) => serde_json::from_str(&j).map_err(ControlError::internal)?,
-            None => continue,
+        let Some(caps) = json_column::<Capabilities>(&r, "capabilities")? else {
+            continue;
         };
-        let backups: BackupStates = match r.try_get::<Option<String>, _>("backups")? {
-            Some(j) => serde_json::from_str(&j).map_err(ControlError::internal)?,
-            None => continue,
+        let Some(backups) = json_column::<BackupStates>(&r, "backups")? else {
+            continue;
         };
         let agent = AgentId(r.try_get("id")?);
         let due_before = now.plus_secs(-crate::metrics::BACKUP_DUE_HOURS * 3600);
