@@ -210,6 +210,13 @@ pub fn AuditLog() -> impl IntoView {
     let events = Resource::new(|| (), |_| audit_events());
     view! {
         <PageTitle title="Audit log" subtitle="Every change, who made it and from where. Append-only and hash-chained." />
+        {me().0.org.role.manages_members().then(|| view! {
+            <p class="mb-4 flex flex-wrap gap-3 text-sm" data-testid="audit-export">
+                "Export: "
+                <a class="text-sky-700 underline" href="/audit/export?format=csv" rel="external" download>"CSV"</a>
+                <a class="text-sky-700 underline" href="/audit/export?format=jsonl" rel="external" download>"JSON Lines (for offline verification)"</a>
+            </p>
+        })}
         <Suspense fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match events.await {

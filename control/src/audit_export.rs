@@ -138,6 +138,15 @@ pub enum ExportFormat {
     Csv,
 }
 
+impl ExportFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::JsonLines => "jsonl",
+            Self::Csv => "csv",
+        }
+    }
+}
+
 impl std::str::FromStr for ExportFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -287,7 +296,7 @@ struct Row {
 }
 
 /// Streams an organisation's events in `range` to `out` in sequence order,
-/// a page at a time (keyset on the sequence number). Returns how many.
+/// a page at a time ([`export_page`]). Returns how many.
 pub async fn export(
     store: &Store,
     org: OrgId,
@@ -296,60 +305,124 @@ pub async fn export(
     out: &mut (dyn Write + Send),
 ) -> Result<u64, ControlError> {
     let io = |e: std::io::Error| ControlError::Internal(Box::new(e));
-    if format == ExportFormat::Csv {
-        writeln!(out, "{CSV_HEADER}").map_err(io)?;
-    }
-    let (since, until) = (
-        range.since.map_or(i64::MIN, |t| t.0),
-        range.until.map_or(i64::MAX, |t| t.0),
-    );
+    out.write_all(&export_header(format)).map_err(io)?;
     let mut after = 0i64;
     let mut written = 0u64;
-    let mut buf = Vec::with_capacity(1 << 20);
-    loop {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, at, actor_user_id, actor, ip, user_agent, action, target, details, prev_hash, hash \
-             FROM audit_events WHERE org_id = $1 AND seq > $2 AND at >= $3 AND at < $4 \
-             ORDER BY seq LIMIT $5",
-        )
-        .bind(org.0)
-        .bind(after)
-        .bind(since)
-        .bind(until)
-        .bind(EXPORT_PAGE)
-        .fetch_all(store.pool())
-        .await?;
-        let Some(last) = rows.last() else { break };
-        after = last.seq;
-        buf.clear();
-        for r in &rows {
-            write_event(
-                &mut buf,
-                &ExportedEvent {
-                    org: org.0,
-                    seq: r.seq,
-                    at: r.at,
-                    actor_user_id: r.actor_user_id,
-                    actor: Cow::Borrowed(&r.actor),
-                    ip: Cow::Borrowed(&r.ip),
-                    user_agent: Cow::Borrowed(&r.user_agent),
-                    action: Cow::Borrowed(&r.action),
-                    target: Cow::Borrowed(&r.target),
-                    details: Cow::Borrowed(&r.details),
-                    prev_hash: Cow::Borrowed(&r.prev_hash),
-                    hash: Cow::Borrowed(&r.hash),
-                },
-                format,
-            )?;
-        }
-        out.write_all(&buf).map_err(io)?;
-        written += rows.len() as u64;
-        if (rows.len() as i64) < EXPORT_PAGE {
-            break;
-        }
+    while let Some(page) = export_page(store, org, range, format, after).await? {
+        out.write_all(&page.bytes).map_err(io)?;
+        written += page.events;
+        after = page.last_seq;
     }
     out.flush().map_err(io)?;
     Ok(written)
+}
+
+/// What an export starts with: the CSV header line, or nothing.
+pub fn export_header(format: ExportFormat) -> Vec<u8> {
+    match format {
+        ExportFormat::Csv => format!("{CSV_HEADER}\n").into_bytes(),
+        ExportFormat::JsonLines => Vec::new(),
+    }
+}
+
+/// One page of an export.
+pub struct ExportPage {
+    pub bytes: Vec<u8>,
+    pub events: u64,
+    /// The last event's sequence number: the next page starts after it.
+    pub last_seq: i64,
+}
+
+/// The events in `range` after sequence number `after`, at most a page of
+/// them, written in `format`; `None` when there are no more.
+pub async fn export_page(
+    store: &Store,
+    org: OrgId,
+    range: ExportRange,
+    format: ExportFormat,
+    after: i64,
+) -> Result<Option<ExportPage>, ControlError> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT seq, at, actor_user_id, actor, ip, user_agent, action, target, details, prev_hash, hash \
+         FROM audit_events WHERE org_id = $1 AND seq > $2 AND at >= $3 AND at < $4 \
+         ORDER BY seq LIMIT $5",
+    )
+    .bind(org.0)
+    .bind(after)
+    .bind(range.since.map_or(i64::MIN, |t| t.0))
+    .bind(range.until.map_or(i64::MAX, |t| t.0))
+    .bind(EXPORT_PAGE)
+    .fetch_all(store.pool())
+    .await?;
+    let Some(last) = rows.last() else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::with_capacity(rows.len() * 512);
+    for r in &rows {
+        write_event(
+            &mut bytes,
+            &ExportedEvent {
+                org: org.0,
+                seq: r.seq,
+                at: r.at,
+                actor_user_id: r.actor_user_id,
+                actor: Cow::Borrowed(&r.actor),
+                ip: Cow::Borrowed(&r.ip),
+                user_agent: Cow::Borrowed(&r.user_agent),
+                action: Cow::Borrowed(&r.action),
+                target: Cow::Borrowed(&r.target),
+                details: Cow::Borrowed(&r.details),
+                prev_hash: Cow::Borrowed(&r.prev_hash),
+                hash: Cow::Borrowed(&r.hash),
+            },
+            format,
+        )?;
+    }
+    Ok(Some(ExportPage {
+        bytes,
+        events: rows.len() as u64,
+        last_seq: last.seq,
+    }))
+}
+
+/// Who may export the audit log: Owners and Admins.
+pub struct ExportAudit;
+impl crate::access::Capability for ExportAudit {
+    const DESCRIPTION: &'static str = "export the audit log";
+    fn allows(role: crate::Role) -> bool {
+        role.manages_members()
+    }
+}
+
+/// Records an export of the audit log in the log itself, before its events
+/// are read (so a full export holds its own record).
+pub async fn record_export(
+    store: &Store,
+    actor: &crate::audit::AuditActor,
+    org: OrgId,
+    format: ExportFormat,
+    range: ExportRange,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    let mut tx = store.begin().await?;
+    crate::audit::append(
+        &mut tx,
+        actor,
+        crate::audit::Event::new(
+            org,
+            crate::audit::AuditAction::AuditExported,
+            format!("org:{}", org.0),
+            serde_json::json!({
+                "format": format.as_str(),
+                "since": range.since.map(|t| t.0),
+                "until": range.until.map(|t| t.0),
+            }),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// What the offline verifier found.

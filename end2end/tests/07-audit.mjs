@@ -1,4 +1,6 @@
 // The audit log records what the earlier tests did.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { OWNER, signIn, sleep } from './_common.mjs';
 
 const EXPECTED = [
@@ -28,4 +30,17 @@ export default async function audit(t) {
     }
     await sleep(200);
   }
+
+  // An Owner downloads the log as CSV; the export is itself in the log.
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.locator('[data-testid="audit-export"] a', { hasText: 'CSV' }).click(),
+  ]);
+  assert.match(download.suggestedFilename(), /^audit-\d+-\d{4}-\d{2}-\d{2}\.csv$/);
+  const csv = fs.readFileSync(await download.path(), 'utf8').split('\n');
+  assert.equal(csv[0], 'org,seq,at,actor_user_id,actor,ip,user_agent,action,target,details,prev_hash,hash');
+  assert.ok(csv.some((line) => line.includes('setup.completed')), 'the CSV lacks the first events');
+  assert.ok(csv.some((line) => line.includes('audit.exported')), 'the CSV lacks its own record');
+  await t.goto(page, '/audit');
+  await t.expectText(rows.first(), /audit\.exported/);
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use control::access::Operator;
-use control::audit::{self, AuditAction, AuditActor, Event};
+use control::audit::AuditActor;
 use control::audit_export::{self, ExportFormat, ExportRange};
 use control::checkpoints::{self, AuditKey};
 use control::store::Store;
@@ -30,24 +30,15 @@ pub async fn export(
     range: ExportRange,
 ) -> Result<u64, ControlError> {
     let org = org(store, org_name).await?;
-    let mut tx = store.begin().await?;
-    audit::append(
-        &mut tx,
+    audit_export::record_export(
+        store,
         &AuditActor::cli(),
-        Event::new(
-            org,
-            AuditAction::AuditExported,
-            format!("org:{}", org.0),
-            serde_json::json!({
-                "format": match format { ExportFormat::JsonLines => "jsonl", ExportFormat::Csv => "csv" },
-                "since": range.since.map(|t| t.0),
-                "until": range.until.map(|t| t.0),
-            }),
-        ),
+        org,
+        format,
+        range,
         Timestamp::now(),
     )
     .await?;
-    tx.commit().await?;
     // Unlocked stdout (the lock guard is not Send); the export writes a page
     // at a time.
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());

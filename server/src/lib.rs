@@ -6,6 +6,7 @@
 //! serves until the process is told to stop. Tests build it on port 0.
 
 pub mod audit_cli;
+mod audit_http;
 pub mod config;
 pub mod gateway;
 pub mod http;
@@ -512,7 +513,11 @@ fn router(config: &Config, state: AppState, edge: http::EdgeConfig, addr: Socket
             context, shell,
         ))
         .with_state(options);
-    ui.layer(axum::middleware::from_fn(http::server_fn_errors))
+    let downloads = Router::new()
+        .route("/audit/export", get(audit_http::export))
+        .with_state(state.clone());
+    ui.merge(downloads)
+        .layer(axum::middleware::from_fn(http::server_fn_errors))
         .layer(sessions)
         .merge(health)
         .layer(axum::middleware::from_fn_with_state(
