@@ -23,6 +23,10 @@ pub enum AppError {
     Unavailable,
     #[error("Something went wrong on our side. The details were logged.")]
     Internal,
+    /// The change's audit event could not be written, so the change was
+    /// rolled back with it.
+    #[error("The action was not recorded, so it was not done.")]
+    NotRecorded,
     /// The request itself was malformed (missing or unparsable fields), or the
     /// browser could not reach the server.
     #[error("{0}")]
@@ -39,7 +43,7 @@ impl AppError {
             AppError::Conflict(_) => 409,
             AppError::Invalid(_) | AppError::Request(_) => 400,
             AppError::Throttled(_) => 429,
-            AppError::Unavailable => 503,
+            AppError::Unavailable | AppError::NotRecorded => 503,
             AppError::Internal => 500,
         }
     }
@@ -79,6 +83,10 @@ impl From<control::ControlError> for AppError {
             C::Unavailable(cause) => {
                 tracing::error!(error = %cause, "database unavailable");
                 AppError::Unavailable
+            }
+            C::NotRecorded(cause) => {
+                tracing::error!(error = %cause, "a change was refused: it could not be recorded");
+                AppError::NotRecorded
             }
             C::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");

@@ -258,7 +258,8 @@ pub async fn append_many(
         )
         .bind(org.0)
         .fetch_optional(tx.conn())
-        .await?;
+        .await
+        .map_err(StoreError::NotRecorded)?;
         let (mut seq, mut prev_hash) = match head {
             Some(row) => (
                 row.try_get::<i64, _>("seq")?,
@@ -313,7 +314,10 @@ pub async fn append_many(
                     .bind(prev.as_str())
                     .bind(hash.as_str());
             }
-            q.execute(tx.conn()).await?;
+            // Any failure here fails the change's whole transaction.
+            q.execute(tx.conn())
+                .await
+                .map_err(StoreError::NotRecorded)?;
         }
     }
     Ok(())

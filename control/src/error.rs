@@ -15,6 +15,10 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The audit event could not be written: the change it records is rolled
+    /// back with it.
+    #[error("the audit event could not be written: {0}")]
+    NotRecorded(#[source] sqlx::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,10 @@ pub enum ControlError {
     /// The database cannot be reached right now.
     #[error("the service is temporarily unavailable")]
     Unavailable(#[source] StoreError),
+    /// The change could not be recorded (its audit event, or any write: a
+    /// full or read-only database, a refused privilege), so it was not made.
+    #[error("The action was not recorded, so it was not done.")]
+    NotRecorded(#[source] StoreError),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -63,9 +71,26 @@ impl ControlError {
     }
 }
 
+/// Whether the database refused to write at all: full, read-only, or a
+/// privilege taken away (SQLite's FULL and READONLY result codes, with their
+/// extended forms; PostgreSQL's insufficient_privilege, disk_full and
+/// read_only_sql_transaction).
+fn write_refused(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    let Some(code) = db.code() else { return false };
+    match code.as_ref() {
+        "42501" | "53100" | "25006" => true,
+        c => c.parse::<i64>().is_ok_and(|n| matches!(n & 0xff, 8 | 13)),
+    }
+}
+
 impl From<StoreError> for ControlError {
     fn from(e: StoreError) -> Self {
         match &e {
+            StoreError::NotRecorded(_) => ControlError::NotRecorded(e),
+            StoreError::Database(db) if write_refused(db) => ControlError::NotRecorded(e),
             StoreError::Database(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
             ) => ControlError::Unavailable(e),

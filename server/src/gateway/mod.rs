@@ -86,8 +86,14 @@ impl From<ControlError> for GatewayError {
             ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
             ControlError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ControlError::NotRecorded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        if let ControlError::NotRecorded(cause) = &e {
+            // The agent retries; its report was not recorded, so not taken.
+            tracing::error!(error = %cause, "an agent's request could not be recorded");
+            return GatewayError(status, e.to_string());
+        }
         if status.is_server_error() {
             tracing::error!(error = %e, "agent gateway error");
             return GatewayError(status, "internal error".into());
