@@ -1,7 +1,7 @@
 //! Server functions: thin edges. Each finds out who is asking, calls one
 //! `control` function, and converts the result. No SQL and no rules here.
 
-use control::{AuditEventView, ChainReport, InvitePreview, Me, SessionView, TeamView};
+use control::{AuditEventView, InvitePreview, Me, SessionView, TeamView};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -253,22 +253,6 @@ pub async fn audit_key() -> Result<AuditKeyView, AppError> {
     let actor = cx.actor().await?;
     actor.authorize::<control::access::ReadOrg>()?;
     Ok(cx.state.audit_key.clone())
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditPage {
-    pub events: Vec<AuditEventView>,
-    pub chain: ChainReport,
-}
-
-#[server(endpoint = "audit-events")]
-pub async fn audit_events() -> Result<AuditPage, AppError> {
-    let cx = crate::context::cx().await?;
-    let actor = cx.actor().await?;
-    let auth = actor.authorize::<control::access::ReadOrg>()?;
-    let events = control::audit::latest(&auth, 100).await?;
-    let chain = control::audit::verify(&auth).await?;
-    Ok(AuditPage { events, chain })
 }
 
 /// The latest audit events, newest first, without the chain check (the

@@ -6,6 +6,7 @@
 //! `ActionForm`, so it also works without JavaScript.
 
 pub mod api;
+pub mod audit_page;
 mod chart;
 #[cfg(feature = "ssr")]
 pub mod context;
@@ -72,7 +73,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("servers/:id") view=servers::ServerDetail />
                     <Route path=path!("approvals") view=operations::Approvals />
                     <Route path=path!("operations/:id") view=operations::OperationDetail />
-                    <Route path=path!("audit") view=pages::AuditLog />
+                    <Route path=path!("audit") view=audit_page::AuditLog />
+                    <Route path=path!("audit/:seq") view=audit_page::AuditEventPage />
                     <Route path=path!("team") view=pages::Team />
                     <Route path=path!("settings") view=pages::Settings />
                 </ParentRoute>

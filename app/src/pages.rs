@@ -206,67 +206,6 @@ pub(crate) fn PageTitle(
 }
 
 #[component]
-pub fn AuditLog() -> impl IntoView {
-    let events = Resource::new(|| (), |_| audit_events());
-    view! {
-        <PageTitle title="Audit log" subtitle="Every change, who made it and from where. Append-only and hash-chained." />
-        {me().0.org.role.manages_members().then(|| view! {
-            <p class="mb-4 flex flex-wrap gap-3 text-sm" data-testid="audit-export">
-                "Export: "
-                <a class="text-sky-700 underline" href="/audit/export?format=csv" rel="external" download>"CSV"</a>
-                <a class="text-sky-700 underline" href="/audit/export?format=jsonl" rel="external" download>"JSON Lines (for offline verification)"</a>
-            </p>
-        })}
-        <Suspense fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match events.await {
-                    Ok(page) => {
-                        let chain = page.chain.clone();
-                        view! {
-                            <p data-testid="chain-status" class=if chain.intact() { "mb-4 text-sm text-emerald-700" } else { "mb-4 text-sm font-semibold text-red-700" }>
-                                {if chain.intact() {
-                                    format!("Chain verified: {} events intact.", chain.events_checked)
-                                } else {
-                                    format!("Chain broken at event #{}: the log was altered.", chain.first_broken_seq.unwrap_or_default())
-                                }}
-                            </p>
-                            {chain.head_hash.clone().map(|h| view! {
-                                <p class="-mt-2 mb-4 text-xs text-slate-500">
-                                    "Head hash (record it elsewhere to detect a rewritten history later): "
-                                    <code data-testid="chain-head" class="break-all">{h}</code>
-                                </p>
-                            })}
-                            <div class="overflow-x-auto rounded-lg border border-slate-200 bg-white">
-                                <table class="table">
-                                    <thead>
-                                        <tr><th>"#"</th><th>"When"</th><th>"Who"</th><th>"Action"</th><th>"Target"</th><th>"From"</th><th>"Details"</th></tr>
-                                    </thead>
-                                    <tbody>
-                                        {page.events.into_iter().map(|e| view! {
-                                            <tr data-testid="audit-row">
-                                                <td class="text-slate-500">{e.seq}</td>
-                                                <td class="whitespace-nowrap">{e.at.display_utc()}</td>
-                                                <td>{e.actor}</td>
-                                                <td><code>{e.action}</code></td>
-                                                <td><code>{e.target}</code></td>
-                                                <td class="text-xs text-slate-500" title=e.user_agent>{e.ip}</td>
-                                                <td class="max-w-xs truncate text-xs"><code>{e.details}</code></td>
-                                            </tr>
-                                        }).collect_view()}
-                                    </tbody>
-                                </table>
-                            </div>
-                        }
-                        .into_any()
-                    }
-                    Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
-                }
-            })}
-        </Suspense>
-    }
-}
-
-#[component]
 pub fn Team() -> impl IntoView {
     let invite = ServerAction::<InviteMember>::new();
     let change = ServerAction::<ChangeRole>::new();

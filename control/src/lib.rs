@@ -20,6 +20,8 @@ pub mod audit;
 #[cfg(feature = "server")]
 pub mod audit_export;
 #[cfg(feature = "server")]
+pub mod audit_search;
+#[cfg(feature = "server")]
 mod batch;
 #[cfg(feature = "server")]
 pub mod ca;

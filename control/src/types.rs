@@ -614,3 +614,52 @@ mod tests {
         assert!(!Role::Member.manages_members() && !Role::Viewer.manages_members());
     }
 }
+
+/// The Audit page's filters as the URL carries them: every field optional,
+/// unparsed (the control plane checks them and names the bad one).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFilterText {
+    pub actor: Option<String>,
+    /// An action group: `sign-in`, `team`, `servers`, `keys`, `operations`,
+    /// `approvals`, `audit`.
+    pub group: Option<String>,
+    /// A server (agent id).
+    pub server: Option<String>,
+    /// An operation id.
+    pub operation: Option<String>,
+    /// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM[:SS]Z`, UTC.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// Free text over the actor, action, target and details.
+    pub text: Option<String>,
+    /// The page cursor: events before this sequence number.
+    pub before: Option<String>,
+}
+
+/// The action groups the Audit page filters by, with their labels.
+pub const AUDIT_GROUPS: [(&str, &str); 7] = [
+    ("sign-in", "Sign-in"),
+    ("team", "Team"),
+    ("servers", "Servers"),
+    ("keys", "Keys"),
+    ("operations", "Operations"),
+    ("approvals", "Approvals"),
+    ("audit", "Audit log"),
+];
+
+/// A page of audit events, newest first, and the cursor of the next.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditResults {
+    pub events: Vec<AuditEventView>,
+    /// `before` for the next (older) page, when there is one.
+    pub next: Option<i64>,
+}
+
+/// One audit event with everything it records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEventDetail {
+    pub event: AuditEventView,
+    pub actor_user_id: Option<i64>,
+    pub prev_hash: String,
+    pub hash: String,
+}

@@ -100,3 +100,149 @@ async fn checkpoints_are_signed_when_due_and_an_export_verifies(db: TestDb) {
 }
 
 control::both_backends!(checkpoints_are_signed_when_due_and_an_export_verifies);
+
+mod common;
+
+/// The Audit page's search: filters, keyset pages that stay put while new
+/// events arrive, one event with its hashes, and each bad filter refused by
+/// name.
+async fn the_viewer_filters_pages_and_refuses_bad_filters(db: TestDb) {
+    let (owner, org) = common::add(&db, "Acme", "owner@example.com", Role::Owner).await;
+    for i in 0..60 {
+        add(&db.store, &format!("user{i}@example.com")).await;
+    }
+    let actor = common::actor(&db, owner, org).await;
+    let auth = actor.authorize::<control::access::ReadOrg>().unwrap();
+    let search = |f: control::AuditFilterText| {
+        let auth = &auth;
+        async move { control::audit_search::search(auth, &f).await }
+    };
+    let all = search(Default::default()).await.unwrap();
+    assert_eq!(all.events.len() as i64, control::audit_search::PAGE);
+    assert!(
+        all.events.windows(2).all(|w| w[0].seq > w[1].seq),
+        "newest first"
+    );
+    let next = all.next.unwrap();
+    // New events arrive; the second page is still the one after the first.
+    add(&db.store, "late@example.com").await;
+    let older = search(control::AuditFilterText {
+        before: Some(next.to_string()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(older.events[0].seq, next - 1);
+    assert!(older.events.iter().all(|e| e.seq < next));
+
+    let team = search(control::AuditFilterText {
+        group: Some("team".into()),
+        text: Some("user42@".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(!team.events.is_empty());
+    assert!(team.events.iter().all(|e| e.details.contains("user42@")));
+    let nothing = search(control::AuditFilterText {
+        group: Some("keys".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(nothing.events.is_empty() && nothing.next.is_none());
+    // LIKE wildcards match themselves.
+    let wild = search(control::AuditFilterText {
+        text: Some("%".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(wild.events.is_empty(), "{:?}", wild.events.first());
+    let future = search(control::AuditFilterText {
+        since: Some("2999-01-01".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(future.events.is_empty());
+
+    let one = control::audit_search::event(&auth, next).await.unwrap();
+    assert_eq!(one.event.seq, next);
+    assert_eq!(one.hash.len(), 64);
+    let prev = control::audit_search::event(&auth, next - 1).await.unwrap();
+    assert_eq!(one.prev_hash, prev.hash, "the detail shows the link");
+    assert!(matches!(
+        control::audit_search::event(&auth, 999_999).await,
+        Err(control::ControlError::NotFound(_))
+    ));
+
+    let long = "x".repeat(10_000);
+    for (filter, field) in [
+        (
+            control::AuditFilterText {
+                since: Some("2026-13-45".into()),
+                ..Default::default()
+            },
+            "since:",
+        ),
+        (
+            control::AuditFilterText {
+                until: Some(long.clone()),
+                ..Default::default()
+            },
+            "until:",
+        ),
+        (
+            control::AuditFilterText {
+                text: Some(long.clone()),
+                ..Default::default()
+            },
+            "text:",
+        ),
+        (
+            control::AuditFilterText {
+                group: Some("everything".into()),
+                ..Default::default()
+            },
+            "group:",
+        ),
+        (
+            control::AuditFilterText {
+                before: Some("abc".into()),
+                ..Default::default()
+            },
+            "before:",
+        ),
+        (
+            control::AuditFilterText {
+                before: Some("-5".into()),
+                ..Default::default()
+            },
+            "before:",
+        ),
+        (
+            control::AuditFilterText {
+                server: Some("../x".into()),
+                ..Default::default()
+            },
+            "server:",
+        ),
+        (
+            control::AuditFilterText {
+                operation: Some(long.clone()),
+                ..Default::default()
+            },
+            "operation:",
+        ),
+    ] {
+        match search(filter).await {
+            Err(control::ControlError::Invalid(m)) => {
+                assert!(m.starts_with(field) && m.len() < 200, "{m}")
+            }
+            other => panic!("{field} {other:?}"),
+        }
+    }
+}
+
+control::both_backends!(the_viewer_filters_pages_and_refuses_bad_filters);

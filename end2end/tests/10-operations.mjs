@@ -443,6 +443,41 @@ async function labelsAndSafeDelete(t) {
   await card.getByRole('button', { name: 'Delete server', exact: true }).waitFor();
 }
 
+async function aViewerReadsTheAuditLog(t) {
+  // A Viewer filters the log by this server and the Servers actions (a plain
+  // GET form: the filter is in the URL), opens an event, follows its link.
+  const viewer = await as(t, 'viewer');
+  const { serverPath } = t0();
+  const id = serverPath.split('/').pop();
+  await t.goto(viewer, '/audit');
+  const form = viewer.locator('[data-testid="audit-filters"]');
+  await form.locator('input[name="server"]').fill(id);
+  await form.locator('select[name="group"]').selectOption('servers');
+  await form.getByRole('button', { name: 'Filter', exact: true }).click();
+  await t.waitForPath(viewer, /^\/audit$/);
+  const url = new URL(viewer.url());
+  assert.equal(url.searchParams.get('server'), id);
+  assert.equal(url.searchParams.get('group'), 'servers');
+  const rows = viewer.locator('[data-testid="audit-row"]');
+  await t.expectText(rows.first(), /server\.restored/);
+  for (const text of await rows.allTextContents()) {
+    assert.match(text, /(server|agent)\./, `a row outside the filter: ${text}`);
+    assert.ok(text.includes(`agent:${id}`), `a row of another server: ${text}`);
+  }
+  await rows.first().locator('[data-testid="audit-event-link"]').click();
+  await t.waitForPath(viewer, /^\/audit\/\d+$/);
+  await t.expectText(viewer.locator('[data-testid="event-action"]'), 'server.restored');
+  await t.expectText(viewer.locator('[data-testid="event-hash"]'), /^[0-9a-f]{64}$/);
+  await t.expectText(viewer.locator('[data-testid="event-prev-hash"]'), /^[0-9a-f]{64}$/);
+  await viewer.locator('[data-testid="audit-event"] [data-testid="target-link"]').click();
+  await t.waitForPath(viewer, new RegExp(`^/servers/${id}$`));
+
+  // A bad filter gets a clear message and the page still renders.
+  await t.goto(viewer, '/audit?since=someday');
+  await t.expectText(viewer.locator('main'), /since: .* is not a date/);
+  assert.equal(await viewer.locator('[data-testid="audit-filters"]').count(), 1, 'the form is gone');
+}
+
 export const tests = [
   { name: 'people and a server whose agent offers operations', fn: setUp },
   { name: 'the AI Pilot proposes a restart, a Member approves, the output arrives', fn: pilotProposesAMemberApproves },
@@ -451,4 +486,5 @@ export const tests = [
   { name: 'Production Protection refuses the pilot, shown on the server page', fn: productionProtection },
   { name: 'at 390 px wide the shell does not scroll sideways and an approval works', fn: phoneWidth },
   { name: 'labels, and a deletion that asks for the name and can be restored', fn: labelsAndSafeDelete },
+  { name: 'a Viewer filters the audit log by server and action, opens an event, follows its link', fn: aViewerReadsTheAuditLog },
 ];
