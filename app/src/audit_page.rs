@@ -33,12 +33,49 @@ pub async fn audit_summary() -> Result<AuditLogState, AppError> {
     Ok(AuditLogState { chain, oldest })
 }
 
+/// One page of events. The filter's fields are separate arguments, each
+/// optional (absent from the request when not set).
+#[allow(clippy::too_many_arguments)]
 #[server(endpoint = "audit-search")]
-pub async fn audit_search(filter: AuditFilterText) -> Result<AuditResults, AppError> {
+pub async fn audit_search(
+    actor: Option<String>,
+    group: Option<String>,
+    server: Option<String>,
+    operation: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    text: Option<String>,
+    before: Option<String>,
+) -> Result<AuditResults, AppError> {
+    let filter = AuditFilterText {
+        actor,
+        group,
+        server,
+        operation,
+        since,
+        until,
+        text,
+        before,
+    };
     let cx = crate::context::cx().await?;
-    let actor = cx.actor().await?;
-    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    let who = cx.actor().await?;
+    let auth = who.authorize::<control::access::ReadOrg>()?;
     Ok(control::audit_search::search(&auth, &filter).await?)
+}
+
+/// [`audit_search`] with a filter.
+async fn search(f: AuditFilterText) -> Result<AuditResults, AppError> {
+    audit_search(
+        f.actor,
+        f.group,
+        f.server,
+        f.operation,
+        f.since,
+        f.until,
+        f.text,
+        f.before,
+    )
+    .await
 }
 
 #[server(endpoint = "audit-event")]
@@ -115,7 +152,7 @@ pub fn target_href(target: &str) -> Option<String> {
 #[component]
 pub fn AuditLog() -> impl IntoView {
     let filter = filter_from_query();
-    let results = Resource::new(move || filter.get(), audit_search);
+    let results = Resource::new(move || filter.get(), search);
     let summary = Resource::new(|| (), |_| audit_summary());
     view! {
         <PageTitle title="Audit log" subtitle="Every change, who made it and from where. Append-only and hash-chained." />

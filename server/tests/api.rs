@@ -486,6 +486,16 @@ async fn the_audit_export_is_for_owners_and_admins(db: TestDb) {
         let body = res.text().await.unwrap();
         assert!(body.contains(expected) && body.len() < 300, "{body}");
     }
+    // The Audit page's search refuses a bad filter by name, with a 400.
+    for (field, value) in [("since", "someday"), ("before", "abc"), ("group", "all")] {
+        let res = app.call(&admin, "audit-search", &[(field, value)]).await;
+        assert_eq!(res.status(), 400, "{field}");
+        let body = res.text().await.unwrap();
+        assert!(body.contains(&format!("{field}:")), "{body}");
+    }
+    let found = app.call(&admin, "audit-search", &[("group", "audit")]).await;
+    assert_eq!(found.status(), 200);
+    assert!(found.text().await.unwrap().contains("audit.exported"));
     // Only the allowed downloads were recorded: one per successful export.
     let count = |body: &str| body.matches("audit.exported").count();
     let after = admin

@@ -771,7 +771,7 @@ async fn activate_pqc_and_rotate_keys(db: TestDb) {
     );
 
     let audit = app
-        .call(&owner, "audit-events", &[])
+        .call(&owner, "latest-audit-events", &[("limit", "100")])
         .await
         .text()
         .await
