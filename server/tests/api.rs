@@ -493,7 +493,9 @@ async fn the_audit_export_is_for_owners_and_admins(db: TestDb) {
         let body = res.text().await.unwrap();
         assert!(body.contains(&format!("{field}:")), "{body}");
     }
-    let found = app.call(&admin, "audit-search", &[("group", "audit")]).await;
+    let found = app
+        .call(&admin, "audit-search", &[("group", "audit")])
+        .await;
     assert_eq!(found.status(), 200);
     assert!(found.text().await.unwrap().contains("audit.exported"));
     // Only the allowed downloads were recorded: one per successful export.
