@@ -64,6 +64,11 @@ impl std::fmt::Debug for Store {
 /// `rows` groups of `cols` numbered placeholders for a multi-row
 /// `VALUES` list: `($1, $2), ($3, $4)` for 2 × 2.
 pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
+    placeholders_from(rows, cols, 1)
+}
+
+/// [`placeholders`] numbered from `$first`.
+pub(crate) fn placeholders_from(rows: usize, cols: usize, first: usize) -> String {
     let mut out = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
         if r > 0 {
@@ -75,7 +80,7 @@ pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
                 out.push_str(", ");
             }
             out.push('$');
-            out.push_str(&(r * cols + c + 1).to_string());
+            out.push_str(&(first + r * cols + c).to_string());
         }
         out.push(')');
     }
@@ -248,5 +253,6 @@ mod tests {
         assert_eq!(super::placeholders(2, 2), "($1, $2), ($3, $4)");
         assert_eq!(super::placeholders(1, 3), "($1, $2, $3)");
         assert_eq!(super::list(3, 4), "$4, $5, $6");
+        assert_eq!(super::placeholders_from(2, 2, 3), "($3, $4), ($5, $6)");
     }
 }

@@ -234,6 +234,8 @@ pub(crate) async fn advance(
         }
         let record = approval_record(tx, id, &op, expires).await?;
         let mut progressed = false;
+        // Recorded together after the wave (one update, one history insert).
+        let mut sent: Vec<(AgentId, CommandId)> = Vec::new();
         for t in waiting.into_iter().take(slots) {
             progressed = true;
             let refusal = match read_target(tx, org, &t.agent).await {
@@ -274,16 +276,7 @@ pub(crate) async fn advance(
             .await;
             match queued {
                 Ok(command) => {
-                    set_target(
-                        tx,
-                        id,
-                        &t.agent,
-                        TargetState::Dispatched,
-                        Some(&command),
-                        None,
-                        now,
-                    )
-                    .await?;
+                    sent.push((t.agent.clone(), command));
                     wake.push(t.agent.clone());
                 }
                 Err(ControlError::Conflict(why)) | Err(ControlError::NotFound(why)) => {
@@ -293,6 +286,7 @@ pub(crate) async fn advance(
                 Err(e) => return Err(e),
             }
         }
+        targets_dispatched(tx, id, &sent, now).await?;
         if !progressed {
             break;
         }
@@ -576,6 +570,40 @@ pub(crate) async fn targets_finished(
 
 /// Targets one `IN (...)` list or multi-row statement names.
 const BATCH_ROWS: usize = 200;
+
+/// Targets whose commands were queued: dispatched, each with its command,
+/// and their history entries.
+async fn targets_dispatched(
+    tx: &mut Tx,
+    id: &OperationId,
+    sent: &[(AgentId, CommandId)],
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    for part in sent.chunks(BATCH_ROWS) {
+        let sql = format!(
+            "UPDATE operation_targets SET state = $1, command_id = v.column2 \
+             FROM (VALUES {}) AS v \
+             WHERE operation_targets.operation_id = $2 AND operation_targets.agent_id = v.column1",
+            crate::store::placeholders_from(part.len(), 2, 3)
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(TargetState::Dispatched.as_str())
+            .bind(id.0.as_str());
+        for (agent, command) in part {
+            q = q.bind(agent.0.as_str()).bind(command.0.as_str());
+        }
+        q.execute(tx.conn()).await?;
+    }
+    let steps: Vec<TargetStep<'_>> = sent
+        .iter()
+        .map(|(agent, _)| TargetStep {
+            operation: id,
+            agent,
+            state: TargetState::Dispatched.as_str(),
+        })
+        .collect();
+    system_history(tx, &steps, None, now).await
+}
 
 /// A target's step in the history, as [`system_history`] writes it.
 pub(crate) struct TargetStep<'a> {
