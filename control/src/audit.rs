@@ -337,18 +337,7 @@ pub async fn latest(
     .fetch_all(auth.store().pool())
     .await?;
     rows.iter()
-        .map(|r| {
-            Ok(AuditEventView {
-                seq: r.try_get("seq")?,
-                at: Timestamp(r.try_get("at")?),
-                actor: r.try_get("actor")?,
-                ip: r.try_get("ip")?,
-                user_agent: r.try_get("user_agent")?,
-                action: r.try_get("action")?,
-                target: r.try_get("target")?,
-                details: r.try_get("details")?,
-            })
-        })
+        .map(crate::audit_search::view)
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
 }

@@ -209,7 +209,8 @@ pub async fn search(
     Ok(AuditResults { events, next })
 }
 
-fn view(r: &sqlx::any::AnyRow) -> Result<AuditEventView, sqlx::Error> {
+/// An event row as the pages show it.
+pub(crate) fn view(r: &sqlx::any::AnyRow) -> Result<AuditEventView, sqlx::Error> {
     Ok(AuditEventView {
         seq: r.try_get("seq")?,
         at: Timestamp(r.try_get("at")?),

@@ -4,24 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use control::access::Operator;
+mod common;
+
 use control::audit_export::{self, ExportFormat, ExportRange};
 use control::checkpoints::{self, AuditKey};
 use control::testing::TestDb;
 use control::{Role, Timestamp};
-use secrecy::SecretString;
 
-async fn add(store: &control::store::Store, email: &str) {
-    control::accounts::add_user_cli(
-        &Operator::command_line(store.clone()),
-        "Acme",
-        email,
-        Role::Member,
-        SecretString::from("correct horse battery staple"),
-        Timestamp::now(),
-    )
-    .await
-    .unwrap();
+async fn add(db: &TestDb, email: &str) {
+    common::add(db, "Acme", email, Role::Member).await;
 }
 
 async fn checkpoints_are_signed_when_due_and_an_export_verifies(db: TestDb) {
@@ -29,7 +20,7 @@ async fn checkpoints_are_signed_when_due_and_an_export_verifies(db: TestDb) {
     let key = AuditKey::load_or_create(dir.path()).unwrap();
     let again = AuditKey::load_or_create(dir.path()).unwrap();
     assert_eq!(key.public_key(), again.public_key(), "the key is made once");
-    add(&db.store, "a@example.com").await;
+    add(&db, "a@example.com").await;
     let now = Timestamp::now();
     let first = checkpoints::sign_due(&db.store, &key, false, now)
         .await
@@ -43,7 +34,7 @@ async fn checkpoints_are_signed_when_due_and_an_export_verifies(db: TestDb) {
         .await
         .unwrap()
         .is_empty());
-    add(&db.store, "b@example.com").await;
+    add(&db, "b@example.com").await;
     // Grown, but neither by 1,000 events nor for 15 minutes.
     assert!(
         checkpoints::sign_due(&db.store, &key, false, now.plus_secs(60))
@@ -101,15 +92,13 @@ async fn checkpoints_are_signed_when_due_and_an_export_verifies(db: TestDb) {
 
 control::both_backends!(checkpoints_are_signed_when_due_and_an_export_verifies);
 
-mod common;
-
 /// The Audit page's search: filters, keyset pages that stay put while new
 /// events arrive, one event with its hashes, and each bad filter refused by
 /// name.
 async fn the_viewer_filters_pages_and_refuses_bad_filters(db: TestDb) {
     let (owner, org) = common::add(&db, "Acme", "owner@example.com", Role::Owner).await;
     for i in 0..60 {
-        add(&db.store, &format!("user{i}@example.com")).await;
+        add(&db, &format!("user{i}@example.com")).await;
     }
     let actor = common::actor(&db, owner, org).await;
     let auth = actor.authorize::<control::access::ReadOrg>().unwrap();
@@ -125,7 +114,7 @@ async fn the_viewer_filters_pages_and_refuses_bad_filters(db: TestDb) {
     );
     let next = all.next.unwrap();
     // New events arrive; the second page is still the one after the first.
-    add(&db.store, "late@example.com").await;
+    add(&db, "late@example.com").await;
     let older = search(control::AuditFilterText {
         before: Some(next.to_string()),
         ..Default::default()
