@@ -58,19 +58,31 @@ pub async fn cx() -> Result<Cx, AppError> {
     let headers: axum::http::HeaderMap = leptos_axum::extract()
         .await
         .map_err(|_| AppError::Internal)?;
-    let ua = headers
-        .get(axum::http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    Ok(Cx {
-        state,
-        session,
-        meta: RequestMeta::new(ip, ua),
-        now: Timestamp::now(),
-    })
+    Ok(Cx::from_parts(state, session, ip, &headers))
 }
 
 impl Cx {
+    /// A request's context from its parts: the shared state, its session,
+    /// the client's address as the edge decided it, and its headers (for the
+    /// browser). Plain axum handlers (downloads) build theirs this way.
+    pub fn from_parts(
+        state: AppState,
+        session: Session,
+        ip: String,
+        headers: &axum::http::HeaderMap,
+    ) -> Cx {
+        let ua = headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        Cx {
+            state,
+            session,
+            meta: RequestMeta::new(ip, ua),
+            now: Timestamp::now(),
+        }
+    }
+
     /// The signed-in user, if the session is valid and within its absolute lifetime.
     pub async fn user(&self) -> Result<Option<(UserId, Option<OrgId>)>, AppError> {
         let Some(user) = self.session.get::<i64>(keys::USER).await? else {

@@ -17,7 +17,7 @@ use serde_json::Value;
 use sqlx::Row;
 
 use crate::access::{Authorized, ReadOrg};
-use crate::store::{Store, Tx};
+use crate::store::{Store, Tx, BATCH_ROWS};
 use crate::{AuditEventView, ChainReport, ControlError, OrgId, StoreError, Timestamp, UserId};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -233,9 +233,6 @@ pub async fn append(
     append_many(tx, vec![(actor.clone(), event)], now).await
 }
 
-/// Events one multi-row insert writes (12 values each).
-const INSERT_ROWS: usize = 200;
-
 /// Appends events in the given order, each to its organisation's chain,
 /// inside the caller's transaction: per organisation one read of the head
 /// and multi-row inserts, so a batch of agent reports costs a few statements.
@@ -293,7 +290,7 @@ pub async fn append_many(
                 hash,
             ));
         }
-        for part in rows.chunks(INSERT_ROWS) {
+        for part in rows.chunks(BATCH_ROWS) {
             let sql = format!(
                 "INSERT INTO audit_events (org_id, seq, at, actor_user_id, actor, ip, user_agent, action, target, details, prev_hash, hash) VALUES {}",
                 crate::store::placeholders(part.len(), 12)

@@ -129,15 +129,13 @@ pub async fn sign_due(
         let c = key.sign(OrgId(org), count, &hash, now)?;
         let mut tx = store.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO audit_checkpoints (org_id, count, head_hash, at, signer_key_id, signature) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (org_id, count) DO NOTHING",
+            "INSERT INTO audit_checkpoints (org_id, count, at, checkpoint) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (org_id, count) DO NOTHING",
         )
         .bind(org)
         .bind(c.count)
-        .bind(&c.head_hash)
         .bind(c.at)
-        .bind(c.signer_key_id.as_str())
-        .bind(signature_text(&c)?)
+        .bind(serde_json::to_string(&c).map_err(ControlError::internal)?)
         .execute(tx.conn())
         .await?
         .rows_affected();
@@ -149,42 +147,17 @@ pub async fn sign_due(
     Ok(signed)
 }
 
-/// The signature as the checkpoint's JSON carries it (base64url).
-fn signature_text(c: &channel::Checkpoint) -> Result<String, ControlError> {
-    match serde_json::to_value(c).map_err(ControlError::internal)? {
-        serde_json::Value::Object(m) => m
-            .get("signature")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| ControlError::Internal("a checkpoint without a signature".into())),
-        _ => Err(ControlError::Internal(
-            "a checkpoint is not an object".into(),
-        )),
-    }
-}
-
 /// An organisation's checkpoints, oldest first, as a checkpoints file holds
 /// them (one JSON object per line).
 pub async fn list(store: &Store, org: OrgId) -> Result<Vec<channel::Checkpoint>, ControlError> {
-    let rows = sqlx::query(
-        "SELECT count, head_hash, at, signer_key_id, signature FROM audit_checkpoints \
-         WHERE org_id = $1 ORDER BY count",
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT checkpoint FROM audit_checkpoints WHERE org_id = $1 ORDER BY count",
     )
     .bind(org.0)
     .fetch_all(store.pool())
     .await?;
-    rows.iter()
-        .map(|r| {
-            let value = serde_json::json!({
-                "v": channel::PROTOCOL_VERSION,
-                "org": org.0,
-                "count": r.try_get::<i64, _>("count")?,
-                "head_hash": r.try_get::<String, _>("head_hash")?,
-                "at": r.try_get::<i64, _>("at")?,
-                "signer_key_id": r.try_get::<String, _>("signer_key_id")?,
-                "signature": r.try_get::<String, _>("signature")?,
-            });
-            serde_json::from_value(value).map_err(ControlError::internal)
-        })
+    stored
+        .iter()
+        .map(|c| serde_json::from_str(c).map_err(ControlError::internal))
         .collect()
 }

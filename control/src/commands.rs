@@ -28,7 +28,7 @@ use crate::agents::AgentSession;
 use crate::audit::{self, AuditAction, AuditActor, Event};
 use crate::crypto::random_token;
 use crate::operations::dispatch;
-use crate::store::{Store, Tx};
+use crate::store::{Store, Tx, BATCH_ROWS};
 use crate::{
     AgentId, CommandId, CommandKind, CommandOutcome, CommandState, CommandView, ControlError,
     OperationId, OrgId, Origin, TargetState, Timestamp, UserId,
@@ -562,9 +562,6 @@ struct FinishRow {
     target_state: Option<String>,
     op_org: Option<i64>,
 }
-
-/// Commands one `IN (...)` list or multi-row statement names.
-const BATCH_ROWS: usize = 200;
 
 /// Records agents' results, each for one of the reporting agent's own
 /// commands at the sequence number it was queued with, in one transaction:

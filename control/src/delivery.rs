@@ -4,8 +4,10 @@
 //! keys. Every path that queues a command for an agent (ping, key rounds,
 //! an operation's approval, a later wave, the sweep) or ends its polls
 //! (revocation, deletion) wakes the agent through it after its transaction
-//! commits. It also takes the agent's results and live output chunks. With
-//! SQLite the process is alone and memory is enough.
+//! commits. It also takes the agent's results and live output chunks. The
+//! long-polls, results and chunks that arrive together are written together,
+//! one transaction per batch ([`crate::batch`]). With SQLite the process is
+//! alone and memory is enough.
 //!
 //! Rules kept here: a command travels sealed to the agent's X-Wing key, or
 //! only signed while the agent has none, and then only for the kinds
@@ -66,11 +68,11 @@ pub struct Delivery {
     waiters: Mutex<HashMap<AgentId, Arc<Notify>>>,
     heartbeats: agents::Heartbeats,
     /// Results waiting for their group commit.
-    results: Batch<AgentReport, Result<Vec<AgentId>, ControlError>>,
+    results: Batch<AgentReport, Vec<AgentId>>,
     /// Long-polls waiting to take their commands, in one transaction.
-    takes: Batch<AgentId, Option<commands::Taken>>,
+    takes: Batch<AgentId, commands::Taken>,
     /// Live output chunks waiting for their group commit.
-    chunks: Batch<commands::KeptChunk, bool>,
+    chunks: Batch<commands::KeptChunk, ()>,
     clock: fn() -> Timestamp,
 }
 
@@ -96,9 +98,9 @@ impl Delivery {
             keys,
             waiters: Mutex::default(),
             heartbeats: agents::Heartbeats::default(),
-            results: Batch::new(RESULTS_PER_BATCH),
-            chunks: Batch::new(RESULTS_PER_BATCH),
-            takes: Batch::new(RESULTS_PER_BATCH),
+            results: Batch::new(RESULTS_PER_BATCH, "agent results"),
+            chunks: Batch::new(RESULTS_PER_BATCH, "live output"),
+            takes: Batch::new(RESULTS_PER_BATCH, "long-polls taking commands"),
             clock,
         }
     }
@@ -202,22 +204,11 @@ impl Delivery {
             .submit(agent.clone(), move |agents| {
                 let store = store.clone();
                 async move {
-                    match commands::take_pending_all(&store, &agents, now).await {
-                        Ok(taken) => taken.into_iter().map(Some).collect(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "taking a batch of commands failed");
-                            agents.iter().map(|_| None).collect()
-                        }
-                    }
+                    let taken = commands::take_pending_all(&store, &agents, now).await?;
+                    Ok(taken.into_iter().map(Ok).collect())
                 }
             })
             .await
-            .flatten()
-            .ok_or_else(|| {
-                ControlError::Unavailable(crate::StoreError::Corrupt(
-                    "the queue could not be read".into(),
-                ))
-            })
     }
 
     /// Seals (or, in classical fallback, signs) the commands in sequence
@@ -304,22 +295,9 @@ impl Delivery {
             .results
             .submit(report, move |reports| {
                 let store = store.clone();
-                async move {
-                    match commands::finish_all(&store, reports, now).await {
-                        Ok(outcomes) => outcomes,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "recording a batch of results failed");
-                            Vec::new()
-                        }
-                    }
-                }
+                async move { commands::finish_all(&store, reports, now).await }
             })
-            .await
-            .ok_or_else(|| {
-                ControlError::Unavailable(crate::StoreError::Corrupt(
-                    "the result could not be recorded".into(),
-                ))
-            })??;
+            .await?;
         for agent in &wake {
             self.wake(agent);
         }
@@ -366,20 +344,11 @@ impl Delivery {
                 .submit(keep, move |chunks| {
                     let store = store.clone();
                     async move {
-                        let kept = commands::keep_output(&store, &chunks, now).await;
-                        if let Err(e) = &kept {
-                            tracing::warn!(error = %e, "keeping a batch of output chunks failed");
-                        }
-                        chunks.iter().map(|_| kept.is_ok()).collect()
+                        commands::keep_output(&store, &chunks, now).await?;
+                        Ok(chunks.iter().map(|_| Ok(())).collect())
                     }
                 })
-                .await
-                .filter(|kept| *kept)
-                .ok_or_else(|| {
-                    ControlError::Unavailable(crate::StoreError::Corrupt(
-                        "the output chunk could not be kept".into(),
-                    ))
-                })?;
+                .await?;
         }
         if self.heartbeats.record(session, tls_group, now) {
             agents::touch(&self.store, session, tls_group, now).await?;

@@ -19,6 +19,10 @@ pub enum StoreError {
     /// back with it.
     #[error("the audit event could not be written: {0}")]
     NotRecorded(#[source] sqlx::Error),
+    /// A batched write failed for every request in it (the cause is logged
+    /// once, with the batch).
+    #[error("a batched write failed: {0}")]
+    Batch(String),
 }
 
 #[derive(Debug, thiserror::Error)]

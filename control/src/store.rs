@@ -61,6 +61,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Rows one multi-row statement or `IN (...)` list names (a batch larger than
+/// this is written in parts).
+pub(crate) const BATCH_ROWS: usize = 200;
+
 /// `rows` groups of `cols` numbered placeholders for a multi-row
 /// `VALUES` list: `($1, $2), ($3, $4)` for 2 × 2.
 pub(crate) fn placeholders(rows: usize, cols: usize) -> String {

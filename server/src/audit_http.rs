@@ -14,7 +14,6 @@ use tower_sessions::Session;
 
 use app::context::{AppState, ClientIp, Cx};
 use app::AppError;
-use control::access::RequestMeta;
 use control::audit_export::{self, ExportAudit, ExportFormat, ExportRange};
 use control::Timestamp;
 
@@ -68,16 +67,7 @@ pub async fn export(
         (Err(m), _) | (_, Err(m)) => return refuse(StatusCode::BAD_REQUEST, &m),
     };
     let ip = client.map(|Extension(ClientIp(ip))| ip).unwrap_or_default();
-    let ua = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let cx = Cx {
-        state: state.clone(),
-        session,
-        meta: RequestMeta::new(ip, ua),
-        now: Timestamp::now(),
-    };
+    let cx = Cx::from_parts(state.clone(), session, ip, &headers);
     let actor = match cx.actor().await {
         Ok(a) => a,
         Err(e) => return app_error(e),

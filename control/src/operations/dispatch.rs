@@ -23,7 +23,7 @@ use sqlx::Row;
 use crate::audit::{self, AuditAction, AuditActor, Event};
 use crate::commands::{self, NewCommand};
 use crate::operations::{history, lock_operation, read_target, set_state, OpRow};
-use crate::store::{Store, Tx};
+use crate::store::{Store, Tx, BATCH_ROWS};
 use crate::{
     AgentId, CommandId, CommandKind, CommandState, ControlError, Operation, OperationId,
     OperationState, OrgId, Origin, TargetState, Timestamp,
@@ -567,9 +567,6 @@ pub(crate) async fn targets_finished(
     }
     Ok(wake)
 }
-
-/// Targets one `IN (...)` list or multi-row statement names.
-const BATCH_ROWS: usize = 200;
 
 /// Targets whose commands were queued: dispatched, each with its command,
 /// and their history entries.
