@@ -589,12 +589,19 @@ pub fn ServerOperations(tick: ReadSignal<u32>) -> impl IntoView {
         |(id, ..)| async move { (server_detail(id.clone()).await, pilot_findings(id).await) },
     );
     // The propose form is drawn from what the agent declared: refetched only
-    // when that changes, so a refresh does not wipe a half-filled form.
-    let (declared, set_declared) = signal(None::<Capabilities>);
+    // when that changes, so a refresh does not wipe a half-filled form. The
+    // first capabilities seen are only noted: refetching for them would
+    // replace the server-rendered form while the page hydrates.
+    let seen = StoredValue::new(None::<Option<Capabilities>>);
+    let (declared, set_declared) = signal(0u32);
     Effect::new(move |_| {
         if let Some((Ok(s), _)) = live.get() {
-            if declared.with_untracked(|d| *d != s.capabilities) {
-                set_declared.set(s.capabilities);
+            let changed = seen.with_value(|d| d.as_ref().is_some_and(|d| *d != s.capabilities));
+            if seen.with_value(Option::is_none) || changed {
+                seen.set_value(Some(s.capabilities));
+            }
+            if changed {
+                set_declared.update(|n| *n += 1);
             }
         }
     });
