@@ -588,24 +588,6 @@ pub fn ServerOperations(tick: ReadSignal<u32>) -> impl IntoView {
         move || (id(), tick.get(), toggled()),
         |(id, ..)| async move { (server_detail(id.clone()).await, pilot_findings(id).await) },
     );
-    // The propose form is drawn from what the agent declared: refetched only
-    // when that changes, so a refresh does not wipe a half-filled form. The
-    // first capabilities seen are only noted: refetching for them would
-    // replace the server-rendered form while the page hydrates.
-    let seen = StoredValue::new(None::<Option<Capabilities>>);
-    let (declared, set_declared) = signal(0u32);
-    Effect::new(move |_| {
-        if let Some((Ok(s), _)) = live.get() {
-            let changed = seen.with_value(|d| d.as_ref().is_some_and(|d| *d != s.capabilities));
-            if seen.with_value(Option::is_none) || changed {
-                seen.set_value(Some(s.capabilities));
-            }
-            if changed {
-                set_declared.update(|n| *n += 1);
-            }
-        }
-    });
-    let basis = Resource::new(move || (id(), declared.get()), |(id, _)| server_detail(id));
     let role = me().0.org.role;
     let can_manage = role.manages_members();
     let can_propose = role.rank() >= Role::Member.rank();
@@ -635,9 +617,12 @@ pub fn ServerOperations(tick: ReadSignal<u32>) -> impl IntoView {
                 <FormError action=production />
                 <FormError action=file_access />
             </div>
-            <Suspense fallback=|| ()>
+            // Redrawn from the same refresh as the rest of the card: a redraw
+            // patches the form's elements in place, so what someone has typed
+            // or chosen stays.
+            <Transition fallback=|| ()>
                 {move || Suspend::new(async move {
-                    basis.await.ok().map(|s| {
+                    live.await.0.ok().map(|s| {
                         let active = writable(&s);
                         let server = s.id.0.clone();
                         let caps = s.capabilities;
@@ -647,7 +632,7 @@ pub fn ServerOperations(tick: ReadSignal<u32>) -> impl IntoView {
                         }
                     })
                 })}
-            </Suspense>
+            </Transition>
             <div class="mt-3"><FormError action=propose /></div>
             <Transition fallback=|| ()>
                 {move || Suspend::new(async move {

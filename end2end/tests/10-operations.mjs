@@ -168,6 +168,14 @@ async function proposeFromServerPage(t, page, { kind, reason }) {
   const form = page.locator('[data-testid="propose-form"]');
   await form.locator('select[name="kind"]').selectOption(kind);
   await form.locator('input[name="reason"]').fill(reason);
+  // The card refreshes itself every 5 s: what was typed and chosen survives it.
+  // Two refreshes a tick apart: the first one's redraw has surely happened.
+  for (let i = 0; i < 2; i++) {
+    await page.waitForResponse((r) => r.url().includes('/server-detail') && r.ok(), { timeout: 15_000 });
+    await sleep(1_000);
+  }
+  assert.equal(await form.locator('input[name="reason"]').inputValue(), reason, 'a refresh wiped the reason');
+  assert.equal(await form.locator('select[name="kind"]').inputValue(), kind, 'a refresh reset the operation');
   await form.getByRole('button', { name: 'Propose', exact: true }).click();
   await t.waitForPath(page, /^\/operations\/op_[0-9a-f]{24}$/);
   await t.waitHydrated(page);
