@@ -70,12 +70,15 @@ fi
 
 # --- Debian packages the tests run for real -------------------------------
 # Chromium for the browser tests; nginx for the agent gateway behind a
-# TLS-terminating proxy (started by the test itself, never as a service).
+# TLS-terminating proxy; rsyslog with its GnuTLS driver as the SIEM that
+# audit forwarding sends to (each started by its test, never as a service).
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
+[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so -print -quit 2>/dev/null)" ] || missing+=(rsyslog-gnutls)
 if [ ${#missing[@]} -eq 0 ]; then
-	say "chromium, nginx: present"
+	say "chromium, nginx, rsyslog: present"
 else
 	say "installing from Debian: ${missing[*]}"
 	sudo=()
@@ -84,7 +87,7 @@ else
 		sudo=(sudo)
 	fi
 	"${sudo[@]}" apt-get update
-	# RUNLEVEL=1: invoke-rc.d starts no service, so nginx is not left running.
+	# RUNLEVEL=1: invoke-rc.d starts no service, so nginx and rsyslog are not left running.
 	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y "${missing[@]}"
 fi
 

@@ -29,6 +29,8 @@ pub struct AppState {
     pub agent_url: String,
     /// The audit public key (base64url) and its id, for customers to pin.
     pub audit_key: crate::api::AuditKeyView,
+    /// Where audit forwarding destinations' secrets are kept.
+    pub forwarding: control::forwarding::SecretDir,
 }
 
 /// The client's address as decided by the server (socket peer, or a trusted

@@ -12,6 +12,7 @@ mod chart;
 pub mod context;
 mod dashboard;
 mod error;
+mod forwarding_page;
 mod operations;
 pub mod ops_api;
 mod pages;

@@ -396,6 +396,7 @@ pub fn Settings() -> impl IntoView {
             })}
         </section>
         <AuditKeySection />
+        <crate::forwarding_page::ForwardingSection />
     }
 }
 

@@ -69,6 +69,8 @@ pub enum AuditAction {
     ServerPurged,
     ServerLabelsChanged,
     AuditExported,
+    ForwardingAdded,
+    ForwardingRemoved,
 }
 
 impl AuditAction {
@@ -117,6 +119,8 @@ impl AuditAction {
             AuditAction::ServerPurged => "server.purged",
             AuditAction::ServerLabelsChanged => "server.labels_changed",
             AuditAction::AuditExported => "audit.exported",
+            AuditAction::ForwardingAdded => "audit.forwarding_added",
+            AuditAction::ForwardingRemoved => "audit.forwarding_removed",
         }
     }
 }

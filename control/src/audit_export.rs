@@ -342,18 +342,7 @@ pub async fn export_page(
     format: ExportFormat,
     after: i64,
 ) -> Result<Option<ExportPage>, ControlError> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT seq, at, actor_user_id, actor, ip, user_agent, action, target, details, prev_hash, hash \
-         FROM audit_events WHERE org_id = $1 AND seq > $2 AND at >= $3 AND at < $4 \
-         ORDER BY seq LIMIT $5",
-    )
-    .bind(org.0)
-    .bind(after)
-    .bind(range.since.map_or(i64::MIN, |t| t.0))
-    .bind(range.until.map_or(i64::MAX, |t| t.0))
-    .bind(EXPORT_PAGE)
-    .fetch_all(store.pool())
-    .await?;
+    let rows = rows_after(store, org, range, after, EXPORT_PAGE).await?;
     let Some(last) = rows.last() else {
         return Ok(None);
     };
@@ -383,6 +372,57 @@ pub async fn export_page(
         events: rows.len() as u64,
         last_seq: last.seq,
     }))
+}
+
+/// The events in `range` after sequence number `after`, at most `limit`, in
+/// sequence order.
+async fn rows_after(
+    store: &Store,
+    org: OrgId,
+    range: ExportRange,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Row>, ControlError> {
+    Ok(sqlx::query_as(
+        "SELECT seq, at, actor_user_id, actor, ip, user_agent, action, target, details, prev_hash, hash \
+         FROM audit_events WHERE org_id = $1 AND seq > $2 AND at >= $3 AND at < $4 \
+         ORDER BY seq LIMIT $5",
+    )
+    .bind(org.0)
+    .bind(after)
+    .bind(range.since.map_or(i64::MIN, |t| t.0))
+    .bind(range.until.map_or(i64::MAX, |t| t.0))
+    .bind(limit)
+    .fetch_all(store.pool())
+    .await?)
+}
+
+/// An organisation's events after sequence number `after`, at most `limit`,
+/// in sequence order, as export lines carry them (for forwarding).
+pub async fn events_after(
+    store: &Store,
+    org: OrgId,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<ExportedEvent<'static>>, ControlError> {
+    let rows = rows_after(store, org, ExportRange::default(), after, limit).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ExportedEvent {
+            org: org.0,
+            seq: r.seq,
+            at: r.at,
+            actor_user_id: r.actor_user_id,
+            actor: Cow::Owned(r.actor),
+            ip: Cow::Owned(r.ip),
+            user_agent: Cow::Owned(r.user_agent),
+            action: Cow::Owned(r.action),
+            target: Cow::Owned(r.target),
+            details: Cow::Owned(r.details),
+            prev_hash: Cow::Owned(r.prev_hash),
+            hash: Cow::Owned(r.hash),
+        })
+        .collect())
 }
 
 /// Who may export the audit log: Owners and Admins.

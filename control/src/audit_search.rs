@@ -68,7 +68,7 @@ pub fn group_actions(group: &str) -> Option<Vec<&'static str>> {
             A::PolicyChanged,
         ],
         "approvals" => &[A::OperationApproved, A::OperationRejected],
-        "audit" => &[A::AuditExported],
+        "audit" => &[A::AuditExported, A::ForwardingAdded, A::ForwardingRemoved],
         _ => return None,
     };
     Some(actions.iter().map(|a| a.as_str()).collect())

@@ -38,6 +38,8 @@ mod error;
 #[cfg(feature = "server")]
 pub mod files;
 #[cfg(feature = "server")]
+pub mod forwarding;
+#[cfg(feature = "server")]
 pub mod hot_path;
 #[cfg(feature = "server")]
 pub mod metrics;

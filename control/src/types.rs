@@ -663,3 +663,37 @@ pub struct AuditEventDetail {
     pub prev_hash: String,
     pub hash: String,
 }
+
+/// An audit forwarding destination and how its delivery stands (never its
+/// secret).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DestinationView {
+    pub id: String,
+    /// `syslog` or `webhook`.
+    pub kind: String,
+    pub name: String,
+    /// `host:port` or the webhook's URL.
+    pub address: String,
+    /// Whether it trusts a CA of its own rather than the public web roots.
+    pub own_ca: bool,
+    /// The last event the receiver has taken.
+    pub delivered_seq: i64,
+    /// The organisation's last event.
+    pub head_seq: i64,
+    /// When the oldest event it is still owed happened.
+    pub owed_since: Option<Timestamp>,
+    /// Failed attempts since the last success.
+    pub failures: i64,
+    /// When the next attempt is, while failing.
+    pub retry_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+impl DestinationView {
+    /// Events the receiver has yet to take.
+    pub fn behind(&self) -> i64 {
+        (self.head_seq - self.delivered_seq).max(0)
+    }
+}

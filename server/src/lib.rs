@@ -8,6 +8,7 @@
 pub mod audit_cli;
 mod audit_http;
 pub mod config;
+pub mod forwarder;
 pub mod gateway;
 pub mod http;
 pub mod listen;
@@ -67,6 +68,9 @@ pub enum StartError {
     },
 }
 
+/// How often the audit forwarder looks for events to send.
+const FORWARD_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct Application {
     listener: TcpListener,
     router: Router,
@@ -84,6 +88,8 @@ pub struct Application {
     /// Signs the audit checkpoints.
     audit_key: Arc<control::checkpoints::AuditKey>,
     pilot_interval: Duration,
+    /// Sends the audit log to the organisations' SIEMs.
+    forwarder: forwarder::Forwarder,
 }
 
 #[derive(Clone)]
@@ -196,7 +202,13 @@ impl Application {
                 public_key: audit_key.public_key(),
                 key_id: audit_key.key_id().to_string(),
             },
+            forwarding: control::forwarding::SecretDir::new(&config.data_dir),
         };
+        let forwarder = forwarder::Forwarder::new(
+            store.clone(),
+            control::forwarding::SecretDir::new(&config.data_dir),
+            host_of(&public_url),
+        );
         let edge = http::EdgeConfig {
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             public_origin: origin_of(&public_url),
@@ -221,6 +233,7 @@ impl Application {
             delivery: delivery_handle,
             audit_key,
             pilot_interval: config.pilot_interval(),
+            forwarder,
             agent_limits: listen::Limits {
                 max_connections: config.agent_max_connections,
                 header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
@@ -292,6 +305,7 @@ impl Application {
                 }
             }
         });
+        tokio::spawn(self.forwarder.run(FORWARD_INTERVAL));
         let store = self.store.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(300));
@@ -422,6 +436,19 @@ fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, StartError> {
         )));
     }
     Ok(hex.trim().as_bytes().to_vec())
+}
+
+/// The host of a URL, without scheme, port or path (RFC 5424's HOSTNAME
+/// for forwarded events).
+fn host_of(url: &str) -> String {
+    let authority = origin_of(url);
+    let authority = authority
+        .split_once("://")
+        .map_or(authority.as_str(), |(_, a)| a);
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host.to_string(),
+        _ => authority.to_string(),
+    }
 }
 
 fn origin_of(url: &str) -> String {

@@ -1,0 +1,583 @@
+//! Audit forwarding with real receivers, on both backends:
+//!
+//! - syslog over TLS to rsyslog (Debian's, with its GnuTLS driver; started
+//!   here on a loopback port with its own config, never as a service). It is
+//!   stopped for a while, the log grows, and once it is back it has every
+//!   event once, in order, then the checkpoint over them.
+//! - an HTTPS webhook: a real HTTPS server in this test (hyper over rustls)
+//!   that checks the HMAC signature itself (with the `hmac` crate, not the
+//!   forwarder's code) and answers 503 while "down".
+//!
+//! Certificates come from a CA made here. No fake counterpart: both
+//! receivers are the real protocol over real TLS.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use control::access::{self, Operator, RequestMeta};
+use control::accounts;
+use control::checkpoints::{self, AuditKey};
+use control::forwarding::{self, DestinationKind, NewDestination, SecretDir};
+use control::testing::TestDb;
+use control::{OrgId, Role, Timestamp, UserId};
+use hmac::{Hmac, Mac};
+use secrecy::SecretString;
+use server::forwarder::Forwarder;
+
+const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
+
+async fn add(db: &TestDb, email: &str, role: Role) -> (UserId, OrgId) {
+    accounts::add_user_cli(
+        &Operator::command_line(db.store.clone()),
+        "Acme",
+        email,
+        role,
+        SecretString::from("correct horse battery staple"),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn owner(db: &TestDb) -> access::Actor {
+    let (user, org) = add(db, "owner@example.com", Role::Owner).await;
+    access::actor(
+        &db.store,
+        user,
+        Some(org),
+        RequestMeta::new("192.0.2.7", "test"),
+    )
+    .await
+    .unwrap()
+}
+
+async fn head(db: &TestDb, org: OrgId) -> i64 {
+    sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events WHERE org_id = $1")
+        .bind(org.0)
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap()
+}
+
+/// A CA, and a certificate it issued for localhost / 127.0.0.1: (CA PEM,
+/// certificate PEM, key PEM).
+fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "forwarding test CA");
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------------------------------------------------------------------------
+// rsyslog
+
+struct Rsyslog {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Rsyslog {
+    /// Writes the config (TLS with the given certificate; every message as
+    /// "MSGID MSG" on a line of `out.log`) and starts it.
+    fn start(dir: &Path, cert: &str, key: &str, ca: &str) -> Rsyslog {
+        std::fs::write(dir.join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.join("key.pem"), key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca).unwrap();
+        let port = free_port();
+        let d = dir.display();
+        let config = format!(
+            r#"global(workDirectory="{d}"
+  DefaultNetstreamDriver="gtls"
+  DefaultNetstreamDriverCAFile="{d}/ca.pem"
+  DefaultNetstreamDriverCertFile="{d}/cert.pem"
+  DefaultNetstreamDriverKeyFile="{d}/key.pem")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
+input(type="imtcp" port="{port}" address="127.0.0.1")
+template(name="seen" type="string" string="%msgid% %msg%\n")
+action(type="omfile" file="{d}/out.log" template="seen")
+"#
+        );
+        std::fs::write(dir.join("rsyslog.conf"), config).unwrap();
+        let mut r = Rsyslog {
+            dir: dir.to_path_buf(),
+            port,
+            child: None,
+            starts: 0,
+        };
+        r.restart();
+        r
+    }
+
+    fn restart(&mut self) {
+        self.starts += 1;
+        let child = Command::new(RSYSLOGD)
+            .arg("-n")
+            .arg("-f")
+            .arg(self.dir.join("rsyslog.conf"))
+            .arg("-i")
+            .arg(self.dir.join(format!("pid.{}", self.starts)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rsyslogd");
+        self.child = Some(child);
+        // Listening once a connection is accepted (it starts in about a second).
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("rsyslogd did not listen on {} within 10 s", self.port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// The lines rsyslog has written.
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("out.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until at least `n` lines are written; returns them.
+    async fn wait_lines(&self, n: usize) -> Vec<String> {
+        for _ in 0..100 {
+            let lines = self.lines();
+            if lines.len() >= n {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let lines = self.lines();
+        panic!(
+            "rsyslog wrote {} lines, expected {n}: {lines:#?}",
+            lines.len()
+        );
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// (MSGID, the message's JSON) of a line rsyslog wrote.
+fn parse_line(line: &str) -> (String, serde_json::Value) {
+    let (msgid, msg) = line.split_once(' ').unwrap();
+    let json = msg.trim_start_matches('\u{feff}');
+    (msgid.to_string(), serde_json::from_str(json).unwrap())
+}
+
+async fn a_syslog_receiver_that_was_down_gets_every_event_once_in_order(db: TestDb) {
+    if !Path::new(RSYSLOGD).exists() {
+        // install.sh installs it; a machine without it says so.
+        assert!(
+            std::env::var("CI").is_err(),
+            "rsyslogd is missing: run scripts/install.sh"
+        );
+        eprintln!("SKIP syslog forwarding: {RSYSLOGD} is not installed (scripts/install.sh)");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki();
+    let mut rsyslog = Rsyslog::start(logs.path(), &cert, &key, &ca);
+    let owner = owner(&db).await;
+    let org = owner.org();
+    let secrets = SecretDir::new(data.path());
+    let auth = owner.authorize::<forwarding::ManageForwarding>().unwrap();
+    forwarding::add(
+        &auth,
+        &secrets,
+        NewDestination {
+            kind: DestinationKind::Syslog,
+            name: "rsyslog".into(),
+            address: format!("localhost:{}", rsyslog.port),
+            ca_pem: Some(ca.clone()),
+            secret: None,
+        },
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let forwarder = Forwarder::new(db.store.clone(), secrets.clone(), "control.example")
+        .with_timeout(Duration::from_secs(5));
+
+    // Up: everything so far (the owner's events and the destination's own).
+    let first = head(&db, org).await;
+    let now = Timestamp::now();
+    assert_eq!(forwarder.run_once(now).await.unwrap(), first as u64);
+    rsyslog.wait_lines(first as usize).await;
+    assert_eq!(forwarder.run_once(now).await.unwrap(), 0, "nothing owed");
+
+    // Down for a while: the log grows, attempts fail and back off.
+    rsyslog.stop();
+    for i in 0..5 {
+        add(&db, &format!("m{i}@example.com"), Role::Member).await;
+    }
+    let key = AuditKey::load_or_create(data.path()).unwrap();
+    let signed = checkpoints::sign_due(&db.store, &key, true, now)
+        .await
+        .unwrap();
+    assert_eq!(signed.len(), 1);
+    let total = head(&db, org).await;
+    assert_eq!(forwarder.run_once(now).await.unwrap(), 0);
+    let view = &forwarding::list(&db.store, org).await.unwrap()[0];
+    assert_eq!(view.failures, 1);
+    assert!(
+        view.last_error
+            .as_deref()
+            .unwrap()
+            .contains("cannot connect"),
+        "{view:?}"
+    );
+    assert_eq!(
+        view.retry_at,
+        Some(now.plus_secs(2)),
+        "the first retry is 2 s later"
+    );
+    assert_eq!(view.behind(), total - first);
+    assert!(view.owed_since.is_some());
+    // Not due again before its retry time; due after it, failing again.
+    assert_eq!(forwarder.run_once(now).await.unwrap(), 0);
+    assert_eq!(
+        forwarding::list(&db.store, org).await.unwrap()[0].failures,
+        1
+    );
+    let later = Timestamp(view.retry_at.unwrap().0 + 1);
+    assert_eq!(forwarder.run_once(later).await.unwrap(), 0);
+    let view = &forwarding::list(&db.store, org).await.unwrap()[0];
+    assert_eq!(view.failures, 2, "{view:?}");
+    assert_eq!(view.retry_at, Some(later.plus_secs(4)), "then 4 s");
+
+    // Back: the rest, once each, in order, then the checkpoint over them.
+    rsyslog.restart();
+    let back = Timestamp(view.retry_at.unwrap().0 + 1);
+    assert_eq!(
+        forwarder.run_once(back).await.unwrap(),
+        (total - first) as u64
+    );
+    let lines = rsyslog.wait_lines(total as usize + 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = if rsyslog.lines().len() > lines.len() {
+        rsyslog.lines()
+    } else {
+        lines
+    };
+    let parsed: Vec<_> = lines.iter().map(|l| parse_line(l)).collect();
+    let seqs: Vec<i64> = parsed
+        .iter()
+        .filter(|(id, _)| id != "audit.checkpoint")
+        .map(|(_, j)| j["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=total).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    let (last_id, last) = parsed.last().unwrap();
+    assert_eq!(last_id, "audit.checkpoint");
+    assert_eq!(last["count"].as_i64(), Some(signed[0].count));
+    // The events chain: each names the one before.
+    for pair in parsed[..total as usize].windows(2) {
+        assert_eq!(pair[1].1["prev_hash"], pair[0].1["hash"]);
+    }
+    let view = &forwarding::list(&db.store, org).await.unwrap()[0];
+    assert_eq!(
+        (view.failures, view.behind(), view.last_error.as_deref()),
+        (0, 0, None)
+    );
+    assert_eq!(forwarder.run_once(back).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn syslog_sqlite() {
+    a_syslog_receiver_that_was_down_gets_every_event_once_in_order(TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn syslog_postgres() {
+    if let Some(db) = TestDb::postgres("syslog_postgres").await {
+        a_syslog_receiver_that_was_down_gets_every_event_once_in_order(db).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The webhook receiver
+
+#[derive(Default)]
+struct Received {
+    /// Events taken, as their sequence numbers, in arrival order.
+    seqs: Vec<i64>,
+    checkpoints: Vec<i64>,
+    /// Requests whose signature did not verify.
+    forged: u32,
+    /// Requests answered 503 while down.
+    refused: u32,
+}
+
+struct Webhook {
+    url: String,
+    received: Arc<Mutex<Received>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+const HMAC_KEY: &str = "a webhook key that is long enough";
+
+/// Starts an HTTPS server on a loopback port with the given certificate;
+/// `POST /hook` checks `X-Pilothouse-Signature` against [`HMAC_KEY`].
+async fn webhook(cert: &str, key: &str) -> Webhook {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let received = Arc::new(Mutex::new(Received::default()));
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (r, d) = (received.clone(), down.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let (r, d) = (r.clone(), d.clone());
+            async move {
+                let mut r = r.lock().unwrap();
+                if d.load(std::sync::atomic::Ordering::SeqCst) {
+                    r.refused += 1;
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let t = headers
+                    .get("x-pilothouse-timestamp")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let sig = headers
+                    .get("x-pilothouse-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("v1="))
+                    .and_then(|v| hex::decode(v).ok())
+                    .unwrap_or_default();
+                let mut mac = Hmac::<sha2::Sha256>::new_from_slice(HMAC_KEY.as_bytes()).unwrap();
+                mac.update(format!("{t}.").as_bytes());
+                mac.update(&body);
+                if mac.verify_slice(&sig).is_err() {
+                    r.forged += 1;
+                    return StatusCode::UNAUTHORIZED;
+                }
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                for e in v["events"].as_array().unwrap() {
+                    r.seqs.push(e["seq"].as_i64().unwrap());
+                }
+                for c in v["checkpoints"].as_array().unwrap() {
+                    r.checkpoints.push(c["count"].as_i64().unwrap());
+                }
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    Webhook {
+        url: format!("https://localhost:{port}/hook"),
+        received,
+        down,
+    }
+}
+
+async fn a_webhook_that_was_down_gets_every_event_once_in_order(db: TestDb) {
+    let data = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki();
+    let hook = webhook(&cert, &key).await;
+    let owner = owner(&db).await;
+    let org = owner.org();
+    let secrets = SecretDir::new(data.path());
+    let auth = owner.authorize::<forwarding::ManageForwarding>().unwrap();
+    let id = forwarding::add(
+        &auth,
+        &secrets,
+        NewDestination {
+            kind: DestinationKind::Webhook,
+            name: "siem".into(),
+            address: hook.url.clone(),
+            ca_pem: Some(ca.clone()),
+            secret: Some(SecretString::from(HMAC_KEY)),
+        },
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    // The key is a private file, not in the database or the list.
+    let file = data.path().join("forwarding").join(format!("{id}.secret"));
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let listed = format!("{:?}", forwarding::list(&db.store, org).await.unwrap());
+    assert!(!listed.contains(HMAC_KEY));
+    let dumped: Vec<String> = sqlx::query_scalar(
+        "SELECT id || kind || name || address || COALESCE(ca_pem, '') FROM audit_destinations",
+    )
+    .fetch_all(db.store.pool())
+    .await
+    .unwrap();
+    assert!(!dumped.concat().contains(HMAC_KEY));
+    let details: Vec<String> = sqlx::query_scalar("SELECT details FROM audit_events")
+        .fetch_all(db.store.pool())
+        .await
+        .unwrap();
+    assert!(!details.concat().contains(HMAC_KEY));
+
+    let forwarder = Forwarder::new(db.store.clone(), secrets.clone(), "control.example")
+        .with_timeout(Duration::from_secs(5));
+    let first = head(&db, org).await;
+    let now = Timestamp::now();
+    assert_eq!(forwarder.run_once(now).await.unwrap(), first as u64);
+
+    // Down (503) for a while, then back.
+    hook.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    for i in 0..3 {
+        add(&db, &format!("w{i}@example.com"), Role::Member).await;
+    }
+    let signed = checkpoints::sign_due(
+        &db.store,
+        &AuditKey::load_or_create(data.path()).unwrap(),
+        true,
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(forwarder.run_once(now).await.unwrap(), 0);
+    let view = &forwarding::list(&db.store, org).await.unwrap()[0];
+    assert_eq!(view.failures, 1);
+    assert!(
+        view.last_error.as_deref().unwrap().contains("503"),
+        "{view:?}"
+    );
+    hook.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let total = head(&db, org).await;
+    let back = Timestamp(view.retry_at.unwrap().0 + 1);
+    assert_eq!(
+        forwarder.run_once(back).await.unwrap(),
+        (total - first) as u64
+    );
+    let r = hook.received.lock().unwrap();
+    assert_eq!(
+        r.seqs,
+        (1..=total).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert_eq!(r.checkpoints, vec![signed[0].count]);
+    assert_eq!((r.forged, r.refused), (0, 1));
+}
+
+#[tokio::test]
+async fn webhook_sqlite() {
+    a_webhook_that_was_down_gets_every_event_once_in_order(TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn webhook_postgres() {
+    if let Some(db) = TestDb::postgres("webhook_postgres").await {
+        a_webhook_that_was_down_gets_every_event_once_in_order(db).await;
+    }
+}
+
+/// A receiver whose certificate the destination does not trust gets
+/// nothing, and the failure says why.
+#[tokio::test]
+async fn an_untrusted_receiver_gets_nothing() {
+    let db = TestDb::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let (_, cert, key) = test_pki();
+    let (other_ca, _, _) = test_pki();
+    let hook = webhook(&cert, &key).await;
+    let owner = owner(&db).await;
+    let secrets = SecretDir::new(data.path());
+    let auth = owner.authorize::<forwarding::ManageForwarding>().unwrap();
+    forwarding::add(
+        &auth,
+        &secrets,
+        NewDestination {
+            kind: DestinationKind::Webhook,
+            name: "siem".into(),
+            address: hook.url.clone(),
+            ca_pem: Some(other_ca),
+            secret: Some(SecretString::from(HMAC_KEY)),
+        },
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let forwarder = Forwarder::new(db.store.clone(), secrets, "control.example")
+        .with_timeout(Duration::from_secs(5));
+    assert_eq!(forwarder.run_once(Timestamp::now()).await.unwrap(), 0);
+    assert!(hook.received.lock().unwrap().seqs.is_empty());
+    let view = &forwarding::list(&db.store, owner.org()).await.unwrap()[0];
+    assert_eq!(view.failures, 1);
+    assert_eq!(view.delivered_seq, 0);
+}
