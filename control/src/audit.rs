@@ -69,6 +69,9 @@ pub enum AuditAction {
     ServerPurged,
     ServerLabelsChanged,
     AuditExported,
+    LoginFailed,
+    AccessRefused,
+    AgentCommandRefused,
 }
 
 impl AuditAction {
@@ -117,6 +120,9 @@ impl AuditAction {
             AuditAction::ServerPurged => "server.purged",
             AuditAction::ServerLabelsChanged => "server.labels_changed",
             AuditAction::AuditExported => "audit.exported",
+            AuditAction::LoginFailed => "user.login_failed",
+            AuditAction::AccessRefused => "access.refused",
+            AuditAction::AgentCommandRefused => "agent.command_refused",
         }
     }
 }
