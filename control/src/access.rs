@@ -141,10 +141,8 @@ impl Actor {
             "capability": capability,
             "role": role.map(Role::as_str),
         });
-        let default_message = role.is_some_and(|r| {
-            message == format!("Your role ({r}) does not allow you to {capability}.")
-        });
-        if !default_message {
+        // A message that only names the capability adds nothing to it.
+        if !message.contains(capability) {
             details["reason"] = serde_json::Value::String(message.clone());
         }
         let event = crate::audit::Event::new(
