@@ -362,7 +362,8 @@ pub async fn revoke_registration_token(id: String) -> Result<(), AppError> {
 pub async fn ping_server(id: String) -> Result<String, AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
-    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let auth =
+        actor.authorize_on::<control::agents::ManageAgents>(&crate::ops_api::agent_target(&id))?;
     let id =
         control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
     Ok(cx.state.delivery.ping(&auth, &id, cx.now).await?.0)
@@ -382,7 +383,8 @@ pub async fn command_state(id: String) -> Result<control::CommandOutcome, AppErr
 pub async fn revoke_server(id: String) -> Result<(), AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
-    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let auth =
+        actor.authorize_on::<control::agents::ManageAgents>(&crate::ops_api::agent_target(&id))?;
     let id =
         control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
     cx.state.delivery.revoke(&auth, &id, cx.now).await?;
@@ -424,7 +426,8 @@ pub async fn activate_pqc(id: String) -> Result<String, AppError> {
 async fn key_action(id: String, action: control::agents::KeyAction) -> Result<String, AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
-    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let auth =
+        actor.authorize_on::<control::agents::ManageAgents>(&crate::ops_api::agent_target(&id))?;
     let id =
         control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
     let command = cx

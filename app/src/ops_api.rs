@@ -34,6 +34,24 @@ fn operation_id(raw: &str) -> Result<control::OperationId, AppError> {
         .ok_or_else(|| AppError::NotFound("No such operation.".into()))
 }
 
+/// The audit target a refusal names for a request about operation `raw`
+/// (empty when `raw` is not an operation id).
+#[cfg(feature = "ssr")]
+fn operation_target(raw: &str) -> String {
+    control::OperationId::parse(raw.trim())
+        .map(|id| format!("operation:{}", id.0))
+        .unwrap_or_default()
+}
+
+/// The audit target a refusal names for a request about server `raw`
+/// (empty when `raw` is not a server id).
+#[cfg(feature = "ssr")]
+pub(crate) fn agent_target(raw: &str) -> String {
+    control::AgentId::parse(raw)
+        .map(|id| format!("agent:{}", id.0))
+        .unwrap_or_default()
+}
+
 /// Whether `me` may approve or reject `op`, and if not why (mirrors
 /// `control::operations::approve`).
 pub fn decision_refusal(me: &control::Me, op: &OperationView) -> Option<String> {
@@ -268,7 +286,8 @@ async fn submit_proposal(s: Submission<'_>) -> Result<control::OperationId, AppE
 pub async fn approve_operation(id: String, reason: String) -> Result<(), AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
-    let auth = actor.authorize::<control::operations::DecideOperations>()?;
+    let auth =
+        actor.authorize_on::<control::operations::DecideOperations>(&operation_target(&id))?;
     control::operations::approve(
         &cx.state.delivery,
         &auth,
@@ -284,7 +303,8 @@ pub async fn approve_operation(id: String, reason: String) -> Result<(), AppErro
 pub async fn reject_operation(id: String, reason: String) -> Result<(), AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
-    let auth = actor.authorize::<control::operations::DecideOperations>()?;
+    let auth =
+        actor.authorize_on::<control::operations::DecideOperations>(&operation_target(&id))?;
     control::operations::reject(&auth, &operation_id(&id)?, &reason, cx.now).await?;
     Ok(())
 }
@@ -302,7 +322,8 @@ pub async fn cancel_operation(id: String, reason: String) -> Result<(), AppError
 pub async fn halt_operation(id: String, reason: String) -> Result<(), AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
-    let auth = actor.authorize::<control::operations::SuperviseOperations>()?;
+    let auth =
+        actor.authorize_on::<control::operations::SuperviseOperations>(&operation_target(&id))?;
     control::operations::halt(&auth, &operation_id(&id)?, &reason, cx.now).await?;
     Ok(())
 }
@@ -311,7 +332,8 @@ pub async fn halt_operation(id: String, reason: String) -> Result<(), AppError> 
 pub async fn resume_operation(id: String, reason: String) -> Result<(), AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
-    let auth = actor.authorize::<control::operations::SuperviseOperations>()?;
+    let auth =
+        actor.authorize_on::<control::operations::SuperviseOperations>(&operation_target(&id))?;
     control::operations::resume(
         &cx.state.delivery,
         &auth,
@@ -397,7 +419,8 @@ pub async fn pending_count() -> Result<i64, AppError> {
 pub async fn set_production(id: String, on: String) -> Result<(), AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
-    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let auth =
+        actor.authorize_on::<control::agents::ManageAgents>(&crate::ops_api::agent_target(&id))?;
     let id =
         control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
     control::operations::settings::set_production(&auth, &id, on == "true", cx.now).await?;
@@ -409,7 +432,8 @@ pub async fn set_production(id: String, on: String) -> Result<(), AppError> {
 pub async fn set_file_access(id: String, on: String) -> Result<(), AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
-    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let auth =
+        actor.authorize_on::<control::agents::ManageAgents>(&crate::ops_api::agent_target(&id))?;
     let id =
         control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
     control::operations::settings::set_file_access(&auth, &id, on == "true", cx.now).await?;
@@ -539,7 +563,8 @@ mod tests {
 pub async fn delete_server(id: String, name: String) -> Result<control::Timestamp, AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
-    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let auth =
+        actor.authorize_on::<control::agents::ManageAgents>(&crate::ops_api::agent_target(&id))?;
     let id =
         control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
     let after = control::agents::deletion::schedule(&auth, &id, &name, cx.now).await?;
@@ -552,7 +577,8 @@ pub async fn delete_server(id: String, name: String) -> Result<control::Timestam
 pub async fn restore_server(id: String) -> Result<(), AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
-    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let auth =
+        actor.authorize_on::<control::agents::ManageAgents>(&crate::ops_api::agent_target(&id))?;
     let id =
         control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
     control::agents::deletion::restore(&auth, &id, cx.now).await?;
@@ -565,7 +591,8 @@ pub async fn restore_server(id: String) -> Result<(), AppError> {
 pub async fn set_labels(id: String, labels: String) -> Result<(), AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
-    let auth = actor.authorize::<control::agents::ManageAgents>()?;
+    let auth =
+        actor.authorize_on::<control::agents::ManageAgents>(&crate::ops_api::agent_target(&id))?;
     let id =
         control::AgentId::parse(&id).ok_or_else(|| AppError::NotFound("No such server.".into()))?;
     let mut map = std::collections::BTreeMap::new();

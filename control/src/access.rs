@@ -6,6 +6,11 @@
 //! Mutating functions in this crate take an `Authorized<C>`, so no edge (UI,
 //! REST, CLI) can reach them without the check. Hiding a button is never the
 //! control.
+//!
+//! Every refusal for a member's role goes through [`Actor::refuse`], which
+//! records `access.refused` in the member's organisation from a task of its
+//! own: the refusal is answered at once and stands whether or not the event
+//! can be written (a failure to write it is logged).
 
 use std::marker::PhantomData;
 
@@ -84,18 +89,89 @@ impl Actor {
 
     /// The only way to obtain an [`Authorized`] proof.
     pub fn authorize<C: Capability>(&self) -> Result<Authorized<'_, C>, ControlError> {
+        self.authorize_for::<C>(None)
+    }
+
+    /// [`Self::authorize`] for a request about `target` (`operation:ID`,
+    /// `agent:ID`, ...), which a refusal records.
+    pub fn authorize_on<C: Capability>(
+        &self,
+        target: &str,
+    ) -> Result<Authorized<'_, C>, ControlError> {
+        self.authorize_for::<C>(Some(target))
+    }
+
+    fn authorize_for<C: Capability>(
+        &self,
+        target: Option<&str>,
+    ) -> Result<Authorized<'_, C>, ControlError> {
         if C::allows(self.org.role) {
             Ok(Authorized {
                 actor: self,
                 _capability: PhantomData,
             })
         } else {
-            Err(ControlError::forbidden(format!(
-                "Your role ({}) does not allow you to {}.",
-                self.org.role,
-                C::DESCRIPTION
-            )))
+            Err(self.refuse(
+                C::DESCRIPTION,
+                Some(self.org.role),
+                target,
+                format!(
+                    "Your role ({}) does not allow you to {}.",
+                    self.org.role,
+                    C::DESCRIPTION
+                ),
+            ))
         }
+    }
+
+    /// The refusal of `capability` to this member for `role` (`None`: no
+    /// longer a member), as [`ControlError::Forbidden`] with `message`.
+    /// Records `access.refused` with the capability, the role, and `target`
+    /// when known, from a task of its own (see the module notes); the
+    /// refusal never waits for it, so a caller may still hold its write
+    /// transaction.
+    pub(crate) fn refuse(
+        &self,
+        capability: &str,
+        role: Option<Role>,
+        target: Option<&str>,
+        message: String,
+    ) -> ControlError {
+        let mut details = serde_json::json!({
+            "capability": capability,
+            "role": role.map(Role::as_str),
+        });
+        // A message that only names the capability adds nothing to it.
+        if !message.contains(capability) {
+            details["reason"] = serde_json::Value::String(message.clone());
+        }
+        let event = crate::audit::Event::new(
+            self.org.id,
+            crate::audit::AuditAction::AccessRefused,
+            target.unwrap_or_default(),
+            details,
+        );
+        let (store, actor) = (self.store.clone(), self.audit_actor());
+        let task = async move {
+            let written = async {
+                let mut tx = store.begin().await?;
+                crate::audit::append(&mut tx, &actor, event, crate::Timestamp::now()).await?;
+                tx.commit().await
+            };
+            if let Err(e) = written.await {
+                tracing::warn!(error = %e, actor = %actor.label, "a refused authorization could not be recorded in the audit log");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(tracing::Instrument::in_current_span(task));
+            }
+            Err(_) => tracing::warn!(
+                capability,
+                "a refused authorization was not recorded: no async runtime"
+            ),
+        }
+        ControlError::forbidden(message)
     }
 
     /// Re-reads the actor's role inside a write transaction, so a role that was
@@ -114,24 +190,35 @@ impl Actor {
         };
         match role {
             Some(role) if C::allows(role) => Ok(role),
-            _ => Err(ControlError::forbidden(format!(
-                "Your role does not allow you to {}.",
-                C::DESCRIPTION
-            ))),
+            _ => Err(self.refuse(
+                C::DESCRIPTION,
+                role,
+                None,
+                format!("Your role does not allow you to {}.", C::DESCRIPTION),
+            )),
         }
     }
-}
 
-/// Checks a capability against a role re-read inside the write transaction
-/// (from [`Actor::recheck`]).
-pub(crate) fn require<C: Capability>(role: Role) -> Result<(), ControlError> {
-    if C::allows(role) {
-        Ok(())
-    } else {
-        Err(ControlError::forbidden(format!(
-            "Your role ({role}) does not allow you to {}.",
-            C::DESCRIPTION
-        )))
+    /// Checks a capability against `role`, re-read inside the write
+    /// transaction (from [`Actor::recheck`]).
+    pub(crate) fn require<C: Capability>(
+        &self,
+        role: Role,
+        target: Option<&str>,
+    ) -> Result<(), ControlError> {
+        if C::allows(role) {
+            Ok(())
+        } else {
+            Err(self.refuse(
+                C::DESCRIPTION,
+                Some(role),
+                target,
+                format!(
+                    "Your role ({role}) does not allow you to {}.",
+                    C::DESCRIPTION
+                ),
+            ))
+        }
     }
 }
 

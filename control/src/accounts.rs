@@ -4,7 +4,10 @@
 //! the network can claim a fresh installation before its operator does; once
 //! any user exists, setup is closed for good. Login answers every failure with
 //! the same message after the same work, and is throttled per account and per
-//! client IP before any hashing happens.
+//! client IP before any hashing happens. A failed login for an existing account
+//! is recorded (`user.login_failed`) in every organisation the account belongs
+//! to, by a task of its own after the answer is decided, so neither the
+//! recording's work nor its failure changes the answer or its timing.
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -217,12 +220,21 @@ pub async fn login(
     let account = throttle::account_key(&email);
     let client = throttle::client_key(&meta.ip);
     // The attempt counts as a failure from here until it succeeds.
-    let reservation = throttle::reserve(
+    let reservation = match throttle::reserve(
         store,
         &[(&client, throttle::CLIENT), (&account, throttle::ACCOUNT)],
         now,
     )
-    .await?;
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            if matches!(e, ControlError::Throttled(_)) {
+                spawn_failure_record(store, &email, FailedLogin::Throttled, meta, now);
+            }
+            return Err(e);
+        }
+    };
 
     let row = sqlx::query("SELECT id, password_hash FROM users WHERE email = $1")
         .bind(&email)
@@ -237,6 +249,15 @@ pub async fn login(
     };
     let ok = password::verify(password, stored).await?;
     let Some(user) = user.filter(|_| ok) else {
+        if user.is_some() {
+            spawn_failure_record(store, &email, FailedLogin::WrongPassword, meta, now);
+        } else {
+            // An email that matches no account belongs to no organisation, so
+            // no audit log can hold the attempt: it goes to the server log
+            // only. Without the email: an unknown "email" is often a password
+            // typed into the wrong field.
+            tracing::info!(ip = %meta.ip, "sign-in failed: no account with that email");
+        }
         return Err(ControlError::Unauthenticated(LOGIN_FAILED.into()));
     };
     let mut tx = store.begin().await?;
@@ -273,6 +294,148 @@ pub async fn login(
     .await?;
     tx.commit().await?;
     Ok(LoggedIn { user, org })
+}
+
+/// Why a sign-in for an existing account failed, as `user.login_failed`
+/// records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailedLogin {
+    WrongPassword,
+    /// Refused before the password was checked: too many recent failures for
+    /// the account or the client address.
+    Throttled,
+}
+
+impl FailedLogin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailedLogin::WrongPassword => "wrong_password",
+            FailedLogin::Throttled => "throttled",
+        }
+    }
+}
+
+/// A throttled attempt is recorded at most once per this many seconds per
+/// account and organisation: throttled attempts cost no hashing and are not
+/// limited themselves, and audit events are never deleted, so each one must
+/// not add a row.
+pub const THROTTLED_RECORD_EVERY_SECS: i64 = 60;
+
+/// Records a failed login for `email` from a task of its own: the caller
+/// answers at once, the same way whether the account exists, and whether the
+/// recording succeeds. A recording failure is logged.
+fn spawn_failure_record(
+    store: &Store,
+    email: &str,
+    reason: FailedLogin,
+    meta: &RequestMeta,
+    now: Timestamp,
+) {
+    let (store, email, meta) = (store.clone(), email.to_string(), meta.clone());
+    let task = async move {
+        if let Err(e) = record_failed_login(&store, &email, reason, &meta, now).await {
+            tracing::warn!(error = %e, reason = reason.as_str(), "a failed sign-in could not be recorded in the audit log");
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(tracing::Instrument::in_current_span(task));
+        }
+        Err(_) => tracing::warn!(
+            reason = reason.as_str(),
+            "a failed sign-in was not recorded: no async runtime"
+        ),
+    }
+}
+
+/// Records `user.login_failed` for the account with `email` in every
+/// organisation it belongs to, in one transaction, with the client's address
+/// and browser; the target is the email, the details only the reason (never
+/// anything of the password). An email with no account, or an account in no
+/// organisation, records nothing. Returns how many events were written.
+pub async fn record_failed_login(
+    store: &Store,
+    email: &str,
+    reason: FailedLogin,
+    meta: &RequestMeta,
+    now: Timestamp,
+) -> Result<usize, ControlError> {
+    let orgs: Vec<i64> = sqlx::query_scalar(
+        "SELECT m.org_id FROM users u JOIN memberships m ON m.user_id = u.id \
+         WHERE u.email = $1 ORDER BY m.org_id",
+    )
+    .bind(email)
+    .fetch_all(store.pool())
+    .await?;
+    if orgs.is_empty() {
+        tracing::debug!(
+            reason = reason.as_str(),
+            "failed sign-in for an account in no organisation: nothing to record"
+        );
+        return Ok(0);
+    }
+    let actor = AuditActor {
+        user: None,
+        label: ANONYMOUS.into(),
+        ip: meta.ip.clone(),
+        user_agent: meta.user_agent.clone(),
+    };
+    let mut tx = store.begin().await?;
+    let mut events = Vec::with_capacity(orgs.len());
+    for org in orgs.into_iter().map(OrgId) {
+        if reason == FailedLogin::Throttled && recently_throttled(&mut tx, org, email, now).await? {
+            continue;
+        }
+        events.push((
+            actor.clone(),
+            Event::new(
+                org,
+                AuditAction::LoginFailed,
+                email,
+                json!({ "reason": reason.as_str() }),
+            ),
+        ));
+    }
+    let written = events.len();
+    audit::append_many(&mut tx, events, now).await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+/// How the audit log names whoever attempted a sign-in that failed: they are
+/// not known to be the account's owner.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Whether the organisation's latest event about `email` is a throttled
+/// failure from the last [`THROTTLED_RECORD_EVERY_SECS`]. Takes the
+/// organisation's audit lock first, so concurrent attempts see each other.
+async fn recently_throttled(
+    tx: &mut Tx,
+    org: OrgId,
+    email: &str,
+    now: Timestamp,
+) -> Result<bool, ControlError> {
+    tx.lock_org(org).await?;
+    let row = sqlx::query(
+        "SELECT at, action, details FROM audit_events WHERE org_id = $1 AND target = $2 \
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(org.0)
+    .bind(email)
+    .fetch_optional(tx.conn())
+    .await?;
+    let Some(row) = row else { return Ok(false) };
+    let at: i64 = row.try_get("at")?;
+    let action: String = row.try_get("action")?;
+    let details: String = row.try_get("details")?;
+    let throttled = serde_json::from_str::<serde_json::Value>(&details)
+        .ok()
+        .and_then(|d| d.get("reason").and_then(|r| r.as_str()).map(String::from))
+        .as_deref()
+        == Some(FailedLogin::Throttled.as_str());
+    Ok(action == AuditAction::LoginFailed.as_str()
+        && throttled
+        && at > now.plus_secs(-THROTTLED_RECORD_EVERY_SECS).0)
 }
 
 /// Records a logout in the organisation the session was working in.

@@ -71,6 +71,9 @@ pub enum AuditAction {
     AuditExported,
     ForwardingAdded,
     ForwardingRemoved,
+    LoginFailed,
+    AccessRefused,
+    AgentCommandRefused,
 }
 
 impl AuditAction {
@@ -121,6 +124,9 @@ impl AuditAction {
             AuditAction::AuditExported => "audit.exported",
             AuditAction::ForwardingAdded => "audit.forwarding_added",
             AuditAction::ForwardingRemoved => "audit.forwarding_removed",
+            AuditAction::LoginFailed => "user.login_failed",
+            AuditAction::AccessRefused => "access.refused",
+            AuditAction::AgentCommandRefused => "agent.command_refused",
         }
     }
 }

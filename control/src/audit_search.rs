@@ -21,7 +21,12 @@ pub const MAX_TEXT: usize = 200;
 pub fn group_actions(group: &str) -> Option<Vec<&'static str>> {
     use AuditAction as A;
     let actions: &[AuditAction] = match group {
-        "sign-in" => &[A::LoginSucceeded, A::LoggedOut, A::OtherSessionsRevoked],
+        "sign-in" => &[
+            A::LoginSucceeded,
+            A::LoginFailed,
+            A::LoggedOut,
+            A::OtherSessionsRevoked,
+        ],
         "team" => &[
             A::SetupCompleted,
             A::OrgCreated,
@@ -32,6 +37,7 @@ pub fn group_actions(group: &str) -> Option<Vec<&'static str>> {
             A::InviteAccepted,
             A::RoleChanged,
             A::MemberRemoved,
+            A::AccessRefused,
         ],
         "servers" => &[
             A::RegistrationTokenCreated,
@@ -58,6 +64,7 @@ pub fn group_actions(group: &str) -> Option<Vec<&'static str>> {
         "operations" => &[
             A::CommandQueued,
             A::CommandFinished,
+            A::AgentCommandRefused,
             A::OperationProposed,
             A::OperationRefused,
             A::OperationCancelled,

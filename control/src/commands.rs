@@ -509,8 +509,13 @@ pub struct Report<'a> {
     pub command: &'a str,
     pub sequence: u64,
     pub succeeded: bool,
+    /// The agent refused to run it (its local policy); `text` says why.
+    pub refused: bool,
     pub text: &'a str,
 }
+
+/// Most characters of an agent's reason an `agent.command_refused` event keeps.
+pub const MAX_REFUSAL_REASON_CHARS: usize = 500;
 
 /// Records an agent's result for one of its own commands: [`finish_all`]
 /// with one report. Returns the agents to wake after the commit.
@@ -529,6 +534,8 @@ pub async fn finish(
             command: report.command.to_string(),
             sequence: report.sequence,
             succeeded: report.succeeded,
+            refused: report.refused,
+            reason: None,
             text: report.text.to_string(),
         }],
         now,
@@ -546,6 +553,11 @@ pub struct AgentReport {
     pub command: String,
     pub sequence: u64,
     pub succeeded: bool,
+    /// The agent refused to run it (its local policy).
+    pub refused: bool,
+    /// The agent's own reason for a refusal, when it differs from `text`
+    /// (`text` is what the command's result shows; `None`: `text`).
+    pub reason: Option<String>,
     pub text: String,
 }
 
@@ -566,7 +578,8 @@ struct FinishRow {
 /// Records agents' results, each for one of the reporting agent's own
 /// commands at the sequence number it was queued with, in one transaction:
 /// the commands' states and texts, their audit events, and for operations'
-/// commands the targets' outcomes (which may send the next wave). A report
+/// commands the targets' outcomes (which may send the next wave); a refusal
+/// by the agent is also recorded as `agent.command_refused`. A report
 /// for a finished command is ignored (the agent may retry after a lost
 /// reply). Returns one outcome per report, in order: the agents to wake
 /// after the commit (the whole batch's, on the first report that has any),
@@ -638,6 +651,24 @@ pub async fn finish_all(
                 json!({ "command": report.command, "kind": kind.as_str(), "state": new_state.as_str(), "late": state == CommandState::Expired }),
             ),
         ));
+        if report.refused {
+            let reason: String = report
+                .reason
+                .as_deref()
+                .unwrap_or(&report.text)
+                .chars()
+                .take(MAX_REFUSAL_REASON_CHARS)
+                .collect();
+            events.push((
+                AuditActor::agent(&report.agent),
+                Event::new(
+                    report.org,
+                    AuditAction::AgentCommandRefused,
+                    format!("agent:{}", report.agent.0),
+                    json!({ "command": report.command, "kind": kind.as_str(), "seq": report.sequence, "reason": reason }),
+                ),
+            ));
+        }
         if let (Some(op), Some(org), Some(target)) =
             (&row.operation_id, row.op_org, &row.target_state)
         {

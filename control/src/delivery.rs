@@ -275,6 +275,14 @@ impl Delivery {
         .map_err(|e| ControlError::invalid(format!("The result was refused: {e}.")))?;
         let header = opened.header();
         let output = String::from_utf8_lossy(opened.output());
+        let refused = header.status == ResultStatus::Refused;
+        // The agent's own words for a refusal, for `agent.command_refused`.
+        let reason = refused.then(|| {
+            output
+                .chars()
+                .take(commands::MAX_REFUSAL_REASON_CHARS)
+                .collect::<String>()
+        });
         let text = match header.status {
             ResultStatus::Succeeded | ResultStatus::Failed => output.into_owned(),
             ResultStatus::TimedOut => format!("Timed out on the agent. {output}"),
@@ -286,6 +294,8 @@ impl Delivery {
             command: header.command_id.clone(),
             sequence: header.sequence,
             succeeded: header.status == ResultStatus::Succeeded,
+            refused,
+            reason,
             text,
         };
         // Recorded with the other results that arrive meanwhile, in one

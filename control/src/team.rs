@@ -10,7 +10,7 @@ use serde_json::json;
 use sqlx::Row;
 
 use crate::access::{
-    parse_role, require, Authorized, ManageMembers, ManageOwners, ReadOrg, RequestMeta,
+    parse_role, Actor, Authorized, ManageMembers, ManageOwners, ReadOrg, RequestMeta,
 };
 use crate::accounts::{insert_membership, insert_user, normalize_email};
 use crate::audit::{self, AuditAction, AuditActor, Event};
@@ -105,7 +105,7 @@ pub async fn invite(
     let mut tx = auth.store().begin().await?;
     let mine = actor.recheck::<ManageMembers>(&mut tx).await?;
     if role == Role::Owner {
-        require::<ManageOwners>(mine)?;
+        actor.require::<ManageOwners>(mine, Some(&email))?;
     }
     let member: Option<i64> = sqlx::query_scalar(
         "SELECT m.user_id FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND u.email = $2",
@@ -184,7 +184,7 @@ pub async fn revoke_invite(
     let email: String = row.try_get("email")?;
     let role = parse_role(&row.try_get::<String, _>("role")?)?;
     if role == Role::Owner {
-        require::<ManageOwners>(mine)?;
+        actor.require::<ManageOwners>(mine, Some(&format!("invite:{}", id.0)))?;
     }
     sqlx::query("UPDATE invites SET revoked_at = $1 WHERE id = $2")
         .bind(now.0)
@@ -426,9 +426,15 @@ async fn owner_count_locked(tx: &mut Tx, org: OrgId) -> Result<i64, ControlError
 
 /// Changing or removing an Owner, or making one, takes an Owner: checked
 /// against the caller's role as re-read in this transaction.
-fn require_owner_for(mine: Role, current: Role, new: Option<Role>) -> Result<(), ControlError> {
+fn require_owner_for(
+    actor: &Actor,
+    mine: Role,
+    user: UserId,
+    current: Role,
+    new: Option<Role>,
+) -> Result<(), ControlError> {
     if current == Role::Owner || new == Some(Role::Owner) {
-        require::<ManageOwners>(mine)?;
+        actor.require::<ManageOwners>(mine, Some(&format!("user:{}", user.0)))?;
     }
     Ok(())
 }
@@ -445,7 +451,7 @@ pub async fn change_role(
     tx.lock_org(actor.org()).await?;
     let mine = actor.recheck::<ManageMembers>(&mut tx).await?;
     let (current, email) = member_role(&mut tx, actor.org(), user).await?;
-    require_owner_for(mine, current, Some(role))?;
+    require_owner_for(actor, mine, user, current, Some(role))?;
     if current == role {
         return Ok(());
     }
@@ -487,7 +493,7 @@ pub async fn remove_member(
     tx.lock_org(actor.org()).await?;
     let mine = actor.recheck::<ManageMembers>(&mut tx).await?;
     let (current, email) = member_role(&mut tx, actor.org(), user).await?;
-    require_owner_for(mine, current, None)?;
+    require_owner_for(actor, mine, user, current, None)?;
     if current == Role::Owner && owner_count_locked(&mut tx, actor.org()).await? <= 1 {
         return Err(ControlError::conflict("The last Owner cannot be removed."));
     }

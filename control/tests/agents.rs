@@ -33,6 +33,7 @@ fn ping_report<'a>(
         command: &command.0,
         sequence,
         succeeded,
+        refused: false,
         text,
     }
 }

@@ -282,6 +282,7 @@ async fn pending_key_registration_follows_its_command(db: TestDb) {
             command: &command.0,
             sequence: seq,
             succeeded: false,
+            refused: false,
             text: "disk full",
         },
         now,

@@ -7,7 +7,7 @@
 // `#[test]` functions themselves; a failed unwrap is a failed test here.
 #![allow(clippy::unwrap_used)]
 
-use control::access::{Actor, ReadOrg};
+use control::access::{Actor, Capability, ReadOrg};
 use control::agents::{self, Enrolment, ManageAgents};
 use control::ca::AgentCa;
 use control::commands::{self, Report};
@@ -90,6 +90,7 @@ struct Server {
     agent: AgentId,
     fingerprint: String,
     kem: channel::KemSecretKey,
+    identity: channel::SigningKey,
 }
 
 /// Enrols a server with a KEM key and the capabilities above.
@@ -109,6 +110,7 @@ async fn enrol_server(db: &TestDb, o: &Org, kem_on: bool) -> Server {
     .await
     .unwrap();
     let kem = channel::KemSecretKey::generate();
+    let identity = channel::SigningKey::generate();
     let enrolled = agents::enrol(
         &db.store,
         &o.ca,
@@ -116,7 +118,7 @@ async fn enrol_server(db: &TestDb, o: &Org, kem_on: bool) -> Server {
         Enrolment {
             token: token.token.expose_secret().parse().unwrap(),
             csr_pem: csr().1,
-            identity_key: channel::SigningKey::generate().verifying_key().clone(),
+            identity_key: identity.verifying_key().clone(),
             kem_key: kem_on.then(|| kem.public_key().clone()),
             hostname: "web-1".into(),
             agent_version: "0.1.0".into(),
@@ -130,6 +132,7 @@ async fn enrol_server(db: &TestDb, o: &Org, kem_on: bool) -> Server {
         agent: enrolled.agent,
         fingerprint: enrolled.cert.fingerprint,
         kem,
+        identity,
     };
     let session = agents::authenticate(&db.store, &s.fingerprint, now)
         .await
@@ -483,6 +486,7 @@ async fn fleet_operations_halt_at_their_error_threshold(db: TestDb) {
                         command: &c.id.0,
                         sequence: c.seq,
                         succeeded: false,
+                        refused: false,
                         text: "unit failed",
                     },
                     now,
@@ -551,6 +555,7 @@ async fn fleet_operations_halt_at_their_error_threshold(db: TestDb) {
             command: &c.id.0,
             sequence: c.seq,
             succeeded: true,
+            refused: false,
             text: "restarted",
         },
         now,
@@ -743,6 +748,7 @@ async fn the_command_carries_the_plan_and_its_approval(db: TestDb) {
             command: &header.command_id,
             sequence: header.sequence,
             succeeded: true,
+            refused: false,
             text: "restarted",
         },
         Timestamp::now(),
@@ -1202,6 +1208,8 @@ async fn batches_of_polls_and_results_keep_each_agent_apart(db: TestDb) {
         command: commands[i].id.0.clone(),
         sequence,
         succeeded,
+        refused: false,
+        reason: None,
         text: format!("target {i}"),
     };
     let mut reports: Vec<_> = (0..12)
@@ -1363,7 +1371,178 @@ async fn the_pilot_proposes_a_backup_after_26_hours(db: TestDb) {
     );
 }
 
+/// The organisation's events with `action`, oldest first, waiting (bounded)
+/// until there are `n`: refusals are recorded by a task of their own.
+async fn wait_for_events(o: &Org, action: &str, n: usize) -> Vec<control::AuditEventView> {
+    for _ in 0..200 {
+        let mut got: Vec<_> = audit::latest(&o.owner.authorize::<ReadOrg>().unwrap(), 500)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == action)
+            .collect();
+        if got.len() >= n {
+            got.reverse();
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} `{action}` events");
+}
+
+fn details(e: &control::AuditEventView) -> serde_json::Value {
+    serde_json::from_str(&e.details).unwrap()
+}
+
+/// A Member approving a high-risk operation and a Viewer proposing are
+/// refused, and each refusal is recorded with the capability and the role;
+/// refusals no role would lift (your own proposal, the two-person rule) are
+/// not `access.refused`.
+async fn refused_authorizations_are_recorded(db: TestDb) {
+    let o = org(&db).await;
+    let s = server(&db, &o).await;
+    let id = propose(&o.member2, install(), &s.agent).await;
+    let refused = approve(&o, &o.member, &id, Timestamp::now()).await;
+    assert!(
+        matches!(&refused, Err(ControlError::Forbidden(m)) if m.contains("High-risk")),
+        "{refused:?}"
+    );
+    assert_eq!(state(&o.owner, &id).await.state, OperationState::Proposed);
+    let viewer = o.viewer.authorize::<ProposeOperations>().err().unwrap();
+    assert!(matches!(viewer, ControlError::Forbidden(_)), "{viewer:?}");
+    let rotate = o
+        .member
+        .authorize_on::<ManageAgents>(&format!("agent:{}", s.agent.0))
+        .err()
+        .unwrap();
+    assert!(matches!(rotate, ControlError::Forbidden(_)), "{rotate:?}");
+
+    let got = wait_for_events(&o, "access.refused", 3).await;
+    assert_eq!(got.len(), 3, "{got:?}");
+    let approval = got
+        .iter()
+        .find(|e| e.target == format!("operation:{}", id.0))
+        .unwrap();
+    assert_eq!(approval.actor, "member@example.com");
+    assert_eq!(approval.ip, "192.0.2.7");
+    assert_eq!(
+        details(approval)["capability"],
+        DecideOperations::DESCRIPTION
+    );
+    assert_eq!(details(approval)["role"], "member");
+    assert!(details(approval)["reason"]
+        .as_str()
+        .unwrap()
+        .contains("High-risk"));
+    let proposal = got
+        .iter()
+        .find(|e| e.actor == "viewer@example.com")
+        .unwrap();
+    assert_eq!(
+        details(proposal),
+        json!({ "capability": ProposeOperations::DESCRIPTION, "role": "viewer" })
+    );
+    let keys = got
+        .iter()
+        .find(|e| e.target == format!("agent:{}", s.agent.0))
+        .unwrap();
+    assert_eq!(
+        details(keys),
+        json!({ "capability": ManageAgents::DESCRIPTION, "role": "member" })
+    );
+
+    // Not about a role: the proposer approving their own, and running a
+    // high-risk operation alone under the two-person rule.
+    let own = approve(&o, &o.member2, &id, Timestamp::now()).await;
+    assert!(matches!(own, Err(ControlError::Forbidden(_))), "{own:?}");
+    let alone = run_own(&o, &o.admin, install(), &s).await;
+    assert!(
+        matches!(alone, Err(ControlError::Forbidden(_))),
+        "{alone:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        actions(&o)
+            .await
+            .iter()
+            .filter(|a| *a == "access.refused")
+            .count(),
+        3
+    );
+}
+
+/// An agent's refusal comes back as a result with the refused status: the
+/// command fails, and `agent.command_refused` records the agent's reason
+/// (bounded), the kind and the sequence number.
+async fn agent_refusals_are_recorded(db: TestDb) {
+    let o = org(&db).await;
+    let s = server(&db, &o).await;
+    let id = propose(&o.member2, restart(), &s.agent).await;
+    approve(&o, &o.member, &id, Timestamp::now()).await.unwrap();
+    let session = agents::authenticate(&db.store, &s.fingerprint, Timestamp::now())
+        .await
+        .unwrap();
+    let polling = agents::authenticate(&db.store, &s.fingerprint, Timestamp::now())
+        .await
+        .unwrap();
+    let delivered = o
+        .delivery
+        .poll(polling, "X25519MLKEM768", std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let header = delivered[0].header().clone();
+    let why = format!(
+        "Refused by this agent: unit `nginx.service` is not in this agent's allowed units.{}",
+        "x".repeat(2000)
+    );
+    let result = channel::seal_result(
+        &channel::ResultHeader {
+            agent_id: s.agent.0.clone(),
+            command_id: header.command_id.clone(),
+            sequence: header.sequence,
+            finished_at: Timestamp::now().0,
+            status: channel::ResultStatus::Refused,
+        },
+        why.as_bytes(),
+        o.delivery.keys().kem.public_key(),
+        &s.identity,
+        &mut channel::os_rng(),
+    )
+    .unwrap();
+    o.delivery.accept_result(&session, &result).await.unwrap();
+    // Sent again (a lost reply): recorded once.
+    o.delivery.accept_result(&session, &result).await.unwrap();
+
+    let acts = actions(&o).await;
+    assert_eq!(
+        acts.iter()
+            .filter(|a| *a == "agent.command_refused")
+            .count(),
+        1,
+        "{acts:?}"
+    );
+    let e = wait_for_events(&o, "agent.command_refused", 1)
+        .await
+        .remove(0);
+    assert_eq!(e.actor, format!("agent {}", s.agent.0));
+    assert_eq!(e.target, format!("agent:{}", s.agent.0));
+    let d = details(&e);
+    assert_eq!(d["command"], header.command_id);
+    assert_eq!(d["kind"], "restart_service");
+    assert_eq!(d["seq"], header.sequence);
+    let reason = d["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("Refused by this agent: unit `nginx.service`"),
+        "{reason}"
+    );
+    assert_eq!(reason.chars().count(), commands::MAX_REFUSAL_REASON_CHARS);
+    let target = state(&o.owner, &id).await;
+    assert_eq!(target.state, OperationState::Failed, "{target:?}");
+}
+
 control::both_backends!(
+    refused_authorizations_are_recorded,
+    agent_refusals_are_recorded,
     the_pilot_proposes_a_backup_after_26_hours,
     batches_of_polls_and_results_keep_each_agent_apart,
     labels_select_the_targets_of_a_fleet_operation,

@@ -638,7 +638,139 @@ async fn the_agent_refuses_what_its_policy_forbids(db: TestDb) {
     );
 }
 
+/// Waits (bounded) for an event with `action`, written by a task of its own
+/// or by the agent's report; returns its actor, ip, user agent, target and
+/// details.
+async fn audit_event(s: &Setup, action: &str) -> (String, String, String, String, Value) {
+    for _ in 0..200 {
+        let row = sqlx::query(
+            "SELECT actor, ip, user_agent, target, details FROM audit_events WHERE action = $1 \
+             ORDER BY org_id, seq DESC LIMIT 1",
+        )
+        .bind(action)
+        .fetch_optional(s.app.db.store.pool())
+        .await
+        .unwrap();
+        if let Some(r) = row {
+            use sqlx::Row as _;
+            return (
+                r.try_get(0).unwrap(),
+                r.try_get(1).unwrap(),
+                r.try_get(2).unwrap(),
+                r.try_get(3).unwrap(),
+                serde_json::from_str(&r.try_get::<String, _>(4).unwrap()).unwrap(),
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no `{action}` event");
+}
+
+/// Over HTTP with the real agent: a wrong password is recorded with the
+/// request's address and browser, a Viewer's refused proposal is recorded,
+/// and a queued command the agent's local policy refuses (its allowlist
+/// changed after the operation was approved) is recorded as the agent's
+/// refusal with its reason.
+async fn refusals_reach_the_audit_log(db: TestDb) {
+    let s = Setup::start(db).await;
+    let browser = s.app.client();
+    let res = browser
+        .post(s.app.url("/api/login"))
+        .header("user-agent", "AuditTest/1.0")
+        .form(&[
+            ("email", "member@example.com"),
+            ("password", "not-the-password-42"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error(), "{}", res.status());
+    let (actor, ip, ua, target, details) = audit_event(&s, "user.login_failed").await;
+    assert_eq!(
+        (actor.as_str(), ip.as_str(), ua.as_str(), target.as_str()),
+        (
+            "anonymous",
+            "127.0.0.1",
+            "AuditTest/1.0",
+            "member@example.com"
+        )
+    );
+    assert_eq!(details, json!({ "reason": "wrong_password" }));
+
+    let member = s.app.signed_in("member@example.com").await;
+    let member2 = s.app.signed_in("member2@example.com").await;
+    let viewer = s.app.signed_in("viewer@example.com").await;
+    let (state, agent_id) = s.register("web-1").await;
+    let denied = s
+        .app
+        .call(
+            &viewer,
+            "propose-operation",
+            &[
+                ("targets", &agent_id.0),
+                ("kind", "restart_service"),
+                ("args", r#"{"unit":"nginx.service"}"#),
+                ("reason", "nginx keeps failing"),
+            ],
+        )
+        .await;
+    assert_eq!(denied.status(), 403);
+    let (actor, _, _, _, details) = audit_event(&s, "access.refused").await;
+    assert_eq!(actor, "viewer@example.com");
+    assert_eq!(
+        details,
+        json!({ "capability": "propose operations", "role": "viewer" })
+    );
+
+    let cfg_dir = s.dir.path().join("cfg");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    let mut running = agent::run::start(&state, agent_config(&cfg_dir, false)).unwrap();
+    running.agent.send_capabilities().await.unwrap();
+    let id = s
+        .propose(
+            &member2,
+            &agent_id,
+            "restart_service",
+            json!({"unit": "nginx.service"}),
+        )
+        .await;
+    s.call(
+        &member,
+        "approve-operation",
+        &[("id", &id), ("reason", "restart it")],
+    )
+    .await;
+    // The host's operator takes nginx off the allowlist before the agent
+    // takes the command.
+    drop(running);
+    let mut narrowed = agent_config(&cfg_dir, false);
+    narrowed.operations.units.clear();
+    let mut running = agent::run::start(&state, narrowed).unwrap();
+    let outcome = running.agent.poll_once().await.unwrap();
+    assert_eq!(
+        (outcome.executed, outcome.results_sent),
+        (1, 1),
+        "{outcome:?}"
+    );
+    assert!(!cfg_dir.join("ran.log").exists(), "nothing ran");
+    let (actor, _, _, target, details) = audit_event(&s, "agent.command_refused").await;
+    assert_eq!(actor, format!("agent {}", agent_id.0));
+    assert_eq!(target, format!("agent:{}", agent_id.0));
+    assert_eq!(details["kind"], "restart_service");
+    assert!(details["seq"].as_u64().is_some(), "{details}");
+    assert!(
+        details["reason"]
+            .as_str()
+            .unwrap()
+            .contains("allowed units"),
+        "{details}"
+    );
+    let page = s.call(&member, "operation", &[("id", &id)]).await;
+    assert_eq!(page["op"]["state"], "failed", "{page}");
+}
+
 control::both_backends!(
+    refusals_reach_the_audit_log,
     a_restart_mid_task_fails_the_task_without_running_it_twice,
     live_output_and_cancel_reach_the_running_task,
     operations_run_on_the_real_agent,

@@ -24,6 +24,12 @@
 //!   and is never delivered late.
 //! - **History.** Every state is kept in `operation_events` and audited in
 //!   the same transaction.
+//! - **Refusals.** A refusal for the person's role (approving above it,
+//!   cancelling someone else's operation) is recorded as `access.refused`
+//!   ([`crate::access::Actor::refuse`]); refusals that no role would lift
+//!   (your own proposal, the two-person rule, Production Protection) are
+//!   answered without an event, and the pilot's refused proposals are
+//!   `operation.refused`.
 
 pub mod dispatch;
 pub mod pilot;
@@ -526,7 +532,18 @@ pub async fn run_own(
     }
     let production = any_production(&mut tx, &id).await?;
     if let Some(why) = approval_refusal(role, risk, production) {
-        return Err(ControlError::forbidden(why));
+        // The operation is rolled back with this transaction: the refusal
+        // names its server when there is one.
+        let target = match proposal.targets.as_slice() {
+            [one] => Some(format!("agent:{}", one.0)),
+            _ => None,
+        };
+        return Err(actor.refuse(
+            DecideOperations::DESCRIPTION,
+            Some(role),
+            target.as_deref(),
+            why.to_string(),
+        ));
     }
     let reason = bounded_text(&proposal.reason, MAX_REASON_CHARS, "reason")?;
     record_approval(&mut tx, actor, role, &id, &reason, true, &policy, now).await?;
@@ -699,7 +716,12 @@ pub async fn approve(
         ));
     }
     if let Some(why) = approval_refusal(role, op.risk, production) {
-        return Err(ControlError::forbidden(why));
+        return Err(actor.refuse(
+            DecideOperations::DESCRIPTION,
+            Some(role),
+            Some(&format!("operation:{}", id.0)),
+            why.to_string(),
+        ));
     }
     let policy = settings::read_policy(&mut tx, actor.org()).await?;
     record_approval(&mut tx, actor, role, id, &reason, false, &policy, now).await?;
@@ -738,7 +760,12 @@ pub async fn reject(
     }
     let production = any_production(&mut tx, id).await?;
     if let Some(why) = approval_refusal(role, op.risk, production) {
-        return Err(ControlError::forbidden(why.replace("approve", "decide on")));
+        return Err(actor.refuse(
+            DecideOperations::DESCRIPTION,
+            Some(role),
+            Some(&format!("operation:{}", id.0)),
+            why.replace("approve", "decide on"),
+        ));
     }
     finish_untouched(&mut tx, id, TargetState::Skipped).await?;
     set_state(&mut tx, id, OperationState::Rejected, now).await?;
@@ -775,8 +802,11 @@ pub async fn cancel(
     let op = lock_operation(&mut tx, actor.org(), id).await?;
     let own = op.proposed_by == Some(actor.user()) && role.rank() >= Role::Member.rank();
     if !own && !SuperviseOperations::allows(role) {
-        return Err(ControlError::forbidden(
-            "Only the proposer, an Admin or an Owner can cancel an operation.",
+        return Err(actor.refuse(
+            SuperviseOperations::DESCRIPTION,
+            Some(role),
+            Some(&format!("operation:{}", id.0)),
+            "Only the proposer, an Admin or an Owner can cancel an operation.".into(),
         ));
     }
     if op.state.is_final() {
