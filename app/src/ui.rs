@@ -47,7 +47,9 @@ pub fn Shell() -> impl IntoView {
     view! {
         <Suspense fallback=|| view! { <p class="p-8 text-slate-500">"Loading…"</p> }>
             {move || Suspend::new(async move {
-                match me.await {
+                let me = me.await;
+                build_once_on_server().await;
+                match me {
                     Ok(Some(me)) => view! { <SignedIn me /> }.into_any(),
                     Ok(None) => view! { <Redirect path="/login" /> }.into_any(),
                     Err(AppError::Forbidden(msg)) => view! { <NoOrg msg /> }.into_any(),
@@ -55,6 +57,31 @@ pub fn Shell() -> impl IntoView {
                 }
             })}
         </Suspense>
+    }
+}
+
+/// On the server, gives way once before the signed-in page is built. Leptos
+/// polls a Suspense's children early to find the resources they read; a
+/// Suspend that could already finish then built the whole page there, once
+/// per early poll, each time with resources of its own, while the browser
+/// builds it once: the resources' numbers, which carry their server-side
+/// values to the browser, no longer lined up, and the browser refetched and
+/// failed to hydrate. Giving way once means only the final render builds the
+/// page. In the browser it does nothing (the page must hydrate at once).
+async fn build_once_on_server() {
+    #[cfg(feature = "ssr")]
+    {
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if yielded {
+                std::task::Poll::Ready(())
+            } else {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        })
+        .await;
     }
 }
 
