@@ -172,10 +172,17 @@ fn DestinationRow(
 
 #[component]
 fn AddDestinationForm(add: ServerAction<AddAuditDestination>) -> impl IntoView {
+    // Once added, the form is emptied: the HMAC key does not linger in it.
+    let form = NodeRef::<leptos::html::Form>::new();
+    Effect::new(move |_| {
+        if let (Some(Ok(_)), Some(form)) = (add.value().get(), form.get()) {
+            form.reset();
+        }
+    });
     view! {
         <div class="mt-4 max-w-xl">
             <h3 class="card-label">"Add a destination"</h3>
-            <ActionForm action=add attr:class="mt-2 flex flex-col gap-3" attr:data-testid="add-destination">
+            <ActionForm action=add node_ref=form attr:class="mt-2 flex flex-col gap-3" attr:data-testid="add-destination">
                 <label class="field">
                     <span>"Kind"</span>
                     <select name="kind" class="input">

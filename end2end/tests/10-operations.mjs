@@ -246,7 +246,9 @@ async function pilotProposesAMemberApproves(t) {
   await t.expectText(item.locator('[data-testid="op-targets"]'), new RegExp(HOST));
   await t.expectText(item.locator('[data-testid="op-evidence"]'), /nginx\.service.*failed/);
   await t.expectText(item.locator('[data-testid="op-plan"]'), /"unit": "nginx\.service"/);
-  // The nav badge counts what this Member could approve.
+  // The nav badge counts what this Member could approve. (Loaded again: the
+  // load that first showed the item may have counted just before it.)
+  await t.goto(member, '/approvals');
   await t.expectText(member.locator('aside [data-testid="approvals-badge"]'), '1');
 
   // A Viewer sees the queue but no way to decide, and no note either.

@@ -192,7 +192,7 @@ impl Forwarder {
         }
         let client = client
             .build()
-            .map_err(|e| format!("cannot make an HTTPS client: {}", e.without_url()))?;
+            .map_err(|e| format!("cannot make an HTTPS client: {}", describe(e)))?;
         let mut at = d.clone();
         let mut sent = 0u64;
         let mut rest = checkpoints;
@@ -216,7 +216,7 @@ impl Forwarder {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| format!("the webhook request failed: {}", e.without_url()))?;
+                .map_err(|e| format!("the webhook request failed: {}", describe(e)))?;
             let status = answer.status();
             if !status.is_success() {
                 return Err(format!("the webhook answered HTTP {status}"));
@@ -235,6 +235,20 @@ impl Forwarder {
         }
         Ok(sent)
     }
+}
+
+/// A request error with its causes (connection refused, TLS, timeout), and
+/// without the URL (its query may hold a token).
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Hex HMAC-SHA256 of `"<t>.<body>"` under `key`: the webhook signature.

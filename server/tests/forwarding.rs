@@ -580,4 +580,10 @@ async fn an_untrusted_receiver_gets_nothing() {
     let view = &forwarding::list(&db.store, owner.org()).await.unwrap()[0];
     assert_eq!(view.failures, 1);
     assert_eq!(view.delivered_seq, 0);
+    let error = view.last_error.as_deref().unwrap();
+    assert!(error.contains("certificate"), "{error}");
+    assert!(
+        !error.contains("localhost:"),
+        "the URL is left out: {error}"
+    );
 }
