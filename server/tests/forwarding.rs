@@ -587,3 +587,61 @@ async fn an_untrusted_receiver_gets_nothing() {
         "the URL is left out: {error}"
     );
 }
+
+/// The limit of destinations and their unique names hold when Owners add
+/// them at the same moment.
+async fn the_limit_holds_under_concurrent_adds(db: TestDb) {
+    let data = tempfile::tempdir().unwrap();
+    let owner = owner(&db).await;
+    let secrets = SecretDir::new(data.path());
+    let auth = owner.authorize::<forwarding::ManageForwarding>().unwrap();
+    let add = |name: String| {
+        let (auth, secrets) = (&auth, &secrets);
+        async move {
+            forwarding::add(
+                auth,
+                secrets,
+                NewDestination {
+                    kind: DestinationKind::Syslog,
+                    name,
+                    address: "siem.example.com:6514".into(),
+                    ca_pem: None,
+                    secret: None,
+                },
+                Timestamp::now(),
+            )
+            .await
+        }
+    };
+    // Twice the same name at once: one is added.
+    let same = futures_util::future::join_all((0..4).map(|_| add("twin".into()))).await;
+    assert_eq!(same.iter().filter(|r| r.is_ok()).count(), 1, "{same:?}");
+    for r in same.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(matches!(r, control::ControlError::Conflict(_)), "{r:?}");
+    }
+    // Twelve more at once: nine fit under the limit of ten.
+    let many = futures_util::future::join_all((0..12).map(|i| add(format!("siem {i}")))).await;
+    assert_eq!(many.iter().filter(|r| r.is_ok()).count(), 9, "{many:?}");
+    for r in many.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(matches!(r, control::ControlError::Conflict(_)), "{r:?}");
+    }
+    assert_eq!(
+        forwarding::list(&db.store, owner.org())
+            .await
+            .unwrap()
+            .len() as i64,
+        forwarding::MAX_DESTINATIONS
+    );
+}
+
+#[tokio::test]
+async fn limit_sqlite() {
+    the_limit_holds_under_concurrent_adds(TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn limit_postgres() {
+    if let Some(db) = TestDb::postgres("limit_postgres").await {
+        the_limit_holds_under_concurrent_adds(db).await;
+    }
+}
