@@ -56,7 +56,8 @@ export default async function forwarding(t) {
 
   // A Viewer reads the list, without the form or the Remove button.
   const viewerState = t.state.ops?.people?.viewer;
-  if (viewerState) {
+  assert.ok(viewerState, 'no Viewer session: 10-operations must pass first');
+  {
     const viewer = await (await t.newContext({ storageState: viewerState })).newPage();
     await t.goto(viewer, '/settings');
     const theirs = viewer.locator('[data-testid="forwarding"]');
