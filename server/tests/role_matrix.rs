@@ -170,6 +170,7 @@ async fn role_matrix(db: TestDb) {
         ("recent-operations", vec![("limit", "5")]),
         ("pending-operations", vec![]),
         ("pending-count", vec![]),
+        ("audit-destinations", vec![]),
     ] {
         for (who, c) in &clients {
             let res = app.call(c, endpoint, &form).await;
@@ -196,6 +197,64 @@ async fn role_matrix(db: TestDb) {
         let res = app.call(c, "setup-state", &[]).await;
         assert_eq!(res.text().await.unwrap(), "\"Done\"");
     }
+
+    // Audit forwarding: Owners and Admins add and remove destinations; the
+    // others are refused, and another organisation's Owner finds none of Acme's.
+    for (who, c) in &clients {
+        let name = format!("siem {who:?}");
+        let res = app
+            .call(
+                c,
+                "add-audit-destination",
+                &[
+                    ("kind", "syslog"),
+                    ("name", &name),
+                    ("address", "siem.example.com:6514"),
+                ],
+            )
+            .await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member => 403,
+            _ => 200,
+        };
+        assert_eq!(res.status(), expected, "add-audit-destination as {who:?}");
+    }
+    let owner_c = &clients.iter().find(|(w, _)| *w == Who::Owner).unwrap().1;
+    let listed: Vec<control::DestinationView> = app
+        .call(owner_c, "audit-destinations", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2, "Acme's: the Admin's and the Owner's");
+    let acme_destination = listed[0].id.clone();
+    for (who, c) in &clients {
+        if *who == Who::Owner || *who == Who::Admin {
+            continue;
+        }
+        let res = app
+            .call(c, "remove-audit-destination", &[("id", &acme_destination)])
+            .await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::OtherOrg => 404,
+            _ => 403,
+        };
+        assert_eq!(
+            res.status(),
+            expected,
+            "remove-audit-destination as {who:?}"
+        );
+    }
+    let res = app
+        .call(
+            owner_c,
+            "remove-audit-destination",
+            &[("id", &acme_destination)],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
 
     // Operations: propose, approve and reject (medium and high risk), cancel
     // someone else's, Production Protection, delete and restore. The other
@@ -384,7 +443,6 @@ async fn role_matrix(db: TestDb) {
     }
 
     // Revoking Acme's pending invitations.
-    let owner_c = &clients.iter().find(|(w, _)| *w == Who::Owner).unwrap().1;
     let team: serde_json::Value = app.call(owner_c, "team", &[]).await.json().await.unwrap();
     let invites: Vec<i64> = team["invites"]
         .as_array()
