@@ -2,9 +2,12 @@
 //!
 //! The audit key is an Ed25519 key of its own (`audit-signing.key` in the
 //! data directory, 0600), never the command key. Every
-//! [`CHECKPOINT_EVERY_EVENTS`] events or [`CHECKPOINT_EVERY_SECS`] seconds
-//! (whichever comes first, and only when there are new events) the server
-//! signs each organisation's event count and head hash ([`sign_due`]). The
+//! [`CheckpointCadence::every_events`] events or
+//! [`CheckpointCadence::every_secs`] seconds (whichever comes first, and only
+//! when there are new events; by default 1000 events or 15 minutes, set by
+//! `audit_checkpoint_every_events` and `audit_checkpoint_every_minutes`) the
+//! server signs each organisation's event count and head hash
+//! ([`sign_due`]). The
 //! checkpoints are kept in `audit_checkpoints` and published with
 //! `pilothouse audit checkpoints`; a customer who keeps them, with the audit
 //! public key pinned (`pilothouse audit key`), can verify an export offline
@@ -24,10 +27,25 @@ use crate::server_keys::{read_or_create, KeyFileError};
 use crate::store::Store;
 use crate::{ControlError, OrgId, Timestamp};
 
-/// A checkpoint after this many new events.
-pub const CHECKPOINT_EVERY_EVENTS: i64 = 1000;
-/// A checkpoint after this long, when there are new events.
-pub const CHECKPOINT_EVERY_SECS: i64 = 15 * 60;
+/// How often a chain is signed: whichever of the two comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointCadence {
+    /// A checkpoint after this many new events (at least 1).
+    pub every_events: i64,
+    /// A checkpoint this many seconds after the last one, when there are new
+    /// events (at least 1).
+    pub every_secs: i64,
+}
+
+impl Default for CheckpointCadence {
+    /// 1000 events or 15 minutes.
+    fn default() -> Self {
+        CheckpointCadence {
+            every_events: 1000,
+            every_secs: 15 * 60,
+        }
+    }
+}
 
 /// The audit signing key.
 pub struct AuditKey {
@@ -88,12 +106,13 @@ pub fn parse_public_key(text: &str) -> Option<channel::VerifyingKey> {
 }
 
 /// Signs a checkpoint for every organisation whose chain grew by
-/// [`CHECKPOINT_EVERY_EVENTS`] since its last checkpoint, or grew at all and
-/// whose last checkpoint is [`CHECKPOINT_EVERY_SECS`] old (`force`: grew at
+/// `cadence.every_events` since its last checkpoint, or grew at all and
+/// whose last checkpoint is `cadence.every_secs` old (`force`: grew at
 /// all). Returns the new checkpoints.
 pub async fn sign_due(
     store: &Store,
     key: &AuditKey,
+    cadence: CheckpointCadence,
     force: bool,
     now: Timestamp,
 ) -> Result<Vec<channel::Checkpoint>, ControlError> {
@@ -121,8 +140,8 @@ pub async fn sign_due(
             None => (0, i64::MIN),
         };
         let grew = count > last_count;
-        let due = count - last_count >= CHECKPOINT_EVERY_EVENTS
-            || now.0.saturating_sub(last_at) >= CHECKPOINT_EVERY_SECS * 1000;
+        let due = count - last_count >= cadence.every_events.max(1)
+            || now.0.saturating_sub(last_at) >= cadence.every_secs.max(1).saturating_mul(1000);
         if !grew || !(due || force) {
             continue;
         }

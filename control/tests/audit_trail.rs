@@ -7,7 +7,7 @@
 mod common;
 
 use control::audit_export::{self, ExportFormat, ExportRange};
-use control::checkpoints::{self, AuditKey};
+use control::checkpoints::{self, AuditKey, CheckpointCadence};
 use control::testing::TestDb;
 use control::{Role, Timestamp};
 
@@ -22,7 +22,7 @@ async fn checkpoints_are_signed_when_due_and_an_export_verifies(db: TestDb) {
     assert_eq!(key.public_key(), again.public_key(), "the key is made once");
     add(&db, "a@example.com").await;
     let now = Timestamp::now();
-    let first = checkpoints::sign_due(&db.store, &key, false, now)
+    let first = checkpoints::sign_due(&db.store, &key, CheckpointCadence::default(), false, now)
         .await
         .unwrap();
     assert_eq!(
@@ -30,23 +30,29 @@ async fn checkpoints_are_signed_when_due_and_an_export_verifies(db: TestDb) {
         1,
         "the first checkpoint of a chain is due at once"
     );
-    assert!(checkpoints::sign_due(&db.store, &key, false, now)
-        .await
-        .unwrap()
-        .is_empty());
-    add(&db, "b@example.com").await;
-    // Grown, but neither by 1,000 events nor for 15 minutes.
     assert!(
-        checkpoints::sign_due(&db.store, &key, false, now.plus_secs(60))
+        checkpoints::sign_due(&db.store, &key, CheckpointCadence::default(), false, now)
             .await
             .unwrap()
             .is_empty()
     );
+    add(&db, "b@example.com").await;
+    // Grown, but neither by 1,000 events nor for 15 minutes.
+    assert!(checkpoints::sign_due(
+        &db.store,
+        &key,
+        CheckpointCadence::default(),
+        false,
+        now.plus_secs(60)
+    )
+    .await
+    .unwrap()
+    .is_empty());
     // Two signers at once (two replicas): one checkpoint for the state.
-    let later = now.plus_secs(checkpoints::CHECKPOINT_EVERY_SECS + 1);
+    let later = now.plus_secs(CheckpointCadence::default().every_secs + 1);
     let (a, b) = tokio::join!(
-        checkpoints::sign_due(&db.store, &key, false, later),
-        checkpoints::sign_due(&db.store, &key, false, later)
+        checkpoints::sign_due(&db.store, &key, CheckpointCadence::default(), false, later),
+        checkpoints::sign_due(&db.store, &key, CheckpointCadence::default(), false, later)
     );
     assert_eq!(a.unwrap().len() + b.unwrap().len(), 1);
     let org = first[0].org;
@@ -91,6 +97,67 @@ async fn checkpoints_are_signed_when_due_and_an_export_verifies(db: TestDb) {
 }
 
 control::both_backends!(checkpoints_are_signed_when_due_and_an_export_verifies);
+
+/// A configured cadence: every 3 events signs at 3 and 6 events past the
+/// last checkpoint, not at 2; every 2 minutes signs a chain that grew by one
+/// event once 2 minutes have passed, not after 1.
+async fn a_configured_cadence_decides_when_a_checkpoint_is_due(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = AuditKey::load_or_create(dir.path()).unwrap();
+    let cadence = CheckpointCadence {
+        every_events: 3,
+        every_secs: 120,
+    };
+    add(&db, "first@example.com").await;
+    let now = Timestamp::now();
+    let sign = |at: Timestamp| checkpoints::sign_due(&db.store, &key, cadence, false, at);
+    let first = sign(now).await.unwrap();
+    assert_eq!(first.len(), 1, "the first checkpoint of a chain is due");
+    let org = control::OrgId(first[0].org);
+    let mut people = 0;
+    // Adds people until the chain holds `past` events after `count`.
+    let mut grow_to = |count: i64, past: i64| {
+        let db = &db;
+        people += 1;
+        let start = people * 100;
+        async move {
+            for i in start.. {
+                let head = control::audit::verify_org(&db.store, org)
+                    .await
+                    .unwrap()
+                    .events_checked;
+                if head - count >= past {
+                    assert_eq!(head - count, past, "one event per person added");
+                    return;
+                }
+                add(db, &format!("p{i}@example.com")).await;
+            }
+        }
+    };
+    grow_to(first[0].count, 2).await;
+    assert!(
+        sign(now).await.unwrap().is_empty(),
+        "2 events past the checkpoint are not enough"
+    );
+    grow_to(first[0].count, 3).await;
+    let at3 = sign(now).await.unwrap();
+    assert_eq!(at3.len(), 1, "due after 3 events");
+    assert_eq!(at3[0].count, first[0].count + 3);
+    grow_to(at3[0].count, 3).await;
+    let at6 = sign(now).await.unwrap();
+    assert_eq!(at6.len(), 1, "due after 3 more");
+    assert_eq!(at6[0].count, first[0].count + 6);
+    // Time: one more event is not due a minute later, but two minutes later.
+    grow_to(at6[0].count, 1).await;
+    assert!(sign(now.plus_secs(60)).await.unwrap().is_empty());
+    let timed = sign(now.plus_secs(121)).await.unwrap();
+    assert_eq!(timed.len(), 1, "due 2 minutes after the last checkpoint");
+    assert_eq!(timed[0].count, at6[0].count + 1);
+    // Nothing new: nothing is signed, however long it has been.
+    assert!(sign(now.plus_secs(10_000)).await.unwrap().is_empty());
+}
+
+control::both_backends!(a_configured_cadence_decides_when_a_checkpoint_is_due);
 
 /// The Audit page's search: filters, keyset pages that stay put while new
 /// events arrive, one event with its hashes, and each bad filter refused by

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use control::access::Operator;
 use control::audit::AuditActor;
 use control::audit_export::{self, ExportFormat, ExportRange};
-use control::checkpoints::{self, AuditKey};
+use control::checkpoints::{self, AuditKey, CheckpointCadence};
 use control::store::Store;
 use control::{ControlError, OrgId, Timestamp};
 
@@ -46,17 +46,19 @@ pub async fn export(
 }
 
 /// Prints the organisation's checkpoints (JSON Lines), signing one for its
-/// chain as it stands first when `sign_now`.
+/// chain as it stands first when `sign_now` (every chain that grew since its
+/// last checkpoint is signed, whatever the cadence).
 pub async fn checkpoints(
     store: &Store,
     data_dir: &Path,
+    cadence: CheckpointCadence,
     org_name: &str,
     sign_now: bool,
 ) -> Result<usize, ControlError> {
     let org = org(store, org_name).await?;
     if sign_now {
         let key = AuditKey::load_or_create(data_dir).map_err(ControlError::internal)?;
-        checkpoints::sign_due(store, &key, true, Timestamp::now()).await?;
+        checkpoints::sign_due(store, &key, cadence, true, Timestamp::now()).await?;
     }
     let list = checkpoints::list(store, org).await?;
     let mut out = std::io::stdout().lock();

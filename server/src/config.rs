@@ -6,6 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use control::checkpoints::CheckpointCadence;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
@@ -58,6 +59,12 @@ pub struct Config {
     pub header_read_timeout_secs: u64,
     /// How often the AI Pilot's rules run, in seconds (at least 1).
     pub pilot_interval_secs: u64,
+    /// Each organisation's audit chain is signed (a checkpoint) after this
+    /// many new events, 1 to 1,000,000 (default 1000).
+    pub audit_checkpoint_every_events: i64,
+    /// ... and this many minutes after its last checkpoint when it has new
+    /// events, 1 to 1440 (default 15).
+    pub audit_checkpoint_every_minutes: i64,
 }
 
 #[derive(Serialize)]
@@ -75,6 +82,8 @@ struct Defaults {
     agent_max_connections: usize,
     header_read_timeout_secs: u64,
     pilot_interval_secs: u64,
+    audit_checkpoint_every_events: i64,
+    audit_checkpoint_every_minutes: i64,
 }
 
 impl std::fmt::Debug for Overrides {
@@ -115,6 +124,13 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
+    #[error("invalid configuration: {setting} is {value}, but it must be from {min} to {max}")]
+    OutOfRange {
+        setting: &'static str,
+        value: i64,
+        min: i64,
+        max: i64,
+    },
 }
 
 const SECRET_KEYS: &[&str] = &["database_url"];
@@ -135,6 +151,8 @@ impl Config {
             agent_max_connections: 16_384,
             header_read_timeout_secs: 30,
             pilot_interval_secs: control::operations::pilot::PILOT_INTERVAL_SECS,
+            audit_checkpoint_every_events: CheckpointCadence::default().every_events,
+            audit_checkpoint_every_minutes: CheckpointCadence::default().every_secs / 60,
         };
         let mut figment = Figment::from(Serialized::defaults(defaults));
         if let Some(file) = file {
@@ -163,9 +181,48 @@ impl Config {
             }
         }
         figment = figment.merge(Serialized::defaults(overrides));
-        figment
+        let config: Config = figment
             .extract()
-            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        config.check_ranges()?;
+        Ok(config)
+    }
+
+    /// Refuses settings outside their range, naming the setting.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        let ranges: [(&'static str, i64, i64, i64); 2] = [
+            (
+                "audit_checkpoint_every_events",
+                self.audit_checkpoint_every_events,
+                1,
+                1_000_000,
+            ),
+            (
+                "audit_checkpoint_every_minutes",
+                self.audit_checkpoint_every_minutes,
+                1,
+                24 * 60,
+            ),
+        ];
+        for (setting, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::OutOfRange {
+                    setting,
+                    value,
+                    min,
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// How often the audit chains are signed.
+    pub fn checkpoint_cadence(&self) -> CheckpointCadence {
+        CheckpointCadence {
+            every_events: self.audit_checkpoint_every_events,
+            every_secs: self.audit_checkpoint_every_minutes * 60,
+        }
     }
 
     /// How often the AI Pilot's rules run.
@@ -233,6 +290,67 @@ mod tests {
         std::fs::write(&file, "pilot_interval_secs = 0\n").unwrap();
         let c = Config::load(Some(&file), Overrides::default()).unwrap();
         assert_eq!(c.pilot_interval(), std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_checkpoint_cadence_defaults_and_refuses_values_out_of_range() {
+        let defaults = Config::load(None, Overrides::default()).unwrap();
+        if std::env::var_os("PILOTHOUSE_AUDIT_CHECKPOINT_EVERY_EVENTS").is_none()
+            && std::env::var_os("PILOTHOUSE_AUDIT_CHECKPOINT_EVERY_MINUTES").is_none()
+        {
+            assert_eq!(defaults.checkpoint_cadence(), CheckpointCadence::default());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cadence.toml");
+        std::fs::write(
+            &file,
+            "audit_checkpoint_every_events = 3\naudit_checkpoint_every_minutes = 2\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), Overrides::default()).unwrap();
+        assert_eq!(
+            c.checkpoint_cadence(),
+            CheckpointCadence {
+                every_events: 3,
+                every_secs: 120
+            }
+        );
+        for (text, setting) in [
+            (
+                "audit_checkpoint_every_events = 0",
+                "audit_checkpoint_every_events",
+            ),
+            (
+                "audit_checkpoint_every_events = 1000001",
+                "audit_checkpoint_every_events",
+            ),
+            (
+                "audit_checkpoint_every_minutes = 0",
+                "audit_checkpoint_every_minutes",
+            ),
+            (
+                "audit_checkpoint_every_minutes = -5",
+                "audit_checkpoint_every_minutes",
+            ),
+            (
+                "audit_checkpoint_every_minutes = 1441",
+                "audit_checkpoint_every_minutes",
+            ),
+        ] {
+            std::fs::write(&file, format!("{text}\n")).unwrap();
+            let err = Config::load(Some(&file), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(setting), "{text}: {err}");
+            assert!(err.contains("must be from 1 to"), "{text}: {err}");
+        }
+        std::fs::write(&file, "audit_checkpoint_every_events = 0\n").unwrap();
+        assert_eq!(
+            Config::load(Some(&file), Overrides::default())
+                .unwrap_err()
+                .to_string(),
+            "invalid configuration: audit_checkpoint_every_events is 0, but it must be from 1 to 1000000"
+        );
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct Application {
     delivery: Arc<control::delivery::Delivery>,
     /// Signs the audit checkpoints.
     audit_key: Arc<control::checkpoints::AuditKey>,
+    /// How often the audit checkpoints are signed.
+    checkpoint_cadence: control::checkpoints::CheckpointCadence,
     pilot_interval: Duration,
     /// Sends the audit log to the organisations' SIEMs.
     forwarder: forwarder::Forwarder,
@@ -232,6 +234,7 @@ impl Application {
             },
             delivery: delivery_handle,
             audit_key,
+            checkpoint_cadence: config.checkpoint_cadence(),
             pilot_interval: config.pilot_interval(),
             forwarder,
             agent_limits: listen::Limits {
@@ -293,13 +296,14 @@ impl Application {
             }
         });
         let (store, key) = (self.store.clone(), self.audit_key.clone());
+        let cadence = self.checkpoint_cadence;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
+                let now = control::Timestamp::now();
                 if let Err(e) =
-                    control::checkpoints::sign_due(&store, &key, false, control::Timestamp::now())
-                        .await
+                    control::checkpoints::sign_due(&store, &key, cadence, false, now).await
                 {
                     tracing::warn!(error = %e, "could not sign audit checkpoints");
                 }

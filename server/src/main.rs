@@ -150,8 +150,8 @@ async fn admin_store(common: Common) -> Result<control::store::Store, ExitCode> 
     Ok(admin_data(common).await?.1)
 }
 
-/// [`admin_store`] with the data directory.
-async fn admin_data(common: Common) -> Result<(PathBuf, control::store::Store), ExitCode> {
+/// [`admin_store`] with the configuration.
+async fn admin_data(common: Common) -> Result<(Config, control::store::Store), ExitCode> {
     let config = common.load(None, None).map_err(|e| usage_error(&e))?;
     control::files::private_dir(&config.data_dir).map_err(|e| {
         eprintln!(
@@ -166,7 +166,7 @@ async fn admin_data(common: Common) -> Result<(PathBuf, control::store::Store), 
             eprintln!("pilothouse: cannot open the database: {e}");
             ExitCode::FAILURE
         })?;
-    Ok((config.data_dir, store))
+    Ok((config, store))
 }
 
 /// The exit for an admin command's error: 2 with the sentence for what the
@@ -484,12 +484,12 @@ async fn audit(command: AuditCommand) -> ExitCode {
             key,
         } => audit_cli::verify(&export, &checkpoints, &key),
         AuditCommand::Key { common } => {
-            let (dir, store) = match admin_data(common).await {
+            let (config, store) = match admin_data(common).await {
                 Ok(s) => s,
                 Err(code) => return code,
             };
             store.close().await;
-            match audit_cli::key(&dir) {
+            match audit_cli::key(&config.data_dir) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => admin_error(e),
             }
@@ -521,11 +521,18 @@ async fn audit(command: AuditCommand) -> ExitCode {
             org,
             sign_now,
         } => {
-            let (dir, store) = match admin_data(common).await {
+            let (config, store) = match admin_data(common).await {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let result = audit_cli::checkpoints(&store, &dir, &org, sign_now).await;
+            let result = audit_cli::checkpoints(
+                &store,
+                &config.data_dir,
+                config.checkpoint_cadence(),
+                &org,
+                sign_now,
+            )
+            .await;
             store.close().await;
             match result {
                 Ok(n) => {

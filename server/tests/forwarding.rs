@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use control::access::{self, Operator, RequestMeta};
 use control::accounts;
-use control::checkpoints::{self, AuditKey};
+use control::checkpoints::{self, AuditKey, CheckpointCadence};
 use control::forwarding::{self, DestinationKind, NewDestination, SecretDir};
 use control::testing::TestDb;
 use control::{OrgId, Role, Timestamp, UserId};
@@ -260,7 +260,7 @@ async fn a_syslog_receiver_that_was_down_gets_every_event_once_in_order(db: Test
         add(&db, &format!("m{i}@example.com"), Role::Member).await;
     }
     let key = AuditKey::load_or_create(data.path()).unwrap();
-    let signed = checkpoints::sign_due(&db.store, &key, true, now)
+    let signed = checkpoints::sign_due(&db.store, &key, CheckpointCadence::default(), true, now)
         .await
         .unwrap();
     assert_eq!(signed.len(), 1);
@@ -517,6 +517,7 @@ async fn a_webhook_that_was_down_gets_every_event_once_in_order(db: TestDb) {
     let signed = checkpoints::sign_due(
         &db.store,
         &AuditKey::load_or_create(data.path()).unwrap(),
+        CheckpointCadence::default(),
         true,
         now,
     )
