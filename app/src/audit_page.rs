@@ -261,6 +261,7 @@ fn FilterForm(filter: AuditFilterText) -> impl IntoView {
 #[component]
 fn EventTable(page: AuditResults, filter: AuditFilterText) -> impl IntoView {
     let next = page.next.map(|before| older_href(&filter, before));
+    let searched_to = page.searched_to;
     let empty = page.events.is_empty();
     view! {
         <div class="overflow-x-auto rounded-lg border border-slate-200 bg-white">
@@ -273,9 +274,19 @@ fn EventTable(page: AuditResults, filter: AuditFilterText) -> impl IntoView {
                 </tbody>
             </table>
         </div>
-        {empty.then(|| view! { <p class="mt-3 text-sm text-slate-600" data-testid="audit-empty">"No events match."</p> })}
+        {match searched_to {
+            // The text search stopped early to answer in time.
+            Some(seq) => view! {
+                <p class="mt-3 text-sm text-slate-600" data-testid="audit-partial">
+                    {format!("Searched the newest events down to #{}; older events are not searched yet.", seq)}
+                </p>
+            }.into_any(),
+            None => empty.then(|| view! { <p class="mt-3 text-sm text-slate-600" data-testid="audit-empty">"No events match."</p> }).into_any(),
+        }}
         {next.map(|href| view! {
-            <p class="mt-3"><a class="text-sm text-sky-700 underline" href=href rel="external" data-testid="audit-older">"Older events"</a></p>
+            <p class="mt-3"><a class="text-sm text-sky-700 underline" href=href rel="external" data-testid="audit-older">
+                {if searched_to.is_some() { "Search older events" } else { "Older events" }}
+            </a></p>
         })}
     }
 }

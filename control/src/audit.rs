@@ -261,19 +261,24 @@ pub async fn append_many(
         // Serialise appends per organisation so two writers never fork the chain.
         tx.lock_org(org).await?;
         let head = sqlx::query(
-            "SELECT seq, hash FROM audit_events WHERE org_id = $1 ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, at, hash FROM audit_events WHERE org_id = $1 ORDER BY seq DESC LIMIT 1",
         )
         .bind(org.0)
         .fetch_optional(tx.conn())
         .await
         .map_err(StoreError::NotRecorded)?;
-        let (mut seq, mut prev_hash) = match head {
+        let (mut seq, head_at, mut prev_hash) = match head {
             Some(row) => (
                 row.try_get::<i64, _>("seq")?,
+                row.try_get::<i64, _>("at")?,
                 row.try_get::<String, _>("hash")?,
             ),
-            None => (0, GENESIS.to_string()),
+            None => (0, i64::MIN, GENESIS.to_string()),
         };
+        // An event's time is never earlier than the event before it (`now`
+        // was read before the lock was taken, and clocks can step back), so
+        // time ranges map to ranges of sequence numbers (see audit_search).
+        let at = now.0.max(head_at);
         let mut rows = Vec::new();
         for (actor, event) in entries.iter().filter(|(_, e)| e.org == org) {
             seq += 1;
@@ -281,7 +286,7 @@ pub async fn append_many(
             let fields = Fields {
                 org: org.0,
                 seq,
-                at: now.0,
+                at,
                 actor_user_id: actor.user.map(|u| u.0),
                 actor: &actor.label,
                 ip: &actor.ip,
@@ -310,7 +315,7 @@ pub async fn append_many(
                 q = q
                     .bind(org.0)
                     .bind(*seq)
-                    .bind(now.0)
+                    .bind(at)
                     .bind(actor.user.map(|u| u.0))
                     .bind(actor.label.as_str())
                     .bind(actor.ip.as_str())

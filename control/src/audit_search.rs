@@ -7,6 +7,7 @@ use sqlx::Row;
 use crate::access::{Authorized, ReadOrg};
 use crate::audit::AuditAction;
 use crate::audit_export::parse_time;
+use crate::store::Backend;
 use crate::{
     AgentId, AuditEventDetail, AuditEventView, AuditFilterText, AuditResults, ControlError,
     OperationId, Timestamp,
@@ -99,121 +100,375 @@ fn like_pattern(text: &str) -> String {
     out
 }
 
+#[derive(Clone)]
 enum Bind {
     Int(i64),
     Text(String),
 }
 
+/// The searched fields joined as the PostgreSQL trigram index
+/// `audit_events_text` (migration 0013) indexes them; a string found in one
+/// field is found in this.
+const TEXT_EXPR: &str = "(actor || chr(10) || action || chr(10) || target || chr(10) || details)";
+
+/// Events older than an event's time by this much (ms) are taken to be
+/// older in sequence too. Events written since migration 0013 never go back
+/// in time; before it, an event could precede the one before it by the time
+/// its writer waited for the organisation's lock, well under this.
+const TIME_SLACK_MS: i64 = 60_000;
+
+/// Free text is searched newest first in slices of sequence numbers, the
+/// first this wide, each next one twice as wide up to [`TEXT_SLICE_MAX`].
+const TEXT_SLICE: i64 = 4_096;
+const TEXT_SLICE_MAX: i64 = 65_536;
+/// How long one page searches free text by scanning before it answers with
+/// what it found and where it stopped ([`AuditResults::searched_to`]).
+const TEXT_BUDGET: std::time::Duration = std::time::Duration::from_millis(30);
+
+/// A parsed filter: SQL conditions (with `?` for their values) that apply to
+/// any slice of the log, the action group, and bounds on sequence numbers.
+struct Query {
+    conds: Vec<(String, Vec<Bind>)>,
+    actions: Option<Vec<&'static str>>,
+    text: Option<String>,
+    /// Only events with a sequence number below this (exclusive).
+    upper: Option<i64>,
+    /// Only events with a sequence number above this (exclusive).
+    lower: i64,
+}
+
+impl Query {
+    fn parse(
+        filter: &AuditFilterText,
+    ) -> Result<(Self, Option<Timestamp>, Option<Timestamp>), ControlError> {
+        let mut q = Query {
+            conds: Vec::new(),
+            actions: None,
+            text: None,
+            upper: None,
+            lower: 0,
+        };
+        if let Some(before) = given(&filter.before) {
+            let seq = before
+                .parse::<i64>()
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| {
+                    ControlError::invalid(
+                        "before: not a page of this log (a positive event number).",
+                    )
+                })?;
+            q.upper = Some(seq);
+        }
+        if let Some(actor) = given(&filter.actor) {
+            if actor.len() > 320 {
+                return Err(ControlError::invalid("actor: at most 320 characters."));
+            }
+            q.conds
+                .push(("actor = ?".into(), vec![Bind::Text(actor.to_string())]));
+        }
+        if let Some(group) = given(&filter.group) {
+            q.actions =
+                Some(group_actions(group).ok_or_else(|| {
+                    ControlError::invalid("group: not an action group of this log.")
+                })?);
+        }
+        if let Some(server) = given(&filter.server) {
+            let agent = AgentId::parse(server)
+                .ok_or_else(|| ControlError::invalid("server: not a server id."))?;
+            q.conds.push((
+                "target = ?".into(),
+                vec![Bind::Text(format!("agent:{}", agent.0))],
+            ));
+        }
+        if let Some(op) = given(&filter.operation) {
+            let op = OperationId::parse(op)
+                .ok_or_else(|| ControlError::invalid("operation: not an operation id."))?;
+            q.conds.push((
+                "target = ?".into(),
+                vec![Bind::Text(format!("operation:{}", op.0))],
+            ));
+        }
+        let mut times = [None, None];
+        for (i, (value, name, clause)) in [
+            (&filter.since, "since", "at >= ?"),
+            (&filter.until, "until", "at < ?"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if let Some(v) = given(value) {
+                let t: Timestamp =
+                    parse_time(v).map_err(|e| ControlError::invalid(format!("{name}: {e}.")))?;
+                q.conds.push((clause.into(), vec![Bind::Int(t.0)]));
+                times[i] = Some(t);
+            }
+        }
+        if let Some(text) = given(&filter.text) {
+            if text.chars().count() > MAX_TEXT {
+                return Err(ControlError::invalid(format!(
+                    "text: at most {MAX_TEXT} characters."
+                )));
+            }
+            let pattern = like_pattern(text);
+            let clause = ["actor", "action", "target", "details"]
+                .map(|c| format!("{c} LIKE ? ESCAPE '\\'"))
+                .join(" OR ");
+            q.conds.push((
+                format!("({clause})"),
+                (0..4).map(|_| Bind::Text(pattern.clone())).collect(),
+            ));
+            q.text = Some(text.to_string());
+        }
+        Ok((q, times[0], times[1]))
+    }
+
+    /// The newest events matching the query with `lower < seq < upper`
+    /// (plus `extra`), at most `limit`, newest first. An action group is read
+    /// as one index walk per action, merged, so no backend sorts the group.
+    async fn fetch(
+        &self,
+        pool: &sqlx::AnyPool,
+        org: i64,
+        lower: i64,
+        upper: Option<i64>,
+        extra: Option<(String, Bind)>,
+        limit: i64,
+    ) -> Result<Vec<AuditEventView>, ControlError> {
+        let mut binds: Vec<Bind> = Vec::new();
+        let mut common = String::new();
+        number(
+            &mut common,
+            &mut binds,
+            "org_id = ? AND seq > ?",
+            &[Bind::Int(org), Bind::Int(lower)],
+        );
+        if let Some(u) = upper {
+            number(&mut common, &mut binds, " AND seq < ?", &[Bind::Int(u)]);
+        }
+        let conds = self.conds.iter().map(|(c, v)| (c, v.as_slice()));
+        let extra = extra.iter().map(|(c, v)| (c, std::slice::from_ref(v)));
+        for (clause, values) in conds.chain(extra) {
+            common.push_str(" AND ");
+            number(&mut common, &mut binds, clause, values);
+        }
+        let order = " ORDER BY seq DESC LIMIT ";
+        let sql = match &self.actions {
+            None => {
+                binds.push(Bind::Int(limit));
+                format!(
+                    "SELECT {COLUMNS} FROM audit_events WHERE {common}{order}${}",
+                    binds.len()
+                )
+            }
+            Some(actions) => {
+                // Each branch repeats the common conditions with their values.
+                let common_binds = binds.split_off(0);
+                let mut branches = Vec::new();
+                for (i, a) in actions.iter().enumerate() {
+                    let mut branch = String::new();
+                    number(&mut branch, &mut binds, &common, &common_binds);
+                    number(
+                        &mut branch,
+                        &mut binds,
+                        " AND action = ?",
+                        &[Bind::Text((*a).to_string())],
+                    );
+                    binds.push(Bind::Int(limit));
+                    branches.push(format!(
+                        "SELECT * FROM (SELECT {COLUMNS} FROM audit_events WHERE {branch}{order}${}) AS a{i}",
+                        binds.len()
+                    ));
+                }
+                binds.push(Bind::Int(limit));
+                format!(
+                    "SELECT * FROM ({}) AS u{order}${}",
+                    branches.join(" UNION ALL "),
+                    binds.len()
+                )
+            }
+        };
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = match b {
+                Bind::Int(v) => q.bind(*v),
+                Bind::Text(v) => q.bind(v.as_str()),
+            };
+        }
+        let rows = q.fetch_all(pool).await?;
+        Ok(rows
+            .iter()
+            .map(view)
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+}
+
+/// Appends `clause` to `sql`, each `?` (or `$n` already numbered, for a
+/// clause built by this function) replaced by the next bind's number, and
+/// `values` to `binds`.
+fn number(sql: &mut String, binds: &mut Vec<Bind>, clause: &str, values: &[Bind]) {
+    let mut values = values.iter();
+    let mut rest = clause;
+    while let Some(i) = rest.find(['?', '$']) {
+        sql.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        // A `$n` placeholder: skip its digits.
+        let skip = if rest.as_bytes()[i] == b'$' {
+            after.bytes().take_while(u8::is_ascii_digit).count()
+        } else {
+            0
+        };
+        if let Some(v) = values.next() {
+            binds.push(v.clone());
+            sql.push_str(&format!("${}", binds.len()));
+        }
+        rest = &after[skip..];
+    }
+    sql.push_str(rest);
+}
+
+const COLUMNS: &str = "seq, at, actor, ip, user_agent, action, target, details";
+
+/// The sequence-number bounds a time range implies: every event at or after
+/// `since` comes after the newest event more than [`TIME_SLACK_MS`] before
+/// it, and every event before `until` comes before the oldest event more
+/// than [`TIME_SLACK_MS`] after it. One probe of `audit_events_org_at` each.
+async fn time_bounds(
+    pool: &sqlx::AnyPool,
+    org: i64,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+) -> Result<(Option<i64>, Option<i64>), ControlError> {
+    let lower = match since {
+        Some(t) => sqlx::query_scalar(
+            "SELECT seq FROM audit_events WHERE org_id = $1 AND at < $2 ORDER BY at DESC, seq DESC LIMIT 1",
+        )
+        .bind(org)
+        .bind(t.0.saturating_sub(TIME_SLACK_MS))
+        .fetch_optional(pool)
+        .await?,
+        None => None,
+    };
+    let upper = match until {
+        Some(t) => sqlx::query_scalar(
+            "SELECT seq FROM audit_events WHERE org_id = $1 AND at >= $2 ORDER BY at, seq LIMIT 1",
+        )
+        .bind(org)
+        .bind(t.0.saturating_add(TIME_SLACK_MS))
+        .fetch_optional(pool)
+        .await?,
+        None => None,
+    };
+    Ok((lower, upper))
+}
+
+/// Whether this PostgreSQL database has the trigram index over the searched
+/// fields (migration 0013 builds it where pg_trgm is available).
+async fn has_text_index(pool: &sqlx::AnyPool) -> Result<bool, ControlError> {
+    let found: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM pg_indexes WHERE tablename = 'audit_events' AND indexname = 'audit_events_text'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.is_some())
+}
+
 /// The caller's organisation's events matching `filter`, newest first, a
 /// page at a time. Each bad filter is refused naming it.
+///
+/// Every filter but free text is answered by walking one index backwards
+/// from the page's start and stopping after a page (a time range is first
+/// turned into bounds on sequence numbers). Free text is searched in slices
+/// of sequence numbers, newest first: text that matches often fills the page
+/// in the first slice. On PostgreSQL with the trigram index, what the first
+/// slice did not find is looked up in the index; otherwise the slices go on
+/// for at most [`TEXT_BUDGET`], and a page that stopped early says where
+/// ([`AuditResults::searched_to`]) and continues from there.
 pub async fn search(
     auth: &Authorized<'_, ReadOrg>,
     filter: &AuditFilterText,
 ) -> Result<AuditResults, ControlError> {
-    let mut sql = String::from(
-        "SELECT seq, at, actor, ip, user_agent, action, target, details FROM audit_events WHERE org_id = $1",
-    );
-    let mut binds = vec![Bind::Int(auth.actor().org().0)];
-    let mut push = |sql: &mut String, clause: &str, b: Bind| {
-        binds.push(b);
-        sql.push_str(&clause.replace('?', &format!("${}", binds.len())));
+    search_within(auth, filter, TEXT_BUDGET).await
+}
+
+/// [`search`] with another time budget for scanning free text (tests use
+/// none, to see a search continue over several pages).
+pub async fn search_within(
+    auth: &Authorized<'_, ReadOrg>,
+    filter: &AuditFilterText,
+    budget: std::time::Duration,
+) -> Result<AuditResults, ControlError> {
+    let org = auth.actor().org().0;
+    let store = auth.store();
+    let pool = store.pool();
+    let (mut q, since, until) = Query::parse(filter)?;
+    let (time_lower, time_upper) = time_bounds(pool, org, since, until).await?;
+    if let Some(l) = time_lower {
+        q.lower = q.lower.max(l);
+    }
+    if let Some(u) = time_upper {
+        q.upper = Some(q.upper.map_or(u, |b| b.min(u)));
+    }
+    let mut searched_to = None;
+    let mut events = match q.text.clone() {
+        None => q.fetch(pool, org, q.lower, q.upper, None, PAGE + 1).await?,
+        Some(text) => {
+            let head: Option<i64> = sqlx::query_scalar(
+                "SELECT seq FROM audit_events WHERE org_id = $1 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(org)
+            .fetch_optional(pool)
+            .await?;
+            let mut upper = q.upper.unwrap_or(i64::MAX).min(head.unwrap_or(0) + 1);
+            let indexed = store.backend() == Backend::Postgres
+                && text.chars().count() >= 3
+                && has_text_index(pool).await?;
+            let started = std::time::Instant::now();
+            let mut slice = TEXT_SLICE;
+            let mut found = Vec::new();
+            while upper - 1 > q.lower && found.len() as i64 <= PAGE {
+                let need = PAGE + 1 - found.len() as i64;
+                if indexed && slice > TEXT_SLICE {
+                    // The first slice did not fill the page: the rest comes
+                    // from the trigram index.
+                    let clause = (
+                        format!("{TEXT_EXPR} LIKE ? ESCAPE '\\'"),
+                        Bind::Text(like_pattern(&text)),
+                    );
+                    found.extend(
+                        q.fetch(pool, org, q.lower, Some(upper), Some(clause), need)
+                            .await?,
+                    );
+                    break;
+                }
+                let lower = q.lower.max(upper - 1 - slice);
+                found.extend(q.fetch(pool, org, lower, Some(upper), None, need).await?);
+                upper = lower + 1;
+                slice = (slice * 2).min(TEXT_SLICE_MAX);
+                if (found.len() as i64) <= PAGE
+                    && upper - 1 > q.lower
+                    && started.elapsed() >= budget
+                    && !indexed
+                {
+                    searched_to = Some(upper);
+                    break;
+                }
+            }
+            found
+        }
     };
-    if let Some(before) = given(&filter.before) {
-        let seq = before
-            .parse::<i64>()
-            .ok()
-            .filter(|s| *s > 0)
-            .ok_or_else(|| {
-                ControlError::invalid("before: not a page of this log (a positive event number).")
-            })?;
-        push(&mut sql, " AND seq < ?", Bind::Int(seq));
-    }
-    if let Some(actor) = given(&filter.actor) {
-        if actor.len() > 320 {
-            return Err(ControlError::invalid("actor: at most 320 characters."));
-        }
-        push(&mut sql, " AND actor = ?", Bind::Text(actor.to_string()));
-    }
-    if let Some(group) = given(&filter.group) {
-        let actions = group_actions(group)
-            .ok_or_else(|| ControlError::invalid("group: not an action group of this log."))?;
-        sql.push_str(" AND action IN (");
-        for (i, a) in actions.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            push(&mut sql, "?", Bind::Text((*a).to_string()));
-        }
-        sql.push(')');
-    }
-    if let Some(server) = given(&filter.server) {
-        let agent = AgentId::parse(server)
-            .ok_or_else(|| ControlError::invalid("server: not a server id."))?;
-        push(
-            &mut sql,
-            " AND target = ?",
-            Bind::Text(format!("agent:{}", agent.0)),
-        );
-    }
-    if let Some(op) = given(&filter.operation) {
-        let op = OperationId::parse(op)
-            .ok_or_else(|| ControlError::invalid("operation: not an operation id."))?;
-        push(
-            &mut sql,
-            " AND target = ?",
-            Bind::Text(format!("operation:{}", op.0)),
-        );
-    }
-    for (value, name, clause) in [
-        (&filter.since, "since", " AND at >= ?"),
-        (&filter.until, "until", " AND at < ?"),
-    ] {
-        if let Some(v) = given(value) {
-            let t: Timestamp =
-                parse_time(v).map_err(|e| ControlError::invalid(format!("{name}: {e}.")))?;
-            push(&mut sql, clause, Bind::Int(t.0));
-        }
-    }
-    if let Some(text) = given(&filter.text) {
-        if text.chars().count() > MAX_TEXT {
-            return Err(ControlError::invalid(format!(
-                "text: at most {MAX_TEXT} characters."
-            )));
-        }
-        let pattern = like_pattern(text);
-        sql.push_str(" AND (");
-        for (i, column) in ["actor", "action", "target", "details"].iter().enumerate() {
-            if i > 0 {
-                sql.push_str(" OR ");
-            }
-            push(
-                &mut sql,
-                &format!("{column} LIKE ? ESCAPE '\\'"),
-                Bind::Text(pattern.clone()),
-            );
-        }
-        sql.push(')');
-    }
-    push(&mut sql, " ORDER BY seq DESC LIMIT ?", Bind::Int(PAGE + 1));
-    let mut q = sqlx::query(&sql);
-    for b in &binds {
-        q = match b {
-            Bind::Int(v) => q.bind(*v),
-            Bind::Text(v) => q.bind(v.as_str()),
-        };
-    }
-    let rows = q.fetch_all(auth.store().pool()).await?;
-    let mut events = rows
-        .iter()
-        .map(view)
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
     let next = if events.len() as i64 > PAGE {
         events.truncate(PAGE as usize);
+        searched_to = None;
         events.last().map(|e| e.seq)
     } else {
-        None
+        searched_to
     };
-    Ok(AuditResults { events, next })
+    Ok(AuditResults {
+        events,
+        next,
+        searched_to,
+    })
 }
 
 /// An event row as the pages show it.

@@ -653,6 +653,10 @@ pub struct AuditResults {
     pub events: Vec<AuditEventView>,
     /// `before` for the next (older) page, when there is one.
     pub next: Option<i64>,
+    /// Set when a free-text search stopped before reading the whole log to
+    /// answer in time: events from this sequence number down were not
+    /// searched yet (the next page, `before` = this, goes on from here).
+    pub searched_to: Option<i64>,
 }
 
 /// One audit event with everything it records.
