@@ -996,7 +996,7 @@ mod tests {
 
     fn verify(export: &[u8]) -> Result<Verified, Broken> {
         let key = channel::SigningKey::generate();
-        verify_export(&mut &export[..], &mut &b""[..], &key.verifying_key()).unwrap()
+        verify_export(&mut &export[..], &mut &b""[..], key.verifying_key()).unwrap()
     }
 
     /// Lines as the export writes them verify on the fast path; a line whose
