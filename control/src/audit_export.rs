@@ -667,31 +667,6 @@ fn hex64(s: &str) -> Option<[u8; 64]> {
     s.as_bytes().try_into().ok()
 }
 
-/// An export line read without decoding its strings: each string field is
-/// the JSON text as written.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLine<'a> {
-    org: i64,
-    seq: i64,
-    at: i64,
-    actor_user_id: Option<i64>,
-    #[serde(borrow)]
-    actor: &'a serde_json::value::RawValue,
-    #[serde(borrow)]
-    ip: &'a serde_json::value::RawValue,
-    #[serde(borrow)]
-    user_agent: &'a serde_json::value::RawValue,
-    #[serde(borrow)]
-    action: &'a serde_json::value::RawValue,
-    #[serde(borrow)]
-    target: &'a serde_json::value::RawValue,
-    #[serde(borrow)]
-    details: &'a serde_json::value::RawValue,
-    prev_hash: &'a str,
-    hash: &'a str,
-}
-
 /// The hex SHA-256 of `prev_hash`, a newline and `content`.
 fn digest_hex(prev_hash: &[u8; 64], content: &[u8]) -> [u8; 64] {
     let mut h = sha2::Sha256::new();
@@ -745,60 +720,140 @@ fn check_line(raw: &[u8]) -> Line {
     }
 }
 
-/// The fast path for a line as `pilothouse audit export` writes it: its
-/// strings are already escaped exactly as the chain's content escapes them,
-/// so the content is assembled from the line's own bytes, without decoding
-/// and re-encoding. Only a line whose hash this confirms is answered here;
-/// any other line (escaped differently, malformed, or changed) is left to
-/// the decoding path, which decides.
+/// The fast path for a line as `pilothouse audit export` writes it: the
+/// fields in their written order, each string escaped exactly as the chain's
+/// content escapes it. The content is hashed from the line's own bytes (the
+/// line without its keys), with no decoding and re-encoding. Only a line
+/// whose hash this confirms is answered here: bytes that give the stored
+/// hash are the content the chain hashed, so a JSON reader finds the same
+/// values in them. Any other line (other field order or escaping, malformed,
+/// or changed) is left to the decoding path, which decides.
 fn check_raw_line(text: &[u8]) -> Option<Line> {
-    let e: RawLine<'_> = serde_json::from_slice(text).ok()?;
-    let (prev_hash, hash) = (hex64(e.prev_hash)?, hex64(e.hash)?);
-    let strings = [e.actor, e.ip, e.user_agent, e.action, e.target, e.details];
-    if !strings.iter().all(|s| s.get().starts_with('"')) {
+    let mut s = Scan { b: text, i: 0 };
+    s.lit(b"{\"org\":")?;
+    let (org, org_raw) = s.int()?;
+    s.lit(b",\"seq\":")?;
+    let (seq, seq_raw) = s.int()?;
+    s.lit(b",\"at\":")?;
+    let (_, at_raw) = s.int()?;
+    s.lit(b",\"actor_user_id\":")?;
+    let user_raw = match s.lit(b"null") {
+        Some(()) => &b"null"[..],
+        None => s.int()?.1,
+    };
+    let mut strings: [&[u8]; 6] = [&[]; 6];
+    for (key, slot) in [
+        &b",\"actor\":"[..],
+        b",\"ip\":",
+        b",\"user_agent\":",
+        b",\"action\":",
+        b",\"target\":",
+        b",\"details\":",
+    ]
+    .into_iter()
+    .zip(strings.iter_mut())
+    {
+        s.lit(key)?;
+        *slot = s.string()?;
+    }
+    s.lit(b",\"prev_hash\":\"")?;
+    let prev_hash: [u8; 64] = s.take(64)?.try_into().ok()?;
+    s.lit(b"\",\"hash\":\"")?;
+    let hash: [u8; 64] = s.take(64)?.try_into().ok()?;
+    s.lit(b"\"}")?;
+    if s.i != text.len() {
         return None;
     }
-    let mut content = Vec::with_capacity(text.len());
-    content.push(b'[');
-    for n in [e.org, e.seq, e.at] {
-        push_int(&mut content, n);
-        content.push(b',');
+
+    let mut h = sha2::Sha256::new();
+    h.update(prev_hash);
+    h.update(b"\n[");
+    for part in [org_raw, seq_raw, at_raw, user_raw] {
+        h.update(part);
+        h.update(b",");
     }
-    match e.actor_user_id {
-        Some(id) => push_int(&mut content, id),
-        None => content.extend_from_slice(b"null"),
+    for (i, part) in strings.into_iter().enumerate() {
+        if i > 0 {
+            h.update(b",");
+        }
+        h.update(part);
     }
-    for s in strings {
-        content.push(b',');
-        content.extend_from_slice(s.get().as_bytes());
-    }
-    content.push(b']');
-    (digest_hex(&prev_hash, &content) == hash).then_some(Line::Event {
-        org: e.org,
-        seq: e.seq,
+    h.update(b"]");
+    let mut digest = [0u8; 64];
+    // 32 bytes always fit 64 hex digits.
+    let _ = hex::encode_to_slice(h.finalize(), &mut digest);
+    (digest == hash).then_some(Line::Event {
+        org,
+        seq,
         prev_hash,
         hash,
         fields_match: true,
     })
 }
 
-/// Appends `n` in decimal, as `serde_json` writes an integer.
-fn push_int(out: &mut Vec<u8>, n: i64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut m = n.unsigned_abs();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (m % 10) as u8;
-        m /= 10;
-        if m == 0 {
-            break;
+/// A cursor over one export line for [`check_raw_line`]. Each step answers
+/// `None` where the line is not as the export writes it.
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    /// Steps over `lit`, which must come next.
+    fn lit(&mut self, lit: &[u8]) -> Option<()> {
+        let end = self.i.checked_add(lit.len())?;
+        (self.b.get(self.i..end)? == lit).then(|| self.i = end)
+    }
+
+    /// The next `n` bytes.
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.i.checked_add(n)?;
+        let out = self.b.get(self.i..end)?;
+        self.i = end;
+        Some(out)
+    }
+
+    /// An integer as `serde_json` writes one (`-`, then digits without a
+    /// leading zero), with its bytes.
+    fn int(&mut self) -> Option<(i64, &'a [u8])> {
+        let start = self.i;
+        let negative = self.lit(b"-").is_some();
+        let digits = self.i;
+        let mut n: i64 = 0;
+        while let Some(d) = self.b.get(self.i).filter(|b| b.is_ascii_digit()) {
+            let d = i64::from(d - b'0');
+            n = n.checked_mul(10)?;
+            n = if negative {
+                n.checked_sub(d)?
+            } else {
+                n.checked_add(d)?
+            };
+            self.i += 1;
+        }
+        let len = self.i - digits;
+        if len == 0 || (len > 1 && self.b[digits] == b'0') {
+            return None;
+        }
+        Some((n, &self.b[start..self.i]))
+    }
+
+    /// A JSON string, quotes included: no control characters, and every
+    /// backslash escapes the byte after it.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        let start = self.i;
+        self.lit(b"\"")?;
+        loop {
+            match *self.b.get(self.i)? {
+                b'"' => {
+                    self.i += 1;
+                    return Some(&self.b[start..self.i]);
+                }
+                b'\\' => self.i += 2,
+                0..=0x1f => return None,
+                _ => self.i += 1,
+            }
         }
     }
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// The ordered checks, line after line.
@@ -1036,11 +1091,53 @@ mod tests {
     }
 
     #[test]
-    fn integers_are_written_as_serde_json_writes_them() {
+    fn integers_are_read_as_serde_json_writes_them() {
         for n in [0, 7, -7, 10, 1_764_000_000_000, i64::MAX, i64::MIN] {
-            let mut out = Vec::new();
-            push_int(&mut out, n);
-            assert_eq!(out, serde_json::to_vec(&n).unwrap(), "{n}");
+            let written = serde_json::to_vec(&n).unwrap();
+            let mut s = Scan { b: &written, i: 0 };
+            assert_eq!(s.int(), Some((n, &written[..])), "{n}");
+        }
+        for not in [
+            "",
+            "-",
+            "01",
+            "x",
+            "9223372036854775808",
+            "-9223372036854775809",
+        ] {
+            let mut s = Scan {
+                b: not.as_bytes(),
+                i: 0,
+            };
+            assert_eq!(s.int(), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn lines_written_otherwise_are_decided_by_decoding() {
+        let export = export_of(4);
+        let text = String::from_utf8(export).unwrap();
+        // The same events with their keys in another (sorted) order.
+        let sorted: String = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!("{v}\n")
+            })
+            .collect();
+        assert!(check_raw_line(sorted.lines().next().unwrap().as_bytes()).is_none());
+        assert_eq!(verify(sorted.as_bytes()).unwrap().events, 4);
+        // Anything after the closing brace, or a field too many, is malformed.
+        for bad in [
+            text.replacen("\"}\n", "\"} x\n", 1),
+            text.replacen("{\"org\":3,", "{\"org\":3,\"extra\":1,", 1),
+        ] {
+            assert!(check_raw_line(bad.lines().next().unwrap().as_bytes()).is_none());
+            let broken = verify(bad.as_bytes()).unwrap_err();
+            assert!(
+                matches!(broken, Broken::Malformed { line: 1, .. }),
+                "{broken}"
+            );
         }
     }
 
