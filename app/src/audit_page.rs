@@ -125,6 +125,20 @@ fn encode(v: &str) -> String {
 
 /// The URL of the same filter's page before `before`.
 fn older_href(f: &AuditFilterText, before: i64) -> String {
+    let mut parts = filter_parts(f);
+    parts.push(format!("before={before}"));
+    format!("/audit?{}", parts.join("&"))
+}
+
+/// The download of every event the filter selects, in `format`.
+fn export_href(f: &AuditFilterText, format: &str) -> String {
+    let mut parts = vec![format!("format={format}")];
+    parts.extend(filter_parts(f));
+    format!("/audit/export?{}", parts.join("&"))
+}
+
+/// The filter's fields as query parameters (without the page cursor).
+fn filter_parts(f: &AuditFilterText) -> Vec<String> {
     let mut parts = Vec::new();
     for (k, v) in [
         ("actor", &f.actor),
@@ -139,8 +153,7 @@ fn older_href(f: &AuditFilterText, before: i64) -> String {
             parts.push(format!("{k}={}", encode(v)));
         }
     }
-    parts.push(format!("before={before}"));
-    format!("/audit?{}", parts.join("&"))
+    parts
 }
 
 /// Where an event's target leads: a server or an operation page.
@@ -162,9 +175,19 @@ pub fn AuditLog() -> impl IntoView {
         <PageTitle title="Audit log" subtitle="Every change, who made it and from where. Append-only and hash-chained." />
         {me().0.org.role.manages_members().then(|| view! {
             <p class="mb-4 flex flex-wrap gap-3 text-sm" data-testid="audit-export">
-                "Export: "
-                <a class="text-sky-700 underline" href="/audit/export?format=csv" rel="external" download>"CSV"</a>
-                <a class="text-sky-700 underline" href="/audit/export?format=jsonl" rel="external" download>"JSON Lines (for offline verification)"</a>
+                {move || if filter.with(|f| filter_parts(f).is_empty()) {
+                    "Export every event: "
+                } else {
+                    "Export the events this filter selects: "
+                }}
+                <a class="text-sky-700 underline" href=move || filter.with(|f| export_href(f, "csv")) rel="external" download>"CSV"</a>
+                <a class="text-sky-700 underline" href=move || filter.with(|f| export_href(f, "jsonl")) rel="external" download>
+                    {move || if filter.with(|f| f.actor.is_none() && f.group.is_none() && f.server.is_none() && f.operation.is_none() && f.text.is_none()) {
+                        "JSON Lines (for offline verification)"
+                    } else {
+                        "JSON Lines (a selection: its chain has gaps, so it does not verify offline)"
+                    }}
+                </a>
             </p>
         })}
         <Suspense fallback=|| ()>

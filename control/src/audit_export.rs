@@ -226,13 +226,63 @@ pub fn write_event(
     Ok(())
 }
 
-/// Which events an export holds.
+/// A time range of events (the CLI's `--since` and `--until`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ExportRange {
     /// Only events at or after this time.
     pub since: Option<Timestamp>,
     /// Only events before this time.
     pub until: Option<Timestamp>,
+}
+
+/// Which events an export holds: every event, a time range, or the Audit
+/// page's filter (all of it but the page cursor).
+pub struct ExportFilter {
+    query: crate::audit_search::Query,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    /// The filter as given, recorded with the export.
+    given: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ExportFilter {
+    /// The Audit page's filter; each bad field is refused naming it, as
+    /// the page refuses it. The page cursor (`before`) is not part of it.
+    pub fn parse(filter: &crate::AuditFilterText) -> Result<Self, ControlError> {
+        let filter = crate::AuditFilterText {
+            before: None,
+            ..filter.clone()
+        };
+        let (query, since, until) = crate::audit_search::Query::parse(&filter)?;
+        let mut out = ExportFilter::from(ExportRange { since, until });
+        out.query = query;
+        for (k, v) in [
+            ("actor", &filter.actor),
+            ("group", &filter.group),
+            ("server", &filter.server),
+            ("operation", &filter.operation),
+            ("text", &filter.text),
+        ] {
+            if let Some(v) = v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                out.given.insert(k.into(), v.into());
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl From<ExportRange> for ExportFilter {
+    fn from(range: ExportRange) -> Self {
+        let mut given = serde_json::Map::new();
+        given.insert("since".into(), range.since.map(|t| t.0).into());
+        given.insert("until".into(), range.until.map(|t| t.0).into());
+        ExportFilter {
+            query: crate::audit_search::Query::times(range.since, range.until),
+            since: range.since,
+            until: range.until,
+            given,
+        }
+    }
 }
 
 /// Parses `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM[:SS]Z` (UTC).
@@ -295,12 +345,12 @@ struct Row {
     hash: String,
 }
 
-/// Streams an organisation's events in `range` to `out` in sequence order,
-/// a page at a time ([`export_page`]). Returns how many.
+/// Streams an organisation's events that `filter` selects to `out` in
+/// sequence order, a page at a time ([`export_page`]). Returns how many.
 pub async fn export(
     store: &Store,
     org: OrgId,
-    range: ExportRange,
+    filter: &ExportFilter,
     format: ExportFormat,
     out: &mut (dyn Write + Send),
 ) -> Result<u64, ControlError> {
@@ -308,7 +358,7 @@ pub async fn export(
     out.write_all(&export_header(format)).map_err(io)?;
     let mut after = 0i64;
     let mut written = 0u64;
-    while let Some(page) = export_page(store, org, range, format, after).await? {
+    while let Some(page) = export_page(store, org, filter, format, after).await? {
         out.write_all(&page.bytes).map_err(io)?;
         written += page.events;
         after = page.last_seq;
@@ -333,16 +383,29 @@ pub struct ExportPage {
     pub last_seq: i64,
 }
 
-/// The events in `range` after sequence number `after`, at most a page of
-/// them, written in `format`; `None` when there are no more.
+/// The events `filter` selects after sequence number `after`, at most a
+/// page of them, written in `format`; `None` when there are no more.
 pub async fn export_page(
     store: &Store,
     org: OrgId,
-    range: ExportRange,
+    filter: &ExportFilter,
     format: ExportFormat,
     after: i64,
 ) -> Result<Option<ExportPage>, ControlError> {
-    let rows = rows_after(store, org, range, after, EXPORT_PAGE).await?;
+    let rows = crate::audit_search::export_rows(
+        store.pool(),
+        org.0,
+        &filter.query,
+        filter.since,
+        filter.until,
+        after,
+        EXPORT_PAGE,
+        ROW_COLUMNS,
+    )
+    .await?
+    .iter()
+    .map(<Row as sqlx::FromRow<'_, sqlx::any::AnyRow>>::from_row)
+    .collect::<Result<Vec<Row>, sqlx::Error>>()?;
     let Some(last) = rows.last() else {
         return Ok(None);
     };
@@ -374,24 +437,24 @@ pub async fn export_page(
     }))
 }
 
-/// The events in `range` after sequence number `after`, at most `limit`, in
-/// sequence order.
+/// The columns of a [`Row`].
+const ROW_COLUMNS: &str =
+    "seq, at, actor_user_id, actor, ip, user_agent, action, target, details, prev_hash, hash";
+
+/// An organisation's events after sequence number `after`, at most `limit`,
+/// in sequence order.
 async fn rows_after(
     store: &Store,
     org: OrgId,
-    range: ExportRange,
     after: i64,
     limit: i64,
 ) -> Result<Vec<Row>, ControlError> {
-    Ok(sqlx::query_as(
-        "SELECT seq, at, actor_user_id, actor, ip, user_agent, action, target, details, prev_hash, hash \
-         FROM audit_events WHERE org_id = $1 AND seq > $2 AND at >= $3 AND at < $4 \
-         ORDER BY seq LIMIT $5",
-    )
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ROW_COLUMNS} FROM audit_events WHERE org_id = $1 AND seq > $2 \
+         ORDER BY seq LIMIT $3"
+    ))
     .bind(org.0)
     .bind(after)
-    .bind(range.since.map_or(i64::MIN, |t| t.0))
-    .bind(range.until.map_or(i64::MAX, |t| t.0))
     .bind(limit)
     .fetch_all(store.pool())
     .await?)
@@ -405,7 +468,7 @@ pub async fn events_after(
     after: i64,
     limit: i64,
 ) -> Result<Vec<ExportedEvent<'static>>, ControlError> {
-    let rows = rows_after(store, org, ExportRange::default(), after, limit).await?;
+    let rows = rows_after(store, org, after, limit).await?;
     Ok(rows
         .into_iter()
         .map(|r| ExportedEvent {
@@ -434,16 +497,19 @@ impl crate::access::Capability for ExportAudit {
     }
 }
 
-/// Records an export of the audit log in the log itself, before its events
-/// are read (so a full export holds its own record).
+/// Records an export of the audit log in the log itself, with its format
+/// and filter, before its events are read (so a full export holds its own
+/// record).
 pub async fn record_export(
     store: &Store,
     actor: &crate::audit::AuditActor,
     org: OrgId,
     format: ExportFormat,
-    range: ExportRange,
+    filter: &ExportFilter,
     now: Timestamp,
 ) -> Result<(), ControlError> {
+    let mut details = filter.given.clone();
+    details.insert("format".into(), format.as_str().into());
     let mut tx = store.begin().await?;
     crate::audit::append(
         &mut tx,
@@ -452,11 +518,7 @@ pub async fn record_export(
             org,
             crate::audit::AuditAction::AuditExported,
             format!("org:{}", org.0),
-            serde_json::json!({
-                "format": format.as_str(),
-                "since": range.since.map(|t| t.0),
-                "until": range.until.map(|t| t.0),
-            }),
+            serde_json::Value::Object(details),
         ),
         now,
     )

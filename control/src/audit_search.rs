@@ -127,7 +127,7 @@ const TEXT_BUDGET: std::time::Duration = std::time::Duration::from_millis(30);
 
 /// A parsed filter: SQL conditions (with `?` for their values) that apply to
 /// any slice of the log, the action group, and bounds on sequence numbers.
-struct Query {
+pub(crate) struct Query {
     conds: Vec<(String, Vec<Bind>)>,
     actions: Option<Vec<&'static str>>,
     text: Option<String>,
@@ -138,7 +138,7 @@ struct Query {
 }
 
 impl Query {
-    fn parse(
+    pub(crate) fn parse(
         filter: &AuditFilterText,
     ) -> Result<(Self, Option<Timestamp>, Option<Timestamp>), ControlError> {
         let mut q = Query {
@@ -223,9 +223,26 @@ impl Query {
         Ok((q, times[0], times[1]))
     }
 
+    /// Only events at or after `since` and before `until`.
+    pub(crate) fn times(since: Option<Timestamp>, until: Option<Timestamp>) -> Self {
+        let mut conds = Vec::new();
+        if let Some(t) = since {
+            conds.push(("at >= ?".into(), vec![Bind::Int(t.0)]));
+        }
+        if let Some(t) = until {
+            conds.push(("at < ?".into(), vec![Bind::Int(t.0)]));
+        }
+        Query {
+            conds,
+            actions: None,
+            text: None,
+            upper: None,
+            lower: 0,
+        }
+    }
+
     /// The newest events matching the query with `lower < seq < upper`
-    /// (plus `extra`), at most `limit`, newest first. An action group is read
-    /// as one index walk per action, merged, so no backend sorts the group.
+    /// (plus `extra`), at most `limit`, newest first.
     async fn fetch(
         &self,
         pool: &sqlx::AnyPool,
@@ -235,6 +252,30 @@ impl Query {
         extra: Option<(String, Bind)>,
         limit: i64,
     ) -> Result<Vec<AuditEventView>, ControlError> {
+        let rows = self
+            .rows(pool, org, (lower, upper), extra, limit, COLUMNS, "DESC")
+            .await?;
+        Ok(rows
+            .iter()
+            .map(view)
+            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    /// The events matching the query with `lower < seq < upper` (plus
+    /// `extra`), at most `limit`, in sequence order (`order` is "" or
+    /// "DESC"). An action group is read as one index walk per action,
+    /// merged, so no backend sorts the group.
+    #[allow(clippy::too_many_arguments)]
+    async fn rows(
+        &self,
+        pool: &sqlx::AnyPool,
+        org: i64,
+        (lower, upper): (i64, Option<i64>),
+        extra: Option<(String, Bind)>,
+        limit: i64,
+        columns: &str,
+        order: &str,
+    ) -> Result<Vec<sqlx::any::AnyRow>, ControlError> {
         let mut binds: Vec<Bind> = Vec::new();
         let mut common = String::new();
         number(
@@ -252,12 +293,12 @@ impl Query {
             common.push_str(" AND ");
             number(&mut common, &mut binds, clause, values);
         }
-        let order = " ORDER BY seq DESC LIMIT ";
+        let order = format!(" ORDER BY seq {order} LIMIT ");
         let sql = match &self.actions {
             None => {
                 binds.push(Bind::Int(limit));
                 format!(
-                    "SELECT {COLUMNS} FROM audit_events WHERE {common}{order}${}",
+                    "SELECT {columns} FROM audit_events WHERE {common}{order}${}",
                     binds.len()
                 )
             }
@@ -276,7 +317,7 @@ impl Query {
                     );
                     binds.push(Bind::Int(limit));
                     branches.push(format!(
-                        "SELECT * FROM (SELECT {COLUMNS} FROM audit_events WHERE {branch}{order}${}) AS a{i}",
+                        "SELECT * FROM (SELECT {columns} FROM audit_events WHERE {branch}{order}${}) AS a{i}",
                         binds.len()
                     ));
                 }
@@ -295,11 +336,7 @@ impl Query {
                 Bind::Text(v) => q.bind(v.as_str()),
             };
         }
-        let rows = q.fetch_all(pool).await?;
-        Ok(rows
-            .iter()
-            .map(view)
-            .collect::<Result<Vec<_>, sqlx::Error>>()?)
+        Ok(q.fetch_all(pool).await?)
     }
 }
 
@@ -360,6 +397,30 @@ async fn time_bounds(
         None => None,
     };
     Ok((lower, upper))
+}
+
+/// The events matching `q` (whose time range is `since`..`until`) after
+/// sequence number `after`, at most `limit`, oldest first, with `columns`.
+/// The time range is first turned into bounds on sequence numbers, as for
+/// the pages.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn export_rows(
+    pool: &sqlx::AnyPool,
+    org: i64,
+    q: &Query,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    after: i64,
+    limit: i64,
+    columns: &str,
+) -> Result<Vec<sqlx::any::AnyRow>, ControlError> {
+    let (lower, upper) = time_bounds(pool, org, since, until).await?;
+    let after = after.max(lower.unwrap_or(0));
+    if upper.is_some_and(|u| u <= after + 1) {
+        return Ok(Vec::new());
+    }
+    q.rows(pool, org, (after, upper), None, limit, columns, "")
+        .await
 }
 
 /// Whether this PostgreSQL database has the trigram index over the searched

@@ -68,7 +68,7 @@ async fn checkpoints_are_signed_when_due_and_an_export_verifies(db: TestDb) {
     let n = audit_export::export(
         &db.store,
         control::OrgId(org),
-        ExportRange::default(),
+        &ExportRange::default().into(),
         ExportFormat::JsonLines,
         &mut out,
     )

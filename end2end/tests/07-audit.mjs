@@ -43,4 +43,15 @@ export default async function audit(t) {
   assert.ok(csv.some((line) => line.includes('audit.exported')), 'the CSV lacks its own record');
   await t.goto(page, '/audit');
   await t.expectText(rows.first(), /audit\.exported/);
+
+  // With a filter in the URL, the download holds what the filter selects.
+  await t.goto(page, '/audit?group=team');
+  await t.expectText(page.locator('[data-testid="audit-export"]'), /this filter selects/);
+  const [filtered] = await Promise.all([
+    page.waitForEvent('download'),
+    page.locator('[data-testid="audit-export"] a', { hasText: 'CSV' }).click(),
+  ]);
+  const lines = fs.readFileSync(await filtered.path(), 'utf8').trim().split('\n').slice(1);
+  assert.ok(lines.some((line) => line.includes('invite.created')), 'the team export lacks invite.created');
+  assert.ok(!lines.some((line) => line.includes('user.login')), 'the team export holds sign-ins');
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use control::access::Operator;
 use control::audit::AuditActor;
-use control::audit_export::{self, ExportFormat, ExportRange};
+use control::audit_export::{self, ExportFilter, ExportFormat, ExportRange};
 use control::checkpoints::{self, AuditKey, CheckpointCadence};
 use control::store::Store;
 use control::{ControlError, OrgId, Timestamp};
@@ -30,19 +30,20 @@ pub async fn export(
     range: ExportRange,
 ) -> Result<u64, ControlError> {
     let org = org(store, org_name).await?;
+    let filter = ExportFilter::from(range);
     audit_export::record_export(
         store,
         &AuditActor::cli(),
         org,
         format,
-        range,
+        &filter,
         Timestamp::now(),
     )
     .await?;
     // Unlocked stdout (the lock guard is not Send); the export writes a page
     // at a time.
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
-    audit_export::export(store, org, range, format, &mut out).await
+    audit_export::export(store, org, &filter, format, &mut out).await
 }
 
 /// Prints the organisation's checkpoints (JSON Lines), signing one for its

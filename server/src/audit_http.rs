@@ -1,8 +1,12 @@
-//! `GET /audit/export?format=csv|jsonl[&since=DATE][&until=DATE]`: the
-//! signed-in Owner's or Admin's organisation's audit log as a download,
-//! streamed a page at a time (never the whole log in memory). The export is
-//! recorded in the log, with the client's address and browser, before any
-//! event is read.
+//! `GET /audit/export?format=csv|jsonl[&FILTER]`: the signed-in Owner's or
+//! Admin's organisation's audit log as a download, the events the Audit
+//! page's filter selects (`actor`, `group`, `server`, `operation`, `since`,
+//! `until`, `text`, as its URL carries them; none: every event), oldest
+//! first, streamed a page at a time (never the whole log in memory). The
+//! export is recorded in the log, with its filter, the client's address and
+//! browser, before any event is read.
+
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -14,14 +18,14 @@ use tower_sessions::Session;
 
 use app::context::{AppState, ClientIp, Cx};
 use app::AppError;
-use control::audit_export::{self, ExportAudit, ExportFormat, ExportRange};
-use control::Timestamp;
+use control::audit_export::{self, ExportAudit, ExportFilter, ExportFormat};
+use control::AuditFilterText;
 
 #[derive(Deserialize)]
 pub struct ExportQuery {
     format: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
+    #[serde(flatten)]
+    filter: AuditFilterText,
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
@@ -38,16 +42,6 @@ fn app_error(e: AppError) -> Response {
     refuse(status, &e.to_string())
 }
 
-/// A date parameter, or the sentence that refuses it.
-fn date(value: Option<&str>, name: &str) -> Result<Option<Timestamp>, String> {
-    match value.map(str::trim).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(v) => audit_export::parse_time(v)
-            .map(Some)
-            .map_err(|e| format!("{name}: {e}.")),
-    }
-}
-
 pub async fn export(
     State(state): State<AppState>,
     session: Session,
@@ -59,12 +53,9 @@ pub async fn export(
         Ok(f) => f,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("format: {e}.")),
     };
-    let range = match (
-        date(q.since.as_deref(), "since"),
-        date(q.until.as_deref(), "until"),
-    ) {
-        (Ok(since), Ok(until)) => ExportRange { since, until },
-        (Err(m), _) | (_, Err(m)) => return refuse(StatusCode::BAD_REQUEST, &m),
+    let filter = match ExportFilter::parse(&q.filter) {
+        Ok(f) => Arc::new(f),
+        Err(e) => return app_error(e.into()),
     };
     let ip = client.map(|Extension(ClientIp(ip))| ip).unwrap_or_default();
     let cx = Cx::from_parts(state.clone(), session, ip, &headers);
@@ -82,7 +73,7 @@ pub async fn export(
         &actor.audit_actor(),
         org,
         format,
-        range,
+        &filter,
         cx.now,
     )
     .await
@@ -107,6 +98,7 @@ pub async fn export(
         (Some(header_bytes), 0i64, false),
         move |(head, after, done)| {
             let store = store.clone();
+            let filter = filter.clone();
             async move {
                 if let Some(h) = head.filter(|h| !h.is_empty()) {
                     return Some((Ok(h), (None, after, done)));
@@ -114,7 +106,7 @@ pub async fn export(
                 if done {
                     return None;
                 }
-                match audit_export::export_page(&store, org, range, format, after).await {
+                match audit_export::export_page(&store, org, &filter, format, after).await {
                     Ok(Some(page)) => Some((Ok(page.bytes), (None, page.last_seq, false))),
                     Ok(None) => None,
                     Err(e) => {
