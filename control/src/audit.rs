@@ -74,6 +74,9 @@ pub enum AuditAction {
     LoginFailed,
     AccessRefused,
     AgentCommandRefused,
+    SecretSet,
+    SecretDeleted,
+    MasterKeyRotated,
 }
 
 impl AuditAction {
@@ -127,6 +130,9 @@ impl AuditAction {
             AuditAction::LoginFailed => "user.login_failed",
             AuditAction::AccessRefused => "access.refused",
             AuditAction::AgentCommandRefused => "agent.command_refused",
+            AuditAction::SecretSet => "secret.set",
+            AuditAction::SecretDeleted => "secret.deleted",
+            AuditAction::MasterKeyRotated => "secrets.master_key_rotated",
         }
     }
 }

@@ -61,6 +61,9 @@ pub fn group_actions(group: &str) -> Option<Vec<&'static str>> {
             A::KeysRegistered,
             A::PqcActivated,
             A::CertRenewed,
+            A::SecretSet,
+            A::SecretDeleted,
+            A::MasterKeyRotated,
         ],
         "operations" => &[
             A::CommandQueued,

@@ -50,6 +50,8 @@ pub mod operations;
 #[cfg(feature = "server")]
 pub mod password;
 #[cfg(feature = "server")]
+pub mod secrets;
+#[cfg(feature = "server")]
 pub mod server_keys;
 #[cfg(feature = "server")]
 pub mod sessions;

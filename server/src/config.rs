@@ -65,6 +65,10 @@ pub struct Config {
     /// ... and this many minutes after its last checkpoint when it has new
     /// events, 1 to 1440 (default 15).
     pub audit_checkpoint_every_minutes: i64,
+    /// The master key of the secrets at rest (mode 0600, created on first
+    /// start). Default: `master.key` in `data_dir`. Keep a copy of it apart
+    /// from database backups: without it no secret can be read.
+    pub master_key_file: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -228,6 +232,13 @@ impl Config {
     /// How often the AI Pilot's rules run.
     pub fn pilot_interval(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.pilot_interval_secs.max(1))
+    }
+
+    /// Where the master key of the secrets at rest is.
+    pub fn master_key_file(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
     }
 
     /// The database URL to use (never logged).

@@ -61,6 +61,8 @@ pub enum StartError {
     Tls(String),
     #[error("control plane keys: {0}")]
     Keys(#[from] control::server_keys::KeyFileError),
+    #[error("secrets: {0}")]
+    Secrets(#[from] control::secrets::SecretError),
     #[error("cannot read or write {path}: {source}")]
     Secret {
         path: String,
@@ -162,6 +164,10 @@ impl Application {
         let audit_key = Arc::new(control::checkpoints::AuditKey::load_or_create(
             &config.data_dir,
         )?);
+        // The master key of the secrets at rest: refused here, at start, when
+        // the database's secrets are under a key this server does not hold.
+        let secrets_ring = control::secrets::Keyring::open(&config.master_key_file())?;
+        control::secrets::adopt(&store, &secrets_ring).await?;
         let delivery_handle = delivery.clone();
         let agent_router = gateway::routes(gateway::GatewayState {
             store: store.clone(),

@@ -45,6 +45,21 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Manage the encryption of secrets at rest.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Make a new master key and re-wrap every secret's data key under it,
+    /// while servers keep running; the old key is then removed.
+    RotateMasterKey {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand)]
@@ -473,6 +488,42 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Audit { command } => audit(command).await,
+        Command::Secrets {
+            command: SecretsCommand::RotateMasterKey { common },
+        } => rotate_master_key(common).await,
+    }
+}
+
+async fn rotate_master_key(common: Common) -> ExitCode {
+    let (config, store) = match admin_data(common).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let started = std::time::Instant::now();
+    let result = match control::secrets::Keyring::open(&config.master_key_file()) {
+        Ok(ring) => control::secrets::rotate_master_key(&store, &ring).await,
+        Err(e) => Err(e),
+    };
+    store.close().await;
+    match result {
+        Ok(r) => {
+            println!(
+                "master key rotated: {} -> {}, {} data keys re-wrapped in {:.1} s",
+                r.old_key_id,
+                r.new_key_id,
+                r.rewrapped,
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(
+            e @ (control::secrets::SecretError::KeyFile { .. }
+            | control::secrets::SecretError::WrongMasterKey { .. }),
+        ) => usage_error(&e.to_string()),
+        Err(e) => {
+            eprintln!("pilothouse: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -234,3 +234,35 @@ fn admin_registration_token_prints_the_token_last() {
     let out = revoke("not-a-number");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+#[test]
+fn secrets_rotate_master_key_replaces_the_key_file_and_refuses_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let key = dir.path().join("master.key");
+    let rotate = || pilothouse(&["secrets", "rotate-master-key", "--data-dir", data], "");
+
+    let first = rotate();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let said = text(&first.stdout);
+    assert!(said.contains("master key rotated: mk_"), "{said}");
+    let before = std::fs::read_to_string(&key).unwrap();
+    let again = rotate();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let after = std::fs::read_to_string(&key).unwrap();
+    assert_ne!(before, after, "the key file holds the new key");
+    assert!(!dir.path().join("master.key.next").exists());
+    // The second rotation starts from the key the first one made.
+    let new_id = said.split("-> ").nth(1).unwrap().split(',').next().unwrap();
+    assert!(text(&again.stdout).contains(&format!("rotated: {new_id} ->")));
+
+    std::fs::write(&key, "not a key\n").unwrap();
+    let bad = rotate();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = text(&bad.stderr);
+    assert!(
+        err.contains("master key file") && err.contains("not a master key file"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

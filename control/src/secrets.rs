@@ -1,0 +1,810 @@
+//! Secrets at rest: environment variables, cloud API keys and credentials an
+//! organisation keeps for its servers, encrypted in the database.
+//!
+//! Envelope encryption. Each value is sealed with ChaCha20-Poly1305 under its
+//! own data key (32 random bytes, new whenever the value is set). The data key
+//! is wrapped (ChaCha20-Poly1305 again) by a master key that is never in the
+//! database: a 0600 file, `master.key` in the data directory unless configured
+//! otherwise. Each row stores the id of the master key that wrapped its data
+//! key. The associated data binds a value to its secret's id, organisation,
+//! scope and name, and a wrapped key to its secret's id and master key id, so
+//! neither opens in another row.
+//!
+//! Write-only. A secret can be set, replaced or deleted and its metadata
+//! listed; nothing here hands a value to a page or an API. Only
+//! [`reveal`], for the control plane's own use of a secret, decrypts.
+//! Changes are audited without values.
+//!
+//! Master-key rotation ([`rotate_master_key`]) runs beside a live server:
+//! 1. the new key is written next to the current one (`master.key.next`);
+//! 2. the database's current key id (`secret_keyring`) becomes the new key's,
+//!    under a row lock every write of a secret takes, so from then on every
+//!    new secret is wrapped by the new key;
+//! 3. every data key still wrapped by another key is re-wrapped, a batch per
+//!    transaction;
+//! 4. `master.key.next` replaces `master.key`. The old key wraps nothing and
+//!    is gone.
+//!
+//! A server that meets a key id it does not hold re-reads both files, so it
+//! goes on working through a rotation; an interrupted rotation leaves both
+//! files, and running it again finishes it.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::ChaCha20Poly1305;
+use rand::rngs::OsRng;
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use zeroize::{Zeroize as _, Zeroizing};
+
+use crate::access::{Authorized, Capability, ReadOrg};
+use crate::audit::{self, AuditAction, AuditActor, Event};
+use crate::crypto::random_token;
+use crate::store::{Store, Tx};
+use crate::{AgentId, ControlError, OrgId, Role, Timestamp};
+
+/// Longest secret value, in bytes.
+pub const MAX_VALUE: usize = 64 * 1024;
+/// Longest secret name.
+pub const MAX_NAME: usize = 128;
+/// Secrets per organisation.
+pub const MAX_SECRETS: i64 = 10_000;
+/// Data keys re-wrapped per transaction during a rotation.
+const ROTATE_BATCH: i64 = 500;
+
+const FILE_PREFIX: &str = "pilothouse-master-key-v1:";
+const VALUE_AAD: &[u8] = b"pilothouse secret value v1\0";
+const KEY_AAD: &[u8] = b"pilothouse data key v1\0";
+const NONCE: usize = 12;
+
+/// Who may set, replace and delete secrets: Owners and Admins.
+pub struct ManageSecrets;
+impl Capability for ManageSecrets {
+    const DESCRIPTION: &'static str = "manage secrets";
+    fn allows(role: Role) -> bool {
+        role.manages_members()
+    }
+}
+
+/// Why a secret or the master key could not be used. Each names the secret
+/// or the file; none carries a value or a key.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("master key file {path}: {reason}", path = .path.display())]
+    KeyFile { path: PathBuf, reason: String },
+    #[error("secret {id} is wrapped by master key {key_id}, which this server does not hold: wrong or missing master key file")]
+    UnknownMasterKey { id: String, key_id: String },
+    #[error("secret {id} does not decrypt: its ciphertext or wrapped key was altered, or it was made under another master key with the same id")]
+    Tampered { id: String },
+    #[error("no secret {id} in this organisation")]
+    NotFound { id: String },
+    #[error("the database's secrets are under master key {in_db}, but {path} holds {held}: wrong master key file", path = .path.display())]
+    WrongMasterKey {
+        path: PathBuf,
+        in_db: String,
+        held: String,
+    },
+    #[error(transparent)]
+    Store(#[from] ControlError),
+}
+
+impl From<crate::StoreError> for SecretError {
+    fn from(e: crate::StoreError) -> Self {
+        SecretError::Store(e.into())
+    }
+}
+
+impl From<sqlx::Error> for SecretError {
+    fn from(e: sqlx::Error) -> Self {
+        SecretError::Store(e.into())
+    }
+}
+
+struct MasterKey {
+    id: String,
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl MasterKey {
+    fn new(key: [u8; 32]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"pilothouse master key id\0");
+        h.update(key);
+        let id = format!("mk_{}", &hex::encode(h.finalize())[..16]);
+        MasterKey {
+            id,
+            key: Zeroizing::new(key),
+        }
+    }
+
+    fn cipher(&self) -> ChaCha20Poly1305 {
+        cipher_for(&self.key)
+    }
+}
+
+/// A ChaCha20-Poly1305 instance for `key`, the stack copy wiped.
+fn cipher_for(key: &[u8; 32]) -> ChaCha20Poly1305 {
+    let mut k = chacha20poly1305::Key::default();
+    k.as_mut_slice().copy_from_slice(key);
+    let cipher = ChaCha20Poly1305::new(&k);
+    k.as_mut_slice().zeroize();
+    cipher
+}
+
+/// The master keys this process holds: the current one (the file) and, while
+/// a rotation runs or after one was interrupted, the next one.
+pub struct Keyring {
+    path: PathBuf,
+    keys: RwLock<Vec<MasterKey>>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("path", &self.path)
+            .field("keys", &self.key_ids())
+            .finish()
+    }
+}
+
+impl Keyring {
+    /// Reads the master key file at `path` (and `path.next` if a rotation
+    /// left one), creating `path` with a fresh key (mode 0600) if it does not
+    /// exist. A file that others can read, or that is not a key, is refused.
+    pub fn open(path: &Path) -> Result<Keyring, SecretError> {
+        if !path.exists() {
+            let mut key = [0u8; 32];
+            OsRng.fill_bytes(&mut key);
+            let text = Zeroizing::new(format!("{FILE_PREFIX}{}\n", hex::encode(key)));
+            key.fill(0);
+            crate::files::write_new_private(path, text.as_bytes()).map_err(|e| {
+                SecretError::KeyFile {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                }
+            })?;
+        }
+        let ring = Keyring {
+            path: path.to_path_buf(),
+            keys: RwLock::new(Vec::new()),
+        };
+        ring.reload()?;
+        Ok(ring)
+    }
+
+    /// The path of the next key during a rotation.
+    fn next_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".next");
+        PathBuf::from(p)
+    }
+
+    /// Re-reads the key files.
+    fn reload(&self) -> Result<(), SecretError> {
+        let mut keys = vec![read_key(&self.path)?];
+        let next = self.next_path();
+        if next.exists() {
+            keys.push(read_key(&next)?);
+        }
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        Ok(())
+    }
+
+    /// The ids of the keys held, the file's first.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|k| k.id.clone())
+            .collect()
+    }
+
+    /// Runs `f` with the key `id`, re-reading the files once if it is not
+    /// held (a rotation may have run since).
+    fn with_key<T>(&self, id: &str, f: impl Fn(&MasterKey) -> T) -> Option<T> {
+        let find = |ring: &Self| {
+            ring.keys
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|k| k.id == id)
+                .map(&f)
+        };
+        find(self).or_else(|| {
+            self.reload().ok()?;
+            find(self)
+        })
+    }
+}
+
+fn read_key(path: &Path) -> Result<MasterKey, SecretError> {
+    let bad = |reason: String| SecretError::KeyFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = Zeroizing::new(crate::files::read_private(path).map_err(|e| bad(e.to_string()))?);
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad("not a master key file".into()))?;
+    let hex_key = text
+        .trim()
+        .strip_prefix(FILE_PREFIX)
+        .ok_or_else(|| bad("not a master key file".into()))?;
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(hex_key, &mut key)
+        .map_err(|_| bad("not a master key file (the key must be 64 hex digits)".into()))?;
+    let k = MasterKey::new(key);
+    key.fill(0);
+    Ok(k)
+}
+
+/// Makes sure the database names a master key this process holds, at
+/// start-up. A database without secrets adopts the file's key; one whose
+/// secrets are under a key the files do not hold is refused, naming both.
+pub async fn adopt(store: &Store, ring: &Keyring) -> Result<(), SecretError> {
+    let held = ring.key_ids();
+    let mut tx = store.begin().await?;
+    let current: Option<String> =
+        sqlx::query_scalar("SELECT current_key_id FROM secret_keyring WHERE id = 1")
+            .fetch_optional(tx.conn())
+            .await?;
+    match current {
+        Some(id) if held.contains(&id) => return Ok(()),
+        Some(id) => {
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secrets")
+                .fetch_one(tx.conn())
+                .await?;
+            if count > 0 {
+                return Err(SecretError::WrongMasterKey {
+                    path: ring.path.clone(),
+                    in_db: id,
+                    held: held.join(", "),
+                });
+            }
+            sqlx::query("UPDATE secret_keyring SET current_key_id = $1 WHERE id = 1")
+                .bind(&held[0])
+                .execute(tx.conn())
+                .await?;
+        }
+        None => {
+            sqlx::query("INSERT INTO secret_keyring (id, current_key_id) VALUES (1, $1)")
+                .bind(&held[0])
+                .execute(tx.conn())
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Which servers a secret is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every server of the organisation.
+    Org,
+    /// One server.
+    Server(AgentId),
+}
+
+impl Scope {
+    fn as_db(&self) -> String {
+        match self {
+            Scope::Org => "org".into(),
+            Scope::Server(a) => format!("agent:{}", a.0),
+        }
+    }
+
+    fn from_db(s: &str) -> Scope {
+        s.strip_prefix("agent:")
+            .map(|a| Scope::Server(AgentId(a.to_string())))
+            .unwrap_or(Scope::Org)
+    }
+}
+
+/// What a secret is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretKind {
+    /// An environment variable for operations on the servers in scope.
+    Env,
+    /// A cloud provider's API key.
+    ApiKey,
+    /// A credential of a notification channel or an integration.
+    Credential,
+}
+
+impl SecretKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretKind::Env => "env",
+            SecretKind::ApiKey => "api_key",
+            SecretKind::Credential => "credential",
+        }
+    }
+}
+
+impl std::str::FromStr for SecretKind {
+    type Err = ControlError;
+    fn from_str(s: &str) -> Result<Self, ControlError> {
+        match s {
+            "env" => Ok(SecretKind::Env),
+            "api_key" => Ok(SecretKind::ApiKey),
+            "credential" => Ok(SecretKind::Credential),
+            _ => Err(ControlError::invalid(
+                "kind: one of env, api_key, credential.",
+            )),
+        }
+    }
+}
+
+/// A secret as anyone may see it: everything but its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretMeta {
+    pub id: String,
+    pub scope: Scope,
+    pub kind: String,
+    pub name: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// A new value for a secret.
+pub struct NewSecret {
+    pub scope: Scope,
+    pub kind: SecretKind,
+    pub name: String,
+    pub value: SecretString,
+}
+
+/// A name: a letter or `_`, then letters, digits and `_` (an environment
+/// variable's name), at most [`MAX_NAME`].
+fn check_name(name: &str) -> Result<(), ControlError> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= MAX_NAME;
+    if ok {
+        Ok(())
+    } else {
+        Err(ControlError::invalid(format!(
+            "name: letters, digits and _, not starting with a digit, at most {MAX_NAME} characters."
+        )))
+    }
+}
+
+fn value_aad(id: &str, org: OrgId, scope: &str, name: &str) -> Vec<u8> {
+    let mut aad = VALUE_AAD.to_vec();
+    for part in [id, &org.0.to_string(), scope, name] {
+        aad.extend_from_slice(part.as_bytes());
+        aad.push(0);
+    }
+    aad
+}
+
+fn key_aad(id: &str, key_id: &str) -> Vec<u8> {
+    let mut aad = KEY_AAD.to_vec();
+    for part in [id, key_id] {
+        aad.extend_from_slice(part.as_bytes());
+        aad.push(0);
+    }
+    aad
+}
+
+/// `nonce || ciphertext`, hex.
+fn seal(cipher: &ChaCha20Poly1305, aad: &[u8], msg: &[u8]) -> Result<String, ControlError> {
+    let mut nonce = [0u8; NONCE];
+    OsRng.fill_bytes(&mut nonce);
+    // ChaCha20-Poly1305 refuses only messages above 256 GiB.
+    let ct = cipher
+        .encrypt(&nonce.into(), Payload { msg, aad })
+        .map_err(|_| ControlError::Internal("a secret could not be encrypted".into()))?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&ct);
+    Ok(hex::encode(out))
+}
+
+fn open(cipher: &ChaCha20Poly1305, aad: &[u8], sealed: &str) -> Option<Zeroizing<Vec<u8>>> {
+    let bytes = hex::decode(sealed).ok()?;
+    let (nonce, ct) = bytes.split_at_checked(NONCE)?;
+    let nonce: [u8; NONCE] = nonce.try_into().ok()?;
+    cipher
+        .decrypt(&nonce.into(), Payload { msg: ct, aad })
+        .ok()
+        .map(Zeroizing::new)
+}
+
+/// The database's current master key id, with the row lock that a rotation's
+/// switch to a new key waits for (so no secret is wrapped by a key that a
+/// finished rotation has removed).
+async fn current_key(tx: &mut Tx) -> Result<String, ControlError> {
+    let id: Option<String> = sqlx::query_scalar(
+        "UPDATE secret_keyring SET current_key_id = current_key_id WHERE id = 1 RETURNING current_key_id",
+    )
+    .fetch_optional(tx.conn())
+    .await?;
+    id.ok_or_else(|| {
+        ControlError::Internal("no master key is recorded: the server did not adopt one".into())
+    })
+}
+
+/// Sets a secret: a new one, or a new value for the one of the same scope
+/// and name. Audited (`secret.set`) without its value. Returns its id.
+pub async fn set(
+    auth: &Authorized<'_, ManageSecrets>,
+    ring: &Keyring,
+    new: NewSecret,
+    now: Timestamp,
+) -> Result<String, ControlError> {
+    let name = new.name.trim().to_string();
+    check_name(&name)?;
+    let value = new.value.expose_secret();
+    if value.is_empty() || value.len() > MAX_VALUE {
+        return Err(ControlError::invalid(format!(
+            "value: between 1 byte and {} KiB.",
+            MAX_VALUE / 1024
+        )));
+    }
+    let actor = auth.actor();
+    let org = actor.org();
+    let scope = new.scope.as_db();
+    let mut tx = auth.store().begin().await?;
+    tx.lock_org(org).await?;
+    actor.recheck::<ManageSecrets>(&mut tx).await?;
+    if let Scope::Server(agent) = &new.scope {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT id FROM agents WHERE id = $1 AND org_id = $2")
+                .bind(&agent.0)
+                .bind(org.0)
+                .fetch_optional(tx.conn())
+                .await?;
+        if found.is_none() {
+            return Err(ControlError::invalid(
+                "server: no such server in this organisation.",
+            ));
+        }
+    }
+    let existing: Option<String> =
+        sqlx::query_scalar("SELECT id FROM secrets WHERE org_id = $1 AND scope = $2 AND name = $3")
+            .bind(org.0)
+            .bind(&scope)
+            .bind(&name)
+            .fetch_optional(tx.conn())
+            .await?;
+    if existing.is_none() {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secrets WHERE org_id = $1")
+            .bind(org.0)
+            .fetch_one(tx.conn())
+            .await?;
+        if count >= MAX_SECRETS {
+            return Err(ControlError::conflict(format!(
+                "An organisation has at most {MAX_SECRETS} secrets: delete one first."
+            )));
+        }
+    }
+    let id = existing
+        .clone()
+        .unwrap_or_else(|| format!("sec_{}", random_token(12)));
+    let key_id = current_key(&mut tx).await?;
+    let mut data_key = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(data_key.as_mut_slice());
+    let wrapped = ring
+        .with_key(&key_id, |mk| {
+            seal(&mk.cipher(), &key_aad(&id, &key_id), data_key.as_slice())
+        })
+        .ok_or_else(|| {
+            ControlError::internal(SecretError::UnknownMasterKey {
+                id: id.clone(),
+                key_id: key_id.clone(),
+            })
+        })??;
+    let ciphertext = seal(
+        &cipher_for(&data_key),
+        &value_aad(&id, org, &scope, &name),
+        value.as_bytes(),
+    )?;
+    if existing.is_some() {
+        sqlx::query(
+            "UPDATE secrets SET kind = $1, master_key_id = $2, wrapped_key = $3, ciphertext = $4, updated_at = $5 \
+             WHERE id = $6",
+        )
+        .bind(new.kind.as_str())
+        .bind(&key_id)
+        .bind(&wrapped)
+        .bind(&ciphertext)
+        .bind(now.0)
+        .bind(&id)
+        .execute(tx.conn())
+        .await?;
+    } else {
+        sqlx::query(
+            "INSERT INTO secrets (id, org_id, scope, kind, name, master_key_id, wrapped_key, ciphertext, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(&id)
+        .bind(org.0)
+        .bind(&scope)
+        .bind(new.kind.as_str())
+        .bind(&name)
+        .bind(&key_id)
+        .bind(&wrapped)
+        .bind(&ciphertext)
+        .bind(now.0)
+        .execute(tx.conn())
+        .await?;
+    }
+    audit::append(
+        &mut tx,
+        &actor.audit_actor(),
+        Event::new(
+            org,
+            AuditAction::SecretSet,
+            format!("secret:{id}"),
+            json!({
+                "name": name,
+                "scope": scope,
+                "kind": new.kind.as_str(),
+                "replaced": existing.is_some(),
+            }),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Deletes a secret. Audited (`secret.deleted`).
+pub async fn delete(
+    auth: &Authorized<'_, ManageSecrets>,
+    id: &str,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    let actor = auth.actor();
+    let org = actor.org();
+    let mut tx = auth.store().begin().await?;
+    tx.lock_org(org).await?;
+    actor.recheck::<ManageSecrets>(&mut tx).await?;
+    let row = sqlx::query("SELECT scope, name FROM secrets WHERE id = $1 AND org_id = $2")
+        .bind(id)
+        .bind(org.0)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or_else(|| ControlError::not_found("No such secret in this organisation."))?;
+    let (scope, name): (String, String) = (row.try_get("scope")?, row.try_get("name")?);
+    sqlx::query("DELETE FROM secrets WHERE id = $1")
+        .bind(id)
+        .execute(tx.conn())
+        .await?;
+    audit::append(
+        &mut tx,
+        &actor.audit_actor(),
+        Event::new(
+            org,
+            AuditAction::SecretDeleted,
+            format!("secret:{id}"),
+            json!({ "name": name, "scope": scope }),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The organisation's secrets, without their values, by scope and name.
+pub async fn list(auth: &Authorized<'_, ReadOrg>) -> Result<Vec<SecretMeta>, ControlError> {
+    let rows = sqlx::query(
+        "SELECT id, scope, kind, name, created_at, updated_at, last_used_at FROM secrets \
+         WHERE org_id = $1 ORDER BY scope, name",
+    )
+    .bind(auth.actor().org().0)
+    .fetch_all(auth.store().pool())
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            Ok(SecretMeta {
+                id: r.try_get("id")?,
+                scope: Scope::from_db(&r.try_get::<String, _>("scope")?),
+                kind: r.try_get("kind")?,
+                name: r.try_get("name")?,
+                created_at: Timestamp(r.try_get("created_at")?),
+                updated_at: Timestamp(r.try_get("updated_at")?),
+                last_used_at: r.try_get::<Option<i64>, _>("last_used_at")?.map(Timestamp),
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?)
+}
+
+/// Decrypts secret `id` of `org` for the control plane's own use (never for
+/// display) and records when it was last used. The error names the secret.
+pub async fn reveal(
+    store: &Store,
+    ring: &Keyring,
+    org: OrgId,
+    id: &str,
+    now: Timestamp,
+) -> Result<SecretString, SecretError> {
+    let row = sqlx::query(
+        "SELECT scope, name, master_key_id, wrapped_key, ciphertext FROM secrets WHERE id = $1 AND org_id = $2",
+    )
+    .bind(id)
+    .bind(org.0)
+    .fetch_optional(store.pool())
+    .await?
+    .ok_or_else(|| SecretError::NotFound { id: id.to_string() })?;
+    let key_id: String = row.try_get("master_key_id")?;
+    let wrapped: String = row.try_get("wrapped_key")?;
+    let tampered = || SecretError::Tampered { id: id.to_string() };
+    let data_key = ring
+        .with_key(&key_id, |mk| {
+            open(&mk.cipher(), &key_aad(id, &key_id), &wrapped)
+        })
+        .ok_or_else(|| SecretError::UnknownMasterKey {
+            id: id.to_string(),
+            key_id: key_id.clone(),
+        })?
+        .ok_or_else(tampered)?;
+    let aad = value_aad(
+        id,
+        org,
+        &row.try_get::<String, _>("scope")?,
+        &row.try_get::<String, _>("name")?,
+    );
+    let data_key: Zeroizing<[u8; 32]> =
+        Zeroizing::new(data_key.as_slice().try_into().map_err(|_| tampered())?);
+    let value = open(
+        &cipher_for(&data_key),
+        &aad,
+        &row.try_get::<String, _>("ciphertext")?,
+    )
+    .ok_or_else(tampered)?;
+    let value = String::from_utf8(value.to_vec()).map_err(|_| tampered())?;
+    sqlx::query("UPDATE secrets SET last_used_at = $1 WHERE id = $2")
+        .bind(now.0)
+        .bind(id)
+        .execute(store.pool())
+        .await?;
+    Ok(SecretString::from(value))
+}
+
+/// What a rotation did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rotation {
+    pub old_key_id: String,
+    pub new_key_id: String,
+    pub rewrapped: u64,
+}
+
+/// Rotates the master key (see the module's comment for the steps), from a
+/// process that holds `ring` (the CLI). Every organisation's data keys are
+/// re-wrapped; values are not re-encrypted. Audited in every organisation
+/// that holds secrets (`secrets.master_key_rotated`).
+pub async fn rotate_master_key(store: &Store, ring: &Keyring) -> Result<Rotation, SecretError> {
+    adopt(store, ring).await?;
+    let next_path = ring.next_path();
+    if !next_path.exists() {
+        let mut key = [0u8; 32];
+        OsRng.fill_bytes(&mut key);
+        let text = Zeroizing::new(format!("{FILE_PREFIX}{}\n", hex::encode(key)));
+        key.fill(0);
+        let io = |e: std::io::Error| SecretError::KeyFile {
+            path: next_path.clone(),
+            reason: e.to_string(),
+        };
+        let tmp = {
+            let mut p = next_path.clone().into_os_string();
+            p.push(".tmp");
+            PathBuf::from(p)
+        };
+        let _ = std::fs::remove_file(&tmp);
+        {
+            use std::io::Write as _;
+            let mut f = crate::files::create_private(&tmp).map_err(io)?;
+            f.write_all(text.as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &next_path).map_err(io)?;
+    }
+    ring.reload()?;
+    let ids = ring.key_ids();
+    let (old, new) = (ids[0].clone(), ids[ids.len() - 1].clone());
+
+    // From this commit on, every new secret is wrapped by the new key.
+    let mut tx = store.begin().await?;
+    sqlx::query("UPDATE secret_keyring SET current_key_id = $1 WHERE id = 1")
+        .bind(&new)
+        .execute(tx.conn())
+        .await?;
+    tx.commit().await?;
+
+    let mut rewrapped = 0u64;
+    loop {
+        let mut tx = store.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, master_key_id, wrapped_key FROM secrets WHERE master_key_id <> $1 ORDER BY id LIMIT $2",
+        )
+        .bind(&new)
+        .bind(ROTATE_BATCH)
+        .fetch_all(tx.conn())
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let key_id: String = r.try_get("master_key_id")?;
+            let wrapped: String = r.try_get("wrapped_key")?;
+            let data_key = ring
+                .with_key(&key_id, |mk| {
+                    open(&mk.cipher(), &key_aad(&id, &key_id), &wrapped)
+                })
+                .ok_or_else(|| SecretError::UnknownMasterKey {
+                    id: id.clone(),
+                    key_id: key_id.clone(),
+                })?
+                .ok_or_else(|| SecretError::Tampered { id: id.clone() })?;
+            let rewrapped_key = ring
+                .with_key(&new, |mk| {
+                    seal(&mk.cipher(), &key_aad(&id, &new), data_key.as_slice())
+                })
+                .ok_or_else(|| SecretError::UnknownMasterKey {
+                    id: id.clone(),
+                    key_id: new.clone(),
+                })??;
+            sqlx::query(
+                "UPDATE secrets SET master_key_id = $1, wrapped_key = $2 WHERE id = $3 AND master_key_id = $4",
+            )
+            .bind(&new)
+            .bind(&rewrapped_key)
+            .bind(&id)
+            .bind(&key_id)
+            .execute(tx.conn())
+            .await?;
+            rewrapped += 1;
+        }
+        tx.commit().await?;
+    }
+
+    // Every data key is under the new key: record the rotation, then the
+    // new key file replaces the old one.
+    let orgs: Vec<i64> = sqlx::query_scalar("SELECT DISTINCT org_id FROM secrets ORDER BY org_id")
+        .fetch_all(store.pool())
+        .await?;
+    let now = Timestamp::now();
+    for org in orgs {
+        let mut tx = store.begin().await?;
+        tx.lock_org(OrgId(org)).await?;
+        audit::append(
+            &mut tx,
+            &AuditActor::cli(),
+            Event::new(
+                OrgId(org),
+                AuditAction::MasterKeyRotated,
+                format!("org:{org}"),
+                json!({ "old_key": old, "new_key": new }),
+            ),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    if old != new {
+        std::fs::rename(&next_path, &ring.path).map_err(|e| SecretError::KeyFile {
+            path: ring.path.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    ring.reload()?;
+    Ok(Rotation {
+        old_key_id: old,
+        new_key_id: new,
+        rewrapped,
+    })
+}
