@@ -31,6 +31,8 @@ pub struct AppState {
     pub audit_key: crate::api::AuditKeyView,
     /// Where audit forwarding destinations' secrets are kept.
     pub forwarding: control::forwarding::SecretDir,
+    /// The master key of the secrets at rest.
+    pub secrets: Arc<control::secrets::Keyring>,
 }
 
 /// The client's address as decided by the server (socket peer, or a trusted

@@ -16,6 +16,7 @@ mod forwarding_page;
 mod operations;
 pub mod ops_api;
 mod pages;
+mod secrets_page;
 mod server_admin;
 mod servers;
 mod ui;

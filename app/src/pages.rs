@@ -397,6 +397,7 @@ pub fn Settings() -> impl IntoView {
         </section>
         <AuditKeySection />
         <crate::forwarding_page::ForwardingSection />
+        <crate::secrets_page::SecretsSection />
     }
 }
 

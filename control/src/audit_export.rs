@@ -393,7 +393,7 @@ pub async fn export_page(
     after: i64,
 ) -> Result<Option<ExportPage>, ControlError> {
     let rows = crate::audit_search::export_rows(
-        store.pool(),
+        store,
         org.0,
         &filter.query,
         filter.since,

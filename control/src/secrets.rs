@@ -46,10 +46,10 @@ use crate::access::{Authorized, Capability, ReadOrg};
 use crate::audit::{self, AuditAction, AuditActor, Event};
 use crate::crypto::random_token;
 use crate::store::{Store, Tx};
-use crate::{AgentId, ControlError, OrgId, Role, Timestamp};
+use crate::{AgentId, ControlError, OrgId, Role, SecretView, Timestamp};
 
 /// Longest secret value, in bytes.
-pub const MAX_VALUE: usize = 64 * 1024;
+pub const MAX_VALUE: usize = 32 * 1024;
 /// Longest secret name.
 pub const MAX_NAME: usize = 128;
 /// Secrets per organisation.
@@ -298,10 +298,14 @@ impl Scope {
         }
     }
 
-    fn from_db(s: &str) -> Scope {
-        s.strip_prefix("agent:")
-            .map(|a| Scope::Server(AgentId(a.to_string())))
-            .unwrap_or(Scope::Org)
+    /// `org`, or a server's id (`agt_...`), as a form sends it.
+    pub fn parse(s: &str) -> Result<Scope, ControlError> {
+        match s.trim() {
+            "" | "org" => Ok(Scope::Org),
+            s => AgentId::parse(s.strip_prefix("agent:").unwrap_or(s))
+                .map(Scope::Server)
+                .ok_or_else(|| ControlError::invalid("server: not a server id.")),
+        }
     }
 }
 
@@ -338,18 +342,6 @@ impl std::str::FromStr for SecretKind {
             )),
         }
     }
-}
-
-/// A secret as anyone may see it: everything but its value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SecretMeta {
-    pub id: String,
-    pub scope: Scope,
-    pub kind: String,
-    pub name: String,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    pub last_used_at: Option<Timestamp>,
 }
 
 /// A new value for a secret.
@@ -598,7 +590,7 @@ pub async fn delete(
 }
 
 /// The organisation's secrets, without their values, by scope and name.
-pub async fn list(auth: &Authorized<'_, ReadOrg>) -> Result<Vec<SecretMeta>, ControlError> {
+pub async fn list(auth: &Authorized<'_, ReadOrg>) -> Result<Vec<SecretView>, ControlError> {
     let rows = sqlx::query(
         "SELECT id, scope, kind, name, created_at, updated_at, last_used_at FROM secrets \
          WHERE org_id = $1 ORDER BY scope, name",
@@ -609,9 +601,9 @@ pub async fn list(auth: &Authorized<'_, ReadOrg>) -> Result<Vec<SecretMeta>, Con
     Ok(rows
         .iter()
         .map(|r| {
-            Ok(SecretMeta {
+            Ok(SecretView {
                 id: r.try_get("id")?,
-                scope: Scope::from_db(&r.try_get::<String, _>("scope")?),
+                scope: r.try_get("scope")?,
                 kind: r.try_get("kind")?,
                 name: r.try_get("name")?,
                 created_at: Timestamp(r.try_get("created_at")?),
@@ -672,6 +664,52 @@ pub async fn reveal(
         .execute(store.pool())
         .await?;
     Ok(SecretString::from(value))
+}
+
+/// Writes `n` sealed secrets named `{prefix}{i}` into `org` in one
+/// transaction, without audit events: for benchmarks and tests that need
+/// many secrets (a real change goes through [`set`]).
+#[cfg(feature = "testing")]
+pub async fn fill_unaudited(
+    store: &Store,
+    ring: &Keyring,
+    org: OrgId,
+    prefix: &str,
+    n: usize,
+    value: &str,
+) -> Result<(), ControlError> {
+    let mut tx = store.begin().await?;
+    let key_id = current_key(&mut tx).await?;
+    for i in 0..n {
+        let id = format!("sec_{}", random_token(12));
+        let name = format!("{prefix}{i}");
+        let mut data_key = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(data_key.as_mut_slice());
+        let wrapped = ring
+            .with_key(&key_id, |mk| {
+                seal(&mk.cipher(), &key_aad(&id, &key_id), data_key.as_slice())
+            })
+            .ok_or_else(|| ControlError::Internal("the current master key is not held".into()))??;
+        let ciphertext = seal(
+            &cipher_for(&data_key),
+            &value_aad(&id, org, "org", &name),
+            value.as_bytes(),
+        )?;
+        sqlx::query(
+            "INSERT INTO secrets (id, org_id, scope, kind, name, master_key_id, wrapped_key, ciphertext, created_at, updated_at) \
+             VALUES ($1, $2, 'org', 'env', $3, $4, $5, $6, 0, 0)",
+        )
+        .bind(&id)
+        .bind(org.0)
+        .bind(&name)
+        .bind(&key_id)
+        .bind(&wrapped)
+        .bind(&ciphertext)
+        .execute(tx.conn())
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// What a rotation did.

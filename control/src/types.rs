@@ -668,6 +668,21 @@ pub struct AuditEventDetail {
     pub hash: String,
 }
 
+/// A secret as everyone in the organisation may see it: everything but its
+/// value, which no page or API ever returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretView {
+    pub id: String,
+    /// `org` (every server) or `agent:<id>` (one server).
+    pub scope: String,
+    /// `env`, `api_key` or `credential`.
+    pub kind: String,
+    pub name: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+}
+
 /// An audit forwarding destination and how its delivery stands (never its
 /// secret).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -224,9 +224,17 @@ async fn every_filter_answers_what_a_full_read_finds(db: TestDb) {
         assert_eq!(got, expect(&|e| in_group(e, group)), "{group}");
     }
 
-    // Free text: common, rare (the oldest batch only), with a group, and
-    // text too short for the trigram index.
-    for text in ["disk_usage", "tag-00042", "tag-0001", "\"n\":7", "zz"] {
+    // Free text: common, in other case (matched exactly: nothing), rare (the
+    // oldest batch only), with a group, and text too short for the trigram
+    // index.
+    for text in [
+        "disk_usage",
+        "DISK_USAGE",
+        "tag-00042",
+        "tag-0001",
+        "\"n\":7",
+        "zz",
+    ] {
         let f = AuditFilterText {
             text: Some(text.into()),
             ..Default::default()

@@ -211,6 +211,7 @@ impl Application {
                 key_id: audit_key.key_id().to_string(),
             },
             forwarding: control::forwarding::SecretDir::new(&config.data_dir),
+            secrets: Arc::new(secrets_ring),
         };
         let forwarder = forwarder::Forwarder::new(
             store.clone(),

@@ -603,6 +603,92 @@ async fn the_audit_export_holds_what_the_filter_selects(db: TestDb) {
     }
 }
 
+/// Secrets over HTTP: Owners and Admins set, replace and delete them; every
+/// member sees their names, never a value (not in any response, the Settings
+/// page or the audit log); bad input gets a 400 naming the field.
+async fn secrets_are_set_over_http_and_never_shown_back(db: TestDb) {
+    const VALUE: &str = "s3cr3t-value-Hq2vL9";
+    let app = TestApp::spawn(db).await;
+    app.add_user("Acme", "owner@example.com", Role::Owner).await;
+    app.add_user("Acme", "member@example.com", Role::Member)
+        .await;
+    app.add_user("Acme", "viewer@example.com", Role::Viewer)
+        .await;
+    let owner = app.signed_in("owner@example.com").await;
+    let set = |client: &reqwest::Client, fields: Vec<(&'static str, String)>| {
+        let client = client.clone();
+        let url = app.url("/api/set-secret");
+        async move { client.post(url).form(&fields).send().await.unwrap() }
+    };
+    let fields = |name: &str, value: &str| {
+        vec![
+            ("name", name.to_string()),
+            ("kind", "env".to_string()),
+            ("scope", "org".to_string()),
+            ("value", value.to_string()),
+        ]
+    };
+    let res = set(&owner, fields("DB_PASSWORD", VALUE)).await;
+    assert_eq!(res.status(), 200);
+    let id: String = res.json().await.unwrap();
+    assert!(id.starts_with("sec_"), "{id}");
+    let res = set(&owner, fields("DB_PASSWORD", "replaced-value")).await;
+    assert_eq!(res.json::<String>().await.unwrap(), id);
+
+    let mut seen = String::new();
+    for who in ["owner@example.com", "viewer@example.com"] {
+        let client = app.signed_in(who).await;
+        let list = app.call(&client, "secrets", &[]).await;
+        assert_eq!(list.status(), 200, "{who}");
+        let list = list.text().await.unwrap();
+        assert!(list.contains("DB_PASSWORD"), "{list}");
+        seen.push_str(&list);
+        let page = client.get(app.url("/settings")).send().await.unwrap();
+        seen.push_str(&page.text().await.unwrap());
+    }
+    let audit = app.call(&owner, "audit-search", &[("group", "keys")]).await;
+    let audit = audit.text().await.unwrap();
+    assert!(audit.contains("secret.set"), "{audit}");
+    seen.push_str(&audit);
+    for value in [VALUE, "replaced-value"] {
+        assert!(!seen.contains(value), "a value was shown back");
+    }
+
+    let member = app.signed_in("member@example.com").await;
+    let res = set(&member, fields("MINE", "x")).await;
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("manage secrets"));
+    for (name, kind, scope, expected) in [
+        ("1BAD", "env", "org", "name:"),
+        ("OK", "password", "org", "kind:"),
+        ("OK", "env", "agt_nothex", "server:"),
+        ("OK", "env", &*format!("agt_{}", "0".repeat(24)), "server:"),
+    ] {
+        let res = set(
+            &owner,
+            vec![
+                ("name", name.to_string()),
+                ("kind", kind.to_string()),
+                ("scope", scope.to_string()),
+                ("value", "x".to_string()),
+            ],
+        )
+        .await;
+        assert_eq!(res.status(), 400, "{name} {kind} {scope}");
+        let body = res.text().await.unwrap();
+        assert!(body.contains(expected), "{body}");
+    }
+    let res = set(&owner, fields("BIG", &"x".repeat(40_000))).await;
+    assert_eq!(res.status(), 400);
+
+    let res = app.call(&member, "delete-secret", &[("id", &id)]).await;
+    assert_eq!(res.status(), 403);
+    let res = app.call(&owner, "delete-secret", &[("id", &id)]).await;
+    assert_eq!(res.status(), 200);
+    let res = app.call(&owner, "delete-secret", &[("id", &id)]).await;
+    assert_eq!(res.status(), 404);
+}
+
 control::both_backends!(
     health_and_server_rendered_login,
     login_failures_are_identical_then_throttled,
@@ -613,4 +699,5 @@ control::both_backends!(
     a_member_of_two_orgs_switches_between_them,
     the_audit_export_is_for_owners_and_admins,
     the_audit_export_holds_what_the_filter_selects,
+    secrets_are_set_over_http_and_never_shown_back,
 );
