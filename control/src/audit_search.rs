@@ -193,9 +193,14 @@ impl Query {
             ));
         }
         let mut times = [None, None];
+        // `at + 0`: a page walks the (org_id, seq) index between the bounds
+        // the time range gives (see `time_bounds`) and checks times on the
+        // way; PostgreSQL must not walk the (org_id, at) index instead and
+        // sort the whole range (it did when its statistics had not seen the
+        // newest times: 250 ms for an hour of 360,000 events).
         for (i, (value, name, clause)) in [
-            (&filter.since, "since", "at >= ?"),
-            (&filter.until, "until", "at < ?"),
+            (&filter.since, "since", "at + 0 >= ?"),
+            (&filter.until, "until", "at + 0 < ?"),
         ]
         .into_iter()
         .enumerate()
@@ -222,10 +227,10 @@ impl Query {
     pub(crate) fn times(since: Option<Timestamp>, until: Option<Timestamp>) -> Self {
         let mut conds = Vec::new();
         if let Some(t) = since {
-            conds.push(("at >= ?".into(), vec![Bind::Int(t.0)]));
+            conds.push(("at + 0 >= ?".into(), vec![Bind::Int(t.0)]));
         }
         if let Some(t) = until {
-            conds.push(("at < ?".into(), vec![Bind::Int(t.0)]));
+            conds.push(("at + 0 < ?".into(), vec![Bind::Int(t.0)]));
         }
         Query {
             conds,
@@ -343,8 +348,9 @@ impl Query {
         };
         // Not a named prepared statement: PostgreSQL plans each page for its
         // own values. A generic plan (what a cached statement gets after five
-        // runs) cannot tell a one-hour time range from the whole log, and
-        // took 250 ms instead of 1 ms for one at 1,000,000 events.
+        // runs) cannot tell a one-hour time range or a rare text from the
+        // whole log, and took 250 ms instead of 1 ms for an hour at
+        // 1,000,000 events.
         let mut q = sqlx::query(&sql).persistent(false);
         for b in &binds {
             q = match b {
