@@ -121,9 +121,12 @@ const TEXT_EXPR: &str = "(actor || chr(10) || action || chr(10) || target || chr
 const TIME_SLACK_MS: i64 = 60_000;
 
 /// Free text is searched newest first in slices of sequence numbers, the
-/// first this wide, each next one twice as wide up to [`TEXT_SLICE_MAX`].
+/// first this wide, each next one twice as wide up to [`TEXT_SLICE_MAX`] and
+/// to what the rest of the page's budget scans at the last slice's pace.
 const TEXT_SLICE: i64 = 4_096;
 const TEXT_SLICE_MAX: i64 = 65_536;
+/// The narrowest slice after the first, when little of the budget is left.
+const TEXT_SLICE_MIN: i64 = 1_024;
 /// How long one page searches free text by scanning before it answers with
 /// what it found and where it stopped ([`AuditResults::searched_to`]).
 const TEXT_BUDGET: std::time::Duration = std::time::Duration::from_millis(30);
@@ -557,12 +560,23 @@ pub async fn search_within(
                     break;
                 }
                 let lower = q.lower.max(upper - 1 - slice);
+                let slice_started = std::time::Instant::now();
                 found.extend(
                     q.fetch(pool, backend, org, lower, Some(upper), None, need)
                         .await?,
                 );
+                // The next slice is twice as wide (with the trigram index, the
+                // index answers next), but no wider than the rest of the
+                // budget scans at this slice's pace, so a page does not
+                // overrun its budget by a whole slice.
+                let scanned = (upper - 1 - lower).max(1) as f64;
+                let pace = slice_started.elapsed().as_secs_f64().max(1e-6) / scanned;
+                let left = budget.saturating_sub(started.elapsed()).as_secs_f64();
                 upper = lower + 1;
                 slice = (slice * 2).min(TEXT_SLICE_MAX);
+                if !indexed {
+                    slice = slice.min(((left / pace) as i64).max(TEXT_SLICE_MIN));
+                }
                 if (found.len() as i64) <= PAGE
                     && upper - 1 > q.lower
                     && started.elapsed() >= budget

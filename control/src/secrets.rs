@@ -762,18 +762,32 @@ pub async fn rotate_master_key(store: &Store, ring: &Keyring) -> Result<Rotation
         .await?;
     tx.commit().await?;
 
+    // One walk over the table in id order (rows written from now on are
+    // under the new key already), then a count to confirm none is left.
     let mut rewrapped = 0u64;
+    let mut after = String::new();
     loop {
         let mut tx = store.begin().await?;
         let rows = sqlx::query(
-            "SELECT id, master_key_id, wrapped_key FROM secrets WHERE master_key_id <> $1 ORDER BY id LIMIT $2",
+            "SELECT id, master_key_id, wrapped_key FROM secrets WHERE id > $1 AND master_key_id <> $2 \
+             ORDER BY id LIMIT $3",
         )
+        .bind(&after)
         .bind(&new)
         .bind(ROTATE_BATCH)
         .fetch_all(tx.conn())
         .await?;
         if rows.is_empty() {
-            break;
+            let left: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM secrets WHERE master_key_id <> $1")
+                    .bind(&new)
+                    .fetch_one(tx.conn())
+                    .await?;
+            if left == 0 {
+                break;
+            }
+            after.clear();
+            continue;
         }
         for r in &rows {
             let id: String = r.try_get("id")?;
@@ -806,6 +820,7 @@ pub async fn rotate_master_key(store: &Store, ring: &Keyring) -> Result<Rotation
             .execute(tx.conn())
             .await?;
             rewrapped += 1;
+            after = id;
         }
         tx.commit().await?;
     }
