@@ -196,25 +196,17 @@ impl Query {
             ));
         }
         let mut times = [None, None];
-        // `at + 0`: a page walks the (org_id, seq) index between the bounds
-        // the time range gives (see `time_bounds`) and checks times on the
-        // way; PostgreSQL must not walk the (org_id, at) index instead and
-        // sort the whole range (it did when its statistics had not seen the
-        // newest times: 250 ms for an hour of 360,000 events).
-        for (i, (value, name, clause)) in [
-            (&filter.since, "since", "at + 0 >= ?"),
-            (&filter.until, "until", "at + 0 < ?"),
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, (value, name)) in [(&filter.since, "since"), (&filter.until, "until")]
+            .into_iter()
+            .enumerate()
         {
             if let Some(v) = given(value) {
-                let t: Timestamp =
-                    parse_time(v).map_err(|e| ControlError::invalid(format!("{name}: {e}.")))?;
-                q.conds.push((clause.into(), vec![Bind::Int(t.0)]));
-                times[i] = Some(t);
+                times[i] = Some(
+                    parse_time(v).map_err(|e| ControlError::invalid(format!("{name}: {e}.")))?,
+                );
             }
         }
+        q.conds.extend(Query::times(times[0], times[1]).conds);
         if let Some(text) = given(&filter.text) {
             if text.chars().count() > MAX_TEXT {
                 return Err(ControlError::invalid(format!(
@@ -227,6 +219,12 @@ impl Query {
     }
 
     /// Only events at or after `since` and before `until`.
+    ///
+    /// `at + 0`: a page walks the (org_id, seq) index between the bounds the
+    /// time range gives (see `time_bounds`) and checks times on the way;
+    /// PostgreSQL must not walk the (org_id, at) index instead and sort the
+    /// whole range (it did when its statistics had not seen the newest
+    /// times: 250 ms for an hour of 360,000 events).
     pub(crate) fn times(since: Option<Timestamp>, until: Option<Timestamp>) -> Self {
         let mut conds = Vec::new();
         if let Some(t) = since {

@@ -158,10 +158,7 @@ impl Keyring {
     /// exist. A file that others can read, or that is not a key, is refused.
     pub fn open(path: &Path) -> Result<Keyring, SecretError> {
         if !path.exists() {
-            let mut key = [0u8; 32];
-            OsRng.fill_bytes(&mut key);
-            let text = Zeroizing::new(format!("{FILE_PREFIX}{}\n", hex::encode(key)));
-            key.fill(0);
+            let text = new_key_file_text();
             crate::files::write_new_private(path, text.as_bytes()).map_err(|e| {
                 SecretError::KeyFile {
                     path: path.to_path_buf(),
@@ -221,6 +218,13 @@ impl Keyring {
             find(self)
         })
     }
+}
+
+/// A fresh master key, as its file holds it.
+fn new_key_file_text() -> Zeroizing<String> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(key.as_mut_slice());
+    Zeroizing::new(format!("{FILE_PREFIX}{}\n", hex::encode(key.as_slice())))
 }
 
 fn read_key(path: &Path) -> Result<MasterKey, SecretError> {
@@ -411,6 +415,71 @@ fn open(cipher: &ChaCha20Poly1305, aad: &[u8], sealed: &str) -> Option<Zeroizing
         .map(Zeroizing::new)
 }
 
+/// Wraps secret `id`'s data key under master key `key_id`.
+fn wrap(ring: &Keyring, id: &str, key_id: &str, data_key: &[u8]) -> Result<String, SecretError> {
+    ring.with_key(key_id, |mk| {
+        seal(&mk.cipher(), &key_aad(id, key_id), data_key)
+    })
+    .ok_or_else(|| SecretError::UnknownMasterKey {
+        id: id.to_string(),
+        key_id: key_id.to_string(),
+    })?
+    .map_err(SecretError::from)
+}
+
+/// Unwraps secret `id`'s data key, wrapped under master key `key_id`.
+fn unwrap(
+    ring: &Keyring,
+    id: &str,
+    key_id: &str,
+    wrapped: &str,
+) -> Result<Zeroizing<[u8; 32]>, SecretError> {
+    let tampered = || SecretError::Tampered { id: id.to_string() };
+    let key = ring
+        .with_key(key_id, |mk| {
+            open(&mk.cipher(), &key_aad(id, key_id), wrapped)
+        })
+        .ok_or_else(|| SecretError::UnknownMasterKey {
+            id: id.to_string(),
+            key_id: key_id.to_string(),
+        })?
+        .ok_or_else(tampered)?;
+    Ok(Zeroizing::new(
+        key.as_slice().try_into().map_err(|_| tampered())?,
+    ))
+}
+
+/// A new data key for secret `id`, wrapped under master key `key_id`, and
+/// `value` sealed under it: `(wrapped_key, ciphertext)`.
+#[allow(clippy::too_many_arguments)]
+fn seal_secret(
+    ring: &Keyring,
+    key_id: &str,
+    id: &str,
+    org: OrgId,
+    scope: &str,
+    name: &str,
+    value: &[u8],
+) -> Result<(String, String), SecretError> {
+    let mut data_key = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(data_key.as_mut_slice());
+    let wrapped = wrap(ring, id, key_id, data_key.as_slice())?;
+    let ciphertext = seal(
+        &cipher_for(&data_key),
+        &value_aad(id, org, scope, name),
+        value,
+    )?;
+    Ok((wrapped, ciphertext))
+}
+
+/// A [`SecretError`] where a [`ControlError`] is answered.
+fn as_control(e: SecretError) -> ControlError {
+    match e {
+        SecretError::Store(e) => e,
+        e => ControlError::internal(e),
+    }
+}
+
 /// The database's current master key id, with the row lock that a rotation's
 /// switch to a new key waits for (so no secret is wrapped by a key that a
 /// finished rotation has removed).
@@ -483,23 +552,9 @@ pub async fn set(
         .clone()
         .unwrap_or_else(|| format!("sec_{}", random_token(12)));
     let key_id = current_key(&mut tx).await?;
-    let mut data_key = Zeroizing::new([0u8; 32]);
-    OsRng.fill_bytes(data_key.as_mut_slice());
-    let wrapped = ring
-        .with_key(&key_id, |mk| {
-            seal(&mk.cipher(), &key_aad(&id, &key_id), data_key.as_slice())
-        })
-        .ok_or_else(|| {
-            ControlError::internal(SecretError::UnknownMasterKey {
-                id: id.clone(),
-                key_id: key_id.clone(),
-            })
-        })??;
-    let ciphertext = seal(
-        &cipher_for(&data_key),
-        &value_aad(&id, org, &scope, &name),
-        value.as_bytes(),
-    )?;
+    let (wrapped, ciphertext) =
+        seal_secret(ring, &key_id, &id, org, &scope, &name, value.as_bytes())
+            .map_err(as_control)?;
     if existing.is_some() {
         sqlx::query(
             "UPDATE secrets SET kind = $1, master_key_id = $2, wrapped_key = $3, ciphertext = $4, updated_at = $5 \
@@ -634,23 +689,13 @@ pub async fn reveal(
     let key_id: String = row.try_get("master_key_id")?;
     let wrapped: String = row.try_get("wrapped_key")?;
     let tampered = || SecretError::Tampered { id: id.to_string() };
-    let data_key = ring
-        .with_key(&key_id, |mk| {
-            open(&mk.cipher(), &key_aad(id, &key_id), &wrapped)
-        })
-        .ok_or_else(|| SecretError::UnknownMasterKey {
-            id: id.to_string(),
-            key_id: key_id.clone(),
-        })?
-        .ok_or_else(tampered)?;
+    let data_key = unwrap(ring, id, &key_id, &wrapped)?;
     let aad = value_aad(
         id,
         org,
         &row.try_get::<String, _>("scope")?,
         &row.try_get::<String, _>("name")?,
     );
-    let data_key: Zeroizing<[u8; 32]> =
-        Zeroizing::new(data_key.as_slice().try_into().map_err(|_| tampered())?);
     let value = open(
         &cipher_for(&data_key),
         &aad,
@@ -683,18 +728,9 @@ pub async fn fill_unaudited(
     for i in 0..n {
         let id = format!("sec_{}", random_token(12));
         let name = format!("{prefix}{i}");
-        let mut data_key = Zeroizing::new([0u8; 32]);
-        OsRng.fill_bytes(data_key.as_mut_slice());
-        let wrapped = ring
-            .with_key(&key_id, |mk| {
-                seal(&mk.cipher(), &key_aad(&id, &key_id), data_key.as_slice())
-            })
-            .ok_or_else(|| ControlError::Internal("the current master key is not held".into()))??;
-        let ciphertext = seal(
-            &cipher_for(&data_key),
-            &value_aad(&id, org, "org", &name),
-            value.as_bytes(),
-        )?;
+        let (wrapped, ciphertext) =
+            seal_secret(ring, &key_id, &id, org, "org", &name, value.as_bytes())
+                .map_err(as_control)?;
         sqlx::query(
             "INSERT INTO secrets (id, org_id, scope, kind, name, master_key_id, wrapped_key, ciphertext, created_at, updated_at) \
              VALUES ($1, $2, 'org', 'env', $3, $4, $5, $6, 0, 0)",
@@ -728,10 +764,7 @@ pub async fn rotate_master_key(store: &Store, ring: &Keyring) -> Result<Rotation
     adopt(store, ring).await?;
     let next_path = ring.next_path();
     if !next_path.exists() {
-        let mut key = [0u8; 32];
-        OsRng.fill_bytes(&mut key);
-        let text = Zeroizing::new(format!("{FILE_PREFIX}{}\n", hex::encode(key)));
-        key.fill(0);
+        let text = new_key_file_text();
         let io = |e: std::io::Error| SecretError::KeyFile {
             path: next_path.clone(),
             reason: e.to_string(),
@@ -793,23 +826,8 @@ pub async fn rotate_master_key(store: &Store, ring: &Keyring) -> Result<Rotation
             let id: String = r.try_get("id")?;
             let key_id: String = r.try_get("master_key_id")?;
             let wrapped: String = r.try_get("wrapped_key")?;
-            let data_key = ring
-                .with_key(&key_id, |mk| {
-                    open(&mk.cipher(), &key_aad(&id, &key_id), &wrapped)
-                })
-                .ok_or_else(|| SecretError::UnknownMasterKey {
-                    id: id.clone(),
-                    key_id: key_id.clone(),
-                })?
-                .ok_or_else(|| SecretError::Tampered { id: id.clone() })?;
-            let rewrapped_key = ring
-                .with_key(&new, |mk| {
-                    seal(&mk.cipher(), &key_aad(&id, &new), data_key.as_slice())
-                })
-                .ok_or_else(|| SecretError::UnknownMasterKey {
-                    id: id.clone(),
-                    key_id: new.clone(),
-                })??;
+            let data_key = unwrap(ring, &id, &key_id, &wrapped)?;
+            let rewrapped_key = wrap(ring, &id, &new, data_key.as_slice())?;
             sqlx::query(
                 "UPDATE secrets SET master_key_id = $1, wrapped_key = $2 WHERE id = $3 AND master_key_id = $4",
             )
