@@ -10,8 +10,12 @@ export PATH := $(CURDIR)/node_modules/.bin:$(or $(CARGO_HOME),$(HOME)/.cargo)/bi
 
 DATA_DIR ?= ./data
 LISTEN ?= 127.0.0.1:3000
+# The release key agent builds are signed with, made on first use. It belongs
+# to whoever builds releases: in production keep it off the control plane
+# (docs/agent-install.md).
+RELEASE_KEY ?= ./release.key
 
-.PHONY: all install build release run test e2e fmt lint clean-data
+.PHONY: all install build release agent run test e2e fmt lint clean-data
 
 all: build
 
@@ -25,7 +29,15 @@ build: install
 release: install
 	cargo leptos build --release
 
-run: release
+# The agent as shipped (profile agent-release), signed with RELEASE_KEY into
+# the releases the gateway serves to `/install/agent.sh`.
+agent: release
+	cargo build --profile agent-release -p agent --bin pilothouse-agent
+	test -f $(RELEASE_KEY) || target/release/pilothouse release keygen --out $(RELEASE_KEY) >/dev/null
+	target/release/pilothouse release sign --key $(RELEASE_KEY) \
+		--binary target/agent-release/pilothouse-agent --out $(DATA_DIR)/releases
+
+run: agent
 	target/release/pilothouse serve --data-dir $(DATA_DIR) --listen $(LISTEN)
 
 test: install

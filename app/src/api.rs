@@ -283,11 +283,16 @@ pub async fn server_detail(id: String) -> Result<control::AgentView, AppError> {
     Ok(control::agents::get(&auth, &id, cx.now).await?)
 }
 
-/// A new one-time registration token and the exact command that uses it.
-/// Shown once to the person who asked; `Debug` leaves both out.
+/// A new one-time registration token and the exact commands that use it.
+/// Shown once to the person who asked; `Debug` leaves them out.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewServerToken {
     pub token: String,
+    /// Installs, registers and starts the agent (see `control::agents::install`).
+    pub install: String,
+    /// By hand: fetch the binary, its manifest and the release key.
+    pub download: String,
+    /// By hand: register an installed agent.
     pub command: String,
     pub expires_at: control::Timestamp,
 }
@@ -296,6 +301,7 @@ impl std::fmt::Debug for NewServerToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NewServerToken")
             .field("token", &"[redacted]")
+            .field("install", &"[redacted]")
             .field("command", &"[redacted]")
             .field("expires_at", &self.expires_at)
             .finish()
@@ -319,11 +325,12 @@ pub async fn create_registration_token() -> Result<NewServerToken, AppError> {
     // The token goes in on standard input: an argument would show in `ps`
     // to every user of the server while the command runs (printf is a
     // shell builtin, so it does not).
+    let commands = control::agents::install::install_commands(&cx.state.agent_url, &token)
+        .ok_or(AppError::Internal)?;
     Ok(NewServerToken {
-        command: format!(
-            "printf '%s\\n' '{token}' | pilothouse-agent register --server {} --token-file -",
-            cx.state.agent_url
-        ),
+        install: commands.one_line,
+        download: commands.download,
+        command: commands.register,
         token,
         expires_at: new.expires_at,
     })
@@ -456,6 +463,8 @@ mod tests {
     fn a_new_token_is_not_in_its_debug_output() {
         let t = NewServerToken {
             token: "pht1_0123456789abcdef0123456789abcdef_00".into(),
+            install: "printf '%s\\n' 'pht1_0123456789abcdef0123456789abcdef_00' | sh -c".into(),
+            download: String::new(),
             command: "printf '%s\\n' 'pht1_0123456789abcdef0123456789abcdef_00' | pilothouse-agent register".into(),
             expires_at: control::Timestamp(0),
         };

@@ -125,26 +125,57 @@ pub fn Servers() -> impl IntoView {
                     })
                 })}
             </Suspense>
+            <AddServer add=add />
+        })}
+    }
+}
+
+/// The "Add server" section: a new token and its commands.
+#[component]
+fn AddServer(add: ServerAction<CreateRegistrationToken>) -> impl IntoView {
+    view! {
             <section class="mt-8 max-w-3xl">
                 <h2 class="text-lg font-semibold">"Add server"</h2>
                 <p class="mt-1 text-sm text-slate-600">
-                    "Creates a one-time registration token (valid for one hour). Run the command on the new server as root; the token goes in on standard input, so other users never see it in the process list."
+                    "Creates a one-time registration token (valid for one hour). Run the command on the new server as root: it checks this control plane's certificate against the pin inside the token before sending anything, checks the agent's release signature, installs the agent as a systemd service and registers it. The token goes in on standard input, so other users never see it in the process list."
                 </p>
                 <ActionForm action=add attr:class="mt-3">
                     <button class="btn-primary" type="submit">"Add server"</button>
                 </ActionForm>
                 <div class="mt-3">
                     <FormError action=add />
-                    {move || add.value().get().and_then(Result::ok).map(|t| view! {
-                        <div class="rounded-md bg-slate-900 p-3 text-sm text-slate-100">
-                            <code data-testid="register-command" class="block break-all">{t.command}</code>
-                        </div>
-                        <p class="mt-1 text-xs text-slate-500">{format!("Expires {}. Shown only once.", t.expires_at.display_utc())}</p>
-                    })}
+                    {move || add.value().get().and_then(Result::ok).map(|t| view! { <NewServerCommands t=t /> })}
                 </div>
             </section>
-        })}
     }
+    .into_any()
+}
+
+/// The commands for a new registration token: the one line, and the same by hand.
+#[component]
+fn NewServerCommands(t: crate::api::NewServerToken) -> impl IntoView {
+    view! {
+                        <div class="rounded-md bg-slate-900 p-3 text-sm text-slate-100">
+                            <code data-testid="install-command" class="block break-all">{t.install}</code>
+                        </div>
+                        <p class="mt-1 text-xs text-slate-500">{format!("Expires {}. Shown only once.", t.expires_at.display_utc())}</p>
+                        <details class="mt-3 text-sm" data-testid="manual-install">
+                            <summary class="cursor-pointer text-slate-700">"By hand, or for a server that cannot fetch from here"</summary>
+                            <ol class="mt-2 list-decimal space-y-2 pl-5 text-slate-600">
+                                <li>
+                                    "Download the CA certificate, check its SHA-256 against the pin, then the agent, its signed manifest and the release key (on any machine that reaches this control plane):"
+                                    <code class="mt-1 block whitespace-pre-wrap break-all rounded bg-slate-100 p-2">{t.download}</code>
+                                </li>
+                                <li>"Check the release signature as the install script does (docs/agent-install.md), copy the binary to /usr/local/bin/pilothouse-agent (mode 0755) and create the system user pilothouse-agent."</li>
+                                <li>
+                                    "Register, as root:"
+                                    <code data-testid="register-command" class="mt-1 block break-all rounded bg-slate-100 p-2">{t.command}</code>
+                                </li>
+                                <li>"Hand the state directory to the agent's user and start it: chown -R pilothouse-agent: /var/lib/pilothouse-agent, then install the unit from /install/pilothouse-agent.service and run systemctl enable --now pilothouse-agent."</li>
+                            </ol>
+                        </details>
+    }
+    .into_any()
 }
 
 #[component]

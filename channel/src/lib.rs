@@ -9,6 +9,7 @@
 //!   delivery).
 //! - [`registration`]: signed key registrations for activation and rotation.
 //! - [`renewal`]: certificate renewals signed by the agent's identity key.
+//! - [`release`]: agent releases signed by the release key (not the control plane's).
 //! - [`api`]: the agent gateway's HTTP request and response bodies.
 //! - [`token`]: the one-time registration token (`pht1_...`) and the CA pin it carries.
 //! - [`ops`]: the operation catalogue: kinds, risk levels and the rules for
@@ -40,6 +41,8 @@ pub mod ops;
 pub mod pqc;
 #[cfg(feature = "crypto")]
 pub mod registration;
+#[cfg(feature = "crypto")]
+pub mod release;
 #[cfg(feature = "crypto")]
 pub mod renewal;
 #[cfg(feature = "crypto")]

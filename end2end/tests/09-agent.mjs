@@ -22,8 +22,14 @@ function registerCommand(text) {
 async function addServer(t, page) {
   await t.goto(page, '/servers');
   await page.getByRole('button', { name: 'Add server', exact: true }).click();
+  // The one line first: it fetches the install script from the gateway and
+  // hands it the same token on standard input.
+  const install = await t.expectText(page.locator('[data-testid="install-command"]'), /\/install\/agent\.sh/, { rendered: true });
   const text = await t.expectText(page.locator('[data-testid="register-command"]'), /pilothouse-agent register/);
-  return registerCommand(text);
+  const reg = registerCommand(text);
+  assert.ok(install.startsWith(`printf '%s\\n' '${reg.token}' | sh -c '`), `install command: ${install}`);
+  assert.ok(install.includes(`${reg.server}/install/ca.pem`), `install command: ${install}`);
+  return reg;
 }
 
 function startAgent(t, { token, server, hostname, pqc }) {

@@ -69,6 +69,9 @@ pub struct Config {
     /// start). Default: `master.key` in `data_dir`. Keep a copy of it apart
     /// from database backups: without it no secret can be read.
     pub master_key_file: Option<PathBuf>,
+    /// Signed agent releases the gateway serves to install scripts (what
+    /// `pilothouse release sign` writes). Default: `releases` in `data_dir`.
+    pub agent_releases_dir: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -239,6 +242,13 @@ impl Config {
         self.master_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    /// Where the signed agent releases are.
+    pub fn agent_releases_dir(&self) -> PathBuf {
+        self.agent_releases_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("releases"))
     }
 
     /// The database URL to use (never logged).

@@ -11,7 +11,9 @@ pub mod config;
 pub mod forwarder;
 pub mod gateway;
 pub mod http;
+pub mod install;
 pub mod listen;
+pub mod release_cli;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -68,6 +70,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("agent install: {0}")]
+    Install(String),
 }
 
 /// How often the audit forwarder looks for events to send.
@@ -188,6 +192,12 @@ impl Application {
             .first()
             .cloned()
             .unwrap_or_else(|| "localhost".into());
+        let agent_url = format!("https://{agent_host}:{}", agent_addr.port());
+        let install =
+            install::InstallState::new(config.agent_releases_dir(), ca.cert_pem(), &agent_url)
+                .map_err(StartError::Install)?;
+        install.log_releases().await;
+        let agent_router = agent_router.merge(install::routes(install));
 
         let (gate, code) = SetupGate::open(&store).await?;
         if let Some(code) = code {
@@ -205,7 +215,7 @@ impl Application {
             public_url: public_url.clone(),
             delivery,
             ca_pin: ca.pin(),
-            agent_url: format!("https://{agent_host}:{}", agent_addr.port()),
+            agent_url,
             audit_key: app::api::AuditKeyView {
                 public_key: audit_key.public_key(),
                 key_id: audit_key.key_id().to_string(),

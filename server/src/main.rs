@@ -50,6 +50,41 @@ enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// Make the release key and sign agent releases (done by whoever builds
+    /// releases, with a key the control plane never holds).
+    Release {
+        #[command(subcommand)]
+        command: ReleaseCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReleaseCommand {
+    /// Make a new Ed25519 release key (PKCS#8 PEM, mode 0600) and print its
+    /// public key. The file must not exist.
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Sign an agent binary into a releases directory (the gateway serves
+    /// `agent_releases_dir`, by default `releases` in the data directory).
+    Sign {
+        /// The release key from `release keygen`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The pilothouse-agent binary.
+        #[arg(long, value_name = "FILE")]
+        binary: PathBuf,
+        /// The releases directory to write into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The release's version [default: what the binary's --version prints].
+        #[arg(long, value_name = "VERSION")]
+        version: Option<String>,
+        /// The binary's platform [default: this machine's, such as x86_64-linux].
+        #[arg(long, value_name = "PLATFORM")]
+        platform: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -491,6 +526,52 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Secrets {
             command: SecretsCommand::RotateMasterKey { common },
         } => rotate_master_key(common).await,
+        Command::Release { command } => release(command),
+    }
+}
+
+fn release(command: ReleaseCommand) -> ExitCode {
+    use server::release_cli::{self, ReleaseCliError};
+    let result = match command {
+        ReleaseCommand::Keygen { out } => release_cli::keygen(&out).map(|public| {
+            eprintln!(
+                "release key written to {} (mode 0600): keep it off the control plane. Its public key, {}:",
+                out.display(),
+                public.fingerprint()
+            );
+            print!("{}", public.to_pem());
+        }),
+        ReleaseCommand::Sign {
+            key,
+            binary,
+            out,
+            version,
+            platform,
+        } => release_cli::sign(&release_cli::SignRequest {
+            key,
+            binary,
+            out: out.clone(),
+            version,
+            platform,
+        })
+        .map(|s| {
+            println!(
+                "signed pilothouse-agent {} for {} (SHA-256 {}) with release key {} into {}",
+                s.version,
+                s.platform,
+                s.sha256,
+                s.fingerprint,
+                out.display()
+            );
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ReleaseCliError::Usage(e)) => usage_error(&e),
+        Err(ReleaseCliError::Failed(e)) => {
+            eprintln!("pilothouse: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

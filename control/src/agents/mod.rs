@@ -1,7 +1,8 @@
 //! Agents: registration tokens and enrolment ([`tokens`]), the agent session
 //! that every agent request is authenticated into ([`session`]), key rounds and
 //! certificate renewal ([`keys`]), the servers list ([`fleet`]) and safe
-//! delete with a grace period ([`deletion`]).
+//! delete with a grace period ([`deletion`]), and the commands that install an
+//! agent ([`install`]).
 //!
 //! An agent is recognised on the gateway only by the SHA-256 fingerprint of the
 //! certificate this control plane issued to it, and never once it is revoked.
@@ -10,6 +11,7 @@
 
 pub mod deletion;
 pub(crate) mod fleet;
+pub mod install;
 mod keys;
 pub(crate) mod session;
 mod tokens;

@@ -1,0 +1,474 @@
+//! The one-line agent install, end to end, with no stand-in: a real
+//! `pilothouse serve` process serves the install script, the CA and a release
+//! signed with `pilothouse release sign`; the command "Add server" shows runs
+//! as root in a private mount namespace whose /etc, /usr/local and /var/lib
+//! are throwaway overlays on this machine's own (so the system user, the unit,
+//! the binary and the state directory land in a layer the test removes); the
+//! installed agent then runs as its unit says and must come up Online with
+//! metrics. Also: the command run twice leaves one installation; a token whose
+//! pin does not match the control plane's CA is refused before the token goes
+//! anywhere; a tampered binary or one signed by another key is not installed.
+//!
+//! Needs root, `unshare` and overlayfs (CI has them); anywhere else it prints
+//! SKIP and returns.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "helpers/cli.rs"]
+mod cli_helpers;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cli_helpers::{pilothouse, text};
+
+const PASSWORD: &str = "correct horse battery staple";
+use serde_json::Value;
+
+/// The agent binary, built if missing or stale (it belongs to another package).
+fn agent_binary() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_pilothouse"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "agent",
+        "--bin",
+        "pilothouse-agent",
+    ]);
+    // The same profile as this test's own binaries.
+    if exe.parent().and_then(Path::file_name) == Some("release".as_ref()) {
+        build.arg("--release");
+    }
+    let status = build.status().unwrap();
+    assert!(status.success(), "cargo build -p agent failed");
+    exe.with_file_name("pilothouse-agent")
+}
+
+/// Why this machine cannot run the test, if it cannot.
+fn cannot_run() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if text(&uid.stdout).trim() != "0" {
+        return Some("not root".into());
+    }
+    let probe = Command::new("unshare")
+        .args(["--mount", "--fork", "true"])
+        .status();
+    match probe {
+        Ok(s) if s.success() => None,
+        _ => Some("`unshare --mount` is not allowed here".into()),
+    }
+}
+
+struct Serve {
+    child: Child,
+    web: String,
+    gateway: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path) -> Serve {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pilothouse"))
+        .args(["serve", "--data-dir"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "server=info,warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut web, mut gateway) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while web.is_none() || gateway.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the server printed its addresses");
+        let clean: String = line.chars().filter(|c| !c.is_control()).collect();
+        if let Some(i) = clean.find("agent gateway listening on https://") {
+            gateway = Some(
+                clean[i + "agent gateway listening on ".len()..]
+                    .trim()
+                    .to_string(),
+            );
+        } else if let Some(i) = clean.find("listening on http://") {
+            web = Some(clean[i + "listening on ".len()..].trim().to_string());
+        }
+        assert!(
+            !clean.contains("will not install"),
+            "the server found the signed release unusable: {clean}"
+        );
+    }
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    Serve {
+        child,
+        web: web.unwrap(),
+        gateway: gateway.unwrap(),
+    }
+}
+
+/// Runs `script` with `sh -c` in a new mount namespace where /etc, /usr/local
+/// and /var/lib are overlays whose upper layers live under `layer`.
+fn in_namespace(layer: &Path, script: &str) -> Command {
+    let setup = format!(
+        "set -eu; L='{}'; for d in etc usr/local var/lib; do \
+         mkdir -p \"$L/upper/$d\" \"$L/work/$d\"; \
+         mount -t overlay overlay -o \"lowerdir=/$d,upperdir=$L/upper/$d,workdir=$L/work/$d\" \"/$d\"; \
+         done\n{script}",
+        layer.display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--fork",
+        "sh",
+        "-c",
+        &setup,
+    ]);
+    cmd
+}
+
+fn run(mut cmd: Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+async fn sign_in(web: &str) -> reqwest::Client {
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = client
+        .post(format!("{web}/api/login"))
+        .form(&[("email", "owner@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success() || res.status().is_redirection());
+    client
+}
+
+async fn call(client: &reqwest::Client, web: &str, endpoint: &str) -> Value {
+    let res = client
+        .post(format!("{web}/api/{endpoint}"))
+        .form(&[] as &[(&str, &str)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{endpoint}");
+    res.json().await.unwrap()
+}
+
+/// The one-line command for a new token, and the token's CA pin.
+async fn new_install_command(client: &reqwest::Client, web: &str) -> (String, String) {
+    let t = call(client, web, "create-registration-token").await;
+    let token = t["token"].as_str().unwrap().to_string();
+    let pin = token.rsplit('_').next().unwrap().to_string();
+    (t["install"].as_str().unwrap().to_string(), pin)
+}
+
+fn check_line<'a>(out: &'a str, name: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name}= in:\n{out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_line_install_brings_an_agent_online_and_refuses_what_it_must() {
+    if let Some(why) = cannot_run() {
+        eprintln!("SKIP the_one_line_install_brings_an_agent_online: {why}");
+        return;
+    }
+    let agent = agent_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = dir.path().join("release.key");
+    let releases = data.join("releases");
+
+    let out = pilothouse(&["release", "keygen", "--out", key.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = pilothouse(
+        &[
+            "release",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            "--binary",
+            agent.to_str().unwrap(),
+            "--out",
+            releases.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = pilothouse(
+        &[
+            "admin",
+            "add-user",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--org",
+            "Acme",
+            "--email",
+            "owner@example.com",
+            "--role",
+            "owner",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let server = serve(&data);
+    let owner = sign_in(&server.web).await;
+
+    // A token whose pin is not this control plane's CA: refused before the
+    // token is sent, and nothing is installed.
+    let (command, pin) = new_install_command(&owner, &server.web).await;
+    let wrong = command.replace(&pin, &"0".repeat(64));
+    let layer = dir.path().join("wrong-pin");
+    let (code, _, err) = run(in_namespace(
+        &layer,
+        &format!("{wrong}\ntest ! -e /usr/local/bin/pilothouse-agent"),
+    ));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not match the pin in the token"), "{err}");
+    let tokens = call(&owner, &server.web, "registration-tokens").await;
+    assert!(
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "Active"),
+        "a token was used: {tokens}"
+    );
+
+    // The script on its own checks the pin too.
+    let (code, _, err) = run(in_namespace(
+        &dir.path().join("script-pin"),
+        &format!(
+            "curl -fsSk {}/install/agent.sh -o /tmp/agent.sh; printf '%s\\n' 'pht1_{}_{}' | sh /tmp/agent.sh",
+            server.gateway,
+            "a".repeat(32),
+            "0".repeat(64)
+        ),
+    ));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not match the pin in the token"), "{err}");
+
+    // A tampered binary is not installed: its digest no longer matches.
+    let binary = releases.join("x86_64-linux/pilothouse-agent");
+    let good = std::fs::read(&binary).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    std::fs::write(&binary, &bad).unwrap();
+    let (command, _) = new_install_command(&owner, &server.web).await;
+    let (code, _, err) = run(in_namespace(
+        &dir.path().join("tampered"),
+        &format!("{command}\ntest ! -e /usr/local/bin/pilothouse-agent"),
+    ));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("is not the one its release manifest names"),
+        "{err}"
+    );
+    std::fs::write(&binary, &good).unwrap();
+
+    // A release signed by another key than the one the server publishes.
+    let other = dir.path().join("other.key");
+    let other_releases = dir.path().join("other-releases");
+    assert!(
+        pilothouse(&["release", "keygen", "--out", other.to_str().unwrap()], "")
+            .status
+            .success()
+    );
+    let out = pilothouse(
+        &[
+            "release",
+            "sign",
+            "--key",
+            other.to_str().unwrap(),
+            "--binary",
+            agent.to_str().unwrap(),
+            "--out",
+            other_releases.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifest = releases.join("x86_64-linux/release.txt");
+    let genuine = std::fs::read(&manifest).unwrap();
+    std::fs::copy(other_releases.join("x86_64-linux/release.txt"), &manifest).unwrap();
+    let (code, _, err) = run(in_namespace(
+        &dir.path().join("other-key"),
+        &format!("{command}\ntest ! -e /usr/local/bin/pilothouse-agent"),
+    ));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("release signature does not verify"), "{err}");
+    std::fs::write(&manifest, genuine).unwrap();
+
+    // The real install, twice, then the agent as its unit runs it. A config
+    // written beforehand must be kept (the script never overwrites it); it
+    // asks for a metrics sample every second.
+    let layer = dir.path().join("install");
+    let script = format!(
+        r#"mkdir -p /etc/pilothouse
+printf 'metrics_interval_secs = 1\n' > /etc/pilothouse/agent.toml
+{command}
+{command}
+unit=/etc/systemd/system/pilothouse-agent.service
+echo "passwd_lines=$(grep -c '^pilothouse-agent:' /etc/passwd)"
+echo "state=$(stat -c '%a %U' /var/lib/pilothouse-agent)"
+echo "keys=$(stat -c '%a %U' /var/lib/pilothouse-agent/identity.key)"
+echo "binary=$(stat -c '%a %U' /usr/local/bin/pilothouse-agent)"
+echo "unit_mode=$(stat -c '%a' $unit)"
+echo "config=$(cat /etc/pilothouse/agent.toml)"
+echo "release_key=$(stat -c '%a' /etc/pilothouse/release-key.pem)"
+if command -v systemd-analyze >/dev/null; then
+  systemd-analyze verify "$unit" >/dev/null 2>&1 && echo "verify=ok" || {{ echo "verify=failed"; systemd-analyze verify "$unit"; }}
+else
+  echo "verify=SKIP (no systemd-analyze)"
+fi
+cp $unit {unit_copy}
+user=$(sed -n 's/^User=//p' $unit)
+exec_start=$(sed -n 's/^ExecStart=//p' $unit)
+echo "started=yes"
+exec setpriv --reuid="$user" --regid="$user" --init-groups $exec_start
+"#,
+        unit_copy = dir.path().join("unit").display()
+    );
+    let mut cmd = in_namespace(&layer, &script);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.process_group(0);
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let out_lines = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            if line == "started=yes" {
+                break;
+            }
+        }
+        all
+    });
+    let err_text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let err_text = err_text.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                err_text.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+    }
+    struct Group(Child);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            // The whole process group: the namespace's shell and the agent.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0.id())])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let mut group = Group(child);
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let view = loop {
+        if let Ok(Some(status)) = group.0.try_wait() {
+            panic!(
+                "the install or the agent ended ({status}):\n{}",
+                err_text.lock().unwrap()
+            );
+        }
+        let list = call(&owner, &server.web, "list-servers").await;
+        if let Some(v) = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["online"] == true && !v["mem_total"].is_null())
+        {
+            break v.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no agent came up Online with metrics: {list}\n{}",
+            err_text.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let out = out_lines.join().unwrap();
+    let err = err_text.lock().unwrap().clone();
+    assert_eq!(view["agent_version"], env!("CARGO_PKG_VERSION"), "{view}");
+    assert_eq!(check_line(&out, "passwd_lines"), "1", "{out}");
+    assert_eq!(check_line(&out, "state"), "700 pilothouse-agent", "{out}");
+    assert_eq!(check_line(&out, "keys"), "600 pilothouse-agent", "{out}");
+    assert_eq!(check_line(&out, "binary"), "755 root", "{out}");
+    assert_eq!(check_line(&out, "unit_mode"), "644", "{out}");
+    assert_eq!(check_line(&out, "release_key"), "644", "{out}");
+    assert_eq!(
+        check_line(&out, "config"),
+        "metrics_interval_secs = 1",
+        "{out}"
+    );
+    let verify = check_line(&out, "verify");
+    if verify.starts_with("SKIP") {
+        eprintln!("SKIP systemd-analyze verify of the unit: {verify}");
+    } else {
+        assert_eq!(verify, "ok", "{out}");
+    }
+    assert!(
+        err.contains("already registered; keeping that registration"),
+        "the second run registered again:\n{err}"
+    );
+    // Exactly one server, registered once.
+    let list = call(&owner, &server.web, "list-servers").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    // The unit written is the one the gateway serves.
+    let served = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+        .get(format!(
+            "{}/install/pilothouse-agent.service",
+            server.gateway
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let written = std::fs::read_to_string(dir.path().join("unit")).unwrap();
+    assert_eq!(written.trim_end(), served.trim_end());
+    drop(group);
+    let _ = std::io::stderr().flush();
+}
