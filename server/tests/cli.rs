@@ -266,3 +266,64 @@ fn secrets_rotate_master_key_replaces_the_key_file_and_refuses_a_bad_one() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn release_keygen_and_sign_refuse_bad_input_with_exit_2() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (key, other, out) = (p("release.key"), p("other.key"), p("releases"));
+    let binary = p("pilothouse-agent");
+    std::fs::write(&binary, b"not really an agent").unwrap();
+
+    let made = pilothouse(&["release", "keygen", "--out", &key], "");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    assert!(text(&made.stdout).starts_with("-----BEGIN PUBLIC KEY-----"));
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let again = pilothouse(&["release", "keygen", "--out", &key], "");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again.stderr).contains("never overwritten"));
+    assert!(pilothouse(&["release", "keygen", "--out", &other], "")
+        .status
+        .success());
+
+    let sign = |key: &str, extra: &[&str]| {
+        let mut args = vec![
+            "release", "sign", "--key", key, "--binary", &binary, "--out", &out,
+        ];
+        args.extend_from_slice(extra);
+        pilothouse(&args, "")
+    };
+    let ok = sign(&key, &["--version", "1.2.3"]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("signed pilothouse-agent 1.2.3 for"));
+
+    for (key, extra, says) in [
+        (&other, &["--version", "1.2.4"][..], "another release key"),
+        (&key, &["--version", "v1"][..], "starting with a digit"),
+        (&key, &["--version", "1", "--platform", "../x"][..], "<arch>-<os>"),
+        (&key, &["--platform", "aarch64-linux"][..], "give --version"),
+        (&p("missing.key"), &["--version", "1"][..], "release keygen"),
+    ] {
+        let r = sign(key, extra);
+        assert_eq!(r.status.code(), Some(2), "{extra:?}: {}", text(&r.stderr));
+        assert!(text(&r.stderr).contains(says), "{extra:?}: {}", text(&r.stderr));
+    }
+    // The binary cannot tell its version: --version is needed.
+    let r = sign(&key, &[]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r.stderr));
+    assert!(text(&r.stderr).contains("give --version"), "{}", text(&r.stderr));
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = sign(&key, &["--version", "1.2.5"]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(text(&r.stderr).contains("readable by others"), "{}", text(&r.stderr));
+    // Nothing of the refused attempts was written: the release is still 1.2.3.
+    let manifest = std::fs::read_to_string(dir.path().join(format!(
+        "releases/{}/release.txt",
+        channel::release::current_platform()
+    )))
+    .unwrap();
+    assert!(manifest.starts_with("version=1.2.3\n"), "{manifest}");
+}
