@@ -467,6 +467,8 @@ impl Gateway {
             PATH,
             &channel::api::CapabilitiesRequest {
                 capabilities: capabilities.clone(),
+                agent_version: None,
+                update: None,
             },
         )?;
         self.call(PATH, body, REQUEST_TIMEOUT, MAX_BODY).await?;

@@ -109,12 +109,14 @@ pub mod kinds {
     pub const ROTATE_KEYS: &str = "rotate_keys";
     /// Make an X-Wing key if there is none and register it.
     pub const REGISTER_PQC_KEY: &str = "register_pqc_key";
+    /// Download, check and switch to a signed agent release ([`super::UpdateAgentArgs`]).
+    pub const UPDATE_AGENT: &str = "update_agent";
 
     /// The kinds that may travel signed but not encrypted, to an agent in
     /// classical fallback: those whose arguments are never secret. Both ends
     /// enforce it: [`crate::sign_command`] refuses to sign any other kind and
     /// [`crate::open_signed_command`] refuses to open one.
-    pub const UNSEALED: [&str; 3] = [PING, ROTATE_KEYS, REGISTER_PQC_KEY];
+    pub const UNSEALED: [&str; 4] = [PING, ROTATE_KEYS, REGISTER_PQC_KEY, UPDATE_AGENT];
 
     /// Whether `kind` may travel signed but not sealed.
     pub fn may_travel_unsealed(kind: &str) -> bool {
@@ -246,11 +248,61 @@ pub struct OutputResponse {
 }
 
 /// `POST /agent/v1/capabilities`: what the agent's config lets it run. Sent at
-/// every start; the control plane stores it when it changed.
+/// every start; the control plane stores it when it changed. Also carries the
+/// version the agent runs and, once, what became of its last self-update.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilitiesRequest {
     pub capabilities: crate::ops::Capabilities,
+    /// The release version this agent runs (what its release manifest names,
+    /// or its own build's version when it runs the binary it was installed with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// What became of the last self-update, sent until the control plane took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateReport>,
+}
+
+/// The arguments of an `update_agent` command. Not secret: the command may
+/// travel signed but unsealed to an agent in classical fallback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgentArgs {
+    /// The release manifest (`release.txt`, see [`crate::release`]) exactly as
+    /// the release key signed it. The agent checks it against the release key
+    /// it pinned, never one the control plane sends.
+    pub manifest: String,
+    /// Switch even to an older version than the one running.
+    #[serde(default)]
+    pub allow_downgrade: bool,
+}
+
+/// `GET /agent/v1/release/{platform}` (mTLS + JWT): the agent binary of the
+/// release the control plane offers for `platform`, as bytes.
+pub const RELEASE_DOWNLOAD_PREFIX: &str = "/agent/v1/release/";
+
+/// The most bytes an agent binary may have; a longer download is refused.
+pub const MAX_RELEASE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What became of a self-update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateOutcome {
+    /// The new version ran healthy long enough and was marked stable.
+    Applied,
+    /// The new version did not stay up; the previous one was restored.
+    Reverted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateReport {
+    pub outcome: UpdateOutcome,
+    pub from_version: String,
+    pub to_version: String,
+    /// Why, for a revert (at most 500 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The most samples one batch may carry (three hours at one a minute, well
