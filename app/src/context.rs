@@ -33,6 +33,8 @@ pub struct AppState {
     pub forwarding: control::forwarding::SecretDir,
     /// The master key of the secrets at rest.
     pub secrets: Arc<control::secrets::Keyring>,
+    /// The signed agent releases the gateway serves (for "Update agent").
+    pub agent_releases: std::path::PathBuf,
 }
 
 /// The client's address as decided by the server (socket peer, or a trusted

@@ -5,6 +5,7 @@
 //! decided before the first byte) and hydrate in the browser. Every form is an
 //! `ActionForm`, so it also works without JavaScript.
 
+pub mod agent_update;
 pub mod api;
 pub mod audit_page;
 mod chart;

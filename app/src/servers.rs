@@ -212,6 +212,7 @@ pub fn ServerDetail() -> impl IntoView {
         </Suspense>
         // Outside the Suspend above: resources made inside a Suspend during
         // server rendering do not line up with the browser's when it hydrates.
+        <crate::agent_update::AgentUpdate tick />
         <crate::operations::ServerOperations tick />
         <crate::server_admin::ServerLifecycle />
         <Commands tick />

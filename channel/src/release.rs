@@ -344,14 +344,19 @@ impl Manifest {
         Ok(m)
     }
 
-    /// Checks that `key` signed this manifest and that `binary` is what it names.
-    pub fn verify(&self, key: &ReleasePublicKey, binary: &[u8]) -> Result<(), ReleaseError> {
+    /// Checks that `key` signed this manifest (not yet that a binary matches it).
+    pub fn verify_signature(&self, key: &ReleasePublicKey) -> Result<(), ReleaseError> {
         self.check_fields()?;
         key.key
             .verify(self.message().as_bytes(), &self.signature)
             .map_err(|_| ReleaseError::Signature {
                 fingerprint: key.fingerprint(),
-            })?;
+            })
+    }
+
+    /// Checks that `key` signed this manifest and that `binary` is what it names.
+    pub fn verify(&self, key: &ReleasePublicKey, binary: &[u8]) -> Result<(), ReleaseError> {
+        self.verify_signature(key)?;
         let actual = hex::encode(Sha256::digest(binary));
         if actual != self.sha256 {
             return Err(ReleaseError::Digest {

@@ -77,6 +77,10 @@ pub enum AuditAction {
     SecretSet,
     SecretDeleted,
     MasterKeyRotated,
+    SelfUpdateOffered,
+    SelfUpdateApplied,
+    SelfUpdateReverted,
+    SelfUpdateRefused,
 }
 
 impl AuditAction {
@@ -133,6 +137,10 @@ impl AuditAction {
             AuditAction::SecretSet => "secret.set",
             AuditAction::SecretDeleted => "secret.deleted",
             AuditAction::MasterKeyRotated => "secrets.master_key_rotated",
+            AuditAction::SelfUpdateOffered => "agent.self_update_offered",
+            AuditAction::SelfUpdateApplied => "agent.self_update_applied",
+            AuditAction::SelfUpdateReverted => "agent.self_update_reverted",
+            AuditAction::SelfUpdateRefused => "agent.self_update_refused",
         }
     }
 }

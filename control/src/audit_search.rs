@@ -53,6 +53,10 @@ pub fn group_actions(group: &str) -> Option<Vec<&'static str>> {
             A::ServerRestored,
             A::ServerPurged,
             A::ServerLabelsChanged,
+            A::SelfUpdateOffered,
+            A::SelfUpdateApplied,
+            A::SelfUpdateReverted,
+            A::SelfUpdateRefused,
         ],
         "keys" => &[
             A::KeyRotationRequested,

@@ -669,6 +669,27 @@ pub async fn finish_all(
                 ),
             ));
         }
+        if kind == CommandKind::UpdateAgent && !report.succeeded {
+            // The agent kept the version it runs: it refused the release (a
+            // bad signature or digest, another platform, a downgrade) or could
+            // not fetch it.
+            let reason: String = report
+                .reason
+                .as_deref()
+                .unwrap_or(&report.text)
+                .chars()
+                .take(MAX_REFUSAL_REASON_CHARS)
+                .collect();
+            events.push((
+                AuditActor::agent(&report.agent),
+                Event::new(
+                    report.org,
+                    AuditAction::SelfUpdateRefused,
+                    format!("agent:{}", report.agent.0),
+                    json!({ "command": report.command, "reason": reason }),
+                ),
+            ));
+        }
         if let (Some(op), Some(org), Some(target)) =
             (&row.operation_id, row.op_org, &row.target_state)
         {
@@ -788,6 +809,7 @@ mod tests {
             CommandKind::RegisterPqcKey.as_str(),
             kinds::REGISTER_PQC_KEY
         );
+        assert_eq!(CommandKind::UpdateAgent.as_str(), kinds::UPDATE_AGENT);
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub const OPERATIONS_SWEEP_SECS: u64 = 15;
 pub const PING_TTL_SECS: i64 = 300;
 /// How long a key round waits for an agent that is offline.
 pub const KEY_ACTION_TTL_SECS: i64 = 7 * 86_400;
+/// How long an offered update waits for its agent: an agent offline longer
+/// gets it offered again by a person, never a stale one.
+pub const UPDATE_TTL_SECS: i64 = 86_400;
 
 pub struct Delivery {
     store: Store,
@@ -459,6 +462,89 @@ impl Delivery {
                 what,
                 format!("agent:{}", agent.0),
                 json!({ "command": command.0 }),
+            ),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.wake(agent);
+        Ok(command)
+    }
+
+    /// Offers a signed agent release to one server ("Update agent", Owner or
+    /// Admin): queues an `update_agent` command carrying the release manifest
+    /// and audits `agent.self_update_offered`, in one transaction. The agent
+    /// downloads the binary over its own channel and checks the manifest
+    /// against the release key it pinned; the control plane cannot sign one.
+    pub async fn offer_update(
+        &self,
+        auth: &Authorized<'_, ManageAgents>,
+        agent: &AgentId,
+        release: &channel::release::Manifest,
+        allow_downgrade: bool,
+        now: Timestamp,
+    ) -> Result<CommandId, ControlError> {
+        let actor = auth.actor();
+        let mut tx = auth.store().begin().await?;
+        actor.recheck::<ManageAgents>(&mut tx).await?;
+        let running: String = sqlx::query(
+            "SELECT agent_version FROM agents WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(&agent.0)
+        .bind(actor.org().0)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or_else(|| ControlError::not_found("No such active server."))?
+        .try_get("agent_version")?;
+        let order = channel::release::compare_versions(&release.version, &running);
+        if order == std::cmp::Ordering::Equal {
+            return Err(ControlError::conflict(format!(
+                "This server already runs agent {running}."
+            )));
+        }
+        if order == std::cmp::Ordering::Less && !allow_downgrade {
+            return Err(ControlError::conflict(format!(
+                "Agent {} is older than the {running} this server runs; a downgrade must be asked for explicitly.",
+                release.version
+            )));
+        }
+        let args = channel::api::UpdateAgentArgs {
+            manifest: release.to_text(),
+            allow_downgrade,
+        };
+        let command = commands::insert(
+            &mut tx,
+            &actor.audit_actor(),
+            NewCommand {
+                org: actor.org(),
+                agent,
+                kind: CommandKind::UpdateAgent,
+                args: serde_json::to_value(&args)
+                    .map_err(|e| ControlError::Internal(Box::new(e)))?,
+                created_by: Some(actor.user()),
+                ttl_secs: UPDATE_TTL_SECS,
+                expires_at: None,
+                origin: Origin::System,
+                operation: None,
+            },
+            now,
+        )
+        .await?;
+        audit::append(
+            &mut tx,
+            &actor.audit_actor(),
+            Event::new(
+                actor.org(),
+                AuditAction::SelfUpdateOffered,
+                format!("agent:{}", agent.0),
+                json!({
+                    "command": command.0,
+                    "from_version": running,
+                    "version": release.version,
+                    "platform": release.platform,
+                    "sha256": release.sha256,
+                    "allow_downgrade": allow_downgrade,
+                }),
             ),
             now,
         )

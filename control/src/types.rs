@@ -415,16 +415,19 @@ pub enum CommandKind {
     RotateKeys,
     /// Register an X-Wing key (for an agent in classical fallback).
     RegisterPqcKey,
+    /// Switch to a signed agent release (`channel::api::UpdateAgentArgs`).
+    UpdateAgent,
     /// A catalogued operation that people approved.
     Operation(channel::ops::OpKind),
 }
 
 impl CommandKind {
     /// The control plane's own kinds (operations are [`CommandKind::Operation`]).
-    pub const SYSTEM: [CommandKind; 3] = [
+    pub const SYSTEM: [CommandKind; 4] = [
         CommandKind::Ping,
         CommandKind::RotateKeys,
         CommandKind::RegisterPqcKey,
+        CommandKind::UpdateAgent,
     ];
 
     /// The name on the wire and in the database.
@@ -433,6 +436,7 @@ impl CommandKind {
             CommandKind::Ping => "ping",
             CommandKind::RotateKeys => "rotate_keys",
             CommandKind::RegisterPqcKey => "register_pqc_key",
+            CommandKind::UpdateAgent => "update_agent",
             CommandKind::Operation(kind) => kind.as_str(),
         }
     }
@@ -442,6 +446,7 @@ impl CommandKind {
             CommandKind::Ping => "Ping",
             CommandKind::RotateKeys => "Rotate keys",
             CommandKind::RegisterPqcKey => "Activate post-quantum encryption",
+            CommandKind::UpdateAgent => "Update agent",
             CommandKind::Operation(kind) => kind.label(),
         }
     }

@@ -22,7 +22,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use channel::release::{valid_platform, Manifest, ReleasePublicKey};
+use channel::release::valid_platform;
 
 /// The systemd unit the install script writes.
 pub const UNIT: &str = include_str!("../../agent/pilothouse-agent.service");
@@ -109,11 +109,6 @@ type Checked = Vec<(String, Result<String, String>)>;
 /// Each platform directory under `dir` and what its release is: its version,
 /// or why it does not verify.
 pub fn check_releases(dir: &Path) -> Result<Checked, String> {
-    let key = match std::fs::read_to_string(dir.join(RELEASE_KEY)) {
-        Ok(text) => Some(ReleasePublicKey::from_pem(&text).map_err(|e| e.to_string())?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(format!("{}: {e}", dir.join(RELEASE_KEY).display())),
-    };
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -122,23 +117,14 @@ pub fn check_releases(dir: &Path) -> Result<Checked, String> {
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let platform = entry.file_name().to_string_lossy().into_owned();
-        if !valid_platform(&platform) || !entry.path().join(MANIFEST).exists() {
+        if !valid_platform(&platform) {
             continue;
         }
-        let outcome = (|| {
-            let key = key
-                .as_ref()
-                .ok_or_else(|| format!("{RELEASE_KEY} is missing"))?;
-            let text =
-                std::fs::read_to_string(entry.path().join(MANIFEST)).map_err(|e| e.to_string())?;
-            let manifest = Manifest::parse(&text).map_err(|e| e.to_string())?;
-            let binary = std::fs::read(entry.path().join(BINARY)).map_err(|e| e.to_string())?;
-            manifest
-                .verify_for(key, &binary, &platform)
-                .map_err(|e| e.to_string())?;
-            Ok(manifest.version)
-        })();
-        out.push((platform, outcome));
+        match control::agents::install::read_release(dir, &platform, true) {
+            Ok(None) => {}
+            Ok(Some(r)) => out.push((platform, Ok(r.manifest.version))),
+            Err(e) => out.push((platform, Err(e))),
+        }
     }
     out.sort();
     Ok(out)
@@ -221,6 +207,17 @@ async fn release_file(
             }
         };
     }
+    file_response(f).await
+}
+
+/// The file at `path`, streamed as `application/octet-stream`; `None` when it
+/// cannot be opened.
+pub async fn stream_file(path: &Path) -> Option<Response> {
+    let f = tokio::fs::File::open(path).await.ok()?;
+    Some(file_response(f).await)
+}
+
+async fn file_response(f: tokio::fs::File) -> Response {
     let len = f.metadata().await.map(|m| m.len()).ok();
     // Streamed in 64 KiB reads: an install never holds the binary in memory.
     let stream = futures_util::stream::unfold(f, |mut f| async move {

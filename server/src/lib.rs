@@ -184,6 +184,7 @@ impl Application {
             )),
             proxy: proxy_trust(&config, &ca)?.map(Arc::new),
             poll_timeout: Duration::from_secs(config.poll_timeout_secs.clamp(1, 300)),
+            releases: config.agent_releases_dir(),
         })
         .layer(DefaultBodyLimit::max(gateway::MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(gateway::MAX_BODY_BYTES));
@@ -222,6 +223,7 @@ impl Application {
             },
             forwarding: control::forwarding::SecretDir::new(&config.data_dir),
             secrets: Arc::new(secrets_ring),
+            agent_releases: config.agent_releases_dir(),
         };
         let forwarder = forwarder::Forwarder::new(
             store.clone(),

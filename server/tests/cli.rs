@@ -302,23 +302,39 @@ fn release_keygen_and_sign_refuse_bad_input_with_exit_2() {
     for (key, extra, says) in [
         (&other, &["--version", "1.2.4"][..], "another release key"),
         (&key, &["--version", "v1"][..], "starting with a digit"),
-        (&key, &["--version", "1", "--platform", "../x"][..], "<arch>-<os>"),
+        (
+            &key,
+            &["--version", "1", "--platform", "../x"][..],
+            "<arch>-<os>",
+        ),
         (&key, &["--platform", "aarch64-linux"][..], "give --version"),
         (&p("missing.key"), &["--version", "1"][..], "release keygen"),
     ] {
         let r = sign(key, extra);
         assert_eq!(r.status.code(), Some(2), "{extra:?}: {}", text(&r.stderr));
-        assert!(text(&r.stderr).contains(says), "{extra:?}: {}", text(&r.stderr));
+        assert!(
+            text(&r.stderr).contains(says),
+            "{extra:?}: {}",
+            text(&r.stderr)
+        );
     }
     // The binary cannot tell its version: --version is needed.
     let r = sign(&key, &[]);
     assert_eq!(r.status.code(), Some(2), "{}", text(&r.stderr));
-    assert!(text(&r.stderr).contains("give --version"), "{}", text(&r.stderr));
+    assert!(
+        text(&r.stderr).contains("give --version"),
+        "{}",
+        text(&r.stderr)
+    );
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let r = sign(&key, &["--version", "1.2.5"]);
     assert_eq!(r.status.code(), Some(2));
-    assert!(text(&r.stderr).contains("readable by others"), "{}", text(&r.stderr));
+    assert!(
+        text(&r.stderr).contains("readable by others"),
+        "{}",
+        text(&r.stderr)
+    );
     // Nothing of the refused attempts was written: the release is still 1.2.3.
     let manifest = std::fs::read_to_string(dir.path().join(format!(
         "releases/{}/release.txt",

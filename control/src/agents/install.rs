@@ -94,3 +94,72 @@ mod tests {
         assert!(install_commands("https://gw.example:8443", "pht1_nope").is_none());
     }
 }
+
+/// The agent release a releases directory holds for one platform (see
+/// `server::install` for the layout), read and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvailableRelease {
+    pub manifest: channel::release::Manifest,
+    /// `SHA256:...` of the release key the manifest verified with.
+    pub key_fingerprint: String,
+}
+
+/// Reads `dir/<platform>/release.txt` and `dir/release-key.pem` and checks the
+/// manifest's signature; with `check_binary`, also reads the binary and checks
+/// its digest. `Ok(None)` when there is no release for `platform`; `Err` with a
+/// sentence when there is one that would not install.
+pub fn read_release(
+    dir: &std::path::Path,
+    platform: &str,
+    check_binary: bool,
+) -> Result<Option<AvailableRelease>, String> {
+    use channel::release::{Manifest, ReleasePublicKey};
+    if !channel::release::valid_platform(platform) {
+        return Err(format!("{platform:?} is not a platform"));
+    }
+    let manifest_path = dir.join(platform).join("release.txt");
+    let text = match std::fs::read_to_string(&manifest_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", manifest_path.display())),
+    };
+    let manifest = Manifest::parse(&text).map_err(|e| e.to_string())?;
+    let key_path = dir.join("release-key.pem");
+    let key = std::fs::read_to_string(&key_path)
+        .map_err(|e| format!("{}: {e}", key_path.display()))
+        .and_then(|t| ReleasePublicKey::from_pem(&t).map_err(|e| e.to_string()))?;
+    if check_binary {
+        let binary_path = dir.join(platform).join("pilothouse-agent");
+        let binary =
+            std::fs::read(&binary_path).map_err(|e| format!("{}: {e}", binary_path.display()))?;
+        manifest
+            .verify_for(&key, &binary, platform)
+            .map_err(|e| e.to_string())?;
+    } else {
+        // The signature over the manifest alone (the digest it names is
+        // checked by whoever reads the binary).
+        manifest.verify_signature(&key).map_err(|e| e.to_string())?;
+        if manifest.platform != platform {
+            return Err(format!(
+                "the release in {platform}/ is for {}",
+                manifest.platform
+            ));
+        }
+    }
+    Ok(Some(AvailableRelease {
+        key_fingerprint: key.fingerprint(),
+        manifest,
+    }))
+}
+
+/// [`read_release`] on the blocking pool: it reads files and, with
+/// `check_binary`, hashes a binary of several megabytes.
+pub async fn read_release_blocking(
+    dir: std::path::PathBuf,
+    platform: &'static str,
+    check_binary: bool,
+) -> Result<Option<AvailableRelease>, String> {
+    tokio::task::spawn_blocking(move || read_release(&dir, platform, check_binary))
+        .await
+        .map_err(|e| e.to_string())?
+}

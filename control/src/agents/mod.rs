@@ -2,7 +2,8 @@
 //! that every agent request is authenticated into ([`session`]), key rounds and
 //! certificate renewal ([`keys`]), the servers list ([`fleet`]) and safe
 //! delete with a grace period ([`deletion`]), and the commands that install an
-//! agent ([`install`]).
+//! agent ([`install`]), and what agents report of their version and
+//! self-updates ([`updates`]).
 //!
 //! An agent is recognised on the gateway only by the SHA-256 fingerprint of the
 //! certificate this control plane issued to it, and never once it is revoked.
@@ -15,6 +16,7 @@ pub mod install;
 mod keys;
 pub(crate) mod session;
 mod tokens;
+pub mod updates;
 
 pub(crate) use fleet::revoke;
 pub use fleet::{get, list, summary};

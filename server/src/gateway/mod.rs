@@ -26,7 +26,7 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use channel::api::{
     EnrolRequest, EnrolResponse, KeysRequest, KeysResponse, MetricsBatch, PollRequest,
@@ -59,6 +59,8 @@ pub struct GatewayState {
     /// The trusted-proxy option: header name and the proxies allowed to set it.
     pub proxy: Option<Arc<ProxyTrust>>,
     pub poll_timeout: Duration,
+    /// The signed agent releases (`crate::install`), for self-updates.
+    pub releases: std::path::PathBuf,
 }
 
 /// A gateway error: a status and a reason, never a secret.
@@ -249,16 +251,48 @@ async fn output(
     Ok(Json(channel::api::OutputResponse { cancel }))
 }
 
+/// The binary of the release offered for `platform`, to an authenticated
+/// agent. The agent checks it against the release manifest it was sent and
+/// the release key it pinned.
+async fn release(
+    State(state): State<GatewayState>,
+    AgentAuth(_session): AgentAuth,
+    axum::extract::Path(platform): axum::extract::Path<String>,
+) -> Result<Response, GatewayError> {
+    if !channel::release::valid_platform(&platform) {
+        return Err(GatewayError(
+            StatusCode::BAD_REQUEST,
+            "the platform is <arch>-<os>, such as x86_64-linux".into(),
+        ));
+    }
+    let path = state.releases.join(&platform).join(crate::install::BINARY);
+    crate::install::stream_file(&path).await.ok_or_else(|| {
+        GatewayError(
+            StatusCode::NOT_FOUND,
+            format!("this control plane has no agent release for {platform}"),
+        )
+    })
+}
+
 async fn capabilities(
     State(state): State<GatewayState>,
     AgentAuth(session): AgentAuth,
     Json(req): Json<channel::api::CapabilitiesRequest>,
 ) -> Result<StatusCode, GatewayError> {
+    let now = Timestamp::now();
     control::operations::settings::record_capabilities(
         &state.store,
         &session,
         &req.capabilities,
-        Timestamp::now(),
+        now,
+    )
+    .await?;
+    control::agents::updates::record_version(
+        &state.store,
+        &session,
+        req.agent_version.as_deref(),
+        req.update.as_ref(),
+        now,
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -275,5 +309,6 @@ pub fn routes(state: GatewayState) -> Router {
         .route("/agent/v1/token", post(token))
         .route("/agent/v1/poll", post(poll))
         .route("/agent/v1/result", post(result))
+        .route("/agent/v1/release/{platform}", get(release))
         .with_state(state)
 }

@@ -1,0 +1,168 @@
+//! The server page's Agent card: the agent version the server runs, the
+//! newest signed release this control plane holds, the release key's
+//! fingerprint, and "Update agent" for Owners and Admins. The control plane
+//! only offers a release; the agent checks it against the release key it
+//! pinned at install and keeps running its version when the check fails.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::pages::me;
+use crate::ui::{ErrorPanel, FormError};
+use crate::AppError;
+
+/// What the Agent card shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentReleaseView {
+    /// The version the agent last reported.
+    pub running: String,
+    /// The platform releases are offered for.
+    pub platform: String,
+    /// The version of the release this control plane holds, if any.
+    pub available: Option<String>,
+    /// `SHA256:...` of the release key the release verified with.
+    pub key_fingerprint: Option<String>,
+    /// Why the release held here would not install, if it would not.
+    pub problem: Option<String>,
+}
+
+#[cfg(feature = "ssr")]
+fn agent_id(id: &str) -> Result<control::AgentId, AppError> {
+    control::AgentId::parse(id).ok_or_else(|| AppError::NotFound("No such server.".into()))
+}
+
+#[cfg(feature = "ssr")]
+async fn read_release(
+    dir: std::path::PathBuf,
+    check_binary: bool,
+) -> Result<Option<control::agents::install::AvailableRelease>, String> {
+    control::agents::install::read_release_blocking(
+        dir,
+        control::agents::install::DEFAULT_PLATFORM,
+        check_binary,
+    )
+    .await
+}
+
+#[server(endpoint = "agent-release")]
+pub async fn agent_release(id: String) -> Result<AgentReleaseView, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    let server = control::agents::get(&auth, &agent_id(&id)?, cx.now).await?;
+    let (available, key_fingerprint, problem) =
+        match read_release(cx.state.agent_releases.clone(), false).await {
+            Ok(Some(r)) => (Some(r.manifest.version), Some(r.key_fingerprint), None),
+            Ok(None) => (None, None, None),
+            Err(e) => (None, None, Some(e)),
+        };
+    Ok(AgentReleaseView {
+        running: server.agent_version,
+        platform: control::agents::install::DEFAULT_PLATFORM.to_string(),
+        available,
+        key_fingerprint,
+        problem,
+    })
+}
+
+/// Offers the release this control plane holds to one server's agent;
+/// returns the command's id.
+#[server(endpoint = "update-agent")]
+pub async fn update_agent(id: String, allow_downgrade: Option<String>) -> Result<String, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth =
+        actor.authorize_on::<control::agents::ManageAgents>(&crate::ops_api::agent_target(&id))?;
+    let agent = agent_id(&id)?;
+    let release = match read_release(cx.state.agent_releases.clone(), true).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Err(AppError::Conflict(format!(
+                "This control plane holds no agent release for {}: sign one into its releases directory first (`pilothouse release sign`).",
+                control::agents::install::DEFAULT_PLATFORM
+            )))
+        }
+        Err(e) => {
+            return Err(AppError::Conflict(format!(
+                "The agent release held here would not install: {e}"
+            )))
+        }
+    };
+    let downgrade = matches!(allow_downgrade.as_deref(), Some("on" | "true"));
+    let command = cx
+        .state
+        .delivery
+        .offer_update(&auth, &agent, &release.manifest, downgrade, cx.now)
+        .await?;
+    Ok(command.0)
+}
+
+#[component]
+pub fn AgentUpdate(tick: ReadSignal<u32>) -> impl IntoView {
+    let params = leptos_router::hooks::use_params_map();
+    let id = move || params.with(|p| p.get("id").unwrap_or_default());
+    let update = ServerAction::<UpdateAgent>::new();
+    let info = Resource::new(
+        move || (id(), tick.get(), update.version().get()),
+        |(id, ..)| agent_release(id),
+    );
+    let can_manage = me().0.org.role.manages_members();
+    view! {
+        <section class="card mt-6" data-testid="agent-card">
+            <h2 class="mb-4 text-lg font-semibold">"Agent"</h2>
+            <Suspense fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match info.await {
+                        Ok(r) => view! { <ReleaseInfo r update can_manage id=id() /> }.into_any(),
+                        Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+#[component]
+fn ReleaseInfo(
+    r: AgentReleaseView,
+    update: ServerAction<UpdateAgent>,
+    can_manage: bool,
+    id: String,
+) -> impl IntoView {
+    let offer = r.available.clone().filter(|v| *v != r.running);
+    view! {
+        <dl class="grid gap-4 md:grid-cols-3">
+            <div>
+                <dt class="text-xs font-semibold uppercase tracking-wide text-slate-500">"Agent version"</dt>
+                <dd class="mt-0.5 font-mono text-sm" data-testid="agent-version">{r.running.clone()}</dd>
+            </div>
+            <div>
+                <dt class="text-xs font-semibold uppercase tracking-wide text-slate-500">{format!("Latest release ({})", r.platform)}</dt>
+                <dd class="mt-0.5 font-mono text-sm" data-testid="release-version">{r.available.clone().unwrap_or_else(|| "none held here".into())}</dd>
+            </div>
+            <div>
+                <dt class="text-xs font-semibold uppercase tracking-wide text-slate-500">"Release key"</dt>
+                <dd class="mt-0.5 break-all font-mono text-sm" data-testid="release-key-fingerprint">{r.key_fingerprint.clone().unwrap_or_else(|| "none".into())}</dd>
+            </div>
+        </dl>
+        {r.problem.clone().map(|p| view! {
+            <p class="mt-3 text-sm text-red-700" data-testid="release-problem">{format!("The release held here would not install: {p}")}</p>
+        })}
+        {match (can_manage, offer) {
+            (true, Some(v)) => view! {
+                <ActionForm action=update attr:class="mt-4">
+                    <input type="hidden" name="id" value=id />
+                    <button class="btn-primary" type="submit" data-testid="update-agent">{format!("Update agent to {v}")}</button>
+                </ActionForm>
+            }.into_any(),
+            (true, None) => view! { <p class="mt-4 text-sm text-slate-500">"The agent runs the release held here, or none is held."</p> }.into_any(),
+            (false, _) => view! { <p class="mt-4 text-sm text-slate-500">"Only Owners and Admins can update the agent."</p> }.into_any(),
+        }}
+        <div class="mt-2">
+            <FormError action=update />
+            {move || update.value().get().and_then(Result::ok).map(|c| view! {
+                <p class="text-sm text-slate-600" data-testid="update-queued">{format!("Update offered ({c}). The agent checks the release signature, switches and reports its new version.")}</p>
+            })}
+        </div>
+    }
+}
