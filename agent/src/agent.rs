@@ -1,7 +1,12 @@
 //! The command side of a running agent: open what the control plane delivers,
 //! check it against the local policy, execute it once, seal and sign the result,
 //! and deliver the result until the control plane accepts it. Also key rotation,
-//! post-quantum activation and certificate renewal, which change the agent's keys.
+//! post-quantum activation and certificate renewal, which change the agent's keys,
+//! and `update_agent` ([`crate::update`]): once a verified release is staged and
+//! the result delivered, [`Agent::restart_due`] tells the loop to end the process.
+//! A launched version still on trial is marked stable after a successful round
+//! once it has run long enough, and the capabilities declaration carries the
+//! running version and the pending self-update report.
 //!
 //! Invariants:
 //! - A command runs only after [`channel::open_command`] (or, while the agent has no
@@ -27,16 +32,17 @@ use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::pki::{self, TlsIdentity};
 use crate::state::{self, AgentRecord, Keys, StateDir, StateError, StatusFile};
+use crate::update::{self, UpdateError};
 use crate::x509::{format_utc, CertInfo};
 use crate::AgentError;
-use channel::api::{kinds, DeliveredCommand, KeysRequest, KeysResponse};
+use channel::api::{kinds, CapabilitiesRequest, DeliveredCommand, KeysRequest, KeysResponse};
 use channel::{
     ChannelError, KemSecretKey, KeyRegistration, OpenedCommand, ReplayGuard, ReplayKind,
     ResultHeader, ResultStatus, SealedResult, SigningKey,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most results kept while the control plane does not accept them.
 pub const MAX_PENDING_RESULTS: usize = 64;
@@ -128,12 +134,27 @@ pub struct Agent {
     ignored: VecDeque<String>,
     renew_retry_after_ms: i64,
     capabilities_sent: bool,
+    binary: update::Binary,
+    /// Set while a launched version is not yet stable.
+    trial: Option<update::Trial>,
+    /// An update is staged: end the process once its result is delivered.
+    restart_requested: bool,
 }
 
 impl Agent {
     /// Loads a registered agent from `dir` (checked, locked and recovered by the
-    /// caller) and builds its mTLS client.
+    /// caller) and builds its mTLS client. The running binary is described by
+    /// the launcher's environment ([`update::Binary::from_env`]).
     pub fn load(dir: StateDir, config: Config) -> Result<Self, AgentError> {
+        Self::load_as(dir, config, update::Binary::from_env())
+    }
+
+    /// [`load`](Self::load) for a given running binary.
+    pub fn load_as(
+        dir: StateDir,
+        config: Config,
+        binary: update::Binary,
+    ) -> Result<Self, AgentError> {
         let record = dir.load_record()?;
         let keys = dir.load_keys(&record)?;
         let cert = CertInfo::from_pem(&keys.tls_cert_pem).map_err(|r| StateError::Corrupt {
@@ -159,6 +180,12 @@ impl Agent {
         )?;
         let gateway = Gateway::new(&record.server_url, tls)?;
         gateway.set_saved_contact(status_saved.last_contact);
+        let trial = update::Trial::begin(
+            &dir,
+            &binary,
+            Duration::from_secs(config.update_stable_after_secs),
+            Instant::now(),
+        );
         let mut agent = Self {
             dir,
             record,
@@ -172,6 +199,9 @@ impl Agent {
             ignored: VecDeque::new(),
             renew_retry_after_ms: 0,
             capabilities_sent: false,
+            binary,
+            trial,
+            restart_requested: false,
         };
         agent.recover_in_flight()?;
         Ok(agent)
@@ -202,6 +232,23 @@ impl Agent {
         &self.cert
     }
 
+    /// The binary this process runs, and the version it reports.
+    pub fn binary(&self) -> &update::Binary {
+        &self.binary
+    }
+
+    /// Whether this process runs a launched version not yet marked stable.
+    pub fn on_trial(&self) -> bool {
+        self.trial.is_some()
+    }
+
+    /// An update is staged and its result delivered (or refused by the control
+    /// plane): the process should end so that systemd starts it again and the
+    /// launcher starts the new binary.
+    pub fn restart_due(&self) -> bool {
+        self.restart_requested && self.pending.is_empty()
+    }
+
     /// How many commands this process has executed (refusals included).
     pub fn executions(&self) -> u64 {
         self.executions
@@ -216,6 +263,9 @@ impl Agent {
     /// sequence order, delivering each result before the next command runs (so
     /// that no result is left signed by a key a later `rotate_keys` replaced). If a
     /// delivery fails the round ends there; the remaining commands come again.
+    /// Once an update is staged no further command runs here (the new version
+    /// gets them), and no poll is made once [`restart_due`](Self::restart_due).
+    /// A successful round may mark a version on trial stable.
     pub async fn poll_once(&mut self) -> Result<PollOutcome, AgentError> {
         if !self.capabilities_sent {
             self.send_capabilities().await?;
@@ -224,6 +274,9 @@ impl Agent {
             results_sent: self.report_pending().await?,
             ..PollOutcome::default()
         };
+        if self.restart_due() {
+            return Ok(outcome);
+        }
         let mut answer = self.gateway.poll(self.config.poll_wait_secs).await?;
         answer.commands.sort_by_key(|c| c.header().sequence);
         outcome.delivered = answer.commands.len();
@@ -234,18 +287,57 @@ impl Agent {
                 Handled::Ignored { .. } => outcome.ignored += 1,
             }
             outcome.results_sent += self.report_pending().await?;
+            if self.restart_requested {
+                break;
+            }
         }
+        self.settle_trial(Instant::now())?;
         self.save_status_if_due()?;
         Ok(outcome)
     }
 
-    /// Declares what this agent's config lets it run (once per start; the
-    /// control plane stores it when it changed).
+    /// Declares what this agent's config lets it run, the version it runs and
+    /// the pending self-update report, if any (once per start and after a
+    /// version was marked stable; the control plane stores it when it changed).
+    /// The report is deleted once the control plane accepted it; one it refuses
+    /// outright is dropped, so that it cannot block the declaration.
     pub async fn send_capabilities(&mut self) -> Result<(), AgentError> {
-        let caps = self.config.operations.capabilities(self.config.production);
-        self.gateway.post_capabilities(&caps).await?;
+        let mut request = CapabilitiesRequest {
+            capabilities: self.config.operations.capabilities(self.config.production),
+            agent_version: Some(self.binary.version.clone()),
+            update: update::pending_report(&self.dir),
+        };
+        let had_report = request.update.is_some();
+        match self.gateway.post_capabilities(&request).await {
+            Ok(()) => {}
+            Err(e) if e.is_rejection() && had_report => {
+                tracing::error!(error = %e, "the control plane refused the self-update report: dropping it");
+                request.update = None;
+                self.gateway.post_capabilities(&request).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if had_report {
+            update::clear_report(&self.dir)?;
+        }
         self.capabilities_sent = true;
         Ok(())
+    }
+
+    /// Marks a version on trial stable once it has run long enough; called after
+    /// a successful round. Its report goes out with the next declaration (at the
+    /// start of the next round, and at every start until accepted).
+    pub fn settle_trial(&mut self, now: Instant) -> Result<bool, AgentError> {
+        let due = self.trial.is_some_and(|t| t.due(now));
+        // A staged update removed the stable mark for the *next* binary.
+        if !due || self.restart_requested {
+            return Ok(false);
+        }
+        update::mark_stable(&self.dir, &self.binary)?;
+        self.trial = None;
+        self.capabilities_sent = false;
+        tracing::info!(version = %self.binary.version, "the updated agent ran healthy: marked stable");
+        Ok(true)
     }
 
     fn open(&self, delivered: &DeliveredCommand, now_ms: i64) -> Result<OpenedCommand, OpenError> {
@@ -543,18 +635,51 @@ impl Agent {
             kinds::PING => Ok("pong".to_string()),
             kinds::ROTATE_KEYS => self.rotate_keys(now_ms).await,
             kinds::REGISTER_PQC_KEY => self.register_pqc_key(now_ms).await,
+            kinds::UPDATE_AGENT => self.update_agent(payload).await,
             other => Err(AgentError::Failed(format!(
                 "this agent version ({}) does not know command kind `{other}`",
-                crate::VERSION
+                self.binary.version
             ))),
         };
         match outcome {
             Ok(out) => (ResultStatus::Succeeded, out),
+            Err(AgentError::Update(e)) if e.is_refusal() => {
+                tracing::warn!(kind = %cmd.header().kind, error = %e, "command refused");
+                (ResultStatus::Refused, e.to_string())
+            }
             Err(e) => {
                 tracing::warn!(kind = %cmd.header().kind, error = %e, "command failed");
                 (ResultStatus::Failed, e.to_string())
             }
         }
+    }
+
+    /// `update_agent`: verify and stage the release (see [`update::apply`]), then
+    /// end the process once the result is delivered. Refused while this version
+    /// is itself on trial: it would become the version to revert to.
+    async fn update_agent(&mut self, payload: &[u8]) -> Result<String, AgentError> {
+        let args: channel::api::UpdateAgentArgs =
+            serde_json::from_slice(payload).map_err(|e| UpdateError::Arguments(e.to_string()))?;
+        if let Some(trial) = &self.trial {
+            return Err(UpdateError::OnTrial {
+                version: self.binary.version.clone(),
+                after_secs: trial.after().as_secs(),
+            }
+            .into());
+        }
+        let gateway = self.gateway.clone();
+        let message = update::apply(
+            &self.dir,
+            &args,
+            &self.config.release_key,
+            &self.binary,
+            &update::running_exe(),
+            |platform| async move { gateway.download_release(&platform).await },
+        )
+        .await?;
+        self.restart_requested = true;
+        tracing::info!("{message}");
+        Ok(message)
     }
 
     /// Posts stored results, oldest first. A result the control plane rejects

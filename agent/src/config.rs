@@ -4,8 +4,10 @@
 //! ```toml
 //! poll_wait_secs = 25          # how long a long-poll may be held
 //! metrics_interval_secs = 60   # how often a metrics sample is taken
-//! allow = ["ping", "rotate_keys", "register_pqc_key"]   # the control plane's own kinds this host runs
+//! allow = ["ping", "rotate_keys", "register_pqc_key", "update_agent"]   # the control plane's own kinds this host runs
 //! production = false           # true: refuse every operation the AI Pilot proposed
+//! release_key = "/etc/pilothouse/release-key.pem"   # the pinned key releases must be signed with
+//! update_stable_after_secs = 60   # how long a new version runs healthy before it is kept
 //!
 //! [operations]                 # catalogued operations and what they run here (see `ops`)
 //! restart_service = ["systemctl", "restart", "{unit}"]
@@ -13,7 +15,9 @@
 //! ```
 //!
 //! Catalogued operations (`restart_service`, ...) run only when `[operations]`
-//! configures them; `allow` covers the control plane's own kinds.
+//! configures them; `allow` covers the control plane's own kinds. `update_agent`
+//! is allowed by default but installs only releases signed with `release_key`
+//! (see [`crate::update`]): without that file every update is refused.
 //!
 //! Every key is optional. Invariant: a loaded [`Config`] has values in range; an
 //! unknown key is an error (a typo must not silently widen or narrow the policy).
@@ -25,6 +29,8 @@ use std::path::{Path, PathBuf};
 
 /// Where `run` looks when `--config` is not given (a missing file is fine there).
 pub const DEFAULT_CONFIG: &str = "/etc/pilothouse/agent.toml";
+/// Where the install script pins the release public key.
+pub const DEFAULT_RELEASE_KEY: &str = "/etc/pilothouse/release-key.pem";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -48,6 +54,12 @@ pub struct Config {
     /// A production host refuses every operation the AI Pilot proposed.
     pub production: bool,
     pub operations: crate::ops::OpsConfig,
+    /// The release public key (SubjectPublicKeyInfo PEM) every update must be
+    /// signed with.
+    pub release_key: PathBuf,
+    /// How long a new version must run, polling successfully, before it is
+    /// marked stable (a restart before that reverts it).
+    pub update_stable_after_secs: u64,
 }
 
 impl Default for Config {
@@ -55,12 +67,19 @@ impl Default for Config {
         Self {
             poll_wait_secs: 25,
             metrics_interval_secs: 60,
-            allow: [kinds::PING, kinds::ROTATE_KEYS, kinds::REGISTER_PQC_KEY]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            allow: [
+                kinds::PING,
+                kinds::ROTATE_KEYS,
+                kinds::REGISTER_PQC_KEY,
+                kinds::UPDATE_AGENT,
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
             production: false,
             operations: crate::ops::OpsConfig::default(),
+            release_key: PathBuf::from(DEFAULT_RELEASE_KEY),
+            update_stable_after_secs: 60,
         }
     }
 }
@@ -104,6 +123,11 @@ impl Config {
                 "metrics_interval_secs must be between 1 and 3600".into(),
             ));
         }
+        if !(1..=3600).contains(&config.update_stable_after_secs) {
+            return Err(invalid(
+                "update_stable_after_secs must be between 1 and 3600".into(),
+            ));
+        }
         if let Some(bad) = config.allow.iter().find(|k| !valid_kind(k)) {
             return Err(invalid(format!("`{bad}` in allow is not a command kind")));
         }
@@ -132,10 +156,42 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c, Config::default());
         assert!(c.allows("ping") && c.allows("rotate_keys") && c.allows("register_pqc_key"));
+        assert!(c.allows("update_agent"));
+        assert_eq!(c.release_key, Path::new("/etc/pilothouse/release-key.pem"));
+        assert_eq!(c.update_stable_after_secs, 60);
         let c = parse("metrics_interval_secs = 30\nallow = [\"ping\"]").unwrap();
         assert_eq!(c.metrics_interval_secs, 30);
         assert_eq!(c.poll_wait_secs, 25);
         assert!(!c.allows("rotate_keys"));
+        assert!(!c.allows("update_agent"));
+    }
+
+    #[test]
+    fn the_update_keys_are_read_and_range_checked() {
+        let c =
+            parse("release_key = \"/opt/keys/release.pem\"\nupdate_stable_after_secs = 1").unwrap();
+        assert_eq!(c.release_key, Path::new("/opt/keys/release.pem"));
+        assert_eq!(c.update_stable_after_secs, 1);
+        assert_eq!(
+            parse("update_stable_after_secs = 3600")
+                .unwrap()
+                .update_stable_after_secs,
+            3600
+        );
+        for bad in [
+            "update_stable_after_secs = 0",
+            "update_stable_after_secs = 3601",
+            "update_stable_after_secs = -1",
+            "release_key = 5",
+            "release_keys = \"/x\"",
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("agent.toml"), "{bad}: {err}");
+        }
+        let err = parse("update_stable_after_secs = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("between 1 and 3600"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum AgentError {
     Pki(#[from] PkiError),
     #[error("cannot build or check a channel message: {0}")]
     Channel(#[from] channel::ChannelError),
+    #[error(transparent)]
+    Update(#[from] crate::update::UpdateError),
     /// Anything else, already phrased for the operator.
     #[error("{0}")]
     Failed(String),

@@ -2,7 +2,8 @@
 //!
 //! Owns the reqwest client (built on a preconfigured rustls configuration from
 //! [`crate::pki`]), the short-lived JWT and its refresh, response size limits, and
-//! the translation of failures into sentences an operator can act on.
+//! the translation of failures into sentences an operator can act on. Every call
+//! is a JSON `POST`, except the release download (`GET`, raw bytes).
 //!
 //! Invariants: the JWT is refreshed before it expires and, after a 401 from any
 //! endpoint, once more before the request is retried a single time; the JWT is never
@@ -13,7 +14,8 @@
 use channel::api::MetricSample;
 use channel::api::{
     EnrolRequest, EnrolResponse, KeysRequest, KeysResponse, MetricsBatch, PollRequest,
-    PollResponse, RenewRequest, RenewResponse, ResultRequest, TokenResponse,
+    PollResponse, RenewRequest, RenewResponse, ResultRequest, TokenResponse, MAX_RELEASE_BYTES,
+    RELEASE_DOWNLOAD_PREFIX,
 };
 use channel::SealedResult;
 use serde::de::DeserializeOwned;
@@ -34,6 +36,8 @@ const TOKEN_MARGIN: Duration = Duration::from_secs(30);
 const MAX_POLL_BODY: usize = 8 << 20;
 /// Largest answer of any other endpoint.
 const MAX_BODY: usize = 256 << 10;
+/// A release download may take this long (up to 64 MiB on a slow link).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Longest server error reason shown to the operator.
 const MAX_REASON_CHARS: usize = 300;
 
@@ -147,7 +151,10 @@ struct ErrorBody {
 }
 
 async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
+    // Sized once from the announced length (never past the limit): a large
+    // download then needs no reallocations and no twice-the-size peak.
+    let announced = resp.content_length().unwrap_or(0);
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(limit).min(limit));
     while let Some(chunk) = resp.chunk().await.map_err(|e| chain(&e.without_url()))? {
         if body.len() + chunk.len() > limit {
             return Err(format!("answer larger than {limit} bytes"));
@@ -165,7 +172,7 @@ fn decode<T: DeserializeOwned>(path: &'static str, body: &[u8]) -> Result<T, Gat
     })
 }
 
-/// Sends one request and returns the body of a 2xx answer.
+/// Sends one `POST` and returns the body of a 2xx answer.
 async fn send(
     client: &reqwest::Client,
     url: &str,
@@ -174,7 +181,30 @@ async fn send(
     timeout: Duration,
     limit: usize,
 ) -> Result<Vec<u8>, GatewayError> {
-    let mut req = client.post(url).timeout(timeout);
+    send_as(
+        reqwest::Method::POST,
+        client,
+        url,
+        bearer,
+        body,
+        timeout,
+        limit,
+    )
+    .await
+}
+
+/// [`send`] with any method. An error's reason is the server's `{"error": ...}`,
+/// else its plain-text body, else the status's name.
+async fn send_as(
+    method: reqwest::Method,
+    client: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+    limit: usize,
+) -> Result<Vec<u8>, GatewayError> {
+    let mut req = client.request(method, url).timeout(timeout);
     if let Some(t) = bearer {
         req = req.bearer_auth(t);
     }
@@ -193,16 +223,26 @@ async fn send(
         .await
         .map_err(|e| unreachable(chain(&e.without_url())))?;
     let status = resp.status();
+    let plain_text = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
     let body = read_limited(resp, limit).await.map_err(unreachable)?;
     if status.is_success() {
         return Ok(body);
     }
+    let text = std::str::from_utf8(&body).ok().map(str::trim);
     let reason = match serde_json::from_slice::<ErrorBody>(&body) {
         Ok(b) => sanitize(&b.error),
-        Err(_) => status
-            .canonical_reason()
-            .unwrap_or("no reason given")
-            .to_string(),
+        Err(_) => match text {
+            // The release route answers a missing release in plain text.
+            Some(t) if plain_text && !t.is_empty() => sanitize(t),
+            _ => status
+                .canonical_reason()
+                .unwrap_or("no reason given")
+                .to_string(),
+        },
     };
     Err(GatewayError::Refused {
         status: status.as_u16(),
@@ -362,7 +402,7 @@ impl Gateway {
         }
     }
 
-    /// One authenticated call; on 401 the token is refreshed and the call retried once.
+    /// One authenticated `POST`; on 401 the token is refreshed and the call retried once.
     async fn call(
         &self,
         path: &'static str,
@@ -370,13 +410,27 @@ impl Gateway {
         timeout: Duration,
         limit: usize,
     ) -> Result<Vec<u8>, GatewayError> {
+        self.call_as(reqwest::Method::POST, path, Some(body), timeout, limit)
+            .await
+    }
+
+    /// [`call`](Self::call) with any method, body or none.
+    async fn call_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<Vec<u8>, GatewayError> {
         let url = self.url(path);
         let token = self.bearer().await?;
-        let first = send(
+        let first = send_as(
+            method.clone(),
             &self.client(),
             &url,
             Some(&token),
-            Some(body.clone()),
+            body.clone(),
             timeout,
             limit,
         )
@@ -386,11 +440,12 @@ impl Gateway {
                 tracing::debug!(path, "token refused, refreshing");
                 self.inner.borrow_mut().jwt = None;
                 let token = self.refresh_token().await?;
-                send(
+                send_as(
+                    method,
                     &self.client(),
                     &url,
                     Some(&token),
-                    Some(body),
+                    body,
                     timeout,
                     limit,
                 )
@@ -457,22 +512,31 @@ impl Gateway {
         decode(PATH, &body)
     }
 
-    /// `POST /agent/v1/capabilities`.
+    /// `POST /agent/v1/capabilities`: what the agent may run, the version it
+    /// runs and, once, what became of its last self-update.
     pub async fn post_capabilities(
         &self,
-        capabilities: &channel::ops::Capabilities,
+        request: &channel::api::CapabilitiesRequest,
     ) -> Result<(), GatewayError> {
         const PATH: &str = "/agent/v1/capabilities";
-        let body = to_json(
-            PATH,
-            &channel::api::CapabilitiesRequest {
-                capabilities: capabilities.clone(),
-                agent_version: None,
-                update: None,
-            },
-        )?;
+        let body = to_json(PATH, request)?;
         self.call(PATH, body, REQUEST_TIMEOUT, MAX_BODY).await?;
         Ok(())
+    }
+
+    /// `GET /agent/v1/release/{platform}`: the agent binary the control plane
+    /// offers for `platform`, at most [`MAX_RELEASE_BYTES`] bytes. Unchecked:
+    /// the caller verifies it against the release manifest.
+    pub async fn download_release(&self, platform: &str) -> Result<Vec<u8>, GatewayError> {
+        if !channel::release::valid_platform(platform) {
+            return Err(GatewayError::Client(format!(
+                "{platform:?} is not a platform name"
+            )));
+        }
+        let path = format!("{RELEASE_DOWNLOAD_PREFIX}{platform}");
+        let limit = usize::try_from(MAX_RELEASE_BYTES).unwrap_or(usize::MAX);
+        self.call_as(reqwest::Method::GET, &path, None, RELEASE_TIMEOUT, limit)
+            .await
     }
 
     /// `POST /agent/v1/keys`.

@@ -18,6 +18,7 @@
 //! - [`sandbox`]: running one task with limits, a scrubbed environment and a timeout.
 //! - [`vault`]: the local vault and `vault://local/NAME` references.
 //! - [`redact`]: removing secrets from task output, as a stream.
+//! - [`update`]: signed self-update, the launcher and crash-loop rollback.
 //!
 //! The protocol and its cryptography live in the `channel` crate; this crate adds
 //! transport, storage and policy.
@@ -37,12 +38,14 @@ pub mod sandbox;
 pub mod state;
 pub mod status;
 pub mod token;
+pub mod update;
 pub mod vault;
 pub mod x509;
 
 pub use error::AgentError;
 
-/// The agent's version, sent at enrolment.
+/// This build's version, sent at enrolment. A binary the launcher started
+/// reports its release version instead ([`update::Binary`]).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Wall-clock time as Unix milliseconds (0 if the clock is before 1970).

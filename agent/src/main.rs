@@ -1,9 +1,11 @@
 //! `pilothouse-agent`: the process that runs on each managed server.
 //!
-//! Owns the command line, logging set-up, the current-thread runtime and the exit
-//! codes: 0 on success, 2 for bad usage (clap's own errors, a malformed token or
-//! server URL) and for a CA pin mismatch, 1 for every other failure. Errors are
-//! printed as one sentence on stderr.
+//! Owns the command line, logging set-up, where the self-update launcher runs (the
+//! first thing `run` does, before any runtime or lock), the current-thread runtime
+//! and the exit codes: 0 on success (and when `run` ends for a self-update), 2 for
+//! bad usage (clap's own errors, a malformed token or server URL) and for a CA pin
+//! mismatch, 1 for every other failure. Errors are printed as one sentence on
+//! stderr.
 
 use agent::register::{register, RegisterOptions};
 use agent::AgentError;
@@ -168,6 +170,8 @@ fn main() -> ExitCode {
         })
         }
         Command::Run { state_dir, config } => {
+            // Execs the self-updated binary if there is one; returns to run here.
+            agent::update::launch(&state_dir);
             block_on(agent::run::run(&state_dir, config.as_deref())).and_then(|r| r)
         }
         Command::Status { state_dir } => {

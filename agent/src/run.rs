@@ -3,9 +3,13 @@
 //! errors) and the metrics loop ([`MetricsTask::collect_sample`] and
 //! [`MetricsTask::flush_metrics`] every interval).
 //!
+//! The launcher ([`crate::update::launch`]) runs before all of this, from `main`.
+//!
 //! Invariant: the loops only sleep, back off and log; every decision is in
-//! [`crate::agent`] and [`crate::metrics`]. Nothing after start-up ends the process:
-//! an unreachable or restarted control plane, a refused request or a full disk are
+//! [`crate::agent`] and [`crate::metrics`]. Nothing after start-up ends the process
+//! except a staged self-update ([`Agent::restart_due`]), which ends it with status
+//! 0 once its result was delivered, for systemd to start the new binary. An
+//! unreachable or restarted control plane, a refused request or a full disk are
 //! logged and retried with jittered exponential backoff (base 1 s, cap 30 s).
 
 use crate::agent::Agent;
@@ -87,6 +91,13 @@ impl MetricsTask {
             })
             .await;
         crate::agent::save_status_if_due(&self.dir, &self.gateway)?;
+        self.save_backlog()?;
+        result?;
+        Ok(sent)
+    }
+
+    /// Writes the backlog to `metrics-backlog.json` (removes it when empty).
+    pub fn save_backlog(&mut self) -> Result<(), StateError> {
         if self.backlog.is_empty() {
             if self.persisted {
                 self.dir.commit(&[], &[state::METRICS_BACKLOG])?;
@@ -97,8 +108,7 @@ impl MetricsTask {
                 .write_json(state::METRICS_BACKLOG, &self.backlog.to_vec())?;
             self.persisted = true;
         }
-        result?;
-        Ok(sent)
+        Ok(())
     }
 }
 
@@ -110,14 +120,24 @@ pub struct Running {
     pub config: Config,
 }
 
-/// Checks, locks, recovers and loads the state directory.
+/// Checks, locks, recovers and loads the state directory, for the binary the
+/// launcher's environment describes.
 pub fn start(state_dir: &Path, config: Config) -> Result<Running, AgentError> {
+    start_as(state_dir, config, crate::update::Binary::from_env())
+}
+
+/// [`start`] for a given running binary.
+pub fn start_as(
+    state_dir: &Path,
+    config: Config,
+    binary: crate::update::Binary,
+) -> Result<Running, AgentError> {
     let dir = StateDir::new(state_dir);
     dir.ensure_registered()?;
     dir.check_permissions()?;
     let lock = dir.lock()?;
     dir.recover()?;
-    let agent = Agent::load(dir.clone(), config.clone())?;
+    let agent = Agent::load_as(dir.clone(), config.clone(), binary)?;
     let metrics = MetricsTask::load(dir, agent.gateway().clone())?;
     Ok(Running {
         _lock: lock,
@@ -127,7 +147,8 @@ pub fn start(state_dir: &Path, config: Config) -> Result<Running, AgentError> {
     })
 }
 
-/// `pilothouse-agent run`. Returns only on a start-up error.
+/// `pilothouse-agent run`. Returns an error only at start-up, and `Ok` once a
+/// staged self-update's result was delivered (the process then exits 0).
 pub async fn run(state_dir: &Path, config_path: Option<&Path>) -> Result<(), AgentError> {
     let config = Config::load(config_path)?;
     let Running {
@@ -141,6 +162,8 @@ pub async fn run(state_dir: &Path, config_path: Option<&Path>) -> Result<(), Age
         agent_id = %record.agent_id,
         server = %record.server_url,
         pqc = crate::pqc_state(agent.has_kem_key()),
+        version = %agent.binary().version,
+        on_trial = agent.on_trial(),
         "agent started"
     );
     let cert = agent.certificate();
@@ -151,10 +174,15 @@ pub async fn run(state_dir: &Path, config_path: Option<&Path>) -> Result<(), Age
         );
     }
     let interval = Duration::from_secs(config.metrics_interval_secs);
-    tokio::join!(
-        command_loop(&mut agent),
-        metrics_loop(&mut metrics, interval, &config.operations)
-    );
+    // The metrics loop never ends; the command loop ends for a restart.
+    tokio::select! {
+        () = command_loop(&mut agent) => {}
+        () = metrics_loop(&mut metrics, interval, &config.operations) => {}
+    }
+    if let Err(e) = metrics.save_backlog() {
+        tracing::warn!(error = %e, "cannot keep the metrics backlog");
+    }
+    tracing::info!("ending the process for the self-update; systemd starts it again");
     Ok(())
 }
 
@@ -167,7 +195,8 @@ fn log_failure(what: &str, failures: u32, error: &AgentError, retry_in: Duration
 }
 
 /// Renew when due, poll, handle; back off on errors and on answers that only
-/// carried commands the agent will not answer.
+/// carried commands the agent will not answer. Returns once a staged
+/// self-update's result was delivered ([`Agent::restart_due`]).
 pub async fn command_loop(agent: &mut Agent) {
     let mut backoff = Backoff::standard();
     let mut failing = false;
@@ -181,6 +210,9 @@ pub async fn command_loop(agent: &mut Agent) {
                 if failing {
                     tracing::info!("control plane reachable again");
                     failing = false;
+                }
+                if agent.restart_due() {
+                    return;
                 }
                 if outcome.only_ignored() {
                     // The same unanswerable commands would come back at once.

@@ -1,7 +1,8 @@
 //! The agent's state directory: its keys, its registration, its replay journal and
 //! its buffers, and how they are written.
 //!
-//! Layout (directory mode 0700, every file 0600):
+//! Layout (directory mode 0700, every file 0600; `bin/` is the one subdirectory,
+//! 0700, its binaries 0700):
 //!
 //! | file | content |
 //! |---|---|
@@ -14,15 +15,18 @@
 //! | `pending-results.json` | sealed results the control plane has not yet accepted |
 //! | `metrics-backlog.json` | samples not yet uploaded |
 //! | `status.json` | last contact with the control plane |
+//! | `update-report.json` | what became of the last self-update, until the control plane took it |
 //! | `agent.lock` | held while a process uses the directory |
+//! | `bin/` | the self-updated agent binary and its launcher's files, see [`crate::update`] |
 //!
 //! Invariants: files are created with mode 0600 (never widened afterwards) and
 //! replaced atomically (temporary file, fsync, rename, fsync of the directory). A
 //! change to several files goes through a commit journal (`commit.json`): new files
 //! are written as `NAME.next`, the journal is written, the renames follow; an
 //! interrupted commit is finished on the next start, one without a journal is
-//! discarded. The agent refuses to start if the directory or any file in it is
-//! accessible to group or others, or if a file does not parse; errors name the file.
+//! discarded. The agent refuses to start if the directory, `bin/` or any file in
+//! them is accessible to group or others, or if a file does not parse; errors name
+//! the file.
 //!
 //! Past this module a local user other than the agent's cannot read keys or roll the
 //! replay journal back, unless they can already write the directory (root can).
@@ -52,6 +56,11 @@ pub const STATUS: &str = "status.json";
 /// The operation running now (its header): if the agent stops mid-task, the
 /// next start reports it failed instead of running it again.
 pub const IN_FLIGHT: &str = "in-flight.json";
+/// What became of the last self-update ([`channel::api::UpdateReport`]), kept
+/// until the control plane accepted it.
+pub const UPDATE_REPORT: &str = "update-report.json";
+/// The self-updated binary and its launcher's files (mode 0700).
+pub const BIN_DIR: &str = "bin";
 const COMMIT: &str = "commit.json";
 const LOCK: &str = "agent.lock";
 const NEXT_SUFFIX: &str = ".next";
@@ -269,17 +278,7 @@ impl StateDir {
             }
         })?;
         check_mode(&self.path, meta.permissions().mode(), 0o700)?;
-        let entries = fs::read_dir(&self.path).map_err(StateError::io("list", &self.path))?;
-        for entry in entries {
-            let entry = entry.map_err(StateError::io("list", &self.path))?;
-            let path = entry.path();
-            let meta = fs::symlink_metadata(&path).map_err(StateError::io("read", &path))?;
-            if !meta.file_type().is_file() {
-                return Err(StateError::NotAFile { path });
-            }
-            check_mode(&path, meta.permissions().mode(), 0o600)?;
-        }
-        Ok(())
+        check_files(&self.path, Some(BIN_DIR))
     }
 
     /// Finishes or discards an interrupted multi-file commit. Run with the lock held.
@@ -345,6 +344,12 @@ impl StateDir {
             reason: format!("cannot encode: {e}"),
         })?;
         self.write(name, &bytes)
+    }
+
+    /// Removes one file if it exists.
+    pub fn remove(&self, name: &str) -> Result<(), StateError> {
+        remove_if_exists(&self.file(name))?;
+        sync_dir(&self.path)
     }
 
     /// Writes several files and removes others as one change: either all of it is
@@ -536,6 +541,27 @@ fn is_state_file_name(name: &str) -> bool {
     .contains(&name)
 }
 
+/// Checks every entry of `dir`: regular files only, not accessible to group or
+/// others, except `subdir`, a directory (not a link) checked the same way.
+fn check_files(dir: &Path, subdir: Option<&str>) -> Result<(), StateError> {
+    let entries = fs::read_dir(dir).map_err(StateError::io("list", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(StateError::io("list", dir))?;
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).map_err(StateError::io("read", &path))?;
+        if meta.file_type().is_dir() && subdir.is_some_and(|d| entry.file_name() == d) {
+            check_mode(&path, meta.permissions().mode(), 0o700)?;
+            check_files(&path, None)?;
+            continue;
+        }
+        if !meta.file_type().is_file() {
+            return Err(StateError::NotAFile { path });
+        }
+        check_mode(&path, meta.permissions().mode(), 0o600)?;
+    }
+    Ok(())
+}
+
 fn check_mode(path: &Path, mode: u32, want: u32) -> Result<(), StateError> {
     if mode & 0o077 != 0 {
         return Err(StateError::Permissions {
@@ -619,6 +645,44 @@ mod tests {
         fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let msg = d.check_permissions().unwrap_err().to_string();
         assert!(msg.contains("chmod 700"), "{msg}");
+    }
+
+    #[test]
+    fn the_bin_directory_is_checked_like_the_rest() {
+        let (_t, d) = dir();
+        let bin = d.file(BIN_DIR);
+        fs::DirBuilder::new().mode(0o700).create(&bin).unwrap();
+        let binary = bin.join("pilothouse-agent");
+        fs::write(&binary, b"elf").unwrap();
+        fs::set_permissions(&binary, fs::Permissions::from_mode(0o700)).unwrap();
+        d.check_permissions().unwrap();
+
+        fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
+        let err = d.check_permissions().unwrap_err();
+        assert!(matches!(err, StateError::Permissions { .. }), "{err}");
+        fs::set_permissions(&binary, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(d.check_permissions().is_err());
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o700)).unwrap();
+
+        // Only `bin` may be a directory, and nothing inside it.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(bin.join("sub"))
+            .unwrap();
+        assert!(matches!(
+            d.check_permissions(),
+            Err(StateError::NotAFile { .. })
+        ));
+        fs::remove_dir(bin.join("sub")).unwrap();
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(d.file("other"))
+            .unwrap();
+        assert!(matches!(
+            d.check_permissions(),
+            Err(StateError::NotAFile { .. })
+        ));
     }
 
     #[test]

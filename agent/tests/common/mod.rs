@@ -69,6 +69,11 @@ pub struct State {
     /// Lifetime of certificates issued from now on: (started ago, ends in), minutes.
     pub cert_window: (i64, i64),
     pub renewals: usize,
+    /// Every capabilities declaration received, oldest first.
+    pub capabilities: Vec<CapabilitiesRequest>,
+    /// The agent binary `GET /agent/v1/release/{platform}` serves (404 without).
+    pub release: Option<Vec<u8>>,
+    pub release_downloads: usize,
 }
 
 pub struct Pki {
@@ -147,6 +152,9 @@ pub fn fake() -> Shared {
             next_id: 0,
             cert_window: (1, 24 * 60),
             renewals: 0,
+            capabilities: vec![],
+            release: None,
+            release_downloads: 0,
         }),
     })
 }
@@ -170,6 +178,17 @@ impl Fake {
     pub fn queue_cmd(
         &self,
         kind: &str,
+        force_signed: bool,
+        sequence: Option<u64>,
+    ) -> (String, DeliveredCommand) {
+        self.queue_payload(kind, b"{}", force_signed, sequence)
+    }
+
+    /// Queues a command with `payload` as its arguments.
+    pub fn queue_payload(
+        &self,
+        kind: &str,
+        payload: &[u8],
         force_signed: bool,
         sequence: Option<u64>,
     ) -> (String, DeliveredCommand) {
@@ -199,7 +218,7 @@ impl Fake {
             Some(kem) => DeliveredCommand::Sealed {
                 envelope: channel::seal_command(
                     &header,
-                    b"{}",
+                    payload,
                     &kem,
                     &self.command_key,
                     &mut channel::os_rng(),
@@ -207,7 +226,7 @@ impl Fake {
                 .unwrap(),
             },
             None => DeliveredCommand::Signed {
-                envelope: channel::sign_command(&header, b"{}", &self.command_key).unwrap(),
+                envelope: channel::sign_command(&header, payload, &self.command_key).unwrap(),
             },
         };
         st.queue.push(cmd.clone());
@@ -344,6 +363,7 @@ async fn route(
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
+    let method = req.method().clone();
     let bearer = req
         .headers()
         .get("authorization")
@@ -425,7 +445,30 @@ async fn route(
         "/agent/v1/capabilities" => {
             let req: channel::api::CapabilitiesRequest = serde_json::from_slice(&body).unwrap();
             req.capabilities.check().unwrap();
+            fake.with(|s| s.capabilities.push(req));
             reply(204, "")
+        }
+        p if p.starts_with(RELEASE_DOWNLOAD_PREFIX) && method == hyper::Method::GET => {
+            let platform = &p[RELEASE_DOWNLOAD_PREFIX.len()..];
+            fake.with(|s| {
+                s.release_downloads += 1;
+                match &s.release {
+                    Some(bytes) if platform == channel::release::current_platform() => {
+                        Response::builder()
+                            .status(StatusCode::OK)
+                            .header("content-type", "application/octet-stream")
+                            .body(Full::new(Bytes::from(bytes.clone())))
+                            .unwrap()
+                    }
+                    _ => Response::builder()
+                        .status(StatusCode::NOT_FOUND)
+                        .header("content-type", "text/plain; charset=utf-8")
+                        .body(Full::new(Bytes::from(format!(
+                            "no agent release for {platform} is published"
+                        ))))
+                        .unwrap(),
+                }
+            })
         }
         "/agent/v1/metrics" => {
             let batch: MetricsBatch = serde_json::from_slice(&body).unwrap();

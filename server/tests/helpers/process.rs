@@ -1,0 +1,123 @@
+//! A real `pilothouse serve` process for tests, its owner signed in over
+//! HTTP, and the real agent binary.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The agent binary, built if missing or stale (it belongs to another package).
+pub fn agent_binary() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_pilothouse"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "agent",
+        "--bin",
+        "pilothouse-agent",
+    ]);
+    // The same profile as this test's own binaries.
+    if exe.parent().and_then(Path::file_name) == Some("release".as_ref()) {
+        build.arg("--release");
+    }
+    let status = build.status().unwrap();
+    assert!(status.success(), "cargo build -p agent failed");
+    exe.with_file_name("pilothouse-agent")
+}
+
+pub struct Serve {
+    pub child: Child,
+    pub web: String,
+    pub gateway: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn serve(data: &Path) -> Serve {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pilothouse"))
+        .args(["serve", "--data-dir"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "server=info,warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut web, mut gateway) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while web.is_none() || gateway.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the server printed its addresses");
+        let clean: String = line.chars().filter(|c| !c.is_control()).collect();
+        if let Some(i) = clean.find("agent gateway listening on https://") {
+            gateway = Some(
+                clean[i + "agent gateway listening on ".len()..]
+                    .trim()
+                    .to_string(),
+            );
+        } else if let Some(i) = clean.find("listening on http://") {
+            web = Some(clean[i + "listening on ".len()..].trim().to_string());
+        }
+        assert!(
+            !clean.contains("will not install"),
+            "the server found the signed release unusable: {clean}"
+        );
+    }
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    Serve {
+        child,
+        web: web.unwrap(),
+        gateway: gateway.unwrap(),
+    }
+}
+
+pub async fn sign_in(web: &str) -> reqwest::Client {
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = client
+        .post(format!("{web}/api/login"))
+        .form(&[("email", "owner@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success() || res.status().is_redirection());
+    client
+}
+
+pub async fn call(client: &reqwest::Client, web: &str, endpoint: &str) -> Value {
+    let res = client
+        .post(format!("{web}/api/{endpoint}"))
+        .form(&[] as &[(&str, &str)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{endpoint}");
+    res.json().await.unwrap()
+}
