@@ -2,12 +2,13 @@
 # Agent footprint: RSS and CPU of a real `pilothouse-agent run` connected to a
 # real `pilothouse serve` (release builds, the agent in its `agent-release`
 # profile, loopback), idle except for its long-polls and a metrics sample every
-# 60 s. Prints figures; asserts nothing.
+# 60 s. Prints its RSS after 20 s and after 20 s + SECONDS, and its CPU over
+# those SECONDS. Prints figures; asserts nothing.
 #
-# Usage: scripts/bench-agent.sh [SECONDS]   (default 180)
+# Usage: scripts/bench-agent.sh [SECONDS]   (default 580: RSS after 10 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-180}
+secs=${1:-580}
 
 cargo build --release -q -p server --bin pilothouse
 cargo build --profile agent-release -q -p agent --bin pilothouse-agent
@@ -31,16 +32,18 @@ printf '%s\n' "$token" | "$agent_bin" register --server "$gateway" --token-file 
 
 "$agent_bin" run --state-dir "$work/agent" 2>"$work/agent.log" &
 agent_pid=$!
-sleep 10 # enrolment done; let the first metrics sample and poll settle
 
+rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$agent_pid/status"; }
+sleep 20
+echo "agent RSS after 20 s: $(rss_mib) MiB"
+# Idle from here: the enrolment is done and the first metrics samples went out.
 ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
 hz=$(getconf CLK_TCK)
 t0=$(ticks)
 sleep "$secs"
 t1=$(ticks)
-rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$agent_pid/status")
 hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$agent_pid/status")
 cpu_ms=$(( (t1 - t0) * 1000 / hz ))
 echo "agent idle over ${secs} s: CPU ${cpu_ms} ms (clock tick $((1000 / hz)) ms), $(awk -v c="$cpu_ms" -v s="$secs" 'BEGIN { printf "%.3f", c / s }') ms CPU per second"
-echo "agent RSS $(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }') MiB (peak $(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }') MiB)"
+echo "agent RSS after $((secs + 20)) s: $(rss_mib) MiB (peak $(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }') MiB)"
 echo "binary size $(stat -c %s "$agent_bin") bytes"

@@ -94,7 +94,7 @@ read -r e2e_passed e2e_failed < <(count e2e.log '^[0-9]+ passed, [0-9]+ failed$'
 pg_skipped=$(wc -l <"$PILOTHOUSE_TEST_SKIP_LOG")
 summary
 if ((pg_skipped > 0)); then
-	printf '\nSKIP: %d PostgreSQL test halves did not run (no PostgreSQL server):\n' "$pg_skipped"
+	printf '\nSKIP: %d tests or PostgreSQL test halves did not run:\n' "$pg_skipped"
 	sed 's/^/  /' "$PILOTHOUSE_TEST_SKIP_LOG"
 else
 	printf '\nPostgreSQL: every PostgreSQL test half ran (0 skipped)\n'

@@ -78,6 +78,11 @@ export default async function agent(t) {
     await t.expectText(page.locator('[data-testid="pqc-state"]'), 'Post-quantum encryption active');
     await t.expectText(page.locator('[data-testid="tls-group"]'), 'X25519MLKEM768', { timeout: SLOW });
     await t.expectText(page.locator('[data-testid="chart-cpu-latest"]'), /%$/, { timeout: SLOW });
+    // The Agent card: the version the agent reported; no release is held by
+    // this control plane, so nothing is offered.
+    await t.expectText(page.locator('[data-testid="agent-version"]'), /^\d+\.\d+\.\d+/);
+    await t.expectText(page.locator('[data-testid="release-version"]'), 'none held here');
+    assert.equal(await page.locator('[data-testid="update-agent"]').count(), 0, 'an update is offered without a release');
 
     // Ping round-trips.
     await page.getByRole('button', { name: 'Ping', exact: true }).click();
@@ -116,6 +121,7 @@ export default async function agent(t) {
       const bob = await (await t.newContext({ storageState: t.state.bobStorage })).newPage();
       await t.goto(bob, page.url());
       await t.expectText(bob.locator('[data-testid="pqc-state"]'), 'Post-quantum encryption active');
+      await t.expectText(bob.locator('[data-testid="agent-version"]'), /^\d+\.\d+\.\d+/);
       for (const name of ['Rotate Keys', 'Activate Post-Quantum Encryption', 'Ping', 'Confirm revoke']) {
         assert.equal(await bob.getByRole('button', { name }).count(), 0, `viewer sees "${name}"`);
       }
