@@ -74,6 +74,9 @@ pub async fn update_agent(id: String, allow_downgrade: Option<String>) -> Result
     let auth =
         actor.authorize_on::<control::agents::ManageAgents>(&crate::ops_api::agent_target(&id))?;
     let agent = agent_id(&id)?;
+    // A server of another organisation is not found, before anything else.
+    let read = actor.authorize::<control::access::ReadOrg>()?;
+    control::agents::get(&read, &agent, cx.now).await?;
     let release = match read_release(cx.state.agent_releases.clone(), true).await {
         Ok(Some(r)) => r,
         Ok(None) => {

@@ -697,6 +697,23 @@ async fn role_matrix(db: TestDb) {
             };
             assert_eq!(res.status(), expected, "{endpoint} as {who:?}");
         }
+        // Update agent: past the role check, this control plane holds no
+        // release to offer (409).
+        let res = app.call(c, "update-agent", &[("id", own_target)]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member => 403,
+            Who::OtherOrg => 404,
+            Who::Admin | Who::Owner => 409,
+        };
+        assert_eq!(res.status(), expected, "update-agent as {who:?}");
+        let res = app.call(c, "agent-release", &[("id", own_target)]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::OtherOrg => 404,
+            _ => 200,
+        };
+        assert_eq!(res.status(), expected, "agent-release as {who:?}");
         let victim = if *who == Who::Owner {
             &servers[1]
         } else {
