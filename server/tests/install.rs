@@ -94,7 +94,10 @@ async fn the_one_line_install_brings_an_agent_online_and_refuses_what_it_must() 
     if let Some(why) = cannot_run() {
         // CI runs as root with mount namespaces; elsewhere the skip is
         // counted in `make test`'s summary, as the PostgreSQL skips are.
-        assert!(std::env::var("CI").is_err(), "the install test cannot run: {why}");
+        assert!(
+            std::env::var("CI").is_err(),
+            "the install test cannot run: {why}"
+        );
         eprintln!("SKIP the one-line install: {why}");
         if let Ok(path) = std::env::var("PILOTHOUSE_TEST_SKIP_LOG") {
             if let Ok(mut f) = std::fs::OpenOptions::new()
