@@ -15,7 +15,7 @@ LISTEN ?= 127.0.0.1:3000
 # (docs/agent-install.md).
 RELEASE_KEY ?= ./release.key
 
-.PHONY: all install build release agent run test e2e fmt lint clean-data
+.PHONY: all install build release agent deb run test e2e fmt lint clean-data
 
 all: build
 
@@ -36,6 +36,10 @@ agent: release
 	test -f $(RELEASE_KEY) || target/release/pilothouse release keygen --out $(RELEASE_KEY) >/dev/null
 	target/release/pilothouse release sign --key $(RELEASE_KEY) \
 		--binary target/agent-release/pilothouse-agent --out $(DATA_DIR)/releases
+
+# The Debian package of the agent as shipped, in target/debian/.
+deb: install
+	cargo deb -p agent --profile agent-release
 
 run: agent
 	target/release/pilothouse serve --data-dir $(DATA_DIR) --listen $(LISTEN)

@@ -59,6 +59,15 @@ else
 	cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
 fi
 
+# --- cargo-deb (the agent's Debian package) ---------------------------------
+CARGO_DEB_VERSION=3.8.0
+if cargo deb --version 2>/dev/null | grep -Eq "(^| )${CARGO_DEB_VERSION//./\\.}\$"; then
+	say "cargo-deb $CARGO_DEB_VERSION: present"
+else
+	say "cargo-deb $CARGO_DEB_VERSION: installing (about 3 minutes on 2 cores)"
+	cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
+fi
+
 # --- npm tools (tailwindcss, wasm-opt, playwright-core) ---------------------
 if [ -d node_modules ] && [ -f node_modules/.package-lock.json ] &&
 	! [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -27,6 +27,8 @@ use channel::release::valid_platform;
 /// The systemd unit the install script writes.
 pub const UNIT: &str = include_str!("../../agent/pilothouse-agent.service");
 const SCRIPT: &str = include_str!("install/agent.sh");
+/// The `agent.toml` the install script writes when there is none.
+const AGENT_TOML: &str = include_str!("../../agent/agent.toml");
 /// The agent binary's file name in a platform's release directory.
 pub const BINARY: &str = "pilothouse-agent";
 /// The manifest's file name in a platform's release directory.
@@ -65,7 +67,8 @@ impl InstallState {
         }
         let script = SCRIPT
             .replace("@SERVER_URL@", agent_url)
-            .replace("@UNIT@", UNIT.trim_end());
+            .replace("@UNIT@", UNIT.trim_end())
+            .replace("@AGENT_TOML@", AGENT_TOML.trim_end());
         Ok(Self {
             inner: Arc::new(Inner {
                 releases,

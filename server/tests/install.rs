@@ -43,11 +43,14 @@ fn cannot_run() -> Option<String> {
     }
 }
 
-/// Runs `script` with `sh -c` in a new mount namespace where /etc, /usr/local
-/// and /var/lib are overlays whose upper layers live under `layer`.
-fn in_namespace(layer: &Path, script: &str) -> Command {
+/// The directories the install script writes to.
+const SCRIPT_DIRS: &str = "etc usr/local var/lib";
+
+/// Runs `script` with `sh -c` in a new mount namespace where each of `dirs`
+/// (relative to /) is an overlay whose upper layer lives under `layer`.
+fn in_namespace_over(layer: &Path, dirs: &str, script: &str) -> Command {
     let setup = format!(
-        "set -eu; L='{}'; for d in etc usr/local var/lib; do \
+        "set -eu; L='{}'; for d in {dirs}; do \
          mkdir -p \"$L/upper/$d\" \"$L/work/$d\"; \
          mount -t overlay overlay -o \"lowerdir=/$d,upperdir=$L/upper/$d,workdir=$L/work/$d\" \"/$d\"; \
          done\n{script}",
@@ -64,6 +67,27 @@ fn in_namespace(layer: &Path, script: &str) -> Command {
         &setup,
     ]);
     cmd
+}
+
+/// [`in_namespace_over`] the install script's directories.
+fn in_namespace(layer: &Path, script: &str) -> Command {
+    in_namespace_over(layer, SCRIPT_DIRS, script)
+}
+
+/// Says why a test did not run: fails in CI (which has what it needs), else
+/// prints SKIP and lists it in `make test`'s skips.
+fn skip(what: &str, why: &str) {
+    assert!(std::env::var("CI").is_err(), "{what} cannot run: {why}");
+    eprintln!("SKIP {what}: {why}");
+    if let Ok(path) = std::env::var("PILOTHOUSE_TEST_SKIP_LOG") {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{what} ({why})");
+        }
+    }
 }
 
 fn run(mut cmd: Command) -> (i32, String, String) {
@@ -92,22 +116,7 @@ fn check_line<'a>(out: &'a str, name: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_one_line_install_brings_an_agent_online_and_refuses_what_it_must() {
     if let Some(why) = cannot_run() {
-        // CI runs as root with mount namespaces; elsewhere the skip is
-        // counted in `make test`'s summary, as the PostgreSQL skips are.
-        assert!(
-            std::env::var("CI").is_err(),
-            "the install test cannot run: {why}"
-        );
-        eprintln!("SKIP the one-line install: {why}");
-        if let Ok(path) = std::env::var("PILOTHOUSE_TEST_SKIP_LOG") {
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-            {
-                let _ = writeln!(f, "the one-line agent install ({why})");
-            }
-        }
+        skip("the one-line agent install", &why);
         return;
     }
     let agent = agent_binary();
@@ -376,4 +385,113 @@ exec setpriv --reuid="$user" --regid="$user" --init-groups $exec_start
     assert_eq!(written.trim_end(), served.trim_end());
     drop(group);
     let _ = std::io::stderr().flush();
+}
+
+/// The agent's Debian package, built with cargo-deb and installed with the
+/// real `dpkg` in a mount namespace whose /etc, /usr and /var are throwaway
+/// overlays: its files, their modes, the conffile, the unit, the system user
+/// and the state directory; a second install keeps a changed conffile; a purge
+/// removes the state and keeps the user.
+#[test]
+fn the_debian_package_installs_the_agent_its_user_and_its_unit() {
+    if let Some(why) = cannot_run() {
+        skip("the Debian package install", &why);
+        return;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let probe = Command::new(&cargo).args(["deb", "--version"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        skip(
+            "the Debian package install",
+            "cargo-deb is not installed (scripts/install.sh installs it)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("deb");
+    // The dev profile keeps this test's build incremental; `make deb` packages
+    // the agent-release build. cargo-deb 3.8 warns about the dev profile.
+    let built = Command::new(&cargo)
+        .args(["deb", "-p", "agent", "--profile", "dev", "--no-strip", "-o"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let deb = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("cargo deb wrote a .deb");
+
+    let unit = "/usr/lib/systemd/system/pilothouse-agent.service";
+    let script = format!(
+        r#"deb='{deb}'
+msg=$(dpkg -i "$deb")
+echo "$msg" | grep -q 'runuser -u pilothouse-agent -- pilothouse-agent register' && echo "postinst_msg=yes" || echo "postinst_msg=no"
+echo "binary=$(stat -c '%a %U' /usr/bin/pilothouse-agent)"
+echo "version=$(pilothouse-agent --version)"
+echo "unit_mode=$(stat -c '%a' {unit})"
+echo "exec_start=$(sed -n 's/^ExecStart=//p' {unit})"
+echo "user=$(sed -n 's/^User=//p' {unit})"
+echo "conffiles=$(dpkg-query -W -f='${{Conffiles}}' pilothouse-agent | awk '{{print $1}}' | tr '\n' ' ')"
+echo "config_mode=$(stat -c '%a %U' /etc/pilothouse/agent.toml)"
+echo "passwd=$(getent passwd pilothouse-agent | cut -d: -f1,6,7)"
+echo "state=$(stat -c '%a %U' /var/lib/pilothouse-agent)"
+if command -v systemd-analyze >/dev/null; then
+  systemd-analyze verify {unit} >/dev/null 2>&1 && echo "verify=ok" || {{ echo "verify=failed"; systemd-analyze verify {unit}; }}
+else
+  echo "verify=SKIP (no systemd-analyze)"
+fi
+echo 'metrics_interval_secs = 30' >> /etc/pilothouse/agent.toml
+dpkg -i --force-confold "$deb" >/dev/null
+echo "kept=$(grep -c '^metrics_interval_secs = 30' /etc/pilothouse/agent.toml)"
+echo "passwd_lines=$(grep -c '^pilothouse-agent:' /etc/passwd)"
+dpkg --purge pilothouse-agent >/dev/null
+echo "purged_state=$(test -e /var/lib/pilothouse-agent && echo present || echo gone)"
+echo "purged_binary=$(test -e /usr/bin/pilothouse-agent && echo present || echo gone)"
+echo "user_after_purge=$(getent passwd pilothouse-agent | cut -d: -f1)"
+"#,
+        deb = deb.display()
+    );
+    let (code, out, err) = run(in_namespace_over(
+        &dir.path().join("layer"),
+        "etc usr var",
+        &script,
+    ));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let expect = |name: &str, want: &str| {
+        assert_eq!(check_line(&out, name), want, "{name}:\n{out}\n{err}");
+    };
+    expect("binary", "755 root");
+    expect(
+        "version",
+        &format!("pilothouse-agent {}", env!("CARGO_PKG_VERSION")),
+    );
+    expect("unit_mode", "644");
+    expect(
+        "exec_start",
+        "pilothouse-agent run --state-dir /var/lib/pilothouse-agent --config /etc/pilothouse/agent.toml",
+    );
+    expect("user", "pilothouse-agent");
+    expect("conffiles", "/etc/pilothouse/agent.toml ");
+    expect("config_mode", "644 root");
+    expect(
+        "passwd",
+        "pilothouse-agent:/var/lib/pilothouse-agent:/usr/sbin/nologin",
+    );
+    expect("state", "700 pilothouse-agent");
+    expect("kept", "1");
+    expect("passwd_lines", "1");
+    expect("purged_state", "gone");
+    expect("purged_binary", "gone");
+    expect("user_after_purge", "pilothouse-agent");
+    let verify = check_line(&out, "verify");
+    if verify.starts_with("SKIP") {
+        eprintln!("SKIP systemd-analyze verify of the packaged unit: {verify}");
+    } else {
+        assert_eq!(verify, "ok", "{out}");
+    }
+    // The postinst says how to register and start.
+    expect("postinst_msg", "yes");
 }

@@ -128,10 +128,7 @@ mv -f "$BIN.new" "$BIN"
 [ -f "$CONF_DIR/release-key.pem" ] || install -m 0644 "$work/release-key.pem" "$CONF_DIR/release-key.pem"
 if [ ! -f "$CONF_DIR/agent.toml" ]; then
 	cat >"$CONF_DIR/agent.toml" <<'TOML'
-# The Pilothouse agent's local policy: the control plane cannot override it.
-# Every key is optional; see the operations documentation for [operations].
-# metrics_interval_secs = 60
-# production = false
+@AGENT_TOML@
 TOML
 	chmod 0644 "$CONF_DIR/agent.toml"
 fi
