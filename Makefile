@@ -15,7 +15,7 @@ LISTEN ?= 127.0.0.1:3000
 # (docs/agent-install.md).
 RELEASE_KEY ?= ./release.key
 
-.PHONY: all install build release agent deb run test e2e fmt lint clean-data
+.PHONY: all install build release agent agent-static deb run test e2e fmt lint clean-data
 
 all: build
 
@@ -36,6 +36,12 @@ agent: release
 	test -f $(RELEASE_KEY) || target/release/pilothouse release keygen --out $(RELEASE_KEY) >/dev/null
 	target/release/pilothouse release sign --key $(RELEASE_KEY) \
 		--binary target/agent-release/pilothouse-agent --out $(DATA_DIR)/releases
+
+# The agent as one static binary (x86_64 musl) that runs on any Linux
+# distribution; needs `rustup target add x86_64-unknown-linux-musl` and musl-gcc
+# (Debian's musl-tools).
+agent-static: install
+	cargo build --target x86_64-unknown-linux-musl --profile agent-release -p agent --bin pilothouse-agent
 
 # The Debian package of the agent as shipped, in target/debian/.
 deb: install

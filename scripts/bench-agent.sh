@@ -5,14 +5,17 @@
 # 60 s. Prints its RSS after 20 s and after 20 s + SECONDS, and its CPU over
 # those SECONDS. Prints figures; asserts nothing.
 #
-# Usage: scripts/bench-agent.sh [SECONDS]   (default 580: RSS after 10 minutes)
+# Usage: [AGENT_BIN=FILE] scripts/bench-agent.sh [SECONDS]   (default 580: RSS after 10 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-580}
 
 cargo build --release -q -p server --bin pilothouse
-cargo build --profile agent-release -q -p agent --bin pilothouse-agent
-agent_bin=target/agent-release/pilothouse-agent
+# AGENT_BIN measures another build (the static one: `make agent-static`).
+if [ -z "${AGENT_BIN:-}" ]; then
+	cargo build --profile agent-release -q -p agent --bin pilothouse-agent
+fi
+agent_bin=${AGENT_BIN:-target/agent-release/pilothouse-agent}
 
 work=$(mktemp -d)
 trap 'kill $server_pid $agent_pid 2>/dev/null || true; rm -rf "$work"' EXIT

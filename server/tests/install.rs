@@ -195,6 +195,73 @@ async fn the_one_line_install_brings_an_agent_online_and_refuses_what_it_must() 
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("does not match the pin in the token"), "{err}");
 
+    // An unsupported system or architecture, and a user who is not root, are
+    // refused with a sentence before anything else.
+    let script = dir.path().join("agent.sh");
+    let served = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+        .get(format!("{}/install/agent.sh", server.gateway))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    std::fs::write(&script, served).unwrap();
+    let fake = dir.path().join("fake-bin");
+    std::fs::create_dir(&fake).unwrap();
+    for (system, machine, says) in [
+        (
+            "FreeBSD",
+            "amd64",
+            "supports Linux only; this machine runs FreeBSD",
+        ),
+        (
+            "Linux",
+            "riscv64",
+            "no agent build exists for the riscv64 architecture",
+        ),
+    ] {
+        let uname = fake.join("uname");
+        std::fs::write(
+            &uname,
+            format!("#!/bin/sh\ncase $1 in -s) echo {system} ;; -m) echo {machine} ;; esac\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&uname, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let out = Command::new("sh")
+            .arg(&script)
+            .env(
+                "PATH",
+                format!("{}:{}", fake.display(), std::env::var("PATH").unwrap()),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh"])
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("run this as root"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // A tampered binary is not installed: its digest no longer matches.
     let binary = releases.join("x86_64-linux/pilothouse-agent");
     let good = std::fs::read(&binary).unwrap();
