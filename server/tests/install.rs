@@ -322,7 +322,10 @@ async fn the_one_line_install_brings_an_agent_online_and_refuses_what_it_must() 
         r#"mkdir -p /etc/pilothouse
 printf 'metrics_interval_secs = 1\n' > /etc/pilothouse/agent.toml
 {command}
+# A self-update staged before a reinstall: the install replaces it.
+mkdir -p /var/lib/pilothouse-agent/bin && touch /var/lib/pilothouse-agent/bin/pilothouse-agent
 {command}
+echo "update_dir=$(test -e /var/lib/pilothouse-agent/bin && echo present || echo gone)"
 unit=/etc/systemd/system/pilothouse-agent.service
 echo "passwd_lines=$(grep -c '^pilothouse-agent:' /etc/passwd)"
 echo "state=$(stat -c '%a %U' /var/lib/pilothouse-agent)"
@@ -410,6 +413,7 @@ exec setpriv --reuid="$user" --regid="$user" --init-groups $exec_start
     let err = err_text.lock().unwrap().clone();
     assert_eq!(view["agent_version"], env!("CARGO_PKG_VERSION"), "{view}");
     assert_eq!(check_line(&out, "passwd_lines"), "1", "{out}");
+    assert_eq!(check_line(&out, "update_dir"), "gone", "{out}");
     assert_eq!(check_line(&out, "state"), "700 pilothouse-agent", "{out}");
     assert_eq!(check_line(&out, "keys"), "600 pilothouse-agent", "{out}");
     assert_eq!(check_line(&out, "binary"), "755 root", "{out}");
@@ -511,7 +515,9 @@ else
   echo "verify=SKIP (no systemd-analyze)"
 fi
 echo 'metrics_interval_secs = 30' >> /etc/pilothouse/agent.toml
+mkdir -p /var/lib/pilothouse-agent/bin && touch /var/lib/pilothouse-agent/bin/pilothouse-agent
 dpkg -i --force-confold "$deb" >/dev/null
+echo "update_dir=$(test -e /var/lib/pilothouse-agent/bin && echo present || echo gone)"
 echo "kept=$(grep -c '^metrics_interval_secs = 30' /etc/pilothouse/agent.toml)"
 echo "passwd_lines=$(grep -c '^pilothouse-agent:' /etc/passwd)"
 dpkg --purge pilothouse-agent >/dev/null
@@ -549,6 +555,7 @@ echo "user_after_purge=$(getent passwd pilothouse-agent | cut -d: -f1)"
     );
     expect("state", "700 pilothouse-agent");
     expect("kept", "1");
+    expect("update_dir", "gone");
     expect("passwd_lines", "1");
     expect("purged_state", "gone");
     expect("purged_binary", "gone");

@@ -18,7 +18,8 @@
 #      /etc/pilothouse/agent.toml (kept if present) and the systemd unit;
 #   4. registers the agent (skipped when it is already registered) and starts
 #      the service.
-# Running it again leaves one installation. Exit status: 0 done, 1 refused or
+# Running it again leaves one installation, and the binary it installs replaces
+# any self-update the agent had applied. Exit status: 0 done, 1 refused or
 # failed (with a sentence on stderr), 2 bad usage.
 set -eu
 
@@ -140,6 +141,9 @@ if ! id -u "$USER_NAME" >/dev/null 2>&1; then
 fi
 install -d -m 0700 -o "$USER_NAME" -g "$USER_NAME" "$STATE_DIR"
 chmod 0700 "$STATE_DIR"
+# The binary just installed is the one to run: a self-update staged earlier
+# (bin/ in the state directory) would otherwise keep running instead.
+rm -rf "$STATE_DIR/bin"
 cat >"$UNIT.new" <<'UNIT'
 @UNIT@
 UNIT
