@@ -1,5 +1,6 @@
 //! The commands "Add server" shows: one line that installs the agent from the
-//! control plane's gateway, and the same by hand.
+//! control plane's gateway, and the same by hand; and the signed release a
+//! releases directory holds ([`read_release`]), for the gateway and "Update agent".
 //!
 //! The one line fetches the agent CA certificate without trusting it, checks
 //! its SHA-256 against the pin the token carries, and only then fetches the
@@ -10,8 +11,8 @@
 
 use channel::token::RegistrationToken;
 
-/// The platform every command names when none is given: the one "Add server"
-/// offers first.
+/// The platform the manual steps download and whose release "Update agent"
+/// offers (agents do not declare theirs yet).
 pub const DEFAULT_PLATFORM: &str = "x86_64-linux";
 
 /// What "Add server" shows for one token.
