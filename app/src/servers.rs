@@ -33,6 +33,9 @@ pub fn Servers() -> impl IntoView {
     let revoke_token = ServerAction::<RevokeRegistrationToken>::new();
     let servers = Resource::new(move || tick.get(), |_| list_servers());
     let can_manage = manages(me().0.org.role);
+    // `?version=X` shows only the servers whose agent runs version X.
+    let query = use_query_map();
+    let version = move || query.with(|q| q.get("version").filter(|v| !v.is_empty()));
     let tokens = Resource::new(
         move || {
             (
@@ -57,7 +60,22 @@ pub fn Servers() -> impl IntoView {
                     Ok(list) if list.is_empty() => view! {
                         <div class="card text-slate-600" data-testid="servers-empty">"No servers are registered yet."</div>
                     }.into_any(),
-                    Ok(list) => view! {
+                    Ok(list) => {
+                        let mut versions: Vec<String> = list.iter().map(|s| s.agent_version.clone()).collect();
+                        versions.sort_by(|a, b| control::compare_versions(b, a));
+                        versions.dedup();
+                        let wanted = version();
+                        let list: Vec<AgentView> = list
+                            .into_iter()
+                            .filter(|s| wanted.as_ref().is_none_or(|v| *v == s.agent_version))
+                            .collect();
+                        view! {
+                        <VersionFilter versions wanted=wanted.clone() />
+                        {(list.is_empty()).then(|| view! {
+                            <div class="card text-slate-600" data-testid="servers-none-of-version">
+                                {format!("No server runs agent {}.", wanted.clone().unwrap_or_default())}
+                            </div>
+                        })}
                         <div class="overflow-x-auto rounded-lg border border-slate-200 bg-white">
                             <table class="table">
                                 <thead><tr><th>"Name"</th><th>"Status"</th><th>"Last seen"</th><th>"Agent"</th><th>"PQC"</th><th>"CPU"</th><th>"Memory"</th></tr></thead>
@@ -81,7 +99,8 @@ pub fn Servers() -> impl IntoView {
                                 </tbody>
                             </table>
                         </div>
-                    }.into_any(),
+                    }.into_any()
+                    }
                     Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
                 }
             })}
@@ -128,6 +147,26 @@ pub fn Servers() -> impl IntoView {
             <AddServer add=add />
         })}
     }
+}
+
+/// A form (plain GET, so it works without JavaScript) that filters the
+/// servers list by agent version.
+#[component]
+fn VersionFilter(versions: Vec<String>, wanted: Option<String>) -> impl IntoView {
+    view! {
+        <form method="get" action="/servers" class="mb-3 flex items-center gap-2 text-sm" data-testid="version-filter">
+            <label for="version" class="text-slate-600">"Agent version"</label>
+            <select id="version" name="version" class="input w-auto">
+                <option value="" selected=wanted.is_none()>"All"</option>
+                {versions.into_iter().map(|v| {
+                    let selected = wanted.as_deref() == Some(v.as_str());
+                    view! { <option value=v.clone() selected=selected>{v.clone()}</option> }
+                }).collect_view()}
+            </select>
+            <button class="btn-secondary" type="submit">"Filter"</button>
+        </form>
+    }
+    .into_any()
 }
 
 /// The "Add server" section: a new token and its commands.

@@ -15,8 +15,9 @@
 //! - [`ops`]: the operation catalogue: kinds, risk levels and the rules for
 //!   their arguments, checked by the control plane and again by the agent.
 //! - [`pqc`]: the post-quantum states of a server's command channel.
+//! - [`version`]: the order of agent versions.
 //!
-//! All but [`ops`], [`pqc`] and [`ChannelError`] sit behind feature `crypto`
+//! All but [`ops`], [`pqc`], [`version`] and [`ChannelError`] sit behind feature `crypto`
 //! (on by default); the dashboard's browser build uses the crate without it.
 //!
 //! Everything is synchronous and pure: no I/O, no clock and no global RNG inside the
@@ -49,6 +50,7 @@ pub mod renewal;
 pub mod replay;
 #[cfg(feature = "crypto")]
 pub mod token;
+pub mod version;
 #[cfg(feature = "crypto")]
 mod wire;
 

@@ -64,6 +64,8 @@ pub mod testing;
 #[cfg(feature = "server")]
 pub mod throttle;
 
+/// The order of agent versions (the servers list sorts by it).
+pub use channel::version::compare_versions;
 #[cfg(feature = "server")]
 pub use error::{ControlError, StoreError};
 pub use op_types::*;

@@ -250,6 +250,38 @@ async fn a_signed_update_is_applied_another_key_refused_and_a_crashing_one_rolle
         shown.ends_with(">0.2.0"),
         "the server page does not show 0.2.0: {shown}"
     );
+    // The servers list filters by agent version (a plain GET form).
+    let list_page = |version: &'static str| {
+        let owner = owner.clone();
+        let url = format!("{}/servers?version={version}", server.web);
+        async move {
+            owner
+                .get(url)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let page = list_page("0.2.0").await;
+    assert!(
+        page.contains(&format!(r#"data-agent="{id}""#)),
+        "0.2.0 filter"
+    );
+    assert!(
+        page.contains(r#"<option value="0.2.0" selected"#),
+        "0.2.0 not selected"
+    );
+    let page = list_page("0.1.0").await;
+    assert!(
+        !page.contains(&format!(r#"data-agent="{id}""#)),
+        "0.1.0 filter"
+    );
+    assert!(page.contains("No server runs agent 0.1.0."), "0.1.0 filter");
+
     // The same version again is refused by the control plane already.
     let res = update(&owner, &server.web, &id).await;
     assert_eq!(res.status(), 409);
