@@ -75,7 +75,8 @@ printf '%s\n' "$token" | grep -Eq '^pht1_[0-9a-fA-F]{32}_[0-9a-fA-F]{64}$' ||
 pin=$(printf '%s' "$token" | cut -d_ -f3 | tr 'A-F' 'a-f')
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT INT TERM
+trap 'rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
 
 # --- 1. the control plane's CA, checked against the token's pin ----------------
 if [ -z "$ca_file" ]; then
