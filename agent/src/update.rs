@@ -753,26 +753,32 @@ mod tests {
         f.dir.check_permissions().unwrap();
     }
 
+    const NEXT_030: &[u8] = b"\x7fELF release 0.3.0";
+
+    /// Running 0.2.0 from bin/, stable, and applying 0.3.0.
+    fn update_launched_020_to_030(f: &Fixture) -> Result<String, UpdateError> {
+        fs::write(bin(f).join(STABLE), "0.2.0\n").unwrap();
+        fs::remove_file(bin(f).join(TRIAL)).unwrap();
+        let m = f
+            .key
+            .sign("0.3.0", &release::current_platform(), NEXT_030)
+            .unwrap();
+        run_apply(
+            f,
+            &args(&m, false),
+            &f.key_path,
+            &running("0.2.0", true),
+            NEXT_030,
+        )
+        .0
+    }
+
     #[test]
     fn a_launched_binary_is_kept_by_renaming_it() {
         let f = fixture();
         staged(&f);
-        // Now running 0.2.0 from bin/, stable, and updating to 0.3.0.
-        fs::write(bin(&f).join(STABLE), "0.2.0\n").unwrap();
-        fs::remove_file(bin(&f).join(TRIAL)).unwrap();
-        let next = b"\x7fELF release 0.3.0";
-        let m = f
-            .key
-            .sign("0.3.0", &release::current_platform(), next)
-            .unwrap();
-        let (r, _) = run_apply(
-            &f,
-            &args(&m, false),
-            &f.key_path,
-            &running("0.2.0", true),
-            next,
-        );
-        r.unwrap();
+        update_launched_020_to_030(&f).unwrap();
+        let next = NEXT_030;
         assert_eq!(fs::read(bin(&f).join(BINARY)).unwrap(), next);
         assert_eq!(fs::read(bin(&f).join(BACKUP)).unwrap(), NEW_BINARY);
         assert_eq!(read(&f, BACKUP_VERSION).trim(), "0.2.0");
@@ -785,23 +791,9 @@ mod tests {
     fn a_staging_that_fails_part_way_keeps_the_launched_binary() {
         let f = fixture();
         staged(&f);
-        fs::write(bin(&f).join(STABLE), "0.2.0\n").unwrap();
-        fs::remove_file(bin(&f).join(TRIAL)).unwrap();
         // A write after the running binary was moved aside fails.
         fs::create_dir(bin(&f).join(format!("{BACKUP_VERSION}{TMP_SUFFIX}"))).unwrap();
-        let next = b"\x7fELF release 0.3.0";
-        let m = f
-            .key
-            .sign("0.3.0", &release::current_platform(), next)
-            .unwrap();
-        let (r, _) = run_apply(
-            &f,
-            &args(&m, false),
-            &f.key_path,
-            &running("0.2.0", true),
-            next,
-        );
-        let e = r.unwrap_err();
+        let e = update_launched_020_to_030(&f).unwrap_err();
         assert!(!e.is_refusal(), "{e}");
         assert_eq!(fs::read(bin(&f).join(BINARY)).unwrap(), NEW_BINARY);
         assert_eq!(read(&f, VERSION_FILE).trim(), "0.2.0");

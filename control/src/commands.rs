@@ -651,21 +651,24 @@ pub async fn finish_all(
                 json!({ "command": report.command, "kind": kind.as_str(), "state": new_state.as_str(), "late": state == CommandState::Expired }),
             ),
         ));
-        if report.refused {
-            let reason: String = report
+        // The agent's reason, for a refusal or a self-update it did not take.
+        let reason = || -> String {
+            report
                 .reason
                 .as_deref()
                 .unwrap_or(&report.text)
                 .chars()
                 .take(MAX_REFUSAL_REASON_CHARS)
-                .collect();
+                .collect()
+        };
+        if report.refused {
             events.push((
                 AuditActor::agent(&report.agent),
                 Event::new(
                     report.org,
                     AuditAction::AgentCommandRefused,
                     format!("agent:{}", report.agent.0),
-                    json!({ "command": report.command, "kind": kind.as_str(), "seq": report.sequence, "reason": reason }),
+                    json!({ "command": report.command, "kind": kind.as_str(), "seq": report.sequence, "reason": reason() }),
                 ),
             ));
         }
@@ -673,20 +676,13 @@ pub async fn finish_all(
             // The agent kept the version it runs: it refused the release (a
             // bad signature or digest, another platform, a downgrade) or could
             // not fetch it.
-            let reason: String = report
-                .reason
-                .as_deref()
-                .unwrap_or(&report.text)
-                .chars()
-                .take(MAX_REFUSAL_REASON_CHARS)
-                .collect();
             events.push((
                 AuditActor::agent(&report.agent),
                 Event::new(
                     report.org,
                     AuditAction::SelfUpdateRefused,
                     format!("agent:{}", report.agent.0),
-                    json!({ "command": report.command, "reason": reason }),
+                    json!({ "command": report.command, "reason": reason() }),
                 ),
             ));
         }

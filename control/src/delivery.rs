@@ -419,15 +419,7 @@ impl Delivery {
         let actor = auth.actor();
         let mut tx = auth.store().begin().await?;
         actor.recheck::<ManageAgents>(&mut tx).await?;
-        let kem: Option<String> = sqlx::query(
-            "SELECT kem_key FROM agents WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(&agent.0)
-        .bind(actor.org().0)
-        .fetch_optional(tx.conn())
-        .await?
-        .ok_or_else(|| ControlError::not_found("No such active server."))?
-        .try_get("kem_key")?;
+        let kem = active_agent(&mut tx, actor.org(), agent).await?.kem_key;
         if action == KeyAction::ActivatePqc && kem.is_some() {
             return Err(ControlError::conflict(
                 "Post-quantum encryption is already active on this server.",
@@ -487,15 +479,9 @@ impl Delivery {
         let actor = auth.actor();
         let mut tx = auth.store().begin().await?;
         actor.recheck::<ManageAgents>(&mut tx).await?;
-        let running: String = sqlx::query(
-            "SELECT agent_version FROM agents WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(&agent.0)
-        .bind(actor.org().0)
-        .fetch_optional(tx.conn())
-        .await?
-        .ok_or_else(|| ControlError::not_found("No such active server."))?
-        .try_get("agent_version")?;
+        let running = active_agent(&mut tx, actor.org(), agent)
+            .await?
+            .agent_version;
         let order = channel::release::compare_versions(&release.version, &running);
         if order == std::cmp::Ordering::Equal {
             return Err(ControlError::conflict(format!(
@@ -519,8 +505,7 @@ impl Delivery {
                 org: actor.org(),
                 agent,
                 kind: CommandKind::UpdateAgent,
-                args: serde_json::to_value(&args)
-                    .map_err(|e| ControlError::Internal(Box::new(e)))?,
+                args: serde_json::to_value(&args).map_err(ControlError::internal)?,
                 created_by: Some(actor.user()),
                 ttl_secs: UPDATE_TTL_SECS,
                 expires_at: None,
@@ -566,4 +551,31 @@ impl Delivery {
         self.wake(agent);
         Ok(())
     }
+}
+
+/// What a request about one of the organisation's servers reads of it.
+struct ActiveAgent {
+    kem_key: Option<String>,
+    agent_version: String,
+}
+
+/// The organisation's server `agent`, unless revoked; "No such active
+/// server." otherwise (another organisation's included).
+async fn active_agent(
+    tx: &mut crate::store::Tx,
+    org: crate::OrgId,
+    agent: &AgentId,
+) -> Result<ActiveAgent, ControlError> {
+    let row = sqlx::query(
+        "SELECT kem_key, agent_version FROM agents WHERE id = $1 AND org_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(&agent.0)
+    .bind(org.0)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or_else(|| ControlError::not_found("No such active server."))?;
+    Ok(ActiveAgent {
+        kem_key: row.try_get("kem_key")?,
+        agent_version: row.try_get("agent_version")?,
+    })
 }

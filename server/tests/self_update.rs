@@ -20,32 +20,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli_helpers::{pilothouse, text};
+use cli_helpers::{add_owner, ok, pilothouse, release_keygen, release_sign, text};
 use process::{agent_binary, call, serve, sign_in, PASSWORD};
 use serde_json::Value;
-
-fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout)
-}
-
-fn sign(key: &Path, binary: &Path, out: &Path, version: &str) {
-    ok(pilothouse(
-        &[
-            "release",
-            "sign",
-            "--key",
-            key.to_str().unwrap(),
-            "--binary",
-            binary.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--version",
-            version,
-        ],
-        "",
-    ));
-}
 
 /// The agent under a restart loop, in its own process group.
 struct Supervised(Child);
@@ -126,30 +103,30 @@ async fn a_signed_update_is_applied_another_key_refused_and_a_crashing_one_rolle
     let data = dir.path().join("data");
     let releases = data.join("releases");
     let key = dir.path().join("release.key");
-    ok(pilothouse(
-        &["release", "keygen", "--out", key.to_str().unwrap()],
-        "",
-    ));
+    release_keygen(&key);
     // The same bytes, signed as a newer release: after the switch the agent
     // reports the version its release manifest names.
-    sign(&key, &agent, &releases, "0.2.0");
-    ok(pilothouse(
-        &[
-            "admin",
-            "add-user",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--org",
-            "Acme",
-            "--email",
-            "owner@example.com",
-            "--role",
-            "owner",
-        ],
-        &format!("{PASSWORD}\n"),
-    ));
+    release_sign(&key, &agent, &releases, Some("0.2.0"));
+    add_owner(&data, PASSWORD);
     let server = serve(&data);
     let owner = sign_in(&server.web).await;
+
+    // The release download is for enrolled agents only: without a client
+    // certificate it is refused, and no byte of the binary goes out.
+    let stranger = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+        .get(format!(
+            "{}/agent/v1/release/{}",
+            server.gateway,
+            channel::release::current_platform()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 401);
+    assert!(stranger.text().await.unwrap().len() < 1024);
 
     // Register as the install script does, pinning the release key it got.
     let token = ok(pilothouse(
@@ -289,13 +266,10 @@ async fn a_signed_update_is_applied_another_key_refused_and_a_crashing_one_rolle
     // 2. Signed by another key: the control plane offers it (its own releases
     // directory is consistent), the agent refuses it against its pinned key.
     let other_key = dir.path().join("other.key");
-    ok(pilothouse(
-        &["release", "keygen", "--out", other_key.to_str().unwrap()],
-        "",
-    ));
+    release_keygen(&other_key);
     let genuine = dir.path().join("genuine");
     std::fs::rename(&releases, &genuine).unwrap();
-    sign(&other_key, &agent, &releases, "0.3.0");
+    release_sign(&other_key, &agent, &releases, Some("0.3.0"));
     let res = update(&owner, &server.web, &id).await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     let (view, audit) = wait_for(&owner, &server.web, "the refusal", &log, |_, a| {
@@ -323,7 +297,7 @@ async fn a_signed_update_is_applied_another_key_refused_and_a_crashing_one_rolle
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    sign(&key, &crashing, &releases, "0.4.0");
+    release_sign(&key, &crashing, &releases, Some("0.4.0"));
     let res = update(&owner, &server.web, &id).await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     let (view, audit) = wait_for(&owner, &server.web, "the rollback", &log, |v, a| {
