@@ -486,10 +486,12 @@ impl Gateway {
         Ok(())
     }
 
-    /// `POST /agent/v1/metrics` with at most one batch of samples.
+    /// `POST /agent/v1/metrics` with at most one batch of samples and the
+    /// agent's health as of now ([`crate::health::report`]).
     pub async fn post_metrics(&self, samples: Vec<MetricSample>) -> Result<(), GatewayError> {
         const PATH: &str = "/agent/v1/metrics";
-        let body = to_json(PATH, &MetricsBatch { samples })?;
+        let health = Some(crate::health::report(crate::now_ms()));
+        let body = to_json(PATH, &MetricsBatch { samples, health })?;
         let body = self.call(PATH, body, REQUEST_TIMEOUT, MAX_BODY).await?;
         decode::<MetricsAccepted>(PATH, &body)?;
         Ok(())

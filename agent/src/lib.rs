@@ -12,6 +12,7 @@
 //! - [`agent`]: opening, executing and reporting commands; key rotation; renewal.
 //! - [`ops`]: catalogued operations: the local policy and how each runs here.
 //! - [`metrics`]: `/proc` sampling and the offline backlog.
+//! - [`health`]: uptime, clock and last error, sent with the metrics.
 //! - [`run`]: `pilothouse-agent run`, the loops around [`agent`] and [`metrics`].
 //! - [`status`]: `pilothouse-agent status`.
 //! - [`backoff`]: retry pacing.
@@ -28,6 +29,7 @@ pub mod backoff;
 pub mod config;
 mod error;
 pub mod gateway;
+pub mod health;
 pub mod metrics;
 pub mod ops;
 pub mod pki;

@@ -74,7 +74,8 @@ enum Command {
 }
 
 /// Logs to stderr at `warn` unless `RUST_LOG` says otherwise (`info`,
-/// `agent=debug,warn`, ...).
+/// `agent=debug,warn`, ...), and keeps the last warning or error for the
+/// health report whatever `RUST_LOG` says ([`agent::health`]).
 fn init_logging() {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
@@ -93,6 +94,7 @@ fn init_logging() {
                 .with_ansi(false)
                 .with_filter(filter),
         )
+        .with(agent::health::LastErrorLayer.with_filter(default()))
         .init();
 }
 

@@ -132,6 +132,7 @@ pub fn start_as(
     config: Config,
     binary: crate::update::Binary,
 ) -> Result<Running, AgentError> {
+    crate::health::mark_started();
     let dir = StateDir::new(state_dir);
     dir.ensure_registered()?;
     dir.check_permissions()?;

@@ -15,8 +15,8 @@ use crate::ui::{ticker, ErrorPanel, SignedInUser};
 /// Disk usage from which a server needs attention.
 const DISK_ATTENTION_PCT: f64 = 90.0;
 
-/// Why a server needs attention, if it does: offline, a disk above 90 %, a
-/// failed watched unit. Revoked servers are gone and need none.
+/// Why a server needs attention, if it does: offline, a disk above 90 %, an
+/// agent clock too far off for signed commands, a failed watched unit. Revoked servers are gone and need none.
 fn attention(s: &AgentView) -> Vec<String> {
     if s.revoked {
         return Vec::new();
@@ -27,6 +27,12 @@ fn attention(s: &AgentView) -> Vec<String> {
     }
     if let Some(pct) = s.disk_high_pct.filter(|p| *p > DISK_ATTENTION_PCT) {
         why.push(format!("disk {pct:.0} % full"));
+    }
+    if let Some(h) = s.health.as_ref().filter(|h| h.clock_off()) {
+        why.push(format!(
+            "clock {} s off",
+            h.clock_skew_ms.unsigned_abs() / 1000
+        ));
     }
     for (unit, state) in &s.units {
         if state.state == "failed" {
@@ -244,6 +250,7 @@ mod tests {
             mem_total: None,
             delete_after: None,
             labels: Default::default(),
+            health: None,
         }
     }
 
@@ -259,9 +266,31 @@ mod tests {
                 since: Timestamp(0),
             },
         );
+        let in_step = control::AgentHealthView {
+            reported_at: Timestamp(60_000),
+            started_at: Timestamp(0),
+            clock_skew_ms: -30_000,
+            last_error: None,
+            last_error_at: None,
+        };
+        s.health = Some(in_step.clone());
         assert_eq!(
             attention(&s),
-            vec!["offline", "disk 93 % full", "nginx.service failed"]
+            vec!["offline", "disk 93 % full", "nginx.service failed"],
+            "30 s off is within what signed commands allow"
+        );
+        s.health = Some(control::AgentHealthView {
+            clock_skew_ms: -45_400,
+            ..in_step
+        });
+        assert_eq!(
+            attention(&s),
+            vec![
+                "offline",
+                "disk 93 % full",
+                "clock 45 s off",
+                "nginx.service failed"
+            ]
         );
         s.revoked = true;
         assert!(attention(&s).is_empty());

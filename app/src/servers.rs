@@ -31,6 +31,7 @@ pub fn Servers() -> impl IntoView {
     let tick = ticker(10);
     let add = ServerAction::<CreateRegistrationToken>::new();
     let revoke_token = ServerAction::<RevokeRegistrationToken>::new();
+    let update = ServerAction::<crate::agent_update::UpdateAgents>::new();
     let servers = Resource::new(move || tick.get(), |_| list_servers());
     let can_manage = manages(me().0.org.role);
     // `?version=X` shows only the servers whose agent runs version X.
@@ -78,14 +79,21 @@ pub fn Servers() -> impl IntoView {
                         })}
                         <div class="overflow-x-auto rounded-lg border border-slate-200 bg-white">
                             <table class="table">
-                                <thead><tr><th>"Name"</th><th>"Status"</th><th>"Last seen"</th><th>"Agent"</th><th>"PQC"</th><th>"CPU"</th><th>"Memory"</th></tr></thead>
+                                <thead><tr>{can_manage.then(|| view! { <th><span class="sr-only">"Select"</span></th> })}<th>"Name"</th><th>"Status"</th><th>"Last seen"</th><th>"Agent"</th><th>"PQC"</th><th>"CPU"</th><th>"Memory"</th></tr></thead>
                                 <tbody>
-                                    {list.into_iter().map(|s| {
+                                    {list.into_iter().enumerate().map(|(i, s)| {
                                         let (badge, href, name) = (status_badge(&s), format!("/servers/{}", s.id.0), s.hostname.clone());
+                                        // The checkboxes belong to the "Update selected agents" form below the table.
+                                        let select = (can_manage && !s.revoked).then(|| view! {
+                                            <input type="checkbox" form="update-selection" name=format!("ids[{i}]") value=s.id.0.clone() data-testid="select-server" aria-label=format!("Select {}", s.hostname) />
+                                        });
                                         view! {
                                         <tr data-testid="server-row" data-agent=s.id.0.clone()>
+                                            {can_manage.then(|| view! { <td>{select}</td> })}
                                             <td><A href=href attr:class="font-medium text-sky-700 underline">{name}</A></td>
-                                            <td>{badge}</td>
+                                            <td>{badge}{s.health.as_ref().filter(|h| h.clock_off()).map(|h| view! {
+                                                <span class="badge ml-1 bg-red-100 text-red-800" data-testid="clock-off" title=h.clock_text()>"Clock off"</span>
+                                            })}</td>
                                             <td class="whitespace-nowrap text-sm">{s.last_seen_at.map(|t| t.display_utc()).unwrap_or_else(|| "never".into())}</td>
                                             <td class="text-sm">{s.agent_version.clone()}</td>
                                             <td class="text-sm" data-testid="server-pqc">{s.pqc.label()}</td>
@@ -99,6 +107,7 @@ pub fn Servers() -> impl IntoView {
                                 </tbody>
                             </table>
                         </div>
+                        {can_manage.then(|| view! { <UpdateSelection update /> })}
                     }.into_any()
                     }
                     Err(e) => view! { <ErrorPanel error=e /> }.into_any(),
@@ -147,6 +156,36 @@ pub fn Servers() -> impl IntoView {
             <AddServer add=add />
         })}
     }
+}
+
+/// "Update selected agents": offers the release this control plane holds to
+/// the servers ticked in the list (their checkboxes name this form), and
+/// lists what became of each.
+#[component]
+fn UpdateSelection(update: ServerAction<crate::agent_update::UpdateAgents>) -> impl IntoView {
+    view! {
+        <ActionForm action=update attr:id="update-selection" attr:class="mt-3 flex items-center gap-3">
+            <button class="btn-secondary" type="submit" data-testid="update-selected">"Update selected agents"</button>
+            <span class="text-sm text-slate-500">"Offers the signed release held here; each agent checks it against its pinned release key."</span>
+        </ActionForm>
+        <div class="mt-2">
+            <FormError action=update />
+            {move || update.value().get().and_then(Result::ok).map(|offers| {
+                let offered = offers.iter().filter(|o| o.command.is_some()).count();
+                view! {
+                    <div class="text-sm text-slate-600" data-testid="update-offers">
+                        <p>{format!("Update offered to {offered} of {} servers.", offers.len())}</p>
+                        <ul class="mt-1 list-disc pl-5">
+                            {offers.into_iter().filter_map(|o| o.skipped.map(|why| view! {
+                                <li data-testid="update-skipped">{format!("{}: {why}", o.hostname)}</li>
+                            })).collect_view()}
+                        </ul>
+                    </div>
+                }
+            })}
+        </div>
+    }
+    .into_any()
 }
 
 /// A form (plain GET, so it works without JavaScript) that filters the

@@ -229,7 +229,40 @@ pub const MAX_SAMPLE_BACKUPS: usize = 64;
 #[serde(deny_unknown_fields)]
 pub struct MetricsBatch {
     pub samples: Vec<MetricSample>,
+    /// How the agent itself is doing, as of sending the batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<AgentHealth>,
 }
+
+/// How the agent itself is doing: sent with every metrics batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentHealth {
+    /// The agent's wall clock when it sent the batch (Unix milliseconds). The
+    /// control plane compares it with its own clock on receipt and shows a
+    /// difference beyond [`crate::MAX_CLOCK_SKEW_MS`]: the agent
+    /// checks the validity window of signed commands against this clock.
+    pub sent_at: i64,
+    /// Seconds since the agent process started.
+    pub uptime_secs: u64,
+    /// The last warning or error the agent logged since it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+}
+
+/// The last warning or error an agent logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastError {
+    /// Seconds between the error and sending the batch (an age, so that a
+    /// skewed agent clock does not move it).
+    pub age_secs: u64,
+    /// The log line's message and error, at most [`MAX_ERROR_CHARS`] characters.
+    pub message: String,
+}
+
+/// Longest [`LastError::message`] an agent sends and the control plane takes.
+pub const MAX_ERROR_CHARS: usize = 500;
 
 /// `POST /agent/v1/output`: one live output chunk (or an empty keep-alive)
 /// of a running command.

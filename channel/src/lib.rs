@@ -57,6 +57,10 @@ mod wire;
 pub use error::{ChannelError, ReplayKind};
 pub use pqc::PqcState;
 
+/// How far in the future a message may be dated before it is refused: the
+/// agent's and the control plane's clocks may differ by this much.
+pub const MAX_CLOCK_SKEW_MS: i64 = 30_000;
+
 #[cfg(feature = "crypto")]
 pub use checkpoint::{sign_checkpoint, verify_checkpoint, Checkpoint};
 #[cfg(feature = "crypto")]

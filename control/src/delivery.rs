@@ -468,6 +468,8 @@ impl Delivery {
     /// and audits `agent.self_update_offered`, in one transaction. The agent
     /// downloads the binary over its own channel and checks the manifest
     /// against the release key it pinned; the control plane cannot sign one.
+    /// Refuses (409) a server that already runs this version, and a downgrade
+    /// unless `allow_downgrade`.
     pub async fn offer_update(
         &self,
         auth: &Authorized<'_, ManageAgents>,
@@ -479,64 +481,59 @@ impl Delivery {
         let actor = auth.actor();
         let mut tx = auth.store().begin().await?;
         actor.recheck::<ManageAgents>(&mut tx).await?;
-        let running = active_agent(&mut tx, actor.org(), agent)
-            .await?
-            .agent_version;
-        let order = channel::release::compare_versions(&release.version, &running);
-        if order == std::cmp::Ordering::Equal {
-            return Err(ControlError::conflict(format!(
-                "This server already runs agent {running}."
-            )));
-        }
-        if order == std::cmp::Ordering::Less && !allow_downgrade {
-            return Err(ControlError::conflict(format!(
-                "Agent {} is older than the {running} this server runs; a downgrade must be asked for explicitly.",
-                release.version
-            )));
-        }
-        let args = channel::api::UpdateAgentArgs {
-            manifest: release.to_text(),
-            allow_downgrade,
-        };
-        let command = commands::insert(
-            &mut tx,
-            &actor.audit_actor(),
-            NewCommand {
-                org: actor.org(),
-                agent,
-                kind: CommandKind::UpdateAgent,
-                args: serde_json::to_value(&args).map_err(ControlError::internal)?,
-                created_by: Some(actor.user()),
-                ttl_secs: UPDATE_TTL_SECS,
-                expires_at: None,
-                origin: Origin::System,
-                operation: None,
-            },
-            now,
-        )
-        .await?;
-        audit::append(
-            &mut tx,
-            &actor.audit_actor(),
-            Event::new(
-                actor.org(),
-                AuditAction::SelfUpdateOffered,
-                format!("agent:{}", agent.0),
-                json!({
-                    "command": command.0,
-                    "from_version": running,
-                    "version": release.version,
-                    "platform": release.platform,
-                    "sha256": release.sha256,
-                    "allow_downgrade": allow_downgrade,
-                }),
-            ),
-            now,
-        )
-        .await?;
+        let command = offer_in(&mut tx, actor, agent, release, allow_downgrade, now).await?;
         tx.commit().await?;
         self.wake(agent);
         Ok(command)
+    }
+
+    /// [`Self::offer_update`] to a selection of servers, in one transaction:
+    /// every server that can take the release gets its command and audit
+    /// event, or none does. A server that cannot (not found or revoked,
+    /// already on this version, a downgrade not asked for) is skipped with
+    /// the reason. At most [`MAX_UPDATE_SELECTION`] servers, each once.
+    pub async fn offer_updates(
+        &self,
+        auth: &Authorized<'_, ManageAgents>,
+        agents: &[AgentId],
+        release: &channel::release::Manifest,
+        allow_downgrade: bool,
+        now: Timestamp,
+    ) -> Result<Vec<UpdateOffer>, ControlError> {
+        if agents.is_empty() {
+            return Err(ControlError::invalid("Select at least one server."));
+        }
+        if agents.len() > MAX_UPDATE_SELECTION {
+            return Err(ControlError::invalid(format!(
+                "Update at most {MAX_UPDATE_SELECTION} servers at once."
+            )));
+        }
+        let actor = auth.actor();
+        let mut tx = auth.store().begin().await?;
+        actor.recheck::<ManageAgents>(&mut tx).await?;
+        let mut offers: Vec<UpdateOffer> = Vec::with_capacity(agents.len());
+        for agent in agents {
+            if offers.iter().any(|o| o.agent == *agent) {
+                continue;
+            }
+            let outcome = match offer_in(&mut tx, actor, agent, release, allow_downgrade, now).await
+            {
+                Ok(command) => Ok(command),
+                Err(e @ (ControlError::NotFound(_) | ControlError::Conflict(_))) => {
+                    Err(e.to_string())
+                }
+                Err(e) => return Err(e),
+            };
+            offers.push(UpdateOffer {
+                agent: agent.clone(),
+                outcome,
+            });
+        }
+        tx.commit().await?;
+        for o in offers.iter().filter(|o| o.outcome.is_ok()) {
+            self.wake(&o.agent);
+        }
+        Ok(offers)
     }
 
     /// Revokes an agent (see [`agents::revoke`]) and ends every poll it holds.
@@ -551,6 +548,82 @@ impl Delivery {
         self.wake(agent);
         Ok(())
     }
+}
+
+/// The most servers one "Update agent" on a selection may name.
+pub const MAX_UPDATE_SELECTION: usize = 1000;
+
+/// What became of one server of a selection offered an update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateOffer {
+    pub agent: AgentId,
+    /// The queued command, or why this server was skipped.
+    pub outcome: Result<CommandId, String>,
+}
+
+/// Queues one `update_agent` command with its audit event in `tx`.
+async fn offer_in(
+    tx: &mut crate::store::Tx,
+    actor: &crate::access::Actor,
+    agent: &AgentId,
+    release: &channel::release::Manifest,
+    allow_downgrade: bool,
+    now: Timestamp,
+) -> Result<CommandId, ControlError> {
+    let running = active_agent(tx, actor.org(), agent).await?.agent_version;
+    let order = channel::release::compare_versions(&release.version, &running);
+    if order == std::cmp::Ordering::Equal {
+        return Err(ControlError::conflict(format!(
+            "This server already runs agent {running}."
+        )));
+    }
+    if order == std::cmp::Ordering::Less && !allow_downgrade {
+        return Err(ControlError::conflict(format!(
+            "Agent {} is older than the {running} this server runs; a downgrade must be asked for explicitly.",
+            release.version
+        )));
+    }
+    let args = channel::api::UpdateAgentArgs {
+        manifest: release.to_text(),
+        allow_downgrade,
+    };
+    let command = commands::insert(
+        tx,
+        &actor.audit_actor(),
+        NewCommand {
+            org: actor.org(),
+            agent,
+            kind: CommandKind::UpdateAgent,
+            args: serde_json::to_value(&args).map_err(ControlError::internal)?,
+            created_by: Some(actor.user()),
+            ttl_secs: UPDATE_TTL_SECS,
+            expires_at: None,
+            origin: Origin::System,
+            operation: None,
+        },
+        now,
+    )
+    .await?;
+    audit::append(
+        tx,
+        &actor.audit_actor(),
+        Event::new(
+            actor.org(),
+            AuditAction::SelfUpdateOffered,
+            format!("agent:{}", agent.0),
+            json!({
+                "command": command.0,
+                "from_version": running,
+                "version": release.version,
+                "platform": release.platform,
+                "sha256": release.sha256,
+                "allow_downgrade": allow_downgrade,
+            }),
+        ),
+        now,
+    )
+    .await?;
+    Ok(command)
 }
 
 /// What a request about one of the organisation's servers reads of it.

@@ -3,9 +3,11 @@
 //!
 //! A batch is written in one transaction with multi-row inserts, never one
 //! transaction per sample; a resent batch (after a lost reply) is harmless
-//! because a sample is keyed by agent and time.
+//! because a sample is keyed by agent and time. The agent's health report
+//! (uptime, clock, last error) comes with the batch and goes on the agent row
+//! in the same transaction.
 
-use channel::api::MetricSample;
+use channel::api::{AgentHealth, MetricSample};
 
 use crate::access::{Authorized, ReadOrg};
 use crate::agents::AgentSession;
@@ -57,17 +59,34 @@ pub async fn record(
     samples: &[MetricSample],
     now: Timestamp,
 ) -> Result<usize, ControlError> {
+    record_batch(store, agent, samples, None, now).await
+}
+
+/// [`record`] with the agent's health report, written in the same
+/// transaction ([`record_health`]). A health report that breaks its bounds
+/// refuses the whole batch, before anything is written.
+pub async fn record_batch(
+    store: &Store,
+    agent: &AgentSession,
+    samples: &[MetricSample],
+    health: Option<&AgentHealth>,
+    now: Timestamp,
+) -> Result<usize, ControlError> {
     if samples.len() > channel::api::MAX_BATCH_SAMPLES {
         return Err(ControlError::invalid(format!(
             "A batch carries at most {} samples.",
             channel::api::MAX_BATCH_SAMPLES
         )));
     }
+    let health = health.map(|h| Health::of(h, now)).transpose()?;
     let good: Vec<&MetricSample> = samples.iter().filter(|s| valid(s, now)).collect();
-    if good.is_empty() {
+    if good.is_empty() && health.is_none() {
         return Ok(0);
     }
     let mut tx = store.begin().await?;
+    if let Some(h) = &health {
+        record_health(&mut tx, agent, h, now).await?;
+    }
     for chunk in good.chunks(ROWS_PER_INSERT) {
         let mut sql = String::from(
             "INSERT INTO metrics_raw (agent_id, at, cpu_pct, mem_used, mem_total, disk_used, disk_total, disks, net_rx_bps, net_tx_bps, load1, load5, load15) VALUES ",
@@ -126,6 +145,82 @@ pub async fn record(
     }
     tx.commit().await?;
     Ok(good.len())
+}
+
+/// Longest uptime an agent may claim (a century): anything longer is not a clock.
+const MAX_UPTIME_SECS: u64 = 100 * 365 * 86_400;
+
+/// A health report checked and placed on the control plane's clock.
+struct Health {
+    started_at: i64,
+    clock_skew_ms: i64,
+    last_error: Option<(i64, String)>,
+}
+
+impl Health {
+    fn of(h: &AgentHealth, now: Timestamp) -> Result<Self, ControlError> {
+        if h.uptime_secs > MAX_UPTIME_SECS {
+            return Err(ControlError::invalid(
+                "health.uptime_secs: at most a century.",
+            ));
+        }
+        let ms = |secs: u64| i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000);
+        let last_error = match &h.last_error {
+            None => None,
+            Some(e) if e.message.chars().count() > channel::api::MAX_ERROR_CHARS => {
+                return Err(ControlError::invalid(format!(
+                    "health.last_error.message: at most {} characters.",
+                    channel::api::MAX_ERROR_CHARS
+                )))
+            }
+            Some(e) if e.age_secs > h.uptime_secs => {
+                return Err(ControlError::invalid(
+                    "health.last_error.age_secs: older than the agent's uptime.",
+                ))
+            }
+            Some(e) => {
+                let clean: String = e
+                    .message
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                Some((now.0.saturating_sub(ms(e.age_secs)), clean))
+            }
+        };
+        Ok(Self {
+            started_at: now.0.saturating_sub(ms(h.uptime_secs)),
+            clock_skew_ms: h.sent_at.saturating_sub(now.0),
+            last_error,
+        })
+    }
+}
+
+/// Puts an agent's health on its row: when it started and how far its clock
+/// is from this one (both as of receipt), and its last error. A report older
+/// than the one stored (batches racing) changes nothing.
+async fn record_health(
+    tx: &mut crate::store::Tx,
+    agent: &AgentSession,
+    h: &Health,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    let (error_at, error) = match &h.last_error {
+        Some((at, message)) => (Some(*at), Some(message.as_str())),
+        None => (None, None),
+    };
+    sqlx::query(
+        "UPDATE agents SET health_at = $1, started_at = $2, clock_skew_ms = $3, last_error = $4, last_error_at = $5 \
+         WHERE id = $6 AND (health_at IS NULL OR health_at <= $1)",
+    )
+    .bind(now.0)
+    .bind(h.started_at)
+    .bind(h.clock_skew_ms)
+    .bind(error)
+    .bind(error_at)
+    .bind(&agent.agent().0)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
 }
 
 /// Disk usage above which the AI Pilot starts counting.

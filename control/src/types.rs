@@ -321,6 +321,56 @@ pub struct AgentView {
     pub cpu_pct: Option<f64>,
     pub mem_used: Option<i64>,
     pub mem_total: Option<i64>,
+    /// What the agent last said about itself; `None` before its first report.
+    pub health: Option<AgentHealthView>,
+}
+
+/// An agent's last health report, on the control plane's clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentHealthView {
+    /// When the report arrived.
+    pub reported_at: Timestamp,
+    /// When the agent process started.
+    pub started_at: Timestamp,
+    /// The agent's clock minus this one's, in milliseconds, as of the report.
+    pub clock_skew_ms: i64,
+    /// The last warning or error the agent logged since it started.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<Timestamp>,
+}
+
+impl AgentHealthView {
+    /// The agent's clock is further off than signed commands allow
+    /// ([`channel::MAX_CLOCK_SKEW_MS`]): commands may be refused.
+    pub fn clock_off(&self) -> bool {
+        self.clock_skew_ms.unsigned_abs() > channel::MAX_CLOCK_SKEW_MS.unsigned_abs()
+    }
+
+    /// How long the agent had been up at its last report ("3 h 12 min").
+    pub fn uptime_text(&self) -> String {
+        let secs = (self.reported_at.0 - self.started_at.0).max(0) / 1000;
+        match secs {
+            s if s < 120 => format!("{s} s"),
+            s if s < 2 * 3600 => format!("{} min", s / 60),
+            s if s < 2 * 86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+            s => format!("{} days {} h", s / 86_400, s % 86_400 / 3600),
+        }
+    }
+
+    /// "in sync", or how far and which way the agent's clock is off, in words.
+    pub fn clock_text(&self) -> String {
+        let secs = self.clock_skew_ms.unsigned_abs() as f64 / 1000.0;
+        let way = if self.clock_skew_ms >= 0 {
+            "ahead"
+        } else {
+            "behind"
+        };
+        if self.clock_off() {
+            format!("{secs:.0} s {way}: signed commands may be refused")
+        } else {
+            format!("in sync ({secs:.1} s {way})")
+        }
+    }
 }
 
 /// The dashboard's Servers card.

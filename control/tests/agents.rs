@@ -521,7 +521,148 @@ async fn concurrent_heartbeats_and_commands_all_succeed(db: TestDb) {
     assert!(audit::verify(&read).await.unwrap().intact());
 }
 
+/// Enrols one agent reporting `version` with a fresh token.
+async fn enrol_as(
+    db: &TestDb,
+    ca: &AgentCa,
+    manage: &control::access::Authorized<'_, ManageAgents>,
+    version: &str,
+    now: Timestamp,
+) -> AgentId {
+    let token = agents::create_registration_token(manage, &ca.pin(), 3600, now)
+        .await
+        .unwrap();
+    let mut e = enrolment(token.token.expose_secret(), true);
+    e.agent_version = version.into();
+    agents::enrol(&db.store, ca, &throttle(), e, &meta(), now)
+        .await
+        .unwrap()
+        .agent
+}
+
+/// "Update agent" on a selection: one transaction; every server that can take
+/// the release gets its command and audit event; the others are skipped with
+/// the reason (revoked, another organisation's, already on the version).
+async fn an_update_offered_to_a_selection_skips_who_cannot_take_it(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp::now();
+    let ca = AgentCa::load_or_create(dir.path(), now).unwrap();
+    let (owner, org) = add(&db, "Acme", "owner@example.com", Role::Owner).await;
+    let (stranger, other) = add(&db, "Globex", "owner@globex.example", Role::Owner).await;
+    let owner = access::actor(&db.store, owner, Some(org), meta())
+        .await
+        .unwrap();
+    let stranger = access::actor(&db.store, stranger, Some(other), meta())
+        .await
+        .unwrap();
+    let manage = || owner.authorize::<ManageAgents>().unwrap();
+    let old = enrol_as(&db, &ca, &manage(), "0.1.0", now).await;
+    let current = enrol_as(&db, &ca, &manage(), "0.2.0", now).await;
+    let revoked = enrol_as(&db, &ca, &manage(), "0.1.0", now).await;
+    let stranger_manages = stranger.authorize::<ManageAgents>().unwrap();
+    let foreign = enrol_as(&db, &ca, &stranger_manages, "0.1.0", now).await;
+    let delivery = delivery(&db, dir.path());
+    delivery.revoke(&manage(), &revoked, now).await.unwrap();
+    let release = channel::release::ReleaseKey::generate()
+        .sign("0.2.0", "x86_64-linux", b"agent")
+        .unwrap();
+    let read = owner.authorize::<ReadOrg>().unwrap();
+    let events_before = audit::verify(&read).await.unwrap().events_checked;
+
+    let offers = delivery
+        .offer_updates(
+            &manage(),
+            &[
+                old.clone(),
+                current.clone(),
+                revoked.clone(),
+                foreign.clone(),
+                old.clone(),
+            ],
+            &release,
+            false,
+            now,
+        )
+        .await
+        .unwrap();
+    let outcome: Vec<(&AgentId, Result<(), &str>)> = offers
+        .iter()
+        .map(|o| {
+            (
+                &o.agent,
+                o.outcome.as_ref().map(|_| ()).map_err(String::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcome,
+        vec![
+            (&old, Ok(())),
+            (&current, Err("This server already runs agent 0.2.0.")),
+            (&revoked, Err("No such active server.")),
+            (&foreign, Err("No such active server.")),
+        ]
+    );
+    let identity = |agent: &AgentId| {
+        let store = db.store.clone();
+        let agent = agent.clone();
+        async move {
+            let fp: String =
+                sqlx::query_scalar("SELECT cert_fingerprint FROM agents WHERE id = $1")
+                    .bind(&agent.0)
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+            agents::authenticate(&store, &fp, now).await.unwrap()
+        }
+    };
+    let queued = commands::take_pending(&db.store, &identity(&old).await, now)
+        .await
+        .unwrap()
+        .commands;
+    assert_eq!(queued.len(), 1, "one command for the server ticked twice");
+    assert!(
+        commands::take_pending(&db.store, &identity(&current).await, now)
+            .await
+            .unwrap()
+            .commands
+            .is_empty()
+    );
+    let report = audit::verify(&read).await.unwrap();
+    assert!(report.intact());
+    let actions: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM audit_events WHERE org_id = $1 AND seq > $2 ORDER BY seq")
+            .bind(org.0)
+            .bind(events_before)
+            .fetch_all(db.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        actions,
+        ["command.queued", "agent.self_update_offered"],
+        "one command and one offer, for the one server that takes it"
+    );
+
+    // Bounds: an empty selection, and more than the limit, are refused.
+    let refused = delivery
+        .offer_updates(&manage(), &[], &release, false, now)
+        .await;
+    assert!(
+        matches!(refused, Err(ControlError::Invalid(_))),
+        "{refused:?}"
+    );
+    let many = vec![old.clone(); control::delivery::MAX_UPDATE_SELECTION + 1];
+    let refused = delivery
+        .offer_updates(&manage(), &many, &release, false, now)
+        .await;
+    assert!(
+        matches!(refused, Err(ControlError::Invalid(_))),
+        "{refused:?}"
+    );
+}
+
 control::both_backends!(
+    an_update_offered_to_a_selection_skips_who_cannot_take_it,
     concurrent_heartbeats_and_commands_all_succeed,
     metrics_are_batched_rolled_up_and_expired,
     enrolment_tokens_are_one_time_and_audited,

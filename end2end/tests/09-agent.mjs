@@ -78,11 +78,23 @@ export default async function agent(t) {
     await t.expectText(page.locator('[data-testid="pqc-state"]'), 'Post-quantum encryption active');
     await t.expectText(page.locator('[data-testid="tls-group"]'), 'X25519MLKEM768', { timeout: SLOW });
     await t.expectText(page.locator('[data-testid="chart-cpu-latest"]'), /%$/, { timeout: SLOW });
+    // Its health came with the metrics: up for seconds, clock in step.
+    await t.expectText(page.locator('[data-testid="agent-clock"]'), /^in sync \(/, { timeout: SLOW });
+    await t.expectText(page.locator('[data-testid="agent-uptime"]'), /^\d+ (s|min) \(reported /);
     // The Agent card: the version the agent reported; no release is held by
     // this control plane, so nothing is offered.
     await t.expectText(page.locator('[data-testid="agent-version"]'), /^\d+\.\d+\.\d+/);
     await t.expectText(page.locator('[data-testid="release-version"]'), 'none held here');
     assert.equal(await page.locator('[data-testid="update-agent"]').count(), 0, 'an update is offered without a release');
+
+    // "Update selected agents" on the servers list: the ticked server goes to
+    // the control plane, which holds no release to offer and says so.
+    await t.goto(page, '/servers');
+    await t.waitHydrated(page);
+    await page.locator('tr[data-testid="server-row"]', { hasText: 'e2e-pq' }).locator('[data-testid="select-server"]').check();
+    await page.getByRole('button', { name: 'Update selected agents', exact: true }).click();
+    await t.expectText(page.locator('[data-testid="form-error"]'), /holds no agent release/);
+    await openServer(t, page, 'e2e-pq');
 
     // Ping round-trips.
     await page.getByRole('button', { name: 'Ping', exact: true }).click();

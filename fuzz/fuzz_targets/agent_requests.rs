@@ -19,8 +19,8 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use channel::api::{
-    DiskUsage, EnrolRequest, KeysRequest, MetricSample, MetricsBatch, PollRequest, RenewRequest,
-    ResultRequest,
+    AgentHealth, DiskUsage, EnrolRequest, KeysRequest, MetricSample, MetricsBatch, PollRequest,
+    RenewRequest, ResultRequest,
 };
 use channel::envelope::MAX_CLOCK_SKEW_MS;
 use channel::registration::REGISTRATION_MAX_AGE_MS;
@@ -240,6 +240,7 @@ fn round_trip_metrics(batch: &MetricsBatch) {
             assert!(close(x, y), "{x:e} came back as {y:e}");
         }
     }
+    assert_eq!(back.health, batch.health);
 }
 
 fn metrics(u: &mut Unstructured) -> arbitrary::Result<()> {
@@ -247,7 +248,23 @@ fn metrics(u: &mut Unstructured) -> arbitrary::Result<()> {
     for _ in 0..u.int_in_range(0..=8)? {
         samples.push(sample(u)?);
     }
-    let batch = MetricsBatch { samples };
+    let health = if bool::arbitrary(u)? {
+        Some(AgentHealth {
+            sent_at: i64::arbitrary(u)?,
+            uptime_secs: u64::arbitrary(u)?,
+            last_error: if bool::arbitrary(u)? {
+                Some(channel::api::LastError {
+                    age_secs: u64::arbitrary(u)?,
+                    message: String::arbitrary(u)?,
+                })
+            } else {
+                None
+            },
+        })
+    } else {
+        None
+    };
+    let batch = MetricsBatch { samples, health };
     round_trip_metrics(&batch);
     // No other request body takes a metrics batch.
     let json = serde_json::to_vec(&batch).expect("serialises");

@@ -657,6 +657,14 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
                         units: Vec::new(),
                         backups: Vec::new(),
                     }],
+                    health: Some(channel::api::AgentHealth {
+                        sent_at: NOW,
+                        uptime_secs: 3600,
+                        last_error: Some(channel::api::LastError {
+                            age_secs: 120,
+                            message: "poll failed: cannot reach the control plane".into(),
+                        }),
+                    }),
                 }),
             ),
             ("registration.json", json(&m.registrations[0].msg)),

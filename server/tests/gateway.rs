@@ -414,6 +414,98 @@ async fn enrol_poll_ping_and_revoke(db: TestDb) {
         .await;
     assert_eq!(res.status(), 400);
 
+    // Health: the agent's clock is compared with the control plane's on
+    // receipt. This machine's clock cannot be moved, so the skewed agent is
+    // played by a batch stamped 90 s behind; the real agent's report is in
+    // real_agent.rs and self_update.rs.
+    let now = Timestamp::now().0;
+    let healthy = |sent_at: i64, message: String, age: u64, uptime: u64| {
+        json!({
+            "samples": [sample(now, 5.0)],
+            "health": {
+                "sent_at": sent_at,
+                "uptime_secs": uptime,
+                "last_error": { "age_secs": age, "message": message }
+            }
+        })
+    };
+    let res = agent
+        .post(
+            "/agent/v1/metrics",
+            healthy(
+                now - 90_000,
+                "poll failed: connection reset".into(),
+                60,
+                3600,
+            ),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let view: Value = app
+        .call(&owner, "server-detail", &[("id", &agent.id)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let health = &view["health"];
+    let skew = health["clock_skew_ms"].as_i64().unwrap();
+    assert!((-95_000..=-89_000).contains(&skew), "{health}");
+    assert_eq!(health["last_error"], "poll failed: connection reset");
+    let started = health["started_at"].as_i64().unwrap();
+    assert!(
+        (now - 3_605_000..=now - 3_595_000).contains(&started),
+        "{health}"
+    );
+    let shown: control::AgentView = serde_json::from_value(view.clone()).unwrap();
+    let h = shown.health.unwrap();
+    assert!(h.clock_off());
+    assert!(
+        h.clock_text().starts_with("90 s behind"),
+        "{}",
+        h.clock_text()
+    );
+    let page = app.page(&owner, "/servers").await.text().await.unwrap();
+    assert!(
+        page.contains(r#"data-testid="clock-off""#),
+        "no Clock off badge"
+    );
+    // A report that breaks its bounds refuses the batch, samples included.
+    for (bad, why) in [
+        (
+            healthy(now, "x".repeat(channel::api::MAX_ERROR_CHARS + 1), 1, 10),
+            "at most 500 characters",
+        ),
+        (
+            healthy(now, "e".into(), 20, 10),
+            "older than the agent's uptime",
+        ),
+        (healthy(now, "e".into(), 1, u64::MAX), "at most a century"),
+    ] {
+        let res = agent.post("/agent/v1/metrics", bad).await;
+        assert_eq!(res.status(), 400);
+        assert!(res.text().await.unwrap().contains(why), "{why}");
+    }
+    // A clock back in step clears the warning; the last error stays.
+    agent
+        .post(
+            "/agent/v1/metrics",
+            healthy(
+                Timestamp::now().0,
+                "poll failed: connection reset".into(),
+                70,
+                3610,
+            ),
+        )
+        .await;
+    let view: Value = app
+        .call(&owner, "server-detail", &[("id", &agent.id)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let shown: control::AgentView = serde_json::from_value(view).unwrap();
+    assert!(!shown.health.unwrap().clock_off());
+
     // Revocation refuses the certificate at once, even on a poll already held.
     let held = {
         let (client, base, jwt) = (agent.client.clone(), agent.base.clone(), agent.jwt.clone());

@@ -127,7 +127,15 @@ async fn the_real_agent_meets_the_real_server(db: TestDb) {
     // Metrics reach the servers list.
     running.metrics.collect_sample(agent::now_ms());
     assert_eq!(running.metrics.flush_metrics().await.unwrap(), 1);
-    assert!(f.view(&id).await.cpu_pct.is_some());
+    let view = f.view(&id).await;
+    assert!(view.cpu_pct.is_some());
+    // With them its health: up since this test started it, clock in step.
+    let health = view
+        .health
+        .expect("the agent reports its health with its metrics");
+    assert!(health.clock_skew_ms.abs() < 5_000, "{health:?}");
+    assert!(!health.clock_off());
+    assert!(health.started_at <= health.reported_at, "{health:?}");
 
     // Rotate keys: new identity, KEM and TLS keys, then a ping on the new certificate.
     let before = f.view(&id).await;

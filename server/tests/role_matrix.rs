@@ -707,6 +707,17 @@ async fn role_matrix(db: TestDb) {
             Who::Admin | Who::Owner => 409,
         };
         assert_eq!(res.status(), expected, "update-agent as {who:?}");
+        // The same on a selection; another organisation's admin passes the
+        // role check too, and would find the servers skipped as not found.
+        let res = app
+            .call(c, "update-agents", &[("ids[0]", own_target.as_str())])
+            .await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member => 403,
+            Who::OtherOrg | Who::Admin | Who::Owner => 409,
+        };
+        assert_eq!(res.status(), expected, "update-agents as {who:?}");
         let res = app.call(c, "agent-release", &[("id", own_target)]).await;
         let expected = match who {
             Who::Anonymous => 401,

@@ -92,6 +92,29 @@ async fn update(owner: &reqwest::Client, web: &str, id: &str) -> reqwest::Respon
         .unwrap()
 }
 
+/// "Update selected agents" on the servers list, as its form posts the
+/// ticked checkboxes; returns what became of each server.
+async fn update_selection(owner: &reqwest::Client, web: &str, ids: &[&str]) -> Vec<Value> {
+    let form: Vec<(String, &str)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (format!("ids[{i}]"), *id))
+        .collect();
+    let res = owner
+        .post(format!("{web}/api/update-agents"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json::<Value>()
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
 fn count(audit: &[(String, Value)], action: &str) -> usize {
     audit.iter().filter(|(a, _)| a == action).count()
 }
@@ -200,10 +223,30 @@ async fn a_signed_update_is_applied_another_key_refused_and_a_crashing_one_rolle
     .await;
     let id = view["id"].as_str().unwrap().to_string();
     assert_eq!(view["agent_version"], env!("CARGO_PKG_VERSION"));
+    // Its health comes with its metrics: clock in step, no error yet.
+    let (view, _) = wait_for(&owner, &server.web, "a health report", &log, |v, _| {
+        v["health"].is_object()
+    })
+    .await;
+    assert!(
+        view["health"]["clock_skew_ms"].as_i64().unwrap().abs() < 5_000,
+        "{view}"
+    );
+    assert!(view["health"]["last_error"].is_null(), "{view}");
 
-    // 1. Signed by the release key: applied, the new version shows.
-    let res = update(&owner, &server.web, &id).await;
-    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    // 1. Signed by the release key, offered to a selection from the servers
+    // list (the server ticked twice, and one that does not exist): applied,
+    // the new version shows.
+    let offers = update_selection(
+        &owner,
+        &server.web,
+        &[&id, &id, "agt_000000000000000000000000"],
+    )
+    .await;
+    assert_eq!(offers.len(), 2, "{offers:?}");
+    assert_eq!(offers[0]["id"], id.as_str());
+    assert!(offers[0]["command"].is_string(), "{offers:?}");
+    assert_eq!(offers[1]["skipped"], "No such active server.");
     let (view, audit) = wait_for(&owner, &server.web, "the update to 0.2.0", &log, |v, a| {
         v["agent_version"] == "0.2.0" && count(a, "agent.self_update_applied") == 1
     })
@@ -262,6 +305,11 @@ async fn a_signed_update_is_applied_another_key_refused_and_a_crashing_one_rolle
     // The same version again is refused by the control plane already.
     let res = update(&owner, &server.web, &id).await;
     assert_eq!(res.status(), 409);
+    let offers = update_selection(&owner, &server.web, &[&id]).await;
+    assert_eq!(
+        offers[0]["skipped"],
+        "This server already runs agent 0.2.0."
+    );
 
     // 2. Signed by another key: the control plane offers it (its own releases
     // directory is consistent), the agent refuses it against its pinned key.
@@ -286,6 +334,14 @@ async fn a_signed_update_is_applied_another_key_refused_and_a_crashing_one_rolle
         "the refusal does not say why: {refusal}"
     );
     assert_eq!(view["agent_version"], "0.2.0");
+    // The refusal is the agent's last error, reported with its next metrics.
+    let (view, _) = wait_for(&owner, &server.web, "the last error", &log, |v, _| {
+        v["health"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("command refused: ") && e.contains("signature"))
+    })
+    .await;
+    assert!(view["health"]["last_error_at"].is_i64(), "{view}");
     std::fs::remove_dir_all(&releases).unwrap();
     std::fs::rename(&genuine, &releases).unwrap();
 

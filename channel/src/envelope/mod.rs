@@ -62,8 +62,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 512 * 1024;
 pub const MAX_ID_BYTES: usize = 128;
 /// Longest command kind, in bytes (`[A-Za-z0-9._:/-]`).
 pub const MAX_KIND_BYTES: usize = 64;
-/// How far in the future a message may be dated before it is refused.
-pub const MAX_CLOCK_SKEW_MS: i64 = 30_000;
+pub use crate::MAX_CLOCK_SKEW_MS;
 /// Domain-separation label of commands (signature, AAD, key derivation).
 pub const COMMAND_LABEL: &str = "pilothouse/command/v1";
 /// Domain-separation label of results.

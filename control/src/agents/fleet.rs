@@ -39,6 +39,11 @@ struct AgentRow {
     unit_states: Option<String>,
     disk_high_pct: Option<f64>,
     delete_after: Option<i64>,
+    health_at: Option<i64>,
+    started_at: Option<i64>,
+    clock_skew_ms: Option<i64>,
+    last_error: Option<String>,
+    last_error_at: Option<i64>,
     pending_key_commands: i64,
 }
 
@@ -50,7 +55,9 @@ pub(crate) fn view_query(filter: &str) -> String {
         "SELECT a.id, a.hostname, a.agent_version, a.last_seen_at, a.revoked_at, a.kem_key, a.keys_registered_at, \
          a.cert_serial, a.cert_fingerprint, a.cert_not_after, a.kem_key_id, a.tls_group, \
          a.last_cpu_pct, a.last_mem_used, a.last_mem_total, a.production, a.file_access, a.capabilities, \
-         a.unit_states, a.disk_high_pct, a.delete_after, COALESCE(p.n, 0) AS pending_key_commands \
+         a.unit_states, a.disk_high_pct, a.delete_after, \
+         a.health_at, a.started_at, a.clock_skew_ms, a.last_error, a.last_error_at, \
+         COALESCE(p.n, 0) AS pending_key_commands \
          FROM agents a LEFT JOIN ( \
              SELECT agent_id, COUNT(*) AS n FROM commands \
              WHERE org_id = $1 AND state IN ('{queued}', '{delivered}') AND kind IN ('{rotate}', '{register}') AND expires_at > $2 \
@@ -112,6 +119,16 @@ fn view_of(r: AgentRow, role: Role, now: Timestamp) -> AgentView {
         cpu_pct: r.last_cpu_pct,
         mem_used: r.last_mem_used,
         mem_total: r.last_mem_total,
+        health: match (r.health_at, r.started_at, r.clock_skew_ms) {
+            (Some(at), Some(started), Some(skew)) => Some(crate::AgentHealthView {
+                reported_at: Timestamp(at),
+                started_at: Timestamp(started),
+                clock_skew_ms: skew,
+                last_error: r.last_error,
+                last_error_at: r.last_error_at.map(Timestamp),
+            }),
+            _ => None,
+        },
         id: AgentId(r.id),
         hostname: r.hostname,
         agent_version: r.agent_version,

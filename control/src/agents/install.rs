@@ -11,6 +11,8 @@
 
 use channel::token::RegistrationToken;
 
+pub use channel::release::Manifest;
+
 /// The platform the manual steps download and whose release "Update agent"
 /// offers (agents do not declare theirs yet).
 pub const DEFAULT_PLATFORM: &str = "x86_64-linux";

@@ -232,8 +232,14 @@ async fn metrics(
     AgentAuth(session): AgentAuth,
     Json(batch): Json<MetricsBatch>,
 ) -> Result<Json<serde_json::Value>, GatewayError> {
-    let accepted =
-        control::metrics::record(&state.store, &session, &batch.samples, Timestamp::now()).await?;
+    let accepted = control::metrics::record_batch(
+        &state.store,
+        &session,
+        &batch.samples,
+        batch.health.as_ref(),
+        Timestamp::now(),
+    )
+    .await?;
     Ok(Json(serde_json::json!({ "accepted": accepted })))
 }
 
