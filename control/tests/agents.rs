@@ -630,13 +630,14 @@ async fn an_update_offered_to_a_selection_skips_who_cannot_take_it(db: TestDb) {
     );
     let report = audit::verify(&read).await.unwrap();
     assert!(report.intact());
-    let actions: Vec<String> =
-        sqlx::query_scalar("SELECT action FROM audit_events WHERE org_id = $1 AND seq > $2 ORDER BY seq")
-            .bind(org.0)
-            .bind(events_before)
-            .fetch_all(db.store.pool())
-            .await
-            .unwrap();
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_events WHERE org_id = $1 AND seq > $2 ORDER BY seq",
+    )
+    .bind(org.0)
+    .bind(events_before)
+    .fetch_all(db.store.pool())
+    .await
+    .unwrap();
     assert_eq!(
         actions,
         ["command.queued", "agent.self_update_offered"],

@@ -72,6 +72,14 @@ pub struct Config {
     /// Signed agent releases the gateway serves to install scripts (what
     /// `pilothouse release sign` writes). Default: `releases` in `data_dir`.
     pub agent_releases_dir: Option<PathBuf>,
+    /// The dashboard's certificate chain (PEM, leaf first) and private key
+    /// (PEM): set both to serve the dashboard over TLS 1.3 (server/src/web_tls.rs),
+    /// neither for plain HTTP behind a TLS proxy or on loopback.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// With TLS on: a plain-HTTP listener that only redirects to the HTTPS
+    /// public URL.
+    pub http_redirect_listen: Option<SocketAddr>,
 }
 
 #[derive(Serialize)]
@@ -173,7 +181,14 @@ impl Config {
             Env::prefixed("PILOTHOUSE_")
                 .split("__")
                 .ignore(&["config"])
-                .filter(|k| !k.as_str().ends_with("_file")),
+                // `PILOTHOUSE_DATABASE_URL_FILE` names the file of a secret
+                // (read below), not a setting; `*_file` settings such as
+                // `master_key_file` are settings like any other.
+                .filter(|k| {
+                    !SECRET_KEYS
+                        .iter()
+                        .any(|s| k.as_str().eq_ignore_ascii_case(&format!("{s}_file")))
+                }),
         );
         for key in SECRET_KEYS {
             let var = format!("PILOTHOUSE_{}_FILE", key.to_ascii_uppercase());

@@ -14,6 +14,7 @@ pub mod http;
 pub mod install;
 pub mod listen;
 pub mod release_cli;
+pub mod web_tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,8 @@ pub enum StartError {
     },
     #[error("agent install: {0}")]
     Install(String),
+    #[error("dashboard TLS: {0}")]
+    WebTls(String),
 }
 
 /// How often the audit forwarder looks for events to send.
@@ -83,6 +86,10 @@ pub struct Application {
     store: Store,
     addr: SocketAddr,
     public_url: String,
+    /// TLS for the dashboard, when `tls_cert_file` is set.
+    web_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Plain HTTP that redirects to HTTPS (`http_redirect_listen`).
+    redirect_listener: Option<TcpListener>,
     agent_listener: TcpListener,
     agent_addr: SocketAddr,
     agent_tls: rustls::ServerConfig,
@@ -129,12 +136,33 @@ impl Application {
             addr: config.listen,
             source,
         })?;
+        let web_tls = web_tls_config(&config)?;
         let public_url = config
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}"))
+            .unwrap_or_else(|| {
+                let scheme = if web_tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{addr}")
+            })
             .trim_end_matches('/')
             .to_string();
+        if web_tls.is_some() && !public_url.starts_with("https://") {
+            return Err(StartError::WebTls(format!(
+                "public_url is {public_url}, but with tls_cert_file set the dashboard is served over HTTPS: make it https://"
+            )));
+        }
+        let redirect_listener = match config.http_redirect_listen {
+            None => None,
+            Some(_) if web_tls.is_none() => return Err(StartError::WebTls(
+                "http_redirect_listen redirects to HTTPS: it needs tls_cert_file and tls_key_file"
+                    .into(),
+            )),
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .map_err(|source| StartError::Listen { addr: at, source })?,
+            ),
+        };
 
         let now = control::Timestamp::now();
         let ca = Arc::new(control::ca::AgentCa::load_or_create(&config.data_dir, now)?);
@@ -233,10 +261,13 @@ impl Application {
         let edge = http::EdgeConfig {
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             public_origin: origin_of(&public_url),
-            tls: public_url.starts_with("https://"),
+            // TLS here or at a proxy in front (an https:// public URL).
+            tls: web_tls.is_some() || public_url.starts_with("https://"),
         };
         let router = router(&config, state, edge, addr);
         Ok(Application {
+            web_tls,
+            redirect_listener,
             listener,
             router,
             store,
@@ -392,16 +423,76 @@ impl Application {
             self.agent_limits,
         ));
         tracing::info!("agent gateway listening on https://{}", self.agent_addr);
-        tracing::info!("listening on http://{}", self.addr);
+        if let Some(redirects) = self.redirect_listener {
+            if let Ok(at) = redirects.local_addr() {
+                tracing::info!("redirecting http://{at} to {}", self.public_url);
+            }
+            let router = web_tls::redirect_router(self.public_url.clone());
+            let accept = move |tcp: tokio::net::TcpStream, _addr: SocketAddr| {
+                std::future::ready(Some((tcp, router.clone())))
+            };
+            tokio::spawn(listen::serve(
+                redirects,
+                self.web_limits,
+                accept,
+                shutdown_signal(),
+            ));
+        }
         let router = self.router;
-        let accept = move |tcp: tokio::net::TcpStream, addr: SocketAddr| {
-            let router = router
-                .clone()
-                .layer(axum::Extension(axum::extract::ConnectInfo(addr)));
-            std::future::ready(Some((tcp, router)))
-        };
-        listen::serve(self.listener, self.web_limits, accept, shutdown_signal()).await;
+        match self.web_tls {
+            None => {
+                tracing::info!("listening on http://{}", self.addr);
+                let accept = move |tcp: tokio::net::TcpStream, addr: SocketAddr| {
+                    let router = router
+                        .clone()
+                        .layer(axum::Extension(axum::extract::ConnectInfo(addr)));
+                    std::future::ready(Some((tcp, router)))
+                };
+                listen::serve(self.listener, self.web_limits, accept, shutdown_signal()).await;
+            }
+            Some(tls) => {
+                tracing::info!("listening on https://{} (TLS 1.3)", self.addr);
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                let accept = move |tcp: tokio::net::TcpStream, addr: SocketAddr| {
+                    let (acceptor, router) = (acceptor.clone(), router.clone());
+                    async move {
+                        let handshake = acceptor.accept(tcp);
+                        match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                            Ok(Ok(tls)) => Some((
+                                tls,
+                                router.layer(axum::Extension(axum::extract::ConnectInfo(addr))),
+                            )),
+                            Ok(Err(e)) => {
+                                tracing::debug!(peer = %addr, error = %e, "dashboard TLS handshake refused");
+                                None
+                            }
+                            Err(_) => None,
+                        }
+                    }
+                };
+                listen::serve(self.listener, self.web_limits, accept, shutdown_signal()).await;
+            }
+        }
         Ok(())
+    }
+}
+
+/// The dashboard's TLS configuration from `tls_cert_file` and `tls_key_file`
+/// (both or neither), checked at start.
+fn web_tls_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
+    match (&config.tls_cert_file, &config.tls_key_file) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let cert =
+                web_tls::FileCert::load(cert, key, provider.clone()).map_err(StartError::WebTls)?;
+            let tls =
+                web_tls::server_config(Arc::new(cert), provider).map_err(StartError::WebTls)?;
+            Ok(Some(Arc::new(tls)))
+        }
+        _ => Err(StartError::WebTls(
+            "tls_cert_file and tls_key_file go together: set both, or neither".into(),
+        )),
     }
 }
 

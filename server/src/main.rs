@@ -326,7 +326,10 @@ async fn run(cli: Cli) -> ExitCode {
             };
             let app = match Application::build(config).await {
                 Ok(app) => app,
-                Err(e @ server::StartError::Store(control::StoreError::UnsupportedUrl)) => {
+                Err(
+                    e @ (server::StartError::Store(control::StoreError::UnsupportedUrl)
+                    | server::StartError::WebTls(_)),
+                ) => {
                     return usage_error(&format!("cannot start: {e}"));
                 }
                 Err(e) => {

@@ -38,6 +38,8 @@ pub struct Serve {
     pub child: Child,
     pub web: String,
     pub gateway: String,
+    /// The plain-HTTP redirect listener, when one was configured.
+    pub redirect: Option<String>,
 }
 
 impl Drop for Serve {
@@ -48,12 +50,18 @@ impl Drop for Serve {
 }
 
 pub fn serve(data: &Path) -> Serve {
+    serve_with(data, &[])
+}
+
+/// [`serve`] with more environment (`PILOTHOUSE_*` settings).
+pub fn serve_with(data: &Path, env: &[(&str, &str)]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pilothouse"))
         .args(["serve", "--data-dir"])
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
         .env_remove("DATABASE_URL")
         .env("RUST_LOG", "server=info,warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -65,7 +73,7 @@ pub fn serve(data: &Path) -> Serve {
             let _ = tx.send(line);
         }
     });
-    let (mut web, mut gateway) = (None, None);
+    let (mut web, mut gateway, mut redirect) = (None, None, None);
     let deadline = Instant::now() + Duration::from_secs(60);
     while web.is_none() || gateway.is_none() {
         let line = rx
@@ -78,8 +86,12 @@ pub fn serve(data: &Path) -> Serve {
                     .trim()
                     .to_string(),
             );
-        } else if let Some(i) = clean.find("listening on http://") {
-            web = Some(clean[i + "listening on ".len()..].trim().to_string());
+        } else if let Some(i) = clean.find("listening on http") {
+            let url = clean[i + "listening on ".len()..].split_whitespace().next();
+            web = url.map(str::to_string);
+        } else if let Some(i) = clean.find("redirecting http://") {
+            let url = clean[i + "redirecting ".len()..].split_whitespace().next();
+            redirect = url.map(str::to_string);
         }
         assert!(
             !clean.contains("will not install"),
@@ -92,6 +104,7 @@ pub fn serve(data: &Path) -> Serve {
         child,
         web: web.unwrap(),
         gateway: gateway.unwrap(),
+        redirect,
     }
 }
 
