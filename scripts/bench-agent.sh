@@ -2,7 +2,7 @@
 # Agent footprint: RSS and CPU of a real `pilothouse-agent run` connected to a
 # real `pilothouse serve` (release builds, the agent in its `agent-release`
 # profile, loopback), idle except for its long-polls and a metrics sample every
-# 60 s. Prints its RSS after 20 s and after 20 s + SECONDS, and its CPU over
+# 60 s. Prints its RSS after 20 s and after 20 s + SECONDS, and its CPU time over
 # those SECONDS. Prints figures; asserts nothing.
 #
 # Usage: [AGENT_BIN=FILE] scripts/bench-agent.sh [SECONDS]   (default 580: RSS after 10 minutes)
@@ -40,13 +40,14 @@ rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$agent_pid/statu
 sleep 20
 echo "agent RSS after 20 s: $(rss_mib) MiB"
 # Idle from here: the enrolment is done and the first metrics samples went out.
-ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
-hz=$(getconf CLK_TCK)
-t0=$(ticks)
+# CPU time from the scheduler's own accounting (/proc/PID/schedstat, field 1,
+# nanoseconds): clock ticks (10 ms) are too coarse for a process that runs a
+# few milliseconds at a time.
+cpu_ns() { awk '{print $1}' "/proc/$agent_pid/schedstat"; }
+c0=$(cpu_ns)
 sleep "$secs"
-t1=$(ticks)
+c1=$(cpu_ns)
 hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$agent_pid/status")
-cpu_ms=$(( (t1 - t0) * 1000 / hz ))
-echo "agent idle over ${secs} s: CPU ${cpu_ms} ms (clock tick $((1000 / hz)) ms), $(awk -v c="$cpu_ms" -v s="$secs" 'BEGIN { printf "%.3f", c / s }') ms CPU per second"
+echo "agent idle over ${secs} s: CPU $(awk -v d="$((c1 - c0))" 'BEGIN { printf "%.1f", d / 1e6 }') ms (schedstat), $(awk -v d="$((c1 - c0))" -v s="$secs" 'BEGIN { printf "%.3f", d / 1e6 / s }') ms CPU per second"
 echo "agent RSS after $((secs + 20)) s: $(rss_mib) MiB (peak $(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }') MiB)"
 echo "binary size $(stat -c %s "$agent_bin") bytes"
