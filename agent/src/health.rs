@@ -21,25 +21,28 @@ use tracing_subscriber::layer::Context;
 static STARTED: OnceLock<Instant> = OnceLock::new();
 static LAST_ERROR: Mutex<Option<(Instant, String)>> = Mutex::new(None);
 
-/// Marks the process start (the first call wins); `run` calls it at start-up.
+/// Marks the process start (the first call wins); `main` calls it first thing,
+/// and `run` again for callers that start the agent in-process.
 pub fn mark_started() {
     STARTED.get_or_init(Instant::now);
 }
 
 /// The health report as of now, `now_ms` being the agent's wall clock.
 pub fn report(now_ms: i64) -> AgentHealth {
-    let started = *STARTED.get_or_init(Instant::now);
+    let uptime_secs = STARTED.get_or_init(Instant::now).elapsed().as_secs();
+    // An error logged before the start was marked (by the launcher, say) is
+    // as old as the process: the control plane refuses an older one.
     let last_error = LAST_ERROR
         .lock()
         .ok()
         .and_then(|last| last.clone())
         .map(|(at, message)| LastError {
-            age_secs: at.elapsed().as_secs(),
+            age_secs: at.elapsed().as_secs().min(uptime_secs),
             message,
         });
     AgentHealth {
         sent_at: now_ms,
-        uptime_secs: started.elapsed().as_secs(),
+        uptime_secs,
         last_error,
     }
 }
@@ -135,5 +138,10 @@ mod tests {
         let r = report(5_000);
         assert_eq!(r.sent_at, 5_000);
         assert!(r.uptime_secs < 3600);
+        let age = r.last_error.map(|e| e.age_secs).unwrap();
+        assert!(
+            age <= r.uptime_secs,
+            "an error older than the process: {age}"
+        );
     }
 }

@@ -119,6 +119,7 @@ fn read_token(path: &std::path::Path) -> std::io::Result<String> {
 }
 
 fn main() -> ExitCode {
+    agent::health::mark_started();
     let cli = Cli::parse();
     init_logging();
     // Nothing else may pick a provider: every configuration names aws-lc-rs, and

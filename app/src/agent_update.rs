@@ -1,9 +1,9 @@
 //! The server page's Agent card: the agent version the server runs, its
 //! health (uptime, clock, last error), the newest signed release this control
 //! plane holds, the release key's fingerprint, and "Update agent" for Owners
-//! and Admins. The control plane
-//! only offers a release; the agent checks it against the release key it
-//! pinned at install and keeps running its version when the check fails.
+//! and Admins; and "Update selected agents" for the servers list. The control
+//! plane only offers a release; the agent checks it against the release key
+//! it pinned at install and keeps running its version when the check fails.
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
