@@ -29,21 +29,28 @@ pub fn mark_started() {
 
 /// The health report as of now, `now_ms` being the agent's wall clock.
 pub fn report(now_ms: i64) -> AgentHealth {
-    let uptime_secs = STARTED.get_or_init(Instant::now).elapsed().as_secs();
-    // An error logged before the start was marked (by the launcher, say) is
-    // as old as the process: the control plane refuses an older one.
-    let last_error = LAST_ERROR
-        .lock()
-        .ok()
-        .and_then(|last| last.clone())
-        .map(|(at, message)| LastError {
-            age_secs: at.elapsed().as_secs().min(uptime_secs),
-            message,
-        });
+    let started = *STARTED.get_or_init(Instant::now);
+    let last = LAST_ERROR.lock().ok().and_then(|last| last.clone());
+    report_at(now_ms, started, last, Instant::now())
+}
+
+/// The report at `now` for a process started at `started`. An error logged
+/// before the start was marked (by the launcher, say) is as old as the
+/// process: the control plane refuses one older than the uptime.
+fn report_at(
+    now_ms: i64,
+    started: Instant,
+    last: Option<(Instant, String)>,
+    now: Instant,
+) -> AgentHealth {
+    let uptime_secs = now.saturating_duration_since(started).as_secs();
     AgentHealth {
         sent_at: now_ms,
         uptime_secs,
-        last_error,
+        last_error: last.map(|(at, message)| LastError {
+            age_secs: now.saturating_duration_since(at).as_secs().min(uptime_secs),
+            message,
+        }),
     }
 }
 
@@ -114,7 +121,7 @@ mod tests {
     use super::*;
     use tracing_subscriber::prelude::*;
 
-    // One test: the last error is process-wide.
+    // One test of the process-wide last error (tests run in parallel).
     #[test]
     fn keeps_the_last_warning_or_error_with_its_reason() {
         let subscriber = tracing_subscriber::registry().with(LastErrorLayer);
@@ -143,5 +150,22 @@ mod tests {
             age <= r.uptime_secs,
             "an error older than the process: {age}"
         );
+    }
+
+    #[test]
+    fn an_error_from_before_the_start_is_as_old_as_the_process() {
+        let logged = Instant::now();
+        let started = logged + std::time::Duration::from_secs(5);
+        let now = started + std::time::Duration::from_secs(60);
+        let r = report_at(7, started, Some((logged, "revert".into())), now);
+        assert_eq!(r.uptime_secs, 60);
+        assert_eq!(
+            r.last_error.unwrap().age_secs,
+            60,
+            "never older than the uptime"
+        );
+        let later = started + std::time::Duration::from_secs(30);
+        let r = report_at(7, started, Some((later, "poll failed".into())), now);
+        assert_eq!(r.last_error.unwrap().age_secs, 30);
     }
 }

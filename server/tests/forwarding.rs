@@ -13,6 +13,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "helpers/tls.rs"]
+mod tls;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -61,25 +64,6 @@ async fn head(db: &TestDb, org: OrgId) -> i64 {
         .fetch_one(db.store.pool())
         .await
         .unwrap()
-}
-
-/// A CA, and a certificate it issued for localhost / 127.0.0.1: (CA PEM,
-/// certificate PEM, key PEM).
-fn test_pki() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "forwarding test CA");
-    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf.subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    (ca_pem, cert.pem(), key.serialize_pem())
 }
 
 fn free_port() -> u16 {
@@ -224,7 +208,7 @@ async fn a_syslog_receiver_that_was_down_gets_every_event_once_in_order(db: Test
     }
     let data = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_pki();
+    let (ca, cert, key) = tls::test_pki("forwarding");
     let mut rsyslog = Rsyslog::start(logs.path(), &cert, &key, &ca);
     let owner = owner(&db).await;
     let org = owner.org();
@@ -461,7 +445,7 @@ async fn webhook(cert: &str, key: &str) -> Webhook {
 
 async fn a_webhook_that_was_down_gets_every_event_once_in_order(db: TestDb) {
     let data = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_pki();
+    let (ca, cert, key) = tls::test_pki("forwarding");
     let hook = webhook(&cert, &key).await;
     let owner = owner(&db).await;
     let org = owner.org();
@@ -565,8 +549,8 @@ async fn webhook_postgres() {
 async fn an_untrusted_receiver_gets_nothing() {
     let db = TestDb::sqlite().await;
     let data = tempfile::tempdir().unwrap();
-    let (_, cert, key) = test_pki();
-    let (other_ca, _, _) = test_pki();
+    let (_, cert, key) = tls::test_pki("forwarding");
+    let (other_ca, _, _) = tls::test_pki("forwarding");
     let hook = webhook(&cert, &key).await;
     let owner = owner(&db).await;
     let secrets = SecretDir::new(data.path());

@@ -356,12 +356,15 @@ async fn enrol_poll_ping_and_revoke(db: TestDb) {
         "a reported command is not delivered again"
     );
 
-    let view: Value = app
-        .call(&owner, "server-detail", &[("id", &agent.id)])
-        .await
-        .json()
-        .await
-        .unwrap();
+    // The server page's data, as the owner reads it.
+    let detail = || async {
+        app.call(&owner, "server-detail", &[("id", &agent.id)])
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let view = detail().await;
     assert_eq!(view["online"], true);
     assert_eq!(
         view["tls_group"], "X25519MLKEM768",
@@ -441,12 +444,7 @@ async fn enrol_poll_ping_and_revoke(db: TestDb) {
         )
         .await;
     assert_eq!(res.status(), 200);
-    let view: Value = app
-        .call(&owner, "server-detail", &[("id", &agent.id)])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let view = detail().await;
     let health = &view["health"];
     let skew = health["clock_skew_ms"].as_i64().unwrap();
     assert!((-95_000..=-89_000).contains(&skew), "{health}");
@@ -497,12 +495,7 @@ async fn enrol_poll_ping_and_revoke(db: TestDb) {
             ),
         )
         .await;
-    let view: Value = app
-        .call(&owner, "server-detail", &[("id", &agent.id)])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let view = detail().await;
     let shown: control::AgentView = serde_json::from_value(view).unwrap();
     assert!(!shown.health.unwrap().clock_off());
 

@@ -113,6 +113,15 @@ fn check_line<'a>(out: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name}= in:\n{out}"))
 }
 
+/// A client that takes the gateway's certificate unchecked: it only reads what
+/// the gateway serves, to compare it with what the install wrote.
+fn unverified() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_one_line_install_brings_an_agent_online_and_refuses_what_it_must() {
     if let Some(why) = cannot_run() {
@@ -169,17 +178,11 @@ async fn the_one_line_install_brings_an_agent_online_and_refuses_what_it_must() 
     // An unsupported system or architecture, and a user who is not root, are
     // refused with a sentence before anything else.
     let script = dir.path().join("agent.sh");
-    let served = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap()
-        .get(format!("{}/install/agent.sh", server.gateway))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let served = process::page(
+        &unverified(),
+        &format!("{}/install/agent.sh", server.gateway),
+    )
+    .await;
     std::fs::write(&script, served).unwrap();
     let fake = dir.path().join("fake-bin");
     std::fs::create_dir(&fake).unwrap();
@@ -392,20 +395,11 @@ exec setpriv --reuid="$user" --regid="$user" --init-groups $exec_start
     let list = call(&owner, &server.web, "list-servers").await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     // The unit written is the one the gateway serves.
-    let served = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap()
-        .get(format!(
-            "{}/install/pilothouse-agent.service",
-            server.gateway
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let served = process::page(
+        &unverified(),
+        &format!("{}/install/pilothouse-agent.service", server.gateway),
+    )
+    .await;
     let written = std::fs::read_to_string(dir.path().join("unit")).unwrap();
     assert_eq!(written.trim_end(), served.trim_end());
     drop(group);

@@ -6,13 +6,11 @@
 
 mod helpers;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use control::testing::TestDb;
 use helpers::TestApp;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -51,19 +49,9 @@ async fn slow_headers_are_cut_off_on_both_listeners() {
 
     // Gateway: a completed TLS handshake, then half a request.
     let ca_pem = std::fs::read_to_string(app.dir.path().join("agent-ca.crt")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = helpers::tls::client_config(&ca_pem, &[&rustls::version::TLS13]);
     let tcp = TcpStream::connect(app.agent_addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let mut tls = tokio_rustls::TlsConnector::from(config)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();

@@ -253,15 +253,7 @@ async fn a_signed_update_is_applied_another_key_refused_and_a_crashing_one_rolle
     .await;
     assert_eq!(view["online"], true);
     assert_eq!(count(&audit, "agent.self_update_offered"), 1);
-    let page = owner
-        .get(format!("{}/servers/{id}", server.web))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = process::page(&owner, &format!("{}/servers/{id}", server.web)).await;
     let shown = page
         .find(r#"data-testid="agent-version""#)
         .and_then(|i| page[i..].find("</dd>").map(|j| &page[i..i + j]))
@@ -272,19 +264,9 @@ async fn a_signed_update_is_applied_another_key_refused_and_a_crashing_one_rolle
     );
     // The servers list filters by agent version (a plain GET form).
     let list_page = |version: &'static str| {
-        let owner = owner.clone();
         let url = format!("{}/servers?version={version}", server.web);
-        async move {
-            owner
-                .get(url)
-                .header("accept", "text/html")
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
+        let owner = owner.clone();
+        async move { process::page(&owner, &url).await }
     };
     let page = list_page("0.2.0").await;
     assert!(

@@ -13,36 +13,18 @@
 mod cli_helpers;
 #[path = "helpers/process.rs"]
 mod process;
+#[path = "helpers/tls.rs"]
+mod tls;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cli_helpers::add_owner;
 use process::{serve_with, PASSWORD};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-
-/// A CA, and a certificate it issued for localhost / 127.0.0.1 named `cn`:
-/// (CA PEM, certificate PEM, key PEM).
-fn test_pki(cn: &str) -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "dashboard test CA");
-    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf.subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    leaf.distinguished_name.push(DnType::CommonName, cn);
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    (ca_pem, cert.pem(), key.serialize_pem())
-}
+use tls::{client_config, test_pki};
 
 struct Handshake {
     version: rustls::ProtocolVersion,
@@ -56,19 +38,8 @@ async fn handshake(
     ca_pem: &str,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Result<Handshake, std::io::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(versions)
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(host_port).await?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = tokio_rustls::TlsConnector::from(client_config(ca_pem, versions))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await?;
     let (_, conn) = tls.get_ref();

@@ -108,6 +108,19 @@ pub fn serve_with(data: &Path, env: &[(&str, &str)]) -> Serve {
     }
 }
 
+/// The body of a GET of `url` as a browser asks for a page (`Accept: text/html`).
+pub async fn page(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(url)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub async fn sign_in(web: &str) -> reqwest::Client {
     let client = reqwest::Client::builder()
         .cookie_store(true)
