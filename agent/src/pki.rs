@@ -165,7 +165,8 @@ pub struct TlsIdentity {
 }
 
 /// The configuration for every call after registration: mutual TLS, the stored
-/// agent CA as the only root.
+/// agent CA as the only root, HTTP/2 offered (one connection carries the
+/// long-poll and every other call at once) with HTTP/1.1 as the fallback.
 pub fn mtls_config(ca_pem: &str, identity: &TlsIdentity) -> Result<ClientConfig, PkiError> {
     let mut roots = RootCertStore::empty();
     let mut any = false;
@@ -185,9 +186,11 @@ pub fn mtls_config(ca_pem: &str, identity: &TlsIdentity) -> Result<ClientConfig,
     }
     let key =
         PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).map_err(|_| PkiError::BadKey)?;
-    Ok(tls13_builder(provider())?
+    let mut config = tls13_builder(provider())?
         .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?)
+        .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// A fresh TLS client key (ECDSA P-256) and a CSR for it, signed by it.

@@ -1,5 +1,6 @@
 //! Connection limits and header timeouts on both listeners, against the real
-//! server: a client that sends its headers slowly (slowloris) is cut off, and
+//! server: a client that sends its headers slowly (slowloris) is cut off, an
+//! idle connection is closed whether it speaks HTTP/1.1 or HTTP/2, and
 //! connections beyond the limit wait until one closes.
 
 #![allow(clippy::unwrap_used)]
@@ -74,6 +75,49 @@ async fn slow_headers_are_cut_off_on_both_listeners() {
     assert!(
         closed_by_server(&mut idle, Duration::from_secs(10)).await,
         "an idle keep-alive connection stayed open"
+    );
+}
+
+/// The HTTP/2 client preface and an empty SETTINGS frame: a client that has
+/// opened an HTTP/2 connection and then sends nothing.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_on_both_listeners() {
+    let app = TestApp::spawn_with(TestDb::sqlite().await, |c| {
+        c.header_read_timeout_secs = 1;
+    })
+    .await;
+
+    // Web: HTTP/2 with prior knowledge on the plain listener.
+    let mut web = TcpStream::connect(app.addr.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    web.write_all(H2_PREFACE).await.unwrap();
+    assert!(
+        closed_by_server(&mut web, Duration::from_secs(10)).await,
+        "the web listener kept an idle HTTP/2 connection"
+    );
+
+    // Gateway: HTTP/2 chosen by ALPN, no client certificate, then silence.
+    let ca_pem = std::fs::read_to_string(app.dir.path().join("agent-ca.crt")).unwrap();
+    let mut config = (*helpers::tls::client_config(&ca_pem, &[&rustls::version::TLS13])).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(app.agent_addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "the gateway does not offer HTTP/2"
+    );
+    tls.write_all(H2_PREFACE).await.unwrap();
+    tls.flush().await.unwrap();
+    assert!(
+        closed_by_server(&mut tls, Duration::from_secs(10)).await,
+        "the gateway kept an idle HTTP/2 connection"
     );
 }
 

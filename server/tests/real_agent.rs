@@ -1,8 +1,9 @@
 //! The real agent library against the real server on port 0, on both
 //! backends: registration with a token from the control plane, a ping round
 //! trip, metrics, key rotation, post-quantum activation from classical
-//! fallback, certificate renewal signed by the identity key, and revocation.
-//! No stand-in on either side.
+//! fallback, certificate renewal signed by the identity key, revocation, and
+//! one HTTP/2 connection for the long-poll and the uploads. No stand-in on
+//! either side (the connection counter only forwards bytes).
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,6 +18,8 @@ use control::{AgentId, CommandState, PqcState, Role, Timestamp};
 use helpers::TestApp;
 use secrecy::ExposeSecret;
 use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 struct Fleet {
     app: TestApp,
@@ -28,7 +31,11 @@ struct Fleet {
 
 impl Fleet {
     async fn start(db: TestDb) -> Fleet {
-        let app = TestApp::spawn(db).await;
+        Fleet::start_with(db, |_| {}).await
+    }
+
+    async fn start_with(db: TestDb, configure: impl FnOnce(&mut server::Config)) -> Fleet {
+        let app = TestApp::spawn_with(db, configure).await;
         let (owner_id, org) = app.add_user("Acme", "owner@example.com", Role::Owner).await;
         let owner = app.signed_in("owner@example.com").await;
         Fleet {
@@ -42,6 +49,17 @@ impl Fleet {
 
     /// Registers a real agent with a fresh token; returns its state directory.
     async fn register(&self, name: &str, no_pqc: bool) -> (std::path::PathBuf, AgentId) {
+        self.register_at(self.app.agent_addr.port(), name, no_pqc)
+            .await
+    }
+
+    /// Like [`Fleet::register`], with the agent told the gateway is at `port`.
+    async fn register_at(
+        &self,
+        port: u16,
+        name: &str,
+        no_pqc: bool,
+    ) -> (std::path::PathBuf, AgentId) {
         let token = control::agents::create_registration_token_cli(
             &control::access::Operator::command_line(self.app.db.store.clone()),
             "Acme",
@@ -53,7 +71,7 @@ impl Fleet {
         .unwrap();
         let state = self.dir.path().join(name);
         let r = register(RegisterOptions {
-            server: format!("https://localhost:{}", self.app.agent_addr.port()),
+            server: format!("https://localhost:{port}"),
             token: token.token.expose_secret().to_string(),
             state_dir: state.clone(),
             hostname: Some(name.into()),
@@ -193,6 +211,75 @@ async fn classical_fallback_activates_post_quantum(db: TestDb) {
     let ping = f.call("ping-server", &id.0).await;
     running.agent.poll_once().await.unwrap();
     assert_eq!(f.command(&ping).await["state"], "succeeded");
+}
+
+/// Forwards every TCP connection made to the port it returns to `to`, and
+/// counts them.
+async fn counting_forwarder(to: std::net::SocketAddr) -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (port, count)
+}
+
+/// The agent keeps one connection to the gateway, over HTTP/2: a metrics
+/// upload made while a long-poll is held rides along on it, and a long-poll
+/// held longer than the server's idle limit keeps it (the idle limit counts
+/// time with no request in progress). A new connection per upload was most of
+/// an idle agent's CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_keeps_one_connection_for_polls_and_uploads() {
+    let f = Fleet::start_with(TestDb::sqlite().await, |c| {
+        c.header_read_timeout_secs = 1;
+        c.poll_timeout_secs = 3;
+    })
+    .await;
+    let (port, connections) = counting_forwarder(f.app.agent_addr).await;
+    let (state, id) = f.register_at(port, "web-1", false).await;
+    let registration = connections.load(Ordering::SeqCst);
+    let config = Config {
+        poll_wait_secs: 3,
+        ..Config::default()
+    };
+    let mut running = agent::run::start(&state, config).unwrap();
+    let (agent, metrics) = (&mut running.agent, &mut running.metrics);
+    let polls = async {
+        for _ in 0..2 {
+            let started = std::time::Instant::now();
+            let outcome = agent.poll_once().await.unwrap();
+            assert_eq!(outcome.executed, 0, "{outcome:?}");
+            assert!(
+                started.elapsed() >= std::time::Duration::from_millis(2500),
+                "the long-poll was not held: {:?}",
+                started.elapsed()
+            );
+        }
+    };
+    let uploads = async {
+        for _ in 0..2 {
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            metrics.collect_sample(agent::now_ms());
+            assert_eq!(metrics.flush_metrics().await.unwrap(), 1);
+        }
+    };
+    tokio::join!(polls, uploads);
+    assert!(f.view(&id).await.cpu_pct.is_some());
+    assert_eq!(
+        connections.load(Ordering::SeqCst) - registration,
+        1,
+        "two long-polls and two uploads in between took more than one connection"
+    );
 }
 
 control::both_backends!(

@@ -133,7 +133,8 @@ fn issue(
 
 /// TLS 1.3 only, client certificates from the agent CA requested (required
 /// for everything but enrolment, which the handlers enforce), the gateway's
-/// certificate from `cert`.
+/// certificate from `cert`, HTTP/2 offered before HTTP/1.1 (an agent then
+/// multiplexes its long-poll, uploads and downloads on one connection).
 pub fn tls_config(ca: &AgentCa, cert: Arc<GatewayCert>) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
@@ -144,11 +145,13 @@ pub fn tls_config(ca: &AgentCa, cert: Arc<GatewayCert>) -> Result<ServerConfig, 
         .allow_unauthenticated()
         .build()
         .map_err(|e| format!("client verifier: {e}"))?;
-    Ok(ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(cert))
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// Accepts TLS connections and serves `router` on each, with the peer's
