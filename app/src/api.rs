@@ -31,6 +31,7 @@ pub async fn current_user() -> Result<Option<Me>, AppError> {
         email: actor.email().to_string(),
         org: actor.org_view().clone(),
         orgs,
+        mfa_due: actor.mfa_due(),
     }))
 }
 
@@ -88,8 +89,16 @@ pub async fn login(email: String, password: String) -> Result<(), AppError> {
         cx.now,
     )
     .await?;
-    cx.start_session(done.user, done.org).await?;
-    leptos_axum::redirect("/");
+    match done {
+        control::accounts::SignIn::Done(done) => {
+            cx.start_session(done.user, done.org).await?;
+            leptos_axum::redirect("/");
+        }
+        control::accounts::SignIn::SecondFactor(pending) => {
+            cx.start_pending(pending).await?;
+            leptos_axum::redirect("/login/code");
+        }
+    }
     Ok(())
 }
 

@@ -121,6 +121,36 @@ impl Cx {
         }
     }
 
+    /// Holds a password sign-in that waits for its two-factor code, under a
+    /// new session id, signed out until the code is right.
+    pub async fn start_pending(&self, pending: control::mfa::Pending) -> Result<(), AppError> {
+        self.session.cycle_id().await?;
+        self.session.clear().await;
+        self.session
+            .insert(keys::PENDING_USER, pending.user.0)
+            .await?;
+        self.session
+            .insert(keys::PENDING_ORG, pending.org.0)
+            .await?;
+        self.session.insert(keys::PENDING_AT, pending.at.0).await?;
+        Ok(())
+    }
+
+    /// The sign-in this session holds for its two-factor code, if any.
+    pub async fn pending_sign_in(&self) -> Result<Option<control::mfa::Pending>, AppError> {
+        let user = self.session.get::<i64>(keys::PENDING_USER).await?;
+        let org = self.session.get::<i64>(keys::PENDING_ORG).await?;
+        let at = self.session.get::<i64>(keys::PENDING_AT).await?;
+        Ok(match (user, org, at) {
+            (Some(user), Some(org), Some(at)) => Some(control::mfa::Pending {
+                user: UserId(user),
+                org: OrgId(org),
+                at: Timestamp(at),
+            }),
+            _ => None,
+        })
+    }
+
     /// Starts a signed-in session under a new id (no fixation across login).
     pub async fn start_session(&self, user: UserId, org: OrgId) -> Result<(), AppError> {
         self.session.cycle_id().await?;

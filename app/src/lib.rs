@@ -14,9 +14,11 @@ pub mod context;
 mod dashboard;
 mod error;
 mod forwarding_page;
+pub mod mfa_page;
 mod operations;
 pub mod ops_api;
 mod pages;
+pub mod password_page;
 mod secrets_page;
 mod server_admin;
 mod servers;
@@ -68,6 +70,7 @@ pub fn App() -> impl IntoView {
         <Router>
             <Routes fallback=pages::NotFound>
                 <Route path=path!("/login") view=pages::LoginPage ssr=SsrMode::Async />
+                <Route path=path!("/login/code") view=mfa_page::CodePage ssr=SsrMode::Async />
                 <Route path=path!("/setup") view=pages::SetupPage ssr=SsrMode::Async />
                 <Route path=path!("/invite/:token") view=pages::InvitePage ssr=SsrMode::Async />
                 <ParentRoute path=path!("") view=ui::Shell ssr=SsrMode::Async>

@@ -367,6 +367,7 @@ pub async fn operation(id: String) -> Result<OperationPage, AppError> {
         email: actor.email().to_string(),
         org: actor.org_view().clone(),
         orgs: Vec::new(),
+        mfa_due: actor.mfa_due(),
     };
     let refusal = decision_refusal(&me, &op);
     let supervise = actor.role().manages_members();

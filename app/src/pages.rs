@@ -24,7 +24,7 @@ pub fn NotFound() -> impl IntoView {
 }
 
 #[component]
-fn AuthCard(title: &'static str, children: Children) -> impl IntoView {
+pub(crate) fn AuthCard(title: &'static str, children: Children) -> impl IntoView {
     view! {
         <main class="flex min-h-screen items-center justify-center p-6">
             <div class="w-full max-w-sm rounded-xl border border-slate-200 bg-white p-8 shadow-sm">
@@ -395,6 +395,8 @@ pub fn Settings() -> impl IntoView {
                 <p class="mt-2 text-sm text-emerald-700" data-testid="signed-out-count">{format!("Signed out {n} other session(s).")}</p>
             })}
         </section>
+        <crate::password_page::PasswordSection />
+        <crate::mfa_page::TwoFactorSection />
         <AuditKeySection />
         <crate::forwarding_page::ForwardingSection />
         <crate::secrets_page::SecretsSection />

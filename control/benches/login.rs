@@ -92,7 +92,7 @@ async fn main() {
     report(
         "login() success, SQLite",
         time(|| async {
-            accounts::login(
+            let signed_in = accounts::login(
                 &db.store,
                 "ada@example.com",
                 SecretString::from(PASSWORD),
@@ -101,6 +101,7 @@ async fn main() {
             )
             .await
             .unwrap();
+            assert!(matches!(signed_in, accounts::SignIn::Done(_)));
         })
         .await,
     );

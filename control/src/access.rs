@@ -7,6 +7,12 @@
 //! REST, CLI) can reach them without the check. Hiding a button is never the
 //! control.
 //!
+//! An organisation may require two-factor sign-in for its Owners and Admins
+//! ([`crate::mfa::set_required`]). Until such a person has set it up, every
+//! capability is refused to them ("two-factor sign-in first"), checked when
+//! the actor is built and again in each write transaction; what they can do
+//! is set it up, see their own sessions and sign out.
+//!
 //! Every refusal for a member's role goes through [`Actor::refuse`], which
 //! records `access.refused` in the member's organisation from a task of its
 //! own: the refusal is answered at once and stands whether or not the event
@@ -53,7 +59,13 @@ pub struct Actor {
     email: String,
     org: OrgView,
     meta: RequestMeta,
+    /// The organisation requires two-factor sign-in for this person's role
+    /// and they have not set it up: every capability is refused.
+    mfa_due: bool,
 }
+
+/// The refusal while two-factor sign-in is due.
+pub const MFA_DUE: &str = "Your organisation requires two-factor sign-in for Owners and Admins. Set it up in Settings -> Two-factor sign-in first.";
 
 impl Actor {
     pub fn user(&self) -> UserId {
@@ -76,6 +88,11 @@ impl Actor {
     }
     pub fn store(&self) -> &Store {
         &self.store
+    }
+    /// Whether the organisation requires two-factor sign-in of this person
+    /// and they have not set it up (see the module notes).
+    pub fn mfa_due(&self) -> bool {
+        self.mfa_due
     }
 
     pub fn audit_actor(&self) -> AuditActor {
@@ -105,6 +122,9 @@ impl Actor {
         &self,
         target: Option<&str>,
     ) -> Result<Authorized<'_, C>, ControlError> {
+        if self.mfa_due {
+            return Err(self.refuse(C::DESCRIPTION, Some(self.org.role), target, MFA_DUE.into()));
+        }
         if C::allows(self.org.role) {
             Ok(Authorized {
                 actor: self,
@@ -188,6 +208,11 @@ impl Actor {
             Some(r) => Some(parse_role(&r.try_get::<String, _>(0)?)?),
             None => None,
         };
+        if let Some(role) = role {
+            if mfa_due(tx.conn(), self.org.id, self.user, role).await? {
+                return Err(self.refuse(C::DESCRIPTION, Some(role), None, MFA_DUE.into()));
+            }
+        }
         match role {
             Some(role) if C::allows(role) => Ok(role),
             _ => Err(self.refuse(
@@ -350,13 +375,40 @@ pub async fn actor(
         .ok_or_else(|| {
             ControlError::forbidden("Your account is not a member of any organisation.")
         })?;
+    let mfa_due = mfa_due(store.pool(), chosen.id, user, chosen.role).await?;
     Ok(Actor {
         store: store.clone(),
         user,
         email,
         org: chosen,
         meta,
+        mfa_due,
     })
+}
+
+/// Whether `org` requires two-factor sign-in for `role` and `user` has not
+/// set it up.
+pub(crate) async fn mfa_due<'e, E>(
+    e: E,
+    org: OrgId,
+    user: UserId,
+    role: Role,
+) -> Result<bool, ControlError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    if !crate::mfa::REQUIRABLE_ROLES.contains(&role) {
+        return Ok(false);
+    }
+    let due: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM orgs o WHERE o.id = $1 AND o.require_mfa = 1 AND NOT EXISTS \
+         (SELECT 1 FROM user_totp t WHERE t.user_id = $2 AND t.confirmed_at IS NOT NULL)",
+    )
+    .bind(org.0)
+    .bind(user.0)
+    .fetch_optional(e)
+    .await?;
+    Ok(due.is_some())
 }
 
 /// Like [`actor`] but only for an organisation the user is a member of:

@@ -20,6 +20,8 @@ use crate::crypto::{secret_eq, token_hash};
 use crate::store::{is_unique_violation, Store, Tx};
 use crate::{password, throttle, ControlError, OrgId, Role, Timestamp, UserId};
 
+pub use crate::mfa::SignIn;
+
 pub const MAX_EMAIL_CHARS: usize = 254;
 pub const MAX_ORG_NAME_CHARS: usize = 80;
 const LOGIN_FAILED: &str = "Incorrect email or password.";
@@ -189,13 +191,15 @@ pub async fn complete_setup(
 }
 
 /// The result of a successful login.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoggedIn {
     pub user: UserId,
     pub org: OrgId,
 }
 
-/// Email/password login.
+/// Email/password login. An account with two-factor sign-in on is not signed
+/// in by its password alone: the answer is [`SignIn::SecondFactor`], and
+/// [`crate::mfa::verify_sign_in`] finishes it.
 #[tracing::instrument(skip_all, err(level = "info"))]
 pub async fn login(
     store: &Store,
@@ -203,7 +207,7 @@ pub async fn login(
     password: SecretString,
     meta: &RequestMeta,
     now: Timestamp,
-) -> Result<LoggedIn, ControlError> {
+) -> Result<SignIn, ControlError> {
     if password.expose_secret().chars().count() > password::MAX_CHARS {
         return Err(ControlError::invalid(format!(
             "The password is too long (at most {} characters).",
@@ -274,6 +278,14 @@ pub async fn login(
     };
     throttle::release(&mut tx, reservation).await?;
     throttle::clear(&mut tx, &account).await?;
+    if crate::mfa::enabled(&mut tx, user).await? {
+        tx.commit().await?;
+        return Ok(SignIn::SecondFactor(crate::mfa::Pending {
+            user,
+            org,
+            at: now,
+        }));
+    }
     let actor = AuditActor {
         user: Some(user),
         label: email.clone(),
@@ -293,7 +305,118 @@ pub async fn login(
     )
     .await?;
     tx.commit().await?;
-    Ok(LoggedIn { user, org })
+    Ok(SignIn::Done(LoggedIn { user, org }))
+}
+
+/// Checks the signed-in person's password again before a sensitive change
+/// (turning two-factor off). Throttled as a sign-in: a wrong password counts
+/// against the account and the client address, and is audited as
+/// `user.login_failed`.
+pub async fn confirm_password(
+    actor: &crate::access::Actor,
+    password: SecretString,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    checked_password(actor, password, now).await.map(drop)
+}
+
+/// [`confirm_password`], returning the stored hash it matched.
+async fn checked_password(
+    actor: &crate::access::Actor,
+    password: SecretString,
+    now: Timestamp,
+) -> Result<String, ControlError> {
+    if password.expose_secret().chars().count() > password::MAX_CHARS {
+        return Err(ControlError::invalid("That password is not right."));
+    }
+    let store = actor.store();
+    let email = actor.email().to_string();
+    let account = throttle::account_key(&email);
+    let client = throttle::client_key(&actor.meta().ip);
+    let reservation = throttle::reserve(
+        store,
+        &[(&client, throttle::CLIENT), (&account, throttle::ACCOUNT)],
+        now,
+    )
+    .await?;
+    let stored: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+        .bind(actor.user().0)
+        .fetch_one(store.pool())
+        .await?;
+    if !password::verify(password, Some(stored.clone())).await? {
+        spawn_failure_record(store, &email, FailedLogin::WrongPassword, actor.meta(), now);
+        return Err(ControlError::invalid("That password is not right."));
+    }
+    let mut tx = store.begin().await?;
+    throttle::release(&mut tx, reservation).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// Changes the signed-in person's password: the current one first (checked
+/// and throttled like a sign-in), the new one by the same rules as at setup.
+/// Every other session of the account ends in the same transaction, and
+/// `user.password_changed` is recorded in each organisation the account
+/// belongs to. Two changes racing from the same old password: one wins, the
+/// other is refused. Returns how many other sessions ended.
+pub async fn change_password(
+    actor: &crate::access::Actor,
+    current: SecretString,
+    new: SecretString,
+    keep: &tower_sessions::session::Id,
+    now: Timestamp,
+) -> Result<u64, ControlError> {
+    password::validate_new(new.expose_secret(), actor.email())?;
+    if new.expose_secret() == current.expose_secret() {
+        return Err(ControlError::invalid(
+            "The new password is the same as the current one.",
+        ));
+    }
+    let old_hash = checked_password(actor, current, now).await?;
+    let new_hash = password::hash(new).await?;
+    let user = actor.user();
+    let mut tx = actor.store().begin().await?;
+    let changed =
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+            .bind(&new_hash)
+            .bind(user.0)
+            .bind(&old_hash)
+            .execute(tx.conn())
+            .await?
+            .rows_affected();
+    if changed != 1 {
+        return Err(ControlError::Conflict(
+            "The password was changed a moment ago from elsewhere. Sign in again with the new one if it was you."
+                .into(),
+        ));
+    }
+    let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
+        .bind(user.0)
+        .bind(crate::sessions::id_hash(keep))
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+    let orgs: Vec<i64> =
+        sqlx::query_scalar("SELECT org_id FROM memberships WHERE user_id = $1 ORDER BY org_id")
+            .bind(user.0)
+            .fetch_all(tx.conn())
+            .await?;
+    for org in orgs {
+        audit::append(
+            &mut tx,
+            &actor.audit_actor(),
+            Event::new(
+                OrgId(org),
+                AuditAction::PasswordChanged,
+                format!("user:{}", user.0),
+                json!({ "other_sessions_ended": ended }),
+            ),
+            now,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(ended)
 }
 
 /// Why a sign-in for an existing account failed, as `user.login_failed`
@@ -301,6 +424,8 @@ pub async fn login(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailedLogin {
     WrongPassword,
+    /// The right password, then a wrong, used or stale two-factor code.
+    WrongCode,
     /// Refused before the password was checked: too many recent failures for
     /// the account or the client address.
     Throttled,
@@ -310,6 +435,7 @@ impl FailedLogin {
     pub fn as_str(self) -> &'static str {
         match self {
             FailedLogin::WrongPassword => "wrong_password",
+            FailedLogin::WrongCode => "wrong_code",
             FailedLogin::Throttled => "throttled",
         }
     }
@@ -324,7 +450,7 @@ pub const THROTTLED_RECORD_EVERY_SECS: i64 = 60;
 /// Records a failed login for `email` from a task of its own: the caller
 /// answers at once, the same way whether the account exists, and whether the
 /// recording succeeds. A recording failure is logged.
-fn spawn_failure_record(
+pub(crate) fn spawn_failure_record(
     store: &Store,
     email: &str,
     reason: FailedLogin,

@@ -81,6 +81,10 @@ pub enum AuditAction {
     SelfUpdateApplied,
     SelfUpdateReverted,
     SelfUpdateRefused,
+    MfaEnabled,
+    MfaDisabled,
+    MfaRequirementChanged,
+    PasswordChanged,
 }
 
 impl AuditAction {
@@ -141,6 +145,10 @@ impl AuditAction {
             AuditAction::SelfUpdateApplied => "agent.self_update_applied",
             AuditAction::SelfUpdateReverted => "agent.self_update_reverted",
             AuditAction::SelfUpdateRefused => "agent.self_update_refused",
+            AuditAction::MfaEnabled => "user.mfa_enabled",
+            AuditAction::MfaDisabled => "user.mfa_disabled",
+            AuditAction::MfaRequirementChanged => "org.mfa_requirement_changed",
+            AuditAction::PasswordChanged => "user.password_changed",
         }
     }
 }

@@ -27,6 +27,10 @@ pub fn group_actions(group: &str) -> Option<Vec<&'static str>> {
             A::LoginFailed,
             A::LoggedOut,
             A::OtherSessionsRevoked,
+            A::MfaEnabled,
+            A::MfaDisabled,
+            A::MfaRequirementChanged,
+            A::PasswordChanged,
         ],
         "team" => &[
             A::SetupCompleted,

@@ -44,6 +44,8 @@ pub mod hot_path;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
+pub mod mfa;
+#[cfg(feature = "server")]
 pub mod names;
 #[cfg(feature = "server")]
 pub mod operations;

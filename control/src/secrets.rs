@@ -21,7 +21,8 @@
 //!    under a row lock every write of a secret takes, so from then on every
 //!    new secret is wrapped by the new key;
 //! 3. every data key still wrapped by another key is re-wrapped, a batch per
-//!    transaction;
+//!    transaction: the secrets' and the people's TOTP seeds' ([`crate::mfa`]
+//!    seals those the same way, through [`seal_own`]);
 //! 4. `master.key.next` replaces `master.key`. The old key wraps nothing and
 //!    is gone.
 //!
@@ -60,6 +61,10 @@ const ROTATE_BATCH: i64 = 500;
 const FILE_PREFIX: &str = "pilothouse-master-key-v1:";
 const VALUE_AAD: &[u8] = b"pilothouse secret value v1\0";
 const KEY_AAD: &[u8] = b"pilothouse data key v1\0";
+const OWN_AAD: &[u8] = b"pilothouse sealed value v1\0";
+/// The tables whose rows hold a wrapped data key (`id`, `master_key_id`,
+/// `wrapped_key`): secrets, and the TOTP seeds of [`crate::mfa`].
+const WRAPPED_TABLES: [&str; 2] = ["secrets", "user_totp"];
 const NONCE: usize = 12;
 
 /// Who may set, replace and delete secrets: Owners and Admins.
@@ -472,6 +477,62 @@ fn seal_secret(
     Ok((wrapped, ciphertext))
 }
 
+/// A value the control plane keeps for itself (a person's TOTP seed), sealed
+/// the way a secret is: under its own new data key, wrapped by master key
+/// `key_id`. The associated data binds it to its row `id` and `context`.
+#[derive(Debug)]
+pub(crate) struct Sealed {
+    pub key_id: String,
+    pub wrapped_key: String,
+    pub ciphertext: String,
+}
+
+fn own_aad(id: &str, context: &str) -> Vec<u8> {
+    let mut aad = OWN_AAD.to_vec();
+    for part in [id, context] {
+        aad.extend_from_slice(part.as_bytes());
+        aad.push(0);
+    }
+    aad
+}
+
+/// Seals `value` for row `id` under the database's current master key (with
+/// the row lock a rotation's switch waits for, as [`set`] takes).
+pub(crate) async fn seal_own(
+    tx: &mut Tx,
+    ring: &Keyring,
+    id: &str,
+    context: &str,
+    value: &[u8],
+) -> Result<Sealed, ControlError> {
+    let key_id = current_key(tx).await?;
+    let mut data_key = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(data_key.as_mut_slice());
+    let wrapped_key = wrap(ring, id, &key_id, data_key.as_slice()).map_err(as_control)?;
+    let ciphertext = seal(&cipher_for(&data_key), &own_aad(id, context), value)?;
+    Ok(Sealed {
+        key_id,
+        wrapped_key,
+        ciphertext,
+    })
+}
+
+/// Opens what [`seal_own`] sealed for row `id` and `context`.
+pub(crate) fn open_own(
+    ring: &Keyring,
+    id: &str,
+    context: &str,
+    sealed: &Sealed,
+) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+    let data_key = unwrap(ring, id, &sealed.key_id, &sealed.wrapped_key)?;
+    open(
+        &cipher_for(&data_key),
+        &own_aad(id, context),
+        &sealed.ciphertext,
+    )
+    .ok_or_else(|| SecretError::Tampered { id: id.to_string() })
+}
+
 /// A [`SecretError`] where a [`ControlError`] is answered.
 fn as_control(e: SecretError) -> ControlError {
     match e {
@@ -757,8 +818,8 @@ pub struct Rotation {
 }
 
 /// Rotates the master key (see the module's comment for the steps), from a
-/// process that holds `ring` (the CLI). Every organisation's data keys are
-/// re-wrapped; values are not re-encrypted. Audited in every organisation
+/// process that holds `ring` (the CLI). Every organisation's data keys, and
+/// those of the TOTP seeds, are re-wrapped; values are not re-encrypted. Audited in every organisation
 /// that holds secrets (`secrets.master_key_rotated`).
 pub async fn rotate_master_key(store: &Store, ring: &Keyring) -> Result<Rotation, SecretError> {
     adopt(store, ring).await?;
@@ -795,52 +856,9 @@ pub async fn rotate_master_key(store: &Store, ring: &Keyring) -> Result<Rotation
         .await?;
     tx.commit().await?;
 
-    // One walk over the table in id order (rows written from now on are
-    // under the new key already), then a count to confirm none is left.
     let mut rewrapped = 0u64;
-    let mut after = String::new();
-    loop {
-        let mut tx = store.begin().await?;
-        let rows = sqlx::query(
-            "SELECT id, master_key_id, wrapped_key FROM secrets WHERE id > $1 AND master_key_id <> $2 \
-             ORDER BY id LIMIT $3",
-        )
-        .bind(&after)
-        .bind(&new)
-        .bind(ROTATE_BATCH)
-        .fetch_all(tx.conn())
-        .await?;
-        if rows.is_empty() {
-            let left: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM secrets WHERE master_key_id <> $1")
-                    .bind(&new)
-                    .fetch_one(tx.conn())
-                    .await?;
-            if left == 0 {
-                break;
-            }
-            after.clear();
-            continue;
-        }
-        for r in &rows {
-            let id: String = r.try_get("id")?;
-            let key_id: String = r.try_get("master_key_id")?;
-            let wrapped: String = r.try_get("wrapped_key")?;
-            let data_key = unwrap(ring, &id, &key_id, &wrapped)?;
-            let rewrapped_key = wrap(ring, &id, &new, data_key.as_slice())?;
-            sqlx::query(
-                "UPDATE secrets SET master_key_id = $1, wrapped_key = $2 WHERE id = $3 AND master_key_id = $4",
-            )
-            .bind(&new)
-            .bind(&rewrapped_key)
-            .bind(&id)
-            .bind(&key_id)
-            .execute(tx.conn())
-            .await?;
-            rewrapped += 1;
-            after = id;
-        }
-        tx.commit().await?;
+    for table in WRAPPED_TABLES {
+        rewrapped += rewrap_table(store, ring, table, &new).await?;
     }
 
     // Every data key is under the new key: record the rotation, then the
@@ -878,4 +896,61 @@ pub async fn rotate_master_key(store: &Store, ring: &Keyring) -> Result<Rotation
         new_key_id: new,
         rewrapped,
     })
+}
+
+/// Re-wraps every data key in `table` (one of [`WRAPPED_TABLES`]) that is
+/// not under master key `new`: one walk in id order (rows written from now on
+/// are under the new key already), then a count to confirm none is left.
+async fn rewrap_table(
+    store: &Store,
+    ring: &Keyring,
+    table: &'static str,
+    new: &str,
+) -> Result<u64, SecretError> {
+    let mut rewrapped = 0u64;
+    let mut after = String::new();
+    loop {
+        let mut tx = store.begin().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT id, master_key_id, wrapped_key FROM {table} WHERE id > $1 AND master_key_id <> $2 \
+             ORDER BY id LIMIT $3"
+        ))
+        .bind(&after)
+        .bind(new)
+        .bind(ROTATE_BATCH)
+        .fetch_all(tx.conn())
+        .await?;
+        if rows.is_empty() {
+            let left: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE master_key_id <> $1"
+            ))
+            .bind(new)
+            .fetch_one(tx.conn())
+            .await?;
+            if left == 0 {
+                return Ok(rewrapped);
+            }
+            after.clear();
+            continue;
+        }
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let key_id: String = r.try_get("master_key_id")?;
+            let wrapped: String = r.try_get("wrapped_key")?;
+            let data_key = unwrap(ring, &id, &key_id, &wrapped)?;
+            let rewrapped_key = wrap(ring, &id, new, data_key.as_slice())?;
+            sqlx::query(&format!(
+                "UPDATE {table} SET master_key_id = $1, wrapped_key = $2 WHERE id = $3 AND master_key_id = $4"
+            ))
+            .bind(new)
+            .bind(&rewrapped_key)
+            .bind(&id)
+            .bind(&key_id)
+            .execute(tx.conn())
+            .await?;
+            rewrapped += 1;
+            after = id;
+        }
+        tx.commit().await?;
+    }
 }

@@ -19,8 +19,13 @@ use crate::store::Store;
 use crate::{ControlError, SessionView, Timestamp};
 
 /// Session data keys. `USER` and `ORG` are set at login; `CREATED` bounds the
-/// absolute lifetime; `IP` and `UA` describe where the login came from.
+/// absolute lifetime; `IP` and `UA` describe where the login came from. The
+/// `PENDING_` keys hold a password sign-in waiting for its two-factor code
+/// (no `USER` yet: such a session is signed out for every page and call).
 pub mod keys {
+    pub const PENDING_USER: &str = "pending_uid";
+    pub const PENDING_ORG: &str = "pending_org";
+    pub const PENDING_AT: &str = "pending_at";
     pub const USER: &str = "uid";
     pub const ORG: &str = "org";
     pub const CREATED: &str = "created";
@@ -33,7 +38,7 @@ pub const IDLE_SECS: i64 = 12 * 3600;
 /// ...and at the latest this long after login, however active.
 pub const ABSOLUTE_SECS: i64 = 7 * 86_400;
 
-fn id_hash(id: &Id) -> String {
+pub(crate) fn id_hash(id: &Id) -> String {
     sha256_hex(format!("session\0{id}"))
 }
 

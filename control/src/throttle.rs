@@ -24,6 +24,12 @@ pub const ACCOUNT: Limit = Limit {
     max_failures: 20,
     window_secs: 3600,
 };
+/// Wrong two-factor codes per account (after its right password): fewer than
+/// passwords, since a code has only a million values.
+pub const MFA: Limit = Limit {
+    max_failures: 10,
+    window_secs: 3600,
+};
 pub const CLIENT: Limit = Limit {
     max_failures: 100,
     window_secs: 3600,

@@ -182,6 +182,9 @@ pub struct Me {
     pub email: String,
     pub org: OrgView,
     pub orgs: Vec<OrgView>,
+    /// The organisation requires two-factor sign-in of this person, who has
+    /// not set it up: everything else is refused until they do.
+    pub mfa_due: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -721,6 +724,29 @@ pub struct AuditEventDetail {
     pub actor_user_id: Option<i64>,
     pub prev_hash: String,
     pub hash: String,
+}
+
+/// The signed-in person's two-factor sign-in, for their account page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MfaView {
+    pub enabled: bool,
+    /// Unused recovery codes (0 while two-factor is off).
+    pub recovery_codes_left: i64,
+    /// The organisation requires it of its Owners and Admins.
+    pub org_requires: bool,
+    /// ... and that includes this person's role.
+    pub required: bool,
+    /// This person may change the requirement (an Owner).
+    pub can_require: bool,
+}
+
+/// A new authenticator seed, shown to its owner once while they set it up:
+/// the QR code their app scans (an SVG document drawn by the server) and the
+/// same seed as text for typing in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpSetup {
+    pub qr_svg: String,
+    pub secret: String,
 }
 
 /// A secret as everyone in the organisation may see it: everything but its

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::{contains, dump};
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -30,37 +32,6 @@ async fn ring_in(db: &TestDb, dir: &Path) -> Keyring {
     let ring = Keyring::open(&dir.join("master.key")).unwrap();
     secrets::adopt(&db.store, &ring).await.unwrap();
     ring
-}
-
-/// Everything the database holds, as a dump would show it: the SQLite file
-/// and its write-ahead log, or `pg_dump` of the PostgreSQL database.
-fn dump(db: &TestDb) -> Vec<u8> {
-    if let Some(rest) = db.url.strip_prefix("sqlite://") {
-        let path = rest.split('?').next().unwrap();
-        let mut out = std::fs::read(path).unwrap();
-        for ext in ["-wal", "-shm"] {
-            if let Ok(more) = std::fs::read(format!("{path}{ext}")) {
-                out.extend(more);
-            }
-        }
-        out
-    } else {
-        let res = std::process::Command::new("pg_dump")
-            .arg("--data-only")
-            .arg(&db.url)
-            .output()
-            .expect("run pg_dump");
-        assert!(
-            res.status.success(),
-            "pg_dump: {}",
-            String::from_utf8_lossy(&res.stderr)
-        );
-        res.stdout
-    }
-}
-
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 async fn secrets_are_write_only_and_sealed_at_rest(db: TestDb) {

@@ -71,7 +71,7 @@ async fn setup_is_one_time(db: TestDb) {
     let (_, none) = SetupGate::open(&db.store).await.unwrap();
     assert!(none.is_none(), "no new code once an owner exists");
 
-    let done = accounts::login(
+    let accounts::SignIn::Done(done) = accounts::login(
         &db.store,
         "owner@example.com",
         secret(PASSWORD),
@@ -79,7 +79,9 @@ async fn setup_is_one_time(db: TestDb) {
         Timestamp::now(),
     )
     .await
-    .unwrap();
+    .unwrap() else {
+        panic!("an account without two-factor is signed in by its password")
+    };
     assert_eq!(done.org, org);
     let actor = access::actor(&db.store, done.user, None, meta())
         .await
@@ -145,7 +147,7 @@ async fn login_failures_look_the_same_and_are_throttled(db: TestDb) {
     assert!(wait.as_secs() > 3000 && wait.as_secs() <= 3600, "{wait:?}");
     // An hour later the window has passed.
     let later = now.plus_secs(3601);
-    accounts::login(
+    let signed_in = accounts::login(
         &db.store,
         "ada@example.com",
         secret(PASSWORD),
@@ -154,6 +156,7 @@ async fn login_failures_look_the_same_and_are_throttled(db: TestDb) {
     )
     .await
     .unwrap();
+    assert!(matches!(signed_in, accounts::SignIn::Done(_)));
 }
 
 async fn team_rules_hold(db: TestDb) {

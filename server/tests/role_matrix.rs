@@ -480,6 +480,31 @@ async fn role_matrix(db: TestDb) {
         let res = app.call(c, "sign-out-others", &[]).await;
         let expected = if *who == Who::Anonymous { 401 } else { 200 };
         assert_eq!(res.status(), expected, "sign-out-others as {who:?}");
+        // Two-factor and password: each person's own; the organisation's
+        // requirement is an Owner's (409 here: it is already off).
+        let res = app.call(c, "mfa-status", &[]).await;
+        let expected = if *who == Who::Anonymous { 401 } else { 200 };
+        assert_eq!(res.status(), expected, "mfa-status as {who:?}");
+        let res = app.call(c, "mfa-require", &[("on", "false")]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member | Who::Admin => 403,
+            Who::OtherOrg | Who::Owner => 409,
+        };
+        assert_eq!(res.status(), expected, "mfa-require as {who:?}");
+        let res = app
+            .call(
+                c,
+                "change-password",
+                &[
+                    ("current", "not the password"),
+                    ("new_password", "a perfectly fine new passphrase"),
+                    ("repeat", "a perfectly fine new passphrase"),
+                ],
+            )
+            .await;
+        let expected = if *who == Who::Anonymous { 401 } else { 400 };
+        assert_eq!(res.status(), expected, "change-password as {who:?}");
         let res = app
             .call(
                 c,

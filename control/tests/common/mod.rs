@@ -59,3 +59,34 @@ pub fn delivery(db: &TestDb, dir: &std::path::Path) -> Delivery {
         Arc::new(ServerKeys::load_or_create(dir).unwrap()),
     )
 }
+
+/// Everything the database holds, as a dump would show it: the SQLite file
+/// and its write-ahead log, or `pg_dump` of the PostgreSQL database.
+pub fn dump(db: &TestDb) -> Vec<u8> {
+    if let Some(rest) = db.url.strip_prefix("sqlite://") {
+        let path = rest.split('?').next().unwrap();
+        let mut out = std::fs::read(path).unwrap();
+        for ext in ["-wal", "-shm"] {
+            if let Ok(more) = std::fs::read(format!("{path}{ext}")) {
+                out.extend(more);
+            }
+        }
+        out
+    } else {
+        let res = std::process::Command::new("pg_dump")
+            .arg("--data-only")
+            .arg(&db.url)
+            .output()
+            .expect("run pg_dump");
+        assert!(
+            res.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        res.stdout
+    }
+}
+
+pub fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
