@@ -35,6 +35,9 @@ pub struct AppState {
     pub secrets: Arc<control::secrets::Keyring>,
     /// The signed agent releases the gateway serves (for "Update agent").
     pub agent_releases: std::path::PathBuf,
+    /// Whether email can be sent (SMTP configured): password reset by email
+    /// is offered only then.
+    pub mail_enabled: bool,
 }
 
 /// The client's address as decided by the server (socket peer, or a trusted

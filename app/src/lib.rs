@@ -19,6 +19,7 @@ mod operations;
 pub mod ops_api;
 mod pages;
 pub mod password_page;
+pub mod reset_page;
 mod secrets_page;
 mod server_admin;
 mod servers;
@@ -72,6 +73,8 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/login") view=pages::LoginPage ssr=SsrMode::Async />
                 <Route path=path!("/login/code") view=mfa_page::CodePage ssr=SsrMode::Async />
                 <Route path=path!("/setup") view=pages::SetupPage ssr=SsrMode::Async />
+                <Route path=path!("/forgot-password") view=reset_page::ForgotPage ssr=SsrMode::Async />
+                <Route path=path!("/reset-password/:token") view=reset_page::ResetPage ssr=SsrMode::Async />
                 <Route path=path!("/invite/:token") view=pages::InvitePage ssr=SsrMode::Async />
                 <ParentRoute path=path!("") view=ui::Shell ssr=SsrMode::Async>
                     <Route path=path!("") view=dashboard::Dashboard />

@@ -43,14 +43,20 @@ pub fn LoginPage() -> impl IntoView {
     let login = ServerAction::<Login>::new();
     let state = Resource::new(
         || (),
-        |_| async { (setup_state().await, current_user().await) },
+        |_| async {
+            (
+                setup_state().await,
+                current_user().await,
+                crate::reset_page::password_reset_available().await,
+            )
+        },
     );
     view! {
         <Suspense>
             {move || Suspend::new(async move {
                 match state.await {
-                    (_, Ok(Some(_))) => view! { <Redirect path="/" /> }.into_any(),
-                    (setup, _) => view! {
+                    (_, Ok(Some(_)), _) => view! { <Redirect path="/" /> }.into_any(),
+                    (setup, _, reset) => view! {
                         <AuthCard title="Sign in">
                             {(setup == Ok(Installation::Open)).then(|| view! {
                                 <p data-testid="setup-hint" class="mb-4 rounded-md bg-sky-50 p-3 text-sm text-sky-900">
@@ -71,6 +77,11 @@ pub fn LoginPage() -> impl IntoView {
                                 </label>
                                 <button class="btn-primary" type="submit">"Sign in"</button>
                             </ActionForm>
+                            {(reset == Ok(true)).then(|| view! {
+                                <p class="mt-4 text-sm">
+                                    <A href="/forgot-password" attr:class="text-sky-700 underline">"Forgot your password?"</A>
+                                </p>
+                            })}
                         </AuthCard>
                     }
                     .into_any(),

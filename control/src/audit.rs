@@ -85,6 +85,8 @@ pub enum AuditAction {
     MfaDisabled,
     MfaRequirementChanged,
     PasswordChanged,
+    PasswordResetRequested,
+    PasswordReset,
 }
 
 impl AuditAction {
@@ -149,6 +151,8 @@ impl AuditAction {
             AuditAction::MfaDisabled => "user.mfa_disabled",
             AuditAction::MfaRequirementChanged => "org.mfa_requirement_changed",
             AuditAction::PasswordChanged => "user.password_changed",
+            AuditAction::PasswordResetRequested => "user.password_reset_requested",
+            AuditAction::PasswordReset => "user.password_reset",
         }
     }
 }

@@ -31,6 +31,8 @@ pub fn group_actions(group: &str) -> Option<Vec<&'static str>> {
             A::MfaDisabled,
             A::MfaRequirementChanged,
             A::PasswordChanged,
+            A::PasswordResetRequested,
+            A::PasswordReset,
         ],
         "team" => &[
             A::SetupCompleted,

@@ -42,6 +42,8 @@ pub mod forwarding;
 #[cfg(feature = "server")]
 pub mod hot_path;
 #[cfg(feature = "server")]
+pub mod mail;
+#[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod mfa;
@@ -51,6 +53,8 @@ pub mod names;
 pub mod operations;
 #[cfg(feature = "server")]
 pub mod password;
+#[cfg(feature = "server")]
+pub mod password_reset;
 #[cfg(feature = "server")]
 pub mod secrets;
 #[cfg(feature = "server")]

@@ -63,8 +63,9 @@ const VALUE_AAD: &[u8] = b"pilothouse secret value v1\0";
 const KEY_AAD: &[u8] = b"pilothouse data key v1\0";
 const OWN_AAD: &[u8] = b"pilothouse sealed value v1\0";
 /// The tables whose rows hold a wrapped data key (`id`, `master_key_id`,
-/// `wrapped_key`): secrets, and the TOTP seeds of [`crate::mfa`].
-const WRAPPED_TABLES: [&str; 2] = ["secrets", "user_totp"];
+/// `wrapped_key`): secrets, the TOTP seeds of [`crate::mfa`], and the queued
+/// messages of [`crate::mail`].
+const WRAPPED_TABLES: [&str; 3] = ["secrets", "user_totp", "mail_bodies"];
 const NONCE: usize = 12;
 
 /// Who may set, replace and delete secrets: Owners and Admins.
@@ -252,8 +253,9 @@ fn read_key(path: &Path) -> Result<MasterKey, SecretError> {
 }
 
 /// Makes sure the database names a master key this process holds, at
-/// start-up. A database without secrets adopts the file's key; one whose
-/// secrets are under a key the files do not hold is refused, naming both.
+/// start-up. A database with nothing sealed (no secret, two-factor seed or
+/// queued message) adopts the file's key; one whose sealed rows are under a
+/// key the files do not hold is refused, naming both.
 pub async fn adopt(store: &Store, ring: &Keyring) -> Result<(), SecretError> {
     let held = ring.key_ids();
     let mut tx = store.begin().await?;
@@ -264,9 +266,12 @@ pub async fn adopt(store: &Store, ring: &Keyring) -> Result<(), SecretError> {
     match current {
         Some(id) if held.contains(&id) => return Ok(()),
         Some(id) => {
-            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secrets")
-                .fetch_one(tx.conn())
-                .await?;
+            let mut count = 0i64;
+            for table in WRAPPED_TABLES {
+                count += sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}"))
+                    .fetch_one(tx.conn())
+                    .await?;
+            }
             if count > 0 {
                 return Err(SecretError::WrongMasterKey {
                     path: ring.path.clone(),

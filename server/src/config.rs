@@ -80,6 +80,24 @@ pub struct Config {
     /// With TLS on: a plain-HTTP listener that only redirects to the HTTPS
     /// public URL.
     pub http_redirect_listen: Option<SocketAddr>,
+    /// Email (password reset links): the SMTP server, `host:port`. Unset: no
+    /// email is sent and password reset by email is not offered.
+    pub smtp_server: Option<String>,
+    /// How the SMTP connection is secured: `starttls` (the default: the
+    /// server must offer STARTTLS, or nothing is sent), `tls` (TLS from the
+    /// first byte, usually port 465), or `none` (only to a relay on a
+    /// loopback address).
+    pub smtp_security: Option<String>,
+    pub smtp_username: Option<String>,
+    /// The SMTP password; `PILOTHOUSE_SMTP_PASSWORD_FILE` names a file
+    /// holding it instead.
+    pub smtp_password: Option<SecretString>,
+    /// A CA certificate (PEM) the SMTP server's certificate may chain to,
+    /// besides the public roots.
+    pub smtp_ca_file: Option<PathBuf>,
+    /// The From of every message, as `Name <address>` or an address;
+    /// required with `smtp_server`.
+    pub mail_from: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -148,7 +166,7 @@ pub enum ConfigError {
     },
 }
 
-const SECRET_KEYS: &[&str] = &["database_url"];
+const SECRET_KEYS: &[&str] = &["database_url", "smtp_password"];
 
 impl Config {
     pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod http;
 pub mod install;
 pub mod listen;
+pub mod mailer;
 pub mod release_cli;
 pub mod web_tls;
 
@@ -73,6 +74,8 @@ pub enum StartError {
     },
     #[error("agent install: {0}")]
     Install(String),
+    #[error("email: {0}")]
+    Mail(#[from] mailer::MailConfigError),
     #[error("dashboard TLS: {0}")]
     WebTls(String),
 }
@@ -105,6 +108,8 @@ pub struct Application {
     pilot_interval: Duration,
     /// Sends the audit log to the organisations' SIEMs.
     forwarder: forwarder::Forwarder,
+    /// Sends the email outbox, when SMTP is configured.
+    mailer: Option<mailer::Mailer>,
 }
 
 #[derive(Clone)]
@@ -238,6 +243,13 @@ impl Application {
             eprintln!("setup code: {}", code.expose_secret());
         }
 
+        let mail = mailer::MailSettings::from_config(&config, &host_of(&public_url))?;
+        let secrets_ring = Arc::new(secrets_ring);
+        let mailer =
+            mail.map(|settings| mailer::Mailer::new(store.clone(), secrets_ring.clone(), settings));
+        if mailer.is_none() {
+            tracing::info!("no smtp_server set: no email is sent, password reset by email is off");
+        }
         let state = AppState {
             store: store.clone(),
             setup: Arc::new(gate),
@@ -250,8 +262,9 @@ impl Application {
                 key_id: audit_key.key_id().to_string(),
             },
             forwarding: control::forwarding::SecretDir::new(&config.data_dir),
-            secrets: Arc::new(secrets_ring),
+            secrets: secrets_ring,
             agent_releases: config.agent_releases_dir(),
+            mail_enabled: mailer.is_some(),
         };
         let forwarder = forwarder::Forwarder::new(
             store.clone(),
@@ -287,6 +300,7 @@ impl Application {
             checkpoint_cadence: config.checkpoint_cadence(),
             pilot_interval: config.pilot_interval(),
             forwarder,
+            mailer,
             agent_limits: listen::Limits {
                 max_connections: config.agent_max_connections,
                 header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
@@ -360,6 +374,9 @@ impl Application {
             }
         });
         tokio::spawn(self.forwarder.run(FORWARD_INTERVAL));
+        if let Some(mailer) = self.mailer {
+            tokio::spawn(mailer.run(mailer::MAIL_INTERVAL));
+        }
         let store = self.store.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(300));

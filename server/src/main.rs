@@ -166,6 +166,14 @@ enum AdminCommand {
         #[arg(long, value_name = "ROLE", value_parser = parse_role)]
         role: Role,
     },
+    /// Set a new password for an account (every session of it ends). The
+    /// password is read from stdin.
+    SetPassword {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_name = "EMAIL")]
+        email: String,
+    },
     /// Create a one-time agent registration token; it is printed alone on the last line.
     RegistrationToken {
         #[command(flatten)]
@@ -471,33 +479,10 @@ async fn run(cli: Cli) -> ExitCode {
                     role,
                 },
         } => {
-            let config = match common.load(None, None) {
-                Ok(c) => c,
-                Err(e) => return usage_error(&e),
+            let (store, password) = match password_command(common).await {
+                Ok(v) => v,
+                Err(code) => return code,
             };
-            let mut input = String::new();
-            if let Err(e) = std::io::stdin().read_to_string(&mut input) {
-                return usage_error(&format!("cannot read the password from stdin: {e}"));
-            }
-            let password = SecretString::from(input.trim_end_matches(['\r', '\n']).to_string());
-            if password.expose_secret().is_empty() {
-                return usage_error("no password on stdin: pipe the new user's password in.");
-            }
-            if let Err(e) = control::files::private_dir(&config.data_dir) {
-                eprintln!(
-                    "pilothouse: cannot create {}: {e}",
-                    config.data_dir.display()
-                );
-                return ExitCode::FAILURE;
-            }
-            let store =
-                match control::store::Store::connect(config.database_url().expose_secret()).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("pilothouse: cannot open the database: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
             let result = control::accounts::add_user_cli(
                 &control::access::Operator::command_line(store.clone()),
                 &org,
@@ -525,11 +510,73 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Admin {
+            command: AdminCommand::SetPassword { common, email },
+        } => {
+            let (store, password) = match password_command(common).await {
+                Ok(v) => v,
+                Err(code) => return code,
+            };
+            let result = control::accounts::set_password_cli(
+                &control::access::Operator::command_line(store.clone()),
+                &email,
+                password,
+                control::Timestamp::now(),
+            )
+            .await;
+            store.close().await;
+            match result {
+                Ok(ended) => {
+                    let email = control::accounts::normalize_email(&email).unwrap_or(email);
+                    println!("set a new password for {email}; {ended} session(s) signed out");
+                    ExitCode::SUCCESS
+                }
+                Err(e @ (ControlError::Invalid(_) | ControlError::NotFound(_))) => {
+                    usage_error(&e.to_string())
+                }
+                Err(e) => {
+                    eprintln!("pilothouse: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Audit { command } => audit(command).await,
         Command::Secrets {
             command: SecretsCommand::RotateMasterKey { common },
         } => rotate_master_key(common).await,
         Command::Release { command } => release(command),
+    }
+}
+
+/// For the admin commands that take a password: the configuration, the
+/// password from stdin, and the store; or the exit code after saying why not.
+async fn password_command(
+    common: Common,
+) -> Result<(control::store::Store, SecretString), ExitCode> {
+    let config = common.load(None, None).map_err(|e| usage_error(&e))?;
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        return Err(usage_error(&format!(
+            "cannot read the password from stdin: {e}"
+        )));
+    }
+    let password = SecretString::from(input.trim_end_matches(['\r', '\n']).to_string());
+    if password.expose_secret().is_empty() {
+        return Err(usage_error("no password on stdin: pipe the password in."));
+    }
+    if let Err(e) = control::files::private_dir(&config.data_dir) {
+        eprintln!(
+            "pilothouse: cannot create {}: {e}",
+            config.data_dir.display()
+        );
+        return Err(ExitCode::FAILURE);
+    }
+    match control::store::Store::connect(config.database_url().expose_secret()).await {
+        Ok(s) => Ok((s, password)),
+        Err(e) => {
+            eprintln!("pilothouse: cannot open the database: {e}");
+            Err(ExitCode::FAILURE)
+        }
     }
 }
 

@@ -81,6 +81,66 @@ fn admin_add_user_creates_accounts_and_refuses_bad_input() {
 }
 
 #[test]
+fn admin_set_password_sets_it_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let add = pilothouse(
+        &[
+            "admin",
+            "add-user",
+            "--data-dir",
+            data,
+            "--org",
+            "Acme",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "owner",
+        ],
+        "correct horse battery staple\n",
+    );
+    assert!(add.status.success(), "{}", text(&add.stderr));
+    let set = |email: &str, password: &str| {
+        pilothouse(
+            &[
+                "admin",
+                "set-password",
+                "--data-dir",
+                data,
+                "--email",
+                email,
+            ],
+            password,
+        )
+    };
+    let ok = set("OPS@example.com", "a new passphrase for the operator\n");
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("set a new password for ops@example.com"));
+    for (email, password, says) in [
+        (
+            "nobody@example.com",
+            "a fresh passphrase of some length\n",
+            "No account",
+        ),
+        ("ops@example.com", "short\n", "at least 12 characters"),
+        ("ops@example.com", "", "no password on stdin"),
+        (
+            "not-an-address",
+            "a fresh passphrase of some length\n",
+            "valid email",
+        ),
+    ] {
+        let out = set(email, password);
+        assert_eq!(out.status.code(), Some(2), "{email}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(says),
+            "{email}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn serve_refuses_an_unusable_database_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let out = pilothouse(

@@ -533,6 +533,30 @@ async fn role_matrix(db: TestDb) {
             404,
             "accept-invite with a bad token as {who:?}"
         );
+        // Password reset: open to anyone; not set up here (no SMTP), and a
+        // bad link is not found for anyone.
+        let res = app.call(c, "password-reset-available", &[]).await;
+        assert!(!res.json::<bool>().await.unwrap(), "as {who:?}");
+        let res = app
+            .call(
+                c,
+                "request-password-reset",
+                &[("email", "owner@example.com")],
+            )
+            .await;
+        assert_eq!(res.status(), 409, "request-password-reset as {who:?}");
+        let res = app
+            .call(
+                c,
+                "reset-password",
+                &[
+                    ("token", "not-a-token"),
+                    ("new_password", "a perfectly fine new passphrase"),
+                    ("repeat", "a perfectly fine new passphrase"),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), 404, "reset-password as {who:?}");
         let res = app
             .call(c, "invite-details", &[("token", "not-a-token")])
             .await;

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod agent_tls;
+pub mod smtp;
 pub mod tls;
 
 use control::accounts;
