@@ -32,6 +32,7 @@ pub async fn current_user() -> Result<Option<Me>, AppError> {
         org: actor.org_view().clone(),
         orgs,
         mfa_due: actor.mfa_due(),
+        unread_notices: control::notices::unread(&cx.state.store, actor.user()).await?,
     }))
 }
 
@@ -91,7 +92,7 @@ pub async fn login(email: String, password: String) -> Result<(), AppError> {
     .await?;
     match done {
         control::accounts::SignIn::Done(done) => {
-            cx.start_session(done.user, done.org).await?;
+            cx.finish_sign_in(done).await?;
             leptos_axum::redirect("/");
         }
         control::accounts::SignIn::SecondFactor(pending) => {

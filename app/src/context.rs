@@ -54,7 +54,14 @@ pub struct Cx {
     pub session: Session,
     pub meta: RequestMeta,
     pub now: Timestamp,
+    /// The browser's device cookie, when it sent a well-formed one.
+    pub device: Option<String>,
 }
+
+/// The device cookie: which browser signed in, for new sign-in notices
+/// (control::notices). HttpOnly, about 400 days.
+pub const DEVICE_COOKIE: &str = "ph_device";
+const DEVICE_COOKIE_SECS: i64 = 400 * 86_400;
 
 pub async fn cx() -> Result<Cx, AppError> {
     let state = use_context::<AppState>().ok_or(AppError::Internal)?;
@@ -84,11 +91,21 @@ impl Cx {
             .get(axum::http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
+        let device = headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == DEVICE_COOKIE)
+            .map(|(_, v)| v.to_string())
+            .filter(|v| control::notices::valid_device_id(v));
         Cx {
             state,
             session,
             meta: RequestMeta::new(ip, ua),
             now: Timestamp::now(),
+            device,
         }
     }
 
@@ -152,6 +169,50 @@ impl Cx {
             }),
             _ => None,
         })
+    }
+
+    /// Where email links point and whether email goes out.
+    pub fn mailing(&self) -> control::notices::Mailing<'_> {
+        control::notices::Mailing {
+            ring: &self.state.secrets,
+            base_url: &self.state.public_url,
+            enabled: self.state.mail_enabled,
+        }
+    }
+
+    /// Completes a sign-in: records the device and network (telling the
+    /// account's owner when either is new), renews the device cookie, and
+    /// starts the session.
+    pub async fn finish_sign_in(&self, done: control::accounts::LoggedIn) -> Result<(), AppError> {
+        let device = self
+            .device
+            .clone()
+            .unwrap_or_else(control::notices::new_device_id);
+        control::notices::after_sign_in(
+            &self.state.store,
+            self.mailing(),
+            done.user,
+            &device,
+            done.method,
+            &self.meta,
+            self.now,
+        )
+        .await?;
+        let secure = if self.state.public_url.starts_with("https://") {
+            "; Secure"
+        } else {
+            ""
+        };
+        let cookie = format!(
+            "{DEVICE_COOKIE}={device}; Path=/; Max-Age={DEVICE_COOKIE_SECS}; HttpOnly; SameSite=Lax{secure}"
+        );
+        if let (Some(response), Ok(value)) = (
+            use_context::<leptos_axum::ResponseOptions>(),
+            axum::http::HeaderValue::from_str(&cookie),
+        ) {
+            response.append_header(axum::http::header::SET_COOKIE, value);
+        }
+        self.start_session(done.user, done.org).await
     }
 
     /// Starts a signed-in session under a new id (no fixation across login).

@@ -15,6 +15,7 @@ mod dashboard;
 mod error;
 mod forwarding_page;
 pub mod mfa_page;
+pub mod notices_page;
 mod operations;
 pub mod ops_api;
 mod pages;
@@ -74,6 +75,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/login/code") view=mfa_page::CodePage ssr=SsrMode::Async />
                 <Route path=path!("/setup") view=pages::SetupPage ssr=SsrMode::Async />
                 <Route path=path!("/forgot-password") view=reset_page::ForgotPage ssr=SsrMode::Async />
+                <Route path=path!("/not-me/:token") view=notices_page::NotMePage ssr=SsrMode::Async />
                 <Route path=path!("/reset-password/:token") view=reset_page::ResetPage ssr=SsrMode::Async />
                 <Route path=path!("/invite/:token") view=pages::InvitePage ssr=SsrMode::Async />
                 <ParentRoute path=path!("") view=ui::Shell ssr=SsrMode::Async>

@@ -36,7 +36,7 @@ pub async fn sign_in_code(code: String) -> Result<(), AppError> {
         cx.now,
     )
     .await?;
-    cx.start_session(done.user, done.org).await?;
+    cx.finish_sign_in(done).await?;
     leptos_axum::redirect("/");
     Ok(())
 }

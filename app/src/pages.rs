@@ -408,6 +408,7 @@ pub fn Settings() -> impl IntoView {
         </section>
         <crate::password_page::PasswordSection />
         <crate::mfa_page::TwoFactorSection />
+        <crate::notices_page::NoticesSection />
         <AuditKeySection />
         <crate::forwarding_page::ForwardingSection />
         <crate::secrets_page::SecretsSection />

@@ -205,6 +205,11 @@ fn TopBar(me: Me) -> impl IntoView {
                 })}
             </div>
             <div class="flex min-w-0 flex-wrap items-center gap-3 text-sm">
+                {(me.unread_notices > 0).then(|| view! {
+                    <A href="/settings#sign-ins" attr:class="badge bg-amber-100 text-amber-900" attr:data-testid="notices-badge">
+                        {format!("{} new sign-in(s)", me.unread_notices)}
+                    </A>
+                })}
                 <span data-testid="whoami" class="break-all">{me.email.clone()}</span>
                 <span data-testid="role" class="badge">{me.org.role.label()}</span>
                 <ActionForm action=logout>

@@ -195,6 +195,8 @@ pub async fn complete_setup(
 pub struct LoggedIn {
     pub user: UserId,
     pub org: OrgId,
+    /// How: `password`, `password+totp` or `password+recovery_code`.
+    pub method: &'static str,
 }
 
 /// Email/password login. An account with two-factor sign-in on is not signed
@@ -305,7 +307,11 @@ pub async fn login(
     )
     .await?;
     tx.commit().await?;
-    Ok(SignIn::Done(LoggedIn { user, org }))
+    Ok(SignIn::Done(LoggedIn {
+        user,
+        org,
+        method: "password",
+    }))
 }
 
 /// Checks the signed-in person's password again before a sensitive change

@@ -87,6 +87,7 @@ pub enum AuditAction {
     PasswordChanged,
     PasswordResetRequested,
     PasswordReset,
+    SignInDisowned,
 }
 
 impl AuditAction {
@@ -153,6 +154,7 @@ impl AuditAction {
             AuditAction::PasswordChanged => "user.password_changed",
             AuditAction::PasswordResetRequested => "user.password_reset_requested",
             AuditAction::PasswordReset => "user.password_reset",
+            AuditAction::SignInDisowned => "user.sign_in_disowned",
         }
     }
 }

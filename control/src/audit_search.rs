@@ -33,6 +33,7 @@ pub fn group_actions(group: &str) -> Option<Vec<&'static str>> {
             A::PasswordChanged,
             A::PasswordResetRequested,
             A::PasswordReset,
+            A::SignInDisowned,
         ],
         "team" => &[
             A::SetupCompleted,

@@ -50,6 +50,8 @@ pub mod mfa;
 #[cfg(feature = "server")]
 pub mod names;
 #[cfg(feature = "server")]
+pub mod notices;
+#[cfg(feature = "server")]
 pub mod operations;
 #[cfg(feature = "server")]
 pub mod password;

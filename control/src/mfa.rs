@@ -697,6 +697,11 @@ pub async fn verify_sign_in(
     Ok(LoggedIn {
         user,
         org: pending.org,
+        method: if method == "totp" {
+            "password+totp"
+        } else {
+            "password+recovery_code"
+        },
     })
 }
 

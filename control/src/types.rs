@@ -185,6 +185,8 @@ pub struct Me {
     /// The organisation requires two-factor sign-in of this person, who has
     /// not set it up: everything else is refused until they do.
     pub mfa_due: bool,
+    /// Sign-ins from new devices or networks not yet acknowledged.
+    pub unread_notices: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -738,6 +740,24 @@ pub struct MfaView {
     pub required: bool,
     /// This person may change the requirement (an Owner).
     pub can_require: bool,
+}
+
+/// A sign-in from a device or network new for the account, as its owner
+/// sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignInNotice {
+    pub id: String,
+    pub at: Timestamp,
+    pub ip: String,
+    pub user_agent: String,
+    /// `password` or `password+totp` / `password+recovery_code`.
+    pub method: String,
+    /// "a new device", "a new network", or both.
+    pub what: String,
+    /// Acknowledged ("this was me"), or reported.
+    pub read: bool,
+    /// Reported as "this wasn't me".
+    pub disowned: bool,
 }
 
 /// A new authenticator seed, shown to its owner once while they set it up:

@@ -4,8 +4,9 @@
 //! it), every session ending with it; a message that waits out an SMTP
 //! outage and arrives once the server is back; implicit TLS; and nothing
 //! sent in the clear to a server that does not offer STARTTLS, nor to one
-//! whose certificate is not trusted. Bad email settings stop the server with
-//! a sentence naming the setting.
+//! whose certificate is not trusted. A sign-in from a new browser is told
+//! by email, and its "this wasn't me" link locks the account. Bad email
+//! settings stop the server with a sentence naming the setting.
 
 #![allow(clippy::unwrap_used)]
 
@@ -291,6 +292,82 @@ async fn implicit_tls_works_and_nothing_goes_out_unprotected(db: TestDb) {
     }
 }
 
+async fn a_sign_in_from_a_new_browser_is_told_and_can_be_disowned(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = SmtpSink::start(dir.path(), 0, SinkTls::StartTls, None).await;
+    let (port, ca) = (sink.port, sink.ca_file.clone());
+    let app = TestApp::spawn_with(db, |c| mail_config(c, port, "starttls", Some(&ca))).await;
+    app.add_user("Acme", "owner@example.com", Role::Owner).await;
+    let creds = [("email", "owner@example.com"), ("password", PASSWORD)];
+
+    // The first sign-in, and the same browser again: nothing to tell.
+    let laptop = app.client();
+    assert_eq!(app.call(&laptop, "login", &creds).await.status(), 200);
+    assert_eq!(app.call(&laptop, "login", &creds).await.status(), 200);
+    assert!(sink.next(Duration::from_secs(3)).await.is_none());
+
+    // Another browser: the owner is told, by email and in the dashboard.
+    let other = app.client();
+    assert_eq!(app.call(&other, "login", &creds).await.status(), 200);
+    let message = sink
+        .next(Duration::from_secs(30))
+        .await
+        .expect("the notice");
+    assert_eq!(
+        message.header("Subject").as_deref(),
+        Some("New sign-in to your Pilothouse account")
+    );
+    let text = message.text();
+    for part in ["127.0.0.1", "a new device", "Method: password", "/not-me/"] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+    let at = text.find("/not-me/").unwrap() + "/not-me/".len();
+    let token: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    let me: serde_json::Value = app
+        .call(&laptop, "current-user", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["unread_notices"], 1);
+    let settings = app.page(&laptop, "/settings").await.text().await.unwrap();
+    assert!(
+        settings.contains("data-testid=\"sign-in-notice\""),
+        "{settings}"
+    );
+
+    // Opening the link only asks; confirming signs out everywhere and locks
+    // the password, and a reset link follows.
+    let page = app
+        .page(&app.client(), &format!("/not-me/{token}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Sign out everywhere"), "{page}");
+    assert_eq!(app.call(&laptop, "team", &[]).await.status(), 200);
+    let res = app
+        .call(&app.client(), "not-me", &[("token", &token)])
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<String>().await.unwrap(), "owner@example.com");
+    assert_eq!(app.call(&laptop, "team", &[]).await.status(), 401);
+    assert_eq!(app.call(&other, "team", &[]).await.status(), 401);
+    assert_eq!(app.call(&app.client(), "login", &creds).await.status(), 401);
+    let again = app
+        .call(&app.client(), "not-me", &[("token", &token)])
+        .await;
+    assert_eq!(again.status(), 404);
+    let reset = sink
+        .next(Duration::from_secs(30))
+        .await
+        .expect("the reset link");
+    token_in(&reset.text());
+}
+
 /// Bad email settings stop the server with a sentence naming the setting.
 #[tokio::test]
 async fn bad_email_settings_are_refused_at_start() {
@@ -348,4 +425,5 @@ control::both_backends!(
     a_reset_link_arrives_and_works_once,
     a_message_waits_out_an_smtp_outage,
     implicit_tls_works_and_nothing_goes_out_unprotected,
+    a_sign_in_from_a_new_browser_is_told_and_can_be_disowned,
 );
