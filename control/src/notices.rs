@@ -110,28 +110,19 @@ pub async fn after_sign_in(
     let any: i64 = row.try_get("any_seen")?;
     let device_seen = row.try_get::<Option<i64>, _>("device_seen")?.unwrap_or(0) > 0;
     let network_seen = row.try_get::<Option<i64>, _>("network_seen")?.unwrap_or(0) > 0;
-    let updated = sqlx::query(
-        "UPDATE known_devices SET last_seen_at = $1 WHERE user_id = $2 AND device_hash = $3 AND network = $4",
+    // One statement, so two sign-ins at once from the same place cannot
+    // both insert.
+    sqlx::query(
+        "INSERT INTO known_devices (user_id, device_hash, network, first_seen_at, last_seen_at) \
+         VALUES ($1, $2, $3, $4, $4) ON CONFLICT (user_id, device_hash, network) \
+         DO UPDATE SET last_seen_at = excluded.last_seen_at",
     )
-    .bind(now.0)
     .bind(user.0)
     .bind(&hash)
     .bind(&network)
+    .bind(now.0)
     .execute(tx.conn())
-    .await?
-    .rows_affected();
-    if updated == 0 {
-        sqlx::query(
-            "INSERT INTO known_devices (user_id, device_hash, network, first_seen_at, last_seen_at) \
-             VALUES ($1, $2, $3, $4, $4)",
-        )
-        .bind(user.0)
-        .bind(&hash)
-        .bind(&network)
-        .bind(now.0)
-        .execute(tx.conn())
-        .await?;
-    }
+    .await?;
     let notify = any > 0 && !(device_seen && network_seen);
     if notify {
         notice(
