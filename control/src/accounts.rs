@@ -396,12 +396,71 @@ pub async fn change_password(
                 .into(),
         ));
     }
-    let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
+    let ended = end_sessions(&mut tx, user, Some(keep)).await?;
+    record_in_each_org(
+        &mut tx,
+        &actor.audit_actor(),
+        user,
+        AuditAction::PasswordChanged,
+        &format!("user:{}", user.0),
+        json!({ "other_sessions_ended": ended }),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(ended)
+}
+
+/// Ends the sessions of `user` in `tx`: all of them, or all but `keep`.
+/// Returns how many ended.
+pub(crate) async fn end_sessions(
+    tx: &mut Tx,
+    user: UserId,
+    keep: Option<&tower_sessions::session::Id>,
+) -> Result<u64, ControlError> {
+    let keep = keep.map(crate::sessions::id_hash).unwrap_or_default();
+    Ok(
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
+            .bind(user.0)
+            .bind(keep)
+            .execute(tx.conn())
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// Sets `user`'s password hash in `tx`; the account's outstanding reset
+/// links stop working.
+pub(crate) async fn set_password_hash(
+    tx: &mut Tx,
+    user: UserId,
+    hash: &str,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+        .bind(hash)
         .bind(user.0)
-        .bind(crate::sessions::id_hash(keep))
         .execute(tx.conn())
-        .await?
-        .rows_affected();
+        .await?;
+    sqlx::query("UPDATE password_resets SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+        .bind(now.0)
+        .bind(user.0)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// Records `action` about `user`'s account, with `target` and `details`, in
+/// each organisation the account belongs to, in `tx`.
+pub(crate) async fn record_in_each_org(
+    tx: &mut Tx,
+    actor: &AuditActor,
+    user: UserId,
+    action: AuditAction,
+    target: &str,
+    details: serde_json::Value,
+    now: Timestamp,
+) -> Result<(), ControlError> {
     let orgs: Vec<i64> =
         sqlx::query_scalar("SELECT org_id FROM memberships WHERE user_id = $1 ORDER BY org_id")
             .bind(user.0)
@@ -409,20 +468,14 @@ pub async fn change_password(
             .await?;
     for org in orgs {
         audit::append(
-            &mut tx,
-            &actor.audit_actor(),
-            Event::new(
-                OrgId(org),
-                AuditAction::PasswordChanged,
-                format!("user:{}", user.0),
-                json!({ "other_sessions_ended": ended }),
-            ),
+            tx,
+            actor,
+            Event::new(OrgId(org), action, target, details.clone()),
             now,
         )
         .await?;
     }
-    tx.commit().await?;
-    Ok(ended)
+    Ok(())
 }
 
 /// Why a sign-in for an existing account failed, as `user.login_failed`
@@ -674,41 +727,20 @@ pub async fn set_password_cli(
             "No account has the address {email}."
         )));
     };
-    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-        .bind(&hash)
-        .bind(user)
-        .execute(tx.conn())
-        .await?;
-    let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(user)
-        .execute(tx.conn())
-        .await?
-        .rows_affected();
-    sqlx::query("UPDATE password_resets SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
-        .bind(now.0)
-        .bind(user)
-        .execute(tx.conn())
-        .await?;
+    let user = UserId(user);
+    set_password_hash(&mut tx, user, &hash, now).await?;
+    let ended = end_sessions(&mut tx, user, None).await?;
     throttle::clear(&mut tx, &throttle::account_key(&email)).await?;
-    let orgs: Vec<i64> =
-        sqlx::query_scalar("SELECT org_id FROM memberships WHERE user_id = $1 ORDER BY org_id")
-            .bind(user)
-            .fetch_all(tx.conn())
-            .await?;
-    for org in orgs {
-        audit::append(
-            &mut tx,
-            &AuditActor::cli(),
-            Event::new(
-                OrgId(org),
-                AuditAction::PasswordReset,
-                format!("user:{user}"),
-                json!({ "sessions_ended": ended, "by": "cli" }),
-            ),
-            now,
-        )
-        .await?;
-    }
+    record_in_each_org(
+        &mut tx,
+        &AuditActor::cli(),
+        user,
+        AuditAction::PasswordReset,
+        &format!("user:{}", user.0),
+        json!({ "sessions_ended": ended, "by": "cli" }),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(ended)
 }

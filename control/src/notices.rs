@@ -23,12 +23,12 @@ use sqlx::Row;
 use zeroize::Zeroizing;
 
 use crate::access::{Actor, RequestMeta};
-use crate::audit::{self, AuditAction, AuditActor, Event};
+use crate::audit::{AuditAction, AuditActor};
 use crate::crypto::{random_token, sha256_hex, token_hash};
 use crate::mail::{self, Mail, MailKind};
 use crate::secrets::Keyring;
 use crate::store::{Store, Tx};
-use crate::{ControlError, OrgId, SignInNotice, Timestamp, UserId};
+use crate::{ControlError, SignInNotice, Timestamp, UserId};
 
 /// How long a "this wasn't me" link works.
 pub const DISOWN_TTL_SECS: i64 = 7 * 86_400;
@@ -380,41 +380,24 @@ async fn lock_out(
         .bind(user.0)
         .fetch_one(tx.conn())
         .await?;
-    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-        .bind(&unknown)
-        .bind(user.0)
-        .execute(tx.conn())
-        .await?;
-    let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(user.0)
-        .execute(tx.conn())
-        .await?
-        .rows_affected();
-    let orgs: Vec<i64> =
-        sqlx::query_scalar("SELECT org_id FROM memberships WHERE user_id = $1 ORDER BY org_id")
-            .bind(user.0)
-            .fetch_all(tx.conn())
-            .await?;
+    crate::accounts::set_password_hash(&mut tx, user, &unknown, now).await?;
+    let ended = crate::accounts::end_sessions(&mut tx, user, None).await?;
     let actor = AuditActor {
         user: Some(user),
         label: email.clone(),
         ip: meta.ip.clone(),
         user_agent: meta.user_agent.clone(),
     };
-    for org in orgs {
-        audit::append(
-            &mut tx,
-            &actor,
-            Event::new(
-                OrgId(org),
-                AuditAction::SignInDisowned,
-                format!("user:{}", user.0),
-                json!({ "notice": notice, "via": via, "sessions_ended": ended }),
-            ),
-            now,
-        )
-        .await?;
-    }
+    crate::accounts::record_in_each_org(
+        &mut tx,
+        &actor,
+        user,
+        AuditAction::SignInDisowned,
+        &format!("user:{}", user.0),
+        json!({ "notice": notice, "via": via, "sessions_ended": ended }),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     // The reset link is a change of its own: the lock-out stands if it
     // fails, and "Forgot your password?" makes another.

@@ -21,13 +21,14 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::access::RequestMeta;
-use crate::audit::{self, AuditAction, AuditActor, Event};
+use crate::accounts::{end_sessions, record_in_each_org, set_password_hash};
+use crate::audit::{AuditAction, AuditActor};
 use crate::crypto::{random_token, token_hash};
 use crate::mail::{self, Mail, MailKind};
 use crate::secrets::Keyring;
 use crate::store::Store;
 use crate::throttle::{self, Limit};
-use crate::{password, ControlError, OrgId, Timestamp};
+use crate::{password, ControlError, Timestamp, UserId};
 
 /// How long a reset link works.
 pub const TOKEN_TTL_SECS: i64 = 1800;
@@ -155,31 +156,18 @@ pub async fn issue(
         ip: meta.ip.clone(),
         user_agent: meta.user_agent.clone(),
     };
-    for org in orgs_of(&mut tx, user).await? {
-        audit::append(
-            &mut tx,
-            &actor,
-            Event::new(
-                org,
-                AuditAction::PasswordResetRequested,
-                email.to_string(),
-                json!({ "expires_at": expires.0 }),
-            ),
-            now,
-        )
-        .await?;
-    }
+    record_in_each_org(
+        &mut tx,
+        &actor,
+        UserId(user),
+        AuditAction::PasswordResetRequested,
+        email,
+        json!({ "expires_at": expires.0 }),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(true)
-}
-
-async fn orgs_of(tx: &mut crate::store::Tx, user: i64) -> Result<Vec<OrgId>, ControlError> {
-    let ids: Vec<i64> =
-        sqlx::query_scalar("SELECT org_id FROM memberships WHERE user_id = $1 ORDER BY org_id")
-            .bind(user)
-            .fetch_all(tx.conn())
-            .await?;
-    Ok(ids.into_iter().map(OrgId).collect())
 }
 
 /// The address a reset token is for, while it works (the reset page shows it).
@@ -222,42 +210,26 @@ pub async fn reset(
     let Some(user) = user else {
         return Err(ControlError::not_found(GONE));
     };
-    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-        .bind(&hash)
-        .bind(user)
-        .execute(tx.conn())
-        .await?;
-    sqlx::query("UPDATE password_resets SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
-        .bind(now.0)
-        .bind(user)
-        .execute(tx.conn())
-        .await?;
-    let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(user)
-        .execute(tx.conn())
-        .await?
-        .rows_affected();
+    let user = UserId(user);
+    set_password_hash(&mut tx, user, &hash, now).await?;
+    let ended = end_sessions(&mut tx, user, None).await?;
     throttle::clear(&mut tx, &throttle::account_key(&email)).await?;
     let actor = AuditActor {
-        user: Some(crate::UserId(user)),
+        user: Some(user),
         label: email.clone(),
         ip: meta.ip.clone(),
         user_agent: meta.user_agent.clone(),
     };
-    for org in orgs_of(&mut tx, user).await? {
-        audit::append(
-            &mut tx,
-            &actor,
-            Event::new(
-                org,
-                AuditAction::PasswordReset,
-                format!("user:{user}"),
-                json!({ "sessions_ended": ended }),
-            ),
-            now,
-        )
-        .await?;
-    }
+    record_in_each_org(
+        &mut tx,
+        &actor,
+        user,
+        AuditAction::PasswordReset,
+        &format!("user:{}", user.0),
+        json!({ "sessions_ended": ended }),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(ended)
 }
