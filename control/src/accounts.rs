@@ -226,21 +226,14 @@ pub async fn login(
     let account = throttle::account_key(&email);
     let client = throttle::client_key(&meta.ip);
     // The attempt counts as a failure from here until it succeeds.
-    let reservation = match throttle::reserve(
+    let reservation = reserve_attempt(
         store,
         &[(&client, throttle::CLIENT), (&account, throttle::ACCOUNT)],
+        &email,
+        meta,
         now,
     )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            if matches!(e, ControlError::Throttled(_)) {
-                spawn_failure_record(store, &email, FailedLogin::Throttled, meta, now);
-            }
-            return Err(e);
-        }
-    };
+    .await?;
 
     let row = sqlx::query("SELECT id, password_hash FROM users WHERE email = $1")
         .bind(&email)
@@ -476,6 +469,22 @@ pub(crate) async fn record_in_each_org(
         .await?;
     }
     Ok(())
+}
+
+/// Reserves a sign-in attempt against `keys` ([`throttle::reserve`]); a
+/// throttled one is recorded as `user.login_failed` for `email`.
+pub(crate) async fn reserve_attempt(
+    store: &Store,
+    keys: &[(&str, throttle::Limit)],
+    email: &str,
+    meta: &RequestMeta,
+    now: Timestamp,
+) -> Result<throttle::Reservation, ControlError> {
+    let reserved = throttle::reserve(store, keys, now).await;
+    if matches!(reserved, Err(ControlError::Throttled(_))) {
+        spawn_failure_record(store, email, FailedLogin::Throttled, meta, now);
+    }
+    reserved
 }
 
 /// Why a sign-in for an existing account failed, as `user.login_failed`

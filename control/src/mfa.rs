@@ -596,27 +596,14 @@ pub async fn verify_sign_in(
             "The sign-in took too long. Enter your email and password again.".into(),
         ));
     };
-    let reservation = match throttle::reserve(
+    let reservation = crate::accounts::reserve_attempt(
         store,
         &[(&client, throttle::CLIENT), (&account, throttle::MFA)],
+        &email,
+        meta,
         now,
     )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            if matches!(e, ControlError::Throttled(_)) {
-                crate::accounts::spawn_failure_record(
-                    store,
-                    &email,
-                    crate::accounts::FailedLogin::Throttled,
-                    meta,
-                    now,
-                );
-            }
-            return Err(e);
-        }
-    };
+    .await?;
     let mut tx = store.begin().await?;
     let method = match classify(code) {
         Code::Totp(code) => {
