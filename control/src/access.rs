@@ -11,7 +11,10 @@
 //! ([`crate::mfa::set_required`]). Until such a person has set it up, every
 //! capability is refused to them ("two-factor sign-in first"), checked when
 //! the actor is built and again in each write transaction; what they can do
-//! is set it up, see their own sessions and sign out.
+//! is set it up, see their own sessions and sign out. These refusals are not
+//! recorded as `access.refused`: every page such a person has open would add
+//! events while they sit there (the requirement itself is recorded when it is
+//! turned on).
 //!
 //! Every refusal for a member's role goes through [`Actor::refuse`], which
 //! records `access.refused` in the member's organisation from a task of its
@@ -123,7 +126,7 @@ impl Actor {
         target: Option<&str>,
     ) -> Result<Authorized<'_, C>, ControlError> {
         if self.mfa_due {
-            return Err(self.refuse(C::DESCRIPTION, Some(self.org.role), target, MFA_DUE.into()));
+            return Err(ControlError::forbidden(MFA_DUE));
         }
         if C::allows(self.org.role) {
             Ok(Authorized {
@@ -210,7 +213,7 @@ impl Actor {
         };
         if let Some(role) = role {
             if mfa_due(tx.conn(), self.org.id, self.user, role).await? {
-                return Err(self.refuse(C::DESCRIPTION, Some(role), None, MFA_DUE.into()));
+                return Err(ControlError::forbidden(MFA_DUE));
             }
         }
         match role {

@@ -447,20 +447,15 @@ async fn requiring_it_holds_owners_and_admins_until_they_set_it_up(db: TestDb) {
         "the Admin and the second Owner"
     );
     assert_eq!(changes[1]["required"], false);
-    // The refusals are recorded (from a task of their own).
-    let mut refused = 0;
-    for _ in 0..50 {
-        refused = actions(&p.db)
-            .await
-            .iter()
-            .filter(|(a, d)| a == "access.refused" && d.contains("two-factor"))
-            .count();
-        if refused >= 4 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(refused, 4, "{:?}", actions(&p.db).await);
+    // Those refusals are not recorded: a page left open would add events
+    // (what a role refusal records is written from a task; give it time).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let refused = actions(&p.db)
+        .await
+        .iter()
+        .filter(|(a, d)| a == "access.refused" && d.contains("two-factor"))
+        .count();
+    assert_eq!(refused, 0);
 }
 
 control::both_backends!(
