@@ -1,12 +1,17 @@
 //! Settings whose names end in `_file` are read from the environment like
 //! any other (`PILOTHOUSE_MASTER_KEY_FILE`, `PILOTHOUSE_TLS_CERT_FILE`, ...);
-//! only `PILOTHOUSE_DATABASE_URL_FILE` names a file holding a secret's value.
-//! On a real `pilothouse serve` process.
+//! only `PILOTHOUSE_DATABASE_URL_FILE` and `PILOTHOUSE_SMTP_PASSWORD_FILE`
+//! name files holding a secret's value. On a real `pilothouse serve` process
+//! (and, for SMTP, a real SMTP server: helpers/smtp.rs).
 
 #![allow(clippy::unwrap_used)]
 
 #[path = "helpers/process.rs"]
 mod process;
+#[path = "helpers/smtp.rs"]
+mod smtp;
+#[path = "helpers/tls.rs"]
+mod tls;
 
 #[test]
 fn the_master_key_file_comes_from_the_environment() {
@@ -43,5 +48,78 @@ fn the_database_url_file_holds_the_url() {
         db.is_file(),
         "the database is not where the file's URL says"
     );
+    drop(server);
+}
+
+#[tokio::test]
+async fn the_smtp_password_file_holds_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut sink = smtp::SmtpSink::start(
+        &dir.path().join("smtp"),
+        0,
+        smtp::SinkTls::StartTls,
+        Some(("mailer", "from-a-file-123")),
+    )
+    .await;
+    let password_file = dir.path().join("smtp-password");
+    std::fs::write(&password_file, "from-a-file-123\n").unwrap();
+    let add = std::process::Command::new(env!("CARGO_BIN_EXE_pilothouse"))
+        .args([
+            "admin",
+            "add-user",
+            "--org",
+            "Acme",
+            "--email",
+            "owner@example.com",
+        ])
+        .args(["--role", "owner", "--data-dir"])
+        .arg(&data)
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"correct horse battery staple\n")?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(add.success());
+    let server = process::serve_with(
+        &data,
+        &[
+            (
+                "PILOTHOUSE_SMTP_SERVER",
+                &format!("localhost:{}", sink.port),
+            ),
+            ("PILOTHOUSE_SMTP_USERNAME", "mailer"),
+            (
+                "PILOTHOUSE_SMTP_PASSWORD_FILE",
+                password_file.to_str().unwrap(),
+            ),
+            ("PILOTHOUSE_SMTP_CA_FILE", sink.ca_file.to_str().unwrap()),
+            (
+                "PILOTHOUSE_MAIL_FROM",
+                "Pilothouse <pilothouse@example.com>",
+            ),
+        ],
+    );
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/request-password-reset", server.web))
+        .form(&[("email", "owner@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let message = sink
+        .next(std::time::Duration::from_secs(30))
+        .await
+        .expect("the reset email, sent with the password from the file");
+    assert_eq!(message.user.as_deref(), Some("mailer"));
+    assert!(message.secure);
     drop(server);
 }
