@@ -3,7 +3,9 @@
 // ten recovery codes appear once), then a password sign-in stops at
 // /login/code until a code is right: a wrong code is refused, the current
 // TOTP code signs in, a recovery code signs in once and only once. Bob turns
-// it off again with his password, so the state carries on as it was.
+// it off again with his password. The sign-ins from new browsers show as
+// notices; Bob acknowledges one, then changes his password (last: later
+// files do not sign in as Bob).
 //
 // The codes are computed here the way an authenticator app does (RFC 6238:
 // HMAC-SHA1 over the 30-second step) from the key the page shows.
@@ -143,4 +145,37 @@ export default async function twoFactor(t) {
   // And the password alone signs in again.
   const last = await (await t.newContext()).newPage();
   await signIn(t, last, BOB);
+
+  // Those were sign-ins from browsers new to the account: the top bar says
+  // so, and Settings lists them; "This was me" clears one.
+  const badge = last.locator('[data-testid="notices-badge"]');
+  const before = Number((await t.expectText(badge, /\d+ new sign-in/)).match(/\d+/)[0]);
+  assert.ok(before >= 1, `badge: ${before}`);
+  await t.goto(last, '/settings');
+  const open = last.locator('[data-testid="sign-in-notice"][data-read="false"]');
+  assert.equal(await open.count(), before, 'unread notices in Settings');
+  await open.first().getByRole('button', { name: 'This was me', exact: true }).click();
+  const deadline = Date.now() + 15_000;
+  while ((await open.count()) !== before - 1) {
+    assert.ok(Date.now() < deadline, `still ${await open.count()} unread after "This was me"`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await last.reload();
+  await t.waitHydrated(last);
+  if (before > 1) await t.expectText(badge, new RegExp(`^${before - 1} new sign-in`));
+  else assert.equal(await badge.count(), 0, 'the badge stayed');
+
+  // Changing the password needs the current one and signs out the others.
+  const form = last.locator('[data-testid="password"]');
+  await form.locator('input[name="current"]').fill('not the password');
+  await form.locator('input[name="new_password"]').fill(`${BOB.password}-changed`);
+  await form.locator('input[name="repeat"]').fill(`${BOB.password}-changed`);
+  await form.getByRole('button', { name: 'Change password', exact: true }).click();
+  await t.expectText(form.locator('[data-testid="form-error"]'), /not right/);
+  await form.locator('input[name="current"]').fill(BOB.password);
+  await form.getByRole('button', { name: 'Change password', exact: true }).click();
+  await t.expectText(form.locator('[data-testid="password-changed"]'), /Password changed\. \d+ other session/);
+  await page.goto('/team');
+  await t.waitForPath(page, '/login');
+  await signIn(t, await (await t.newContext()).newPage(), { email: BOB.email, password: `${BOB.password}-changed` });
 }
