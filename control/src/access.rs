@@ -10,8 +10,10 @@
 //! An organisation may require two-factor sign-in for its Owners and Admins
 //! ([`crate::mfa::set_required`]). Until such a person has set it up, every
 //! capability is refused to them ("two-factor sign-in first"), checked when
-//! the actor is built and again in each write transaction; what they can do
-//! is set it up, see their own sessions and sign out. These refusals are not
+//! the actor is built and again in each write transaction; what they can
+//! still do is their own account's business (set it up, change their
+//! password, see their sessions and sign-in notices, sign out), which takes
+//! no capability. These refusals are not
 //! recorded as `access.refused`: every page such a person has open would add
 //! events while they sit there (the requirement itself is recorded when it is
 //! turned on).
