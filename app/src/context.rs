@@ -19,7 +19,8 @@ use crate::AppError;
 pub struct AppState {
     pub store: Store,
     pub setup: Arc<SetupGate>,
-    /// The dashboard's public base URL, used to build invitation links.
+    /// The dashboard's public base URL, used to build invitation links and
+    /// the links in emails.
     pub public_url: String,
     /// Queues commands for agents and wakes their long-polls after the commit.
     pub delivery: Arc<control::delivery::Delivery>,
@@ -36,7 +37,7 @@ pub struct AppState {
     /// The signed agent releases the gateway serves (for "Update agent").
     pub agent_releases: std::path::PathBuf,
     /// Whether email can be sent (SMTP configured): password reset by email
-    /// is offered only then.
+    /// is offered, and sign-in notices are mailed, only then.
     pub mail_enabled: bool,
 }
 

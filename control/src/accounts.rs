@@ -332,9 +332,11 @@ async fn checked_password(
     let email = actor.email().to_string();
     let account = throttle::account_key(&email);
     let client = throttle::client_key(&actor.meta().ip);
-    let reservation = throttle::reserve(
+    let reservation = reserve_attempt(
         store,
         &[(&client, throttle::CLIENT), (&account, throttle::ACCOUNT)],
+        &email,
+        actor.meta(),
         now,
     )
     .await?;
@@ -389,7 +391,7 @@ pub async fn change_password(
                 .into(),
         ));
     }
-    let ended = end_sessions(&mut tx, user, Some(keep)).await?;
+    let ended = crate::sessions::end_for(&mut tx, user, Some(keep)).await?;
     record_in_each_org(
         &mut tx,
         &actor.audit_actor(),
@@ -402,24 +404,6 @@ pub async fn change_password(
     .await?;
     tx.commit().await?;
     Ok(ended)
-}
-
-/// Ends the sessions of `user` in `tx`: all of them, or all but `keep`.
-/// Returns how many ended.
-pub(crate) async fn end_sessions(
-    tx: &mut Tx,
-    user: UserId,
-    keep: Option<&tower_sessions::session::Id>,
-) -> Result<u64, ControlError> {
-    let keep = keep.map(crate::sessions::id_hash).unwrap_or_default();
-    Ok(
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
-            .bind(user.0)
-            .bind(keep)
-            .execute(tx.conn())
-            .await?
-            .rows_affected(),
-    )
 }
 
 /// Sets `user`'s password hash in `tx`; the account's outstanding reset
@@ -738,7 +722,7 @@ pub async fn set_password_cli(
     };
     let user = UserId(user);
     set_password_hash(&mut tx, user, &hash, now).await?;
-    let ended = end_sessions(&mut tx, user, None).await?;
+    let ended = crate::sessions::end_for(&mut tx, user, None).await?;
     throttle::clear(&mut tx, &throttle::account_key(&email)).await?;
     record_in_each_org(
         &mut tx,

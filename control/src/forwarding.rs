@@ -161,7 +161,8 @@ fn check_name(name: &str) -> Result<String, ControlError> {
     Ok(name.to_string())
 }
 
-/// Splits `host:port` (`[v6]:port` for IPv6), for syslog.
+/// Splits `host:port` (`[v6]:port` for IPv6): a syslog destination, the
+/// SMTP server.
 pub fn parse_host_port(address: &str) -> Result<(String, u16), ControlError> {
     let bad = || {
         ControlError::invalid(

@@ -40,7 +40,7 @@ use sha1::Sha1;
 use sqlx::Row;
 use zeroize::Zeroizing;
 
-use crate::access::{Actor, Authorized, ManageOwners, RequestMeta};
+use crate::access::{Actor, Authorized, Capability, ManageOwners, RequestMeta};
 use crate::accounts::LoggedIn;
 use crate::audit::{self, AuditAction, AuditActor, Event};
 use crate::crypto::sha256_hex;
@@ -96,9 +96,11 @@ pub fn step_at(now: Timestamp) -> i64 {
     now.0.div_euclid(STEP_SECS * 1000)
 }
 
+/// RFC 4648's base32 alphabet.
+const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
 /// RFC 4648 base32, upper case, no padding (how authenticator apps take a seed).
 pub fn base32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
     let (mut buffer, mut bits) = (0u32, 0u32);
     for &b in bytes {
@@ -106,11 +108,11 @@ pub fn base32(bytes: &[u8]) -> String {
         bits += 8;
         while bits >= 5 {
             bits -= 5;
-            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+            out.push(char::from(BASE32[((buffer >> bits) & 31) as usize]));
         }
     }
     if bits > 0 {
-        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+        out.push(char::from(BASE32[((buffer << (5 - bits)) & 31) as usize]));
     }
     out
 }
@@ -118,11 +120,10 @@ pub fn base32(bytes: &[u8]) -> String {
 /// Reads what [`base32`] writes (upper case, no padding); `None` for any
 /// other character.
 pub fn decode_base32(s: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut out = Vec::with_capacity(s.len() * 5 / 8);
     let (mut buffer, mut bits) = (0u32, 0u32);
     for c in s.bytes() {
-        let v = ALPHABET.iter().position(|a| *a == c)? as u32;
+        let v = BASE32.iter().position(|a| *a == c)? as u32;
         buffer = ((buffer << 5) | v) & 0xffff;
         bits += 5;
         if bits >= 8 {
@@ -283,12 +284,7 @@ pub async fn enabled(tx: &mut Tx, user: UserId) -> Result<bool, ControlError> {
 pub async fn status(actor: &Actor) -> Result<MfaView, ControlError> {
     let mut tx = actor.store().begin().await?;
     let on = enabled(&mut tx, actor.user()).await?;
-    let left: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
-    )
-    .bind(actor.user().0)
-    .fetch_one(tx.conn())
-    .await?;
+    let left = recovery_codes_left(&mut tx, actor.user()).await?;
     let org_requires = org_requires(&mut tx, actor.org()).await?;
     tx.commit().await?;
     Ok(MfaView {
@@ -296,8 +292,17 @@ pub async fn status(actor: &Actor) -> Result<MfaView, ControlError> {
         recovery_codes_left: if on { left } else { 0 },
         org_requires,
         required: org_requires && REQUIRABLE_ROLES.contains(&actor.role()),
-        can_require: actor.role() == Role::Owner,
+        can_require: ManageOwners::allows(actor.role()),
     })
+}
+
+async fn recovery_codes_left(tx: &mut Tx, user: UserId) -> Result<i64, ControlError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+    )
+    .bind(user.0)
+    .fetch_one(tx.conn())
+    .await?)
 }
 
 async fn org_requires(tx: &mut Tx, org: OrgId) -> Result<bool, ControlError> {
@@ -656,12 +661,7 @@ pub async fn verify_sign_in(
     };
     throttle::release(&mut tx, reservation).await?;
     throttle::clear(&mut tx, &account).await?;
-    let left: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
-    )
-    .bind(user.0)
-    .fetch_one(tx.conn())
-    .await?;
+    let left = recovery_codes_left(&mut tx, user).await?;
     let actor = AuditActor {
         user: Some(user),
         label: email,

@@ -381,7 +381,7 @@ async fn lock_out(
         .fetch_one(tx.conn())
         .await?;
     crate::accounts::set_password_hash(&mut tx, user, &unknown, now).await?;
-    let ended = crate::accounts::end_sessions(&mut tx, user, None).await?;
+    let ended = crate::sessions::end_for(&mut tx, user, None).await?;
     let actor = AuditActor {
         user: Some(user),
         label: email.clone(),

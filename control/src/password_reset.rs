@@ -21,7 +21,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::access::RequestMeta;
-use crate::accounts::{end_sessions, record_in_each_org, set_password_hash};
+use crate::accounts::{record_in_each_org, set_password_hash};
 use crate::audit::{AuditAction, AuditActor};
 use crate::crypto::{random_token, token_hash};
 use crate::mail::{self, Mail, MailKind};
@@ -212,7 +212,7 @@ pub async fn reset(
     };
     let user = UserId(user);
     set_password_hash(&mut tx, user, &hash, now).await?;
-    let ended = end_sessions(&mut tx, user, None).await?;
+    let ended = crate::sessions::end_for(&mut tx, user, None).await?;
     throttle::clear(&mut tx, &throttle::account_key(&email)).await?;
     let actor = AuditActor {
         user: Some(user),

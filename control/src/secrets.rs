@@ -21,8 +21,9 @@
 //!    under a row lock every write of a secret takes, so from then on every
 //!    new secret is wrapped by the new key;
 //! 3. every data key still wrapped by another key is re-wrapped, a batch per
-//!    transaction: the secrets' and the people's TOTP seeds' ([`crate::mfa`]
-//!    seals those the same way, through [`seal_own`]);
+//!    transaction, in every table of [`WRAPPED_TABLES`]: the secrets, and
+//!    what [`crate::mfa`] (TOTP seeds) and [`crate::mail`] (queued messages)
+//!    seal the same way through [`seal_own`];
 //! 4. `master.key.next` replaces `master.key`. The old key wraps nothing and
 //!    is gone.
 //!
@@ -482,7 +483,8 @@ fn seal_secret(
     Ok((wrapped, ciphertext))
 }
 
-/// A value the control plane keeps for itself (a person's TOTP seed), sealed
+/// A value the control plane keeps for itself (a person's TOTP seed, a
+/// queued email), sealed
 /// the way a secret is: under its own new data key, wrapped by master key
 /// `key_id`. The associated data binds it to its row `id` and `context`.
 #[derive(Debug)]
@@ -823,9 +825,9 @@ pub struct Rotation {
 }
 
 /// Rotates the master key (see the module's comment for the steps), from a
-/// process that holds `ring` (the CLI). Every organisation's data keys, and
-/// those of the TOTP seeds, are re-wrapped; values are not re-encrypted. Audited in every organisation
-/// that holds secrets (`secrets.master_key_rotated`).
+/// process that holds `ring` (the CLI). Every data key in
+/// [`WRAPPED_TABLES`] is re-wrapped; values are not re-encrypted. Audited in
+/// every organisation that holds secrets (`secrets.master_key_rotated`).
 pub async fn rotate_master_key(store: &Store, ring: &Keyring) -> Result<Rotation, SecretError> {
     adopt(store, ring).await?;
     let next_path = ring.next_path();

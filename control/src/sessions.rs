@@ -15,8 +15,8 @@ use tower_sessions::session_store::{self, SessionStore};
 use crate::access::Actor;
 use crate::audit::{self, AuditAction, Event};
 use crate::crypto::sha256_hex;
-use crate::store::Store;
-use crate::{ControlError, SessionView, Timestamp};
+use crate::store::{Store, Tx};
+use crate::{ControlError, SessionView, Timestamp, UserId};
 
 /// Session data keys. `USER` and `ORG` are set at login; `CREATED` bounds the
 /// absolute lifetime; `IP` and `UA` describe where the login came from. The
@@ -38,7 +38,7 @@ pub const IDLE_SECS: i64 = 12 * 3600;
 /// ...and at the latest this long after login, however active.
 pub const ABSOLUTE_SECS: i64 = 7 * 86_400;
 
-pub(crate) fn id_hash(id: &Id) -> String {
+fn id_hash(id: &Id) -> String {
     sha256_hex(format!("session\0{id}"))
 }
 
@@ -206,6 +206,24 @@ pub async fn list_own(
         .map_err(Into::into)
 }
 
+/// Ends the sessions of `user` in `tx`: all of them, or all but `keep`.
+/// Returns how many ended.
+pub(crate) async fn end_for(
+    tx: &mut Tx,
+    user: UserId,
+    keep: Option<&Id>,
+) -> Result<u64, ControlError> {
+    let keep = keep.map(id_hash).unwrap_or_default();
+    Ok(
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
+            .bind(user.0)
+            .bind(keep)
+            .execute(tx.conn())
+            .await?
+            .rows_affected(),
+    )
+}
+
 /// Ends every session of the caller except the current one.
 pub async fn revoke_others(
     actor: &Actor,
@@ -213,12 +231,7 @@ pub async fn revoke_others(
     now: Timestamp,
 ) -> Result<u64, ControlError> {
     let mut tx = actor.store().begin().await?;
-    let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash <> $2")
-        .bind(actor.user().0)
-        .bind(id_hash(&current))
-        .execute(tx.conn())
-        .await?
-        .rows_affected();
+    let ended = end_for(&mut tx, actor.user(), Some(&current)).await?;
     audit::append(
         &mut tx,
         &actor.audit_actor(),

@@ -80,8 +80,9 @@ pub struct Config {
     /// With TLS on: a plain-HTTP listener that only redirects to the HTTPS
     /// public URL.
     pub http_redirect_listen: Option<SocketAddr>,
-    /// Email (password reset links): the SMTP server, `host:port`. Unset: no
-    /// email is sent and password reset by email is not offered.
+    /// Email (password reset links, new sign-in notices): the SMTP server,
+    /// `host:port`. Unset: no email is sent and password reset by email is
+    /// not offered.
     pub smtp_server: Option<String>,
     /// How the SMTP connection is secured: `starttls` (the default: the
     /// server must offer STARTTLS, or nothing is sent), `tls` (TLS from the

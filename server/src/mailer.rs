@@ -75,19 +75,11 @@ impl MailSettings {
             return Ok(None);
         };
         let bad = |m: String| Err(MailConfigError(m));
-        let Some((host, port)) = server.trim().rsplit_once(':') else {
-            return bad(format!("smtp_server: `{server}` is not host:port"));
+        let Ok((host, port)) = control::forwarding::parse_host_port(server.trim()) else {
+            return bad(format!(
+                "smtp_server: `{server}` is not host:port (smtp.example.com:587, [2001:db8::1]:587 for IPv6)"
+            ));
         };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let Ok(port) = port.parse::<u16>() else {
-            return bad(format!("smtp_server: `{port}` is not a port number"));
-        };
-        if host.is_empty() || port == 0 {
-            return bad(format!("smtp_server: `{server}` is not host:port"));
-        }
         let security = match config.smtp_security.as_deref().unwrap_or("starttls") {
             "starttls" => Security::StartTls,
             "tls" => Security::Tls,

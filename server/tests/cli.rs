@@ -5,7 +5,7 @@
 
 #[path = "helpers/cli.rs"]
 mod cli_helpers;
-use cli_helpers::{pilothouse, text};
+use cli_helpers::{add_owner, pilothouse, text};
 
 #[test]
 fn admin_add_user_creates_accounts_and_refuses_bad_input() {
@@ -84,22 +84,7 @@ fn admin_add_user_creates_accounts_and_refuses_bad_input() {
 fn admin_set_password_sets_it_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let add = pilothouse(
-        &[
-            "admin",
-            "add-user",
-            "--data-dir",
-            data,
-            "--org",
-            "Acme",
-            "--email",
-            "ops@example.com",
-            "--role",
-            "owner",
-        ],
-        "correct horse battery staple\n",
-    );
-    assert!(add.status.success(), "{}", text(&add.stderr));
+    add_owner(dir.path(), "correct horse battery staple");
     let set = |email: &str, password: &str| {
         pilothouse(
             &[
@@ -113,17 +98,17 @@ fn admin_set_password_sets_it_and_refuses_bad_input() {
             password,
         )
     };
-    let ok = set("OPS@example.com", "a new passphrase for the operator\n");
+    let ok = set("OWNER@example.com", "a new passphrase for the operator\n");
     assert!(ok.status.success(), "{}", text(&ok.stderr));
-    assert!(text(&ok.stdout).contains("set a new password for ops@example.com"));
+    assert!(text(&ok.stdout).contains("set a new password for owner@example.com"));
     for (email, password, says) in [
         (
             "nobody@example.com",
             "a fresh passphrase of some length\n",
             "No account",
         ),
-        ("ops@example.com", "short\n", "at least 12 characters"),
-        ("ops@example.com", "", "no password on stdin"),
+        ("owner@example.com", "short\n", "at least 12 characters"),
+        ("owner@example.com", "", "no password on stdin"),
         (
             "not-an-address",
             "a fresh passphrase of some length\n",
@@ -175,22 +160,7 @@ fn serve_refuses_an_unusable_database_with_a_clear_message() {
 fn admin_registration_token_prints_the_token_last() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let add = pilothouse(
-        &[
-            "admin",
-            "add-user",
-            "--data-dir",
-            data,
-            "--org",
-            "Acme",
-            "--email",
-            "ops@example.com",
-            "--role",
-            "owner",
-        ],
-        "correct horse battery staple\n",
-    );
-    assert!(add.status.success(), "{}", text(&add.stderr));
+    add_owner(dir.path(), "correct horse battery staple");
     let out = pilothouse(
         &[
             "admin",

@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "helpers/cli.rs"]
+mod cli_helpers;
 #[path = "helpers/process.rs"]
 mod process;
 #[path = "helpers/smtp.rs"]
@@ -64,31 +66,7 @@ async fn the_smtp_password_file_holds_the_password() {
     .await;
     let password_file = dir.path().join("smtp-password");
     std::fs::write(&password_file, "from-a-file-123\n").unwrap();
-    let add = std::process::Command::new(env!("CARGO_BIN_EXE_pilothouse"))
-        .args([
-            "admin",
-            "add-user",
-            "--org",
-            "Acme",
-            "--email",
-            "owner@example.com",
-        ])
-        .args(["--role", "owner", "--data-dir"])
-        .arg(&data)
-        .env_remove("DATABASE_URL")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(b"correct horse battery staple\n")?;
-            child.wait()
-        })
-        .unwrap();
-    assert!(add.success());
+    cli_helpers::add_owner(&data, "correct horse battery staple");
     let server = process::serve_with(
         &data,
         &[
