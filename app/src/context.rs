@@ -39,6 +39,8 @@ pub struct AppState {
     /// Whether email can be sent (SMTP configured): password reset by email
     /// is offered, and sign-in notices are mailed, only then.
     pub mail_enabled: bool,
+    /// The identity providers the sign-in page offers.
+    pub sso: crate::sso_page::SsoOffer,
 }
 
 /// The client's address as decided by the server (socket peer, or a trusted
@@ -185,6 +187,22 @@ impl Cx {
     /// account's owner when either is new), renews the device cookie, and
     /// starts the session.
     pub async fn finish_sign_in(&self, done: control::accounts::LoggedIn) -> Result<(), AppError> {
+        let cookie = self.sign_in_cookie(done).await?;
+        if let (Some(response), Ok(value)) = (
+            use_context::<leptos_axum::ResponseOptions>(),
+            axum::http::HeaderValue::from_str(&cookie),
+        ) {
+            response.append_header(axum::http::header::SET_COOKIE, value);
+        }
+        Ok(())
+    }
+
+    /// [`Self::finish_sign_in`] for a plain axum handler: does the same and
+    /// returns the device cookie (a `Set-Cookie` value) for the response.
+    pub async fn sign_in_cookie(
+        &self,
+        done: control::accounts::LoggedIn,
+    ) -> Result<String, AppError> {
         let device = self
             .device
             .clone()
@@ -204,16 +222,10 @@ impl Cx {
         } else {
             ""
         };
-        let cookie = format!(
+        self.start_session(done.user, done.org).await?;
+        Ok(format!(
             "{DEVICE_COOKIE}={device}; Path=/; Max-Age={DEVICE_COOKIE_SECS}; HttpOnly; SameSite=Lax{secure}"
-        );
-        if let (Some(response), Ok(value)) = (
-            use_context::<leptos_axum::ResponseOptions>(),
-            axum::http::HeaderValue::from_str(&cookie),
-        ) {
-            response.append_header(axum::http::header::SET_COOKIE, value);
-        }
-        self.start_session(done.user, done.org).await
+        ))
     }
 
     /// Starts a signed-in session under a new id (no fixation across login).

@@ -24,6 +24,7 @@ pub mod reset_page;
 mod secrets_page;
 mod server_admin;
 mod servers;
+pub mod sso_page;
 mod ui;
 
 pub use error::AppError;

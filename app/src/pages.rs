@@ -48,6 +48,7 @@ pub fn LoginPage() -> impl IntoView {
                 setup_state().await,
                 current_user().await,
                 crate::reset_page::password_reset_available().await,
+                crate::sso_page::sign_in_options().await,
             )
         },
     );
@@ -55,8 +56,8 @@ pub fn LoginPage() -> impl IntoView {
         <Suspense>
             {move || Suspend::new(async move {
                 match state.await {
-                    (_, Ok(Some(_)), _) => view! { <Redirect path="/" /> }.into_any(),
-                    (setup, _, reset) => view! {
+                    (_, Ok(Some(_)), _, _) => view! { <Redirect path="/" /> }.into_any(),
+                    (setup, _, reset, sso) => view! {
                         <AuthCard title="Sign in">
                             {(setup == Ok(Installation::Open)).then(|| view! {
                                 <p data-testid="setup-hint" class="mb-4 rounded-md bg-sky-50 p-3 text-sm text-sky-900">
@@ -65,6 +66,7 @@ pub fn LoginPage() -> impl IntoView {
                                     " with the code from the server log."
                                 </p>
                             })}
+                            {sso.ok().map(|options| view! { <crate::sso_page::ProviderButtons options /> })}
                             <ActionForm action=login attr:class="flex flex-col gap-4">
                                 <FormError action=login />
                                 <label class="field">
@@ -407,9 +409,11 @@ pub fn Settings() -> impl IntoView {
             })}
         </section>
         <crate::password_page::PasswordSection />
+        <crate::sso_page::SignInMethodsSection />
         <crate::mfa_page::TwoFactorSection />
         <crate::notices_page::NoticesSection />
         <AuditKeySection />
+        <crate::sso_page::JoinDomainsSection />
         <crate::forwarding_page::ForwardingSection />
         <crate::secrets_page::SecretsSection />
     }

@@ -332,6 +332,16 @@ impl Capability for ManageOwners {
     }
 }
 
+/// Change how people sign in to and join the organisation: the email domains
+/// whose people join it at their first SSO sign-in (Owner only).
+pub struct ManageSignIn;
+impl Capability for ManageSignIn {
+    const DESCRIPTION: &'static str = "change how people sign in and join";
+    fn allows(role: Role) -> bool {
+        role == Role::Owner
+    }
+}
+
 pub(crate) fn parse_role(s: &str) -> Result<Role, ControlError> {
     s.parse()
         .map_err(|_| ControlError::Internal(format!("stored role `{s}` is not a role").into()))
@@ -391,8 +401,10 @@ pub async fn actor(
     })
 }
 
-/// Whether `org` requires two-factor sign-in for `role` and `user` has not
-/// set it up.
+/// Whether `org` requires two-factor sign-in for `role` and `user`, a
+/// password account, has not set it up. An account without a password (made
+/// by an SSO sign-in) signs in only through its provider, whose second factor
+/// is the provider's.
 pub(crate) async fn mfa_due<'e, E>(
     e: E,
     org: OrgId,
@@ -406,8 +418,9 @@ where
         return Ok(false);
     }
     let due: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM orgs o WHERE o.id = $1 AND o.require_mfa = 1 AND NOT EXISTS \
-         (SELECT 1 FROM user_totp t WHERE t.user_id = $2 AND t.confirmed_at IS NOT NULL)",
+        "SELECT 1 FROM orgs o, users u WHERE o.id = $1 AND u.id = $2 AND o.require_mfa = 1 \
+         AND u.password_sign_in = 1 AND NOT EXISTS \
+         (SELECT 1 FROM user_totp t WHERE t.user_id = u.id AND t.confirmed_at IS NOT NULL)",
     )
     .bind(org.0)
     .bind(user.0)

@@ -407,18 +407,25 @@ pub async fn change_password(
 }
 
 /// Sets `user`'s password hash in `tx`; the account's outstanding reset
-/// links stop working.
+/// links stop working. `chosen`: the hash is of a password someone chose
+/// (a reset, the CLI), so the account now signs in with a password too; not
+/// for a hash of a password nobody knows (a lock-out).
 pub(crate) async fn set_password_hash(
     tx: &mut Tx,
     user: UserId,
     hash: &str,
+    chosen: bool,
     now: Timestamp,
 ) -> Result<(), ControlError> {
-    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-        .bind(hash)
-        .bind(user.0)
-        .execute(tx.conn())
-        .await?;
+    sqlx::query(
+        "UPDATE users SET password_hash = $1, \
+         password_sign_in = CASE WHEN $2 = 1 THEN 1 ELSE password_sign_in END WHERE id = $3",
+    )
+    .bind(hash)
+    .bind(i64::from(chosen))
+    .bind(user.0)
+    .execute(tx.conn())
+    .await?;
     sqlx::query("UPDATE password_resets SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
         .bind(now.0)
         .bind(user.0)
@@ -561,7 +568,17 @@ pub async fn record_failed_login(
     let mut tx = store.begin().await?;
     let mut events = Vec::with_capacity(orgs.len());
     for org in orgs.into_iter().map(OrgId) {
-        if reason == FailedLogin::Throttled && recently_throttled(&mut tx, org, email, now).await? {
+        if reason == FailedLogin::Throttled
+            && recently_recorded(
+                &mut tx,
+                org,
+                email,
+                reason.as_str(),
+                THROTTLED_RECORD_EVERY_SECS,
+                now,
+            )
+            .await?
+        {
             continue;
         }
         events.push((
@@ -584,36 +601,36 @@ pub async fn record_failed_login(
 /// not known to be the account's owner.
 pub const ANONYMOUS: &str = "anonymous";
 
-/// Whether the organisation's latest event about `email` is a throttled
-/// failure from the last [`THROTTLED_RECORD_EVERY_SECS`]. Takes the
-/// organisation's audit lock first, so concurrent attempts see each other.
-async fn recently_throttled(
+/// Whether the organisation recorded a `user.login_failed` about `target`
+/// with `reason` in the last `every_secs` (among its latest such events).
+/// Takes the organisation's audit lock first, so concurrent attempts see
+/// each other.
+pub(crate) async fn recently_recorded(
     tx: &mut Tx,
     org: OrgId,
-    email: &str,
+    target: &str,
+    reason: &str,
+    every_secs: i64,
     now: Timestamp,
 ) -> Result<bool, ControlError> {
     tx.lock_org(org).await?;
-    let row = sqlx::query(
-        "SELECT at, action, details FROM audit_events WHERE org_id = $1 AND target = $2 \
-         ORDER BY seq DESC LIMIT 1",
+    let recent: Vec<String> = sqlx::query_scalar(
+        "SELECT details FROM audit_events WHERE org_id = $1 AND target = $2 AND action = $3 \
+         AND at > $4 ORDER BY seq DESC LIMIT 20",
     )
     .bind(org.0)
-    .bind(email)
-    .fetch_optional(tx.conn())
+    .bind(target)
+    .bind(AuditAction::LoginFailed.as_str())
+    .bind(now.plus_secs(-every_secs).0)
+    .fetch_all(tx.conn())
     .await?;
-    let Some(row) = row else { return Ok(false) };
-    let at: i64 = row.try_get("at")?;
-    let action: String = row.try_get("action")?;
-    let details: String = row.try_get("details")?;
-    let throttled = serde_json::from_str::<serde_json::Value>(&details)
-        .ok()
-        .and_then(|d| d.get("reason").and_then(|r| r.as_str()).map(String::from))
-        .as_deref()
-        == Some(FailedLogin::Throttled.as_str());
-    Ok(action == AuditAction::LoginFailed.as_str()
-        && throttled
-        && at > now.plus_secs(-THROTTLED_RECORD_EVERY_SECS).0)
+    Ok(recent.iter().any(|details| {
+        serde_json::from_str::<serde_json::Value>(details)
+            .ok()
+            .and_then(|d| d.get("reason").and_then(|r| r.as_str()).map(String::from))
+            .as_deref()
+            == Some(reason)
+    }))
 }
 
 /// Records a logout in the organisation the session was working in.
@@ -721,7 +738,7 @@ pub async fn set_password_cli(
         )));
     };
     let user = UserId(user);
-    set_password_hash(&mut tx, user, &hash, now).await?;
+    set_password_hash(&mut tx, user, &hash, true, now).await?;
     let ended = crate::sessions::end_for(&mut tx, user, None).await?;
     throttle::clear(&mut tx, &throttle::account_key(&email)).await?;
     record_in_each_org(

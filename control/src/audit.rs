@@ -88,6 +88,10 @@ pub enum AuditAction {
     PasswordResetRequested,
     PasswordReset,
     SignInDisowned,
+    IdentityLinked,
+    IdentityUnlinked,
+    JoinDomainAdded,
+    JoinDomainRemoved,
 }
 
 impl AuditAction {
@@ -155,6 +159,10 @@ impl AuditAction {
             AuditAction::PasswordResetRequested => "user.password_reset_requested",
             AuditAction::PasswordReset => "user.password_reset",
             AuditAction::SignInDisowned => "user.sign_in_disowned",
+            AuditAction::IdentityLinked => "user.identity_linked",
+            AuditAction::IdentityUnlinked => "user.identity_unlinked",
+            AuditAction::JoinDomainAdded => "org.join_domain_added",
+            AuditAction::JoinDomainRemoved => "org.join_domain_removed",
         }
     }
 }

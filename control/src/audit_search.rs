@@ -34,6 +34,10 @@ pub fn group_actions(group: &str) -> Option<Vec<&'static str>> {
             A::PasswordResetRequested,
             A::PasswordReset,
             A::SignInDisowned,
+            A::IdentityLinked,
+            A::IdentityUnlinked,
+            A::JoinDomainAdded,
+            A::JoinDomainRemoved,
         ],
         "team" => &[
             A::SetupCompleted,

@@ -64,6 +64,8 @@ pub mod server_keys;
 #[cfg(feature = "server")]
 pub mod sessions;
 #[cfg(feature = "server")]
+pub mod sso;
+#[cfg(feature = "server")]
 pub mod store;
 #[cfg(feature = "server")]
 pub mod team;

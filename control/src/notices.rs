@@ -380,7 +380,7 @@ async fn lock_out(
         .bind(user.0)
         .fetch_one(tx.conn())
         .await?;
-    crate::accounts::set_password_hash(&mut tx, user, &unknown, now).await?;
+    crate::accounts::set_password_hash(&mut tx, user, &unknown, false, now).await?;
     let ended = crate::sessions::end_for(&mut tx, user, None).await?;
     let actor = AuditActor {
         user: Some(user),

@@ -211,7 +211,7 @@ pub async fn reset(
         return Err(ControlError::not_found(GONE));
     };
     let user = UserId(user);
-    set_password_hash(&mut tx, user, &hash, now).await?;
+    set_password_hash(&mut tx, user, &hash, true, now).await?;
     let ended = crate::sessions::end_for(&mut tx, user, None).await?;
     throttle::clear(&mut tx, &throttle::account_key(&email)).await?;
     let actor = AuditActor {

@@ -31,6 +31,11 @@ pub mod keys {
     pub const CREATED: &str = "created";
     pub const IP: &str = "ip";
     pub const UA: &str = "ua";
+    /// Why an SSO sign-in or link that just came back was refused, for the
+    /// next sign-in or Settings page to show once.
+    pub const SSO_ERROR: &str = "sso_error";
+    /// The one-time token of the "Link" link the Settings page offers.
+    pub const SSO_LINK_TOKEN: &str = "sso_link_token";
 }
 
 /// Lifetime limits: a session ends after this much inactivity...

@@ -817,3 +817,47 @@ impl DestinationView {
         (self.head_seq - self.delivered_seq).max(0)
     }
 }
+
+/// The identity providers an installation can offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SsoProvider {
+    /// The configured OpenID Connect provider (Google by default).
+    Oidc,
+    GitHub,
+}
+
+impl SsoProvider {
+    /// The stored name, also the sign-in method the audit log records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SsoProvider::Oidc => "oidc",
+            SsoProvider::GitHub => "github",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<SsoProvider> {
+        match raw {
+            "oidc" => Some(SsoProvider::Oidc),
+            "github" => Some(SsoProvider::GitHub),
+            _ => None,
+        }
+    }
+}
+
+/// A provider identity linked to the signed-in account, as Settings lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedIdentity {
+    pub provider: SsoProvider,
+    pub email: String,
+    pub linked_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// An email domain whose people join the organisation at their first SSO
+/// sign-in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinDomain {
+    pub domain: String,
+    pub role: Role,
+    pub added_at: Timestamp,
+}

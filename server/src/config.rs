@@ -99,6 +99,24 @@ pub struct Config {
     /// The From of every message, as `Name <address>` or an address;
     /// required with `smtp_server`.
     pub mail_from: Option<String>,
+    /// Sign-in with an OpenID Connect provider (server/src/sso.rs): the
+    /// client id it issued. Unset: no such sign-in is offered.
+    pub oidc_client_id: Option<String>,
+    /// The client secret; `PILOTHOUSE_OIDC_CLIENT_SECRET_FILE` names a file
+    /// holding it instead.
+    pub oidc_client_secret: Option<SecretString>,
+    /// The provider's issuer URL (its discovery document is at
+    /// `ISSUER/.well-known/openid-configuration`). Default: Google,
+    /// `https://accounts.google.com`.
+    pub oidc_issuer: Option<String>,
+    /// How the sign-in page names the provider. Default: `Google`.
+    pub oidc_label: Option<String>,
+    /// Only accounts of this hosted domain (Google Workspace's `hd` claim)
+    /// sign in.
+    pub oidc_hosted_domain: Option<String>,
+    /// A CA certificate (PEM) the provider's certificate may chain to,
+    /// besides the public roots.
+    pub oidc_ca_file: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -167,7 +185,7 @@ pub enum ConfigError {
     },
 }
 
-const SECRET_KEYS: &[&str] = &["database_url", "smtp_password"];
+const SECRET_KEYS: &[&str] = &["database_url", "smtp_password", "oidc_client_secret"];
 
 impl Config {
     pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {

@@ -15,6 +15,7 @@ pub mod install;
 pub mod listen;
 pub mod mailer;
 pub mod release_cli;
+pub mod sso;
 pub mod web_tls;
 
 use std::net::SocketAddr;
@@ -78,6 +79,8 @@ pub enum StartError {
     Mail(#[from] mailer::MailConfigError),
     #[error("dashboard TLS: {0}")]
     WebTls(String),
+    #[error("sign-in with a provider: {0}")]
+    Sso(#[from] sso::SsoConfigError),
 }
 
 /// How often the audit forwarder looks for events to send.
@@ -250,6 +253,10 @@ impl Application {
         if mailer.is_none() {
             tracing::info!("no smtp_server set: no email is sent, password reset by email is off");
         }
+        let oidc = match sso::OidcSettings::from_config(&config)? {
+            Some(settings) => Some(Arc::new(sso::Oidc::new(settings, &public_url)?)),
+            None => None,
+        };
         let state = AppState {
             store: store.clone(),
             setup: Arc::new(gate),
@@ -265,6 +272,10 @@ impl Application {
             secrets: secrets_ring,
             agent_releases: config.agent_releases_dir(),
             mail_enabled: mailer.is_some(),
+            sso: app::sso_page::SsoOffer {
+                oidc: oidc.as_ref().map(|o| o.label().to_string()),
+                github: None,
+            },
         };
         let forwarder = forwarder::Forwarder::new(
             store.clone(),
@@ -277,7 +288,7 @@ impl Application {
             // TLS here or at a proxy in front (an https:// public URL).
             tls: web_tls.is_some() || public_url.starts_with("https://"),
         };
-        let router = router(&config, state, edge, addr);
+        let router = router(&config, state, oidc, edge, addr);
         Ok(Application {
             web_tls,
             redirect_listener,
@@ -634,7 +645,13 @@ pub fn find_site_root(configured: Option<&Path>) -> PathBuf {
     PathBuf::from("target/site")
 }
 
-fn router(config: &Config, state: AppState, edge: http::EdgeConfig, addr: SocketAddr) -> Router {
+fn router(
+    config: &Config,
+    state: AppState,
+    oidc: Option<Arc<sso::Oidc>>,
+    edge: http::EdgeConfig,
+    addr: SocketAddr,
+) -> Router {
     let site_root = find_site_root(config.site_root.as_deref());
     let options = LeptosOptions::builder()
         .output_name("pilothouse")
@@ -671,9 +688,15 @@ fn router(config: &Config, state: AppState, edge: http::EdgeConfig, addr: Socket
             context, shell,
         ))
         .with_state(options);
-    let downloads = Router::new()
+    let mut downloads = Router::new()
         .route("/audit/export", get(audit_http::export))
         .with_state(state.clone());
+    if let Some(oidc) = oidc {
+        downloads = downloads.merge(sso::routes(sso::SsoState {
+            app: state.clone(),
+            oidc,
+        }));
+    }
     ui.merge(downloads)
         .layer(axum::middleware::from_fn(http::server_fn_errors))
         .layer(sessions)
