@@ -41,10 +41,11 @@ use openidconnect::core::{
     CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AccessTokenHash, AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields, IssuerUrl,
-    Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    StandardErrorResponse, StandardTokenResponse, TokenResponse,
+    AccessTokenHash, AdditionalClaims, AuthorizationCode, ClaimsVerificationError, ClientId,
+    ClientSecret, CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    IdTokenFields, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope, SignatureVerificationError, StandardErrorResponse, StandardTokenResponse,
+    TokenResponse,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -339,7 +340,7 @@ impl Oidc {
         nonce: &SecretString,
     ) -> Result<Identity, Refusal> {
         let label = &self.settings.label;
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let request = client
             .exchange_code(AuthorizationCode::new(code))
             .map_err(|_| {
@@ -374,10 +375,23 @@ impl Oidc {
         let id_token = tokens
             .id_token()
             .ok_or_else(|| invalid("no ID token".into()))?;
+        let nonce = Nonce::new(nonce.expose_secret().to_string());
+        let stale = matches!(
+            id_token.claims(&client.id_token_verifier(), &nonce),
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey
+            ))
+        );
+        if stale {
+            // Signed with a key discovery did not list: the provider may have
+            // rotated its keys since. Fetch them again, once.
+            *self.metadata.lock().await = None;
+            client = self.client().await?;
+        }
         let verifier_ = client.id_token_verifier();
         let claims = id_token
-            .claims(&verifier_, &Nonce::new(nonce.expose_secret().to_string()))
-            .map_err(|e| invalid(short(&e.to_string())))?;
+            .claims(&verifier_, &nonce)
+            .map_err(|e| invalid(claims_error(&e)))?;
         if let Some(expected) = claims.access_token_hash() {
             let alg = id_token
                 .signing_alg()
@@ -418,6 +432,20 @@ impl Oidc {
             }
         }
         Ok(identity)
+    }
+}
+
+/// What was wrong with an ID token, in a few words.
+fn claims_error(e: &ClaimsVerificationError) -> String {
+    match e {
+        ClaimsVerificationError::Expired(_) => "it has expired".into(),
+        ClaimsVerificationError::InvalidAudience(_) => "it is meant for another client".into(),
+        ClaimsVerificationError::InvalidIssuer(_) => "another issuer made it".into(),
+        ClaimsVerificationError::InvalidNonce(_) => "it belongs to another sign-in".into(),
+        ClaimsVerificationError::SignatureVerification(s) => {
+            format!("its signature does not verify: {}", short(&s.to_string()))
+        }
+        other => short(&other.to_string()),
     }
 }
 

@@ -59,7 +59,7 @@ impl Account {
     }
 }
 
-/// The ID-token faults [`RogueProvider`] knows (its `mode`).
+/// The ID-token faults the attacker provider ([`OidcProvider::rogue`]) knows (its `mode`).
 pub const ROGUE_MODES: &[&str] = &[
     "ok",
     "wrong_audience",
@@ -83,9 +83,6 @@ pub struct OidcProvider {
     pub ca_file: PathBuf,
     child: Child,
 }
-
-/// The attacker's provider: see `oidc_rogue.mjs`.
-pub struct RogueProvider;
 
 /// The providers' certificate and key in `dir`, made by a new test CA unless
 /// there already (so a provider started later in `dir` is trusted by a
@@ -132,11 +129,17 @@ fn accounts_json(accounts: &[Account]) -> serde_json::Value {
 }
 
 impl OidcProvider {
-    /// Starts npm `oidc-provider` on any free port with its certificate in
-    /// `dir`, knowing `client` and `accounts`.
-    pub async fn start(dir: &Path, client: Client, accounts: &[Account]) -> OidcProvider {
+    /// Starts npm `oidc-provider` on `port` (0: any free port) with its
+    /// certificate in `dir`, knowing `client` and `accounts`.
+    pub async fn start(
+        dir: &Path,
+        port: u16,
+        client: Client,
+        accounts: &[Account],
+    ) -> OidcProvider {
         OidcProvider::spawn(
             dir,
+            port,
             "oidc_provider.mjs",
             "oidc-provider",
             client,
@@ -151,17 +154,28 @@ impl OidcProvider {
     /// one it signs in (with email_verified true unless `unverified_email`).
     pub async fn rogue(
         dir: &Path,
+        port: u16,
         client: Client,
         accounts: &[Account],
         mode: &str,
     ) -> OidcProvider {
         assert!(ROGUE_MODES.contains(&mode), "no rogue mode {mode:?}");
         assert!(!accounts.is_empty(), "the rogue provider needs an account");
-        OidcProvider::spawn(dir, "oidc_rogue.mjs", "jose", client, accounts, Some(mode)).await
+        OidcProvider::spawn(
+            dir,
+            port,
+            "oidc_rogue.mjs",
+            "jose",
+            client,
+            accounts,
+            Some(mode),
+        )
+        .await
     }
 
     async fn spawn(
         dir: &Path,
+        port: u16,
         script: &str,
         package: &str,
         client: Client,
@@ -177,7 +191,7 @@ impl OidcProvider {
         );
         let ca_file = pki(dir);
         let mut config = serde_json::json!({
-            "port": 0,
+            "port": port,
             "cert": dir.join("oidc-cert.pem"),
             "key": dir.join("oidc-key.pem"),
             "client": {
@@ -255,16 +269,15 @@ impl OidcProvider {
     }
 }
 
-impl RogueProvider {
-    /// See [`OidcProvider::rogue`].
-    pub async fn start(
-        dir: &Path,
-        client: Client,
-        accounts: &[Account],
-        mode: &str,
-    ) -> OidcProvider {
-        OidcProvider::rogue(dir, client, accounts, mode).await
-    }
+/// A port nothing listens on now, for a provider whose issuer URL the
+/// server must be configured with before the provider can start (the
+/// provider must know the server's redirect URI).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Where a redirect goes, resolved against the request's URL.
