@@ -117,6 +117,23 @@ pub struct Config {
     /// A CA certificate (PEM) the provider's certificate may chain to,
     /// besides the public roots.
     pub oidc_ca_file: Option<PathBuf>,
+    /// Sign-in with GitHub (server/src/sso/github.rs): the OAuth app's
+    /// client id. Unset: no GitHub sign-in is offered.
+    pub github_client_id: Option<String>,
+    /// The OAuth app's client secret; `PILOTHOUSE_GITHUB_CLIENT_SECRET_FILE`
+    /// names a file holding it instead.
+    pub github_client_secret: Option<SecretString>,
+    /// Where people sign in to GitHub. Default `https://github.com`; a
+    /// GitHub Enterprise Server's URL for it.
+    pub github_url: Option<String>,
+    /// GitHub's REST API. Default `https://api.github.com`, or
+    /// `<github_url>/api/v3` for an Enterprise Server.
+    pub github_api_url: Option<String>,
+    /// Only members of this GitHub organisation sign in with GitHub.
+    pub github_org: Option<String>,
+    /// A CA certificate (PEM) GitHub's certificate may chain to, besides the
+    /// public roots (an Enterprise Server with a private CA).
+    pub github_ca_file: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -185,7 +202,12 @@ pub enum ConfigError {
     },
 }
 
-const SECRET_KEYS: &[&str] = &["database_url", "smtp_password", "oidc_client_secret"];
+const SECRET_KEYS: &[&str] = &[
+    "database_url",
+    "smtp_password",
+    "oidc_client_secret",
+    "github_client_secret",
+];
 
 impl Config {
     pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {

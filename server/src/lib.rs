@@ -257,6 +257,10 @@ impl Application {
             Some(settings) => Some(Arc::new(sso::Oidc::new(settings, &public_url)?)),
             None => None,
         };
+        let github = match sso::GitHubSettings::from_config(&config)? {
+            Some(settings) => Some(Arc::new(sso::GitHub::new(settings, &public_url)?)),
+            None => None,
+        };
         let state = AppState {
             store: store.clone(),
             setup: Arc::new(gate),
@@ -274,7 +278,7 @@ impl Application {
             mail_enabled: mailer.is_some(),
             sso: app::sso_page::SsoOffer {
                 oidc: oidc.as_ref().map(|o| o.label().to_string()),
-                github: None,
+                github: github.as_ref().map(|g| g.label().to_string()),
             },
         };
         let forwarder = forwarder::Forwarder::new(
@@ -288,7 +292,12 @@ impl Application {
             // TLS here or at a proxy in front (an https:// public URL).
             tls: web_tls.is_some() || public_url.starts_with("https://"),
         };
-        let router = router(&config, state, oidc, edge, addr);
+        let sso = sso::SsoState {
+            app: state.clone(),
+            oidc,
+            github,
+        };
+        let router = router(&config, state, sso, edge, addr);
         Ok(Application {
             web_tls,
             redirect_listener,
@@ -648,7 +657,7 @@ pub fn find_site_root(configured: Option<&Path>) -> PathBuf {
 fn router(
     config: &Config,
     state: AppState,
-    oidc: Option<Arc<sso::Oidc>>,
+    sso: sso::SsoState,
     edge: http::EdgeConfig,
     addr: SocketAddr,
 ) -> Router {
@@ -691,11 +700,8 @@ fn router(
     let mut downloads = Router::new()
         .route("/audit/export", get(audit_http::export))
         .with_state(state.clone());
-    if let Some(oidc) = oidc {
-        downloads = downloads.merge(sso::routes(sso::SsoState {
-            app: state.clone(),
-            oidc,
-        }));
+    if sso.oidc.is_some() || sso.github.is_some() {
+        downloads = downloads.merge(sso::routes(sso));
     }
     ui.merge(downloads)
         .layer(axum::middleware::from_fn(http::server_fn_errors))

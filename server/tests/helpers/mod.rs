@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod agent_tls;
+pub mod github;
 pub mod oidc;
 pub mod smtp;
 pub mod tls;

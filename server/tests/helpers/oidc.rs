@@ -183,7 +183,6 @@ impl OidcProvider {
         mode: Option<&str>,
     ) -> OidcProvider {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let script_path = manifest.join("tests/helpers").join(script);
         let modules = manifest.join("../node_modules").join(package);
         assert!(
             modules.is_dir(),
@@ -204,39 +203,7 @@ impl OidcProvider {
         if let Some(mode) = mode {
             config["mode"] = mode.into();
         }
-        let mut child = Command::new("node")
-            .arg(&script_path)
-            .arg(config.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start node ({script}): {e}"));
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-        // Its first line on stdout says where it listens.
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                let line = out
-                    .next_line()
-                    .await
-                    .unwrap()
-                    .unwrap_or_else(|| panic!("{script} exited at start"));
-                match serde_json::from_str::<serde_json::Value>(&line) {
-                    Ok(v) if v.get("port").is_some() => break v,
-                    _ => eprintln!("{script}: {line}"),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{script} did not start within 30 s"));
-        // Anything it says later goes to the test's stderr.
-        let name = script.to_string();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = out.next_line().await {
-                eprintln!("{name}: {line}");
-            }
-        });
+        let (child, ready) = spawn_script(script, &config).await;
         let port = u16::try_from(ready["port"].as_u64().unwrap()).unwrap();
         let issuer = ready["issuer"].as_str().unwrap().to_string();
         assert_eq!(issuer, format!("https://localhost:{port}"));
@@ -278,6 +245,46 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Runs `tests/helpers/<script>` with node and `config` (JSON) as its one
+/// argument; waits for its ready line (a JSON object with `port`) on
+/// stdout, then passes what it says later to the test's stderr.
+pub async fn spawn_script(script: &str, config: &serde_json::Value) -> (Child, serde_json::Value) {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script_path = manifest.join("tests/helpers").join(script);
+    let mut child = Command::new("node")
+        .arg(&script_path)
+        .arg(config.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start node ({script}): {e}"));
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let line = out
+                .next_line()
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("{script} exited at start"));
+            match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(v) if v.get("port").is_some() => break v,
+                _ => eprintln!("{script}: {line}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{script} did not start within 30 s"));
+    let name = script.to_string();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = out.next_line().await {
+            eprintln!("{name}: {line}");
+        }
+    });
+    (child, ready)
 }
 
 /// Where a redirect goes, resolved against the request's URL.
