@@ -32,6 +32,7 @@ pub async fn current_user() -> Result<Option<Me>, AppError> {
         org: actor.org_view().clone(),
         orgs,
         mfa_due: actor.mfa_due(),
+        sso_due: actor.sso_due(),
         unread_notices: control::notices::unread(&cx.state.store, actor.user()).await?,
     }))
 }
@@ -74,7 +75,7 @@ pub async fn complete_setup(
     let (user, org) =
         control::accounts::complete_setup(&cx.state.store, &cx.state.setup, form, &cx.meta, cx.now)
             .await?;
-    cx.start_session(user, org).await?;
+    cx.start_session(user, org, "password").await?;
     leptos_axum::redirect("/");
     Ok(())
 }
@@ -119,7 +120,8 @@ pub async fn switch_org(org: String) -> Result<(), AppError> {
     let cx = crate::context::cx().await?;
     let (user, _) = cx.user().await?.ok_or_else(AppError::signed_out)?;
     let org = parse::<control::OrgId>(&org, "organisation")?;
-    let actor = control::access::actor_in(&cx.state.store, user, org, cx.meta.clone()).await?;
+    let actor =
+        control::access::actor_in(&cx.state.store, user, org, cx.session_meta().await?).await?;
     cx.session
         .insert(control::sessions::keys::ORG, actor.org().0)
         .await?;
@@ -222,7 +224,7 @@ pub async fn accept_invite(token: String, password: Option<String>) -> Result<()
                 cx.now,
             )
             .await?;
-            cx.start_session(user, org).await?;
+            cx.start_session(user, org, "password").await?;
             org
         }
     };

@@ -126,10 +126,22 @@ impl Cx {
         Ok(Some((UserId(user), org)))
     }
 
+    /// The request's metadata with how its session signed in (SSO or not).
+    pub async fn session_meta(&self) -> Result<control::access::RequestMeta, AppError> {
+        let mut meta = self.meta.clone();
+        let method = self.session.get::<String>(keys::METHOD).await?;
+        meta.sso = method
+            .as_deref()
+            .and_then(control::SsoProvider::parse)
+            .is_some();
+        Ok(meta)
+    }
+
     /// The signed-in actor, or `Unauthenticated`.
     pub async fn actor(&self) -> Result<Actor, AppError> {
         let (user, org) = self.user().await?.ok_or_else(AppError::signed_out)?;
-        match control::access::actor(&self.state.store, user, org, self.meta.clone()).await {
+        let meta = self.session_meta().await?;
+        match control::access::actor(&self.state.store, user, org, meta).await {
             Ok(actor) => {
                 if Some(actor.org()) != org {
                     self.session.insert(keys::ORG, actor.org().0).await?;
@@ -222,17 +234,25 @@ impl Cx {
         } else {
             ""
         };
-        self.start_session(done.user, done.org).await?;
+        self.start_session(done.user, done.org, done.method).await?;
         Ok(format!(
             "{DEVICE_COOKIE}={device}; Path=/; Max-Age={DEVICE_COOKIE_SECS}; HttpOnly; SameSite=Lax{secure}"
         ))
     }
 
-    /// Starts a signed-in session under a new id (no fixation across login).
-    pub async fn start_session(&self, user: UserId, org: OrgId) -> Result<(), AppError> {
+    /// Starts a signed-in session under a new id (no fixation across login),
+    /// remembering how it signed in (`password`, `oidc`, ...: an
+    /// organisation may require SSO).
+    pub async fn start_session(
+        &self,
+        user: UserId,
+        org: OrgId,
+        method: &str,
+    ) -> Result<(), AppError> {
         self.session.cycle_id().await?;
         self.session.clear().await;
         self.session.insert(keys::USER, user.0).await?;
+        self.session.insert(keys::METHOD, method).await?;
         self.session.insert(keys::ORG, org.0).await?;
         self.session.insert(keys::CREATED, self.now.0).await?;
         self.session.insert(keys::IP, &self.meta.ip).await?;

@@ -368,6 +368,7 @@ pub async fn operation(id: String) -> Result<OperationPage, AppError> {
         org: actor.org_view().clone(),
         orgs: Vec::new(),
         mfa_due: actor.mfa_due(),
+        sso_due: actor.sso_due(),
         unread_notices: 0,
     };
     let refusal = decision_refusal(&me, &op);

@@ -146,6 +146,43 @@ pub async fn remove_join_domain(domain: String) -> Result<(), AppError> {
     Ok(control::sso::remove_join_domain(&auth, &domain, cx.now).await?)
 }
 
+/// Whether the organisation requires SSO, and whether this server offers a
+/// provider at all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsoRequirementView {
+    pub required: bool,
+    pub offered: bool,
+}
+
+#[server(endpoint = "sso-requirement")]
+pub async fn sso_requirement() -> Result<SsoRequirementView, AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ReadOrg>()?;
+    Ok(SsoRequirementView {
+        required: control::sso::required(&auth).await?,
+        offered: cx.state.sso.oidc.is_some() || cx.state.sso.github.is_some(),
+    })
+}
+
+#[server(endpoint = "set-sso-required")]
+pub async fn set_sso_required(on: String) -> Result<(), AppError> {
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::access::ManageSignIn>()?;
+    let on = match on.as_str() {
+        "true" => true,
+        "false" => false,
+        other => {
+            return Err(AppError::Invalid(format!(
+                "`{other}` is not true or false."
+            )))
+        }
+    };
+    let offered = cx.state.sso.oidc.is_some() || cx.state.sso.github.is_some();
+    Ok(control::sso::set_required(&auth, on, offered, cx.now).await?)
+}
+
 /// The sign-in page's provider buttons and the refusal of an SSO sign-in
 /// that just came back. Plain links: they work before the page hydrates.
 #[component]
@@ -233,16 +270,50 @@ pub fn SignInMethodsSection() -> impl IntoView {
     }
 }
 
-/// Settings -> Joining by email domain: everyone reads it, Owners change it.
+/// Settings -> Single sign-on: whether the organisation requires it, and
+/// the domains whose people join by themselves. Everyone reads it, Owners
+/// change it.
 #[component]
 pub fn JoinDomainsSection() -> impl IntoView {
     let add = ServerAction::<AddJoinDomain>::new();
     let remove = ServerAction::<RemoveJoinDomain>::new();
+    let require = ServerAction::<SetSsoRequired>::new();
     let list = Resource::new(
         move || (add.version().get(), remove.version().get()),
         |_| join_domains(),
     );
+    let requirement = Resource::new(move || require.version().get(), |_| sso_requirement());
     view! {
+        <section class="mt-8" data-testid="sso-requirement">
+            <h2 class="text-lg font-semibold">"Single sign-on"</h2>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    match requirement.await {
+                        Ok(r) => view! {
+                            <p class="mt-1 max-w-2xl text-sm text-slate-600" data-testid="sso-required">
+                                {if r.required {
+                                    "Members must sign in through an identity provider: a password session is refused everything here. Owners may still use their password, so an outage at the provider cannot lock the organisation out."
+                                } else if r.offered {
+                                    "Members may sign in with their password or through an identity provider."
+                                } else {
+                                    "This server offers no identity provider."
+                                }}
+                            </p>
+                            {(r.offered || r.required).then(|| view! {
+                                <ActionForm action=require attr:class="mt-2">
+                                    <input type="hidden" name="on" value=if r.required { "false" } else { "true" } />
+                                    <button class="btn-secondary" type="submit">
+                                        {if r.required { "Stop requiring single sign-on" } else { "Require single sign-on" }}
+                                    </button>
+                                </ActionForm>
+                            })}
+                        }.into_any(),
+                        Err(e) => view! { <crate::ui::ErrorPanel error=e /> }.into_any(),
+                    }
+                })}
+            </Suspense>
+            <FormError action=require />
+        </section>
         <section class="mt-8" data-testid="join-domains">
             <h2 class="text-lg font-semibold">"Joining by email domain"</h2>
             <p class="mt-1 max-w-2xl text-sm text-slate-600">

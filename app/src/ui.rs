@@ -103,6 +103,7 @@ fn NoOrg(msg: String) -> impl IntoView {
 fn SignedIn(me: Me) -> impl IntoView {
     provide_context(SignedInUser(me.clone()));
     let mfa_due = me.mfa_due;
+    let sso_due = me.sso_due;
     view! {
         // Wide screens: a sidebar. Narrow ones: a top bar whose menu is a
         // <details>, so it opens before hydration and without JavaScript.
@@ -121,6 +122,11 @@ fn SignedIn(me: Me) -> impl IntoView {
                     <div class="border-b border-amber-300 bg-amber-50 px-4 py-3 text-sm text-amber-900 md:px-6" role="alert" data-testid="mfa-due">
                         "Your organisation requires two-factor sign-in for Owners and Admins. Until you set it up, everything else is refused. "
                         <A href="/settings" attr:class="font-semibold underline">"Set it up in Settings"</A>
+                    </div>
+                })}
+                {sso_due.then(|| view! {
+                    <div class="border-b border-amber-300 bg-amber-50 px-4 py-3 text-sm text-amber-900 md:px-6" role="alert" data-testid="sso-due">
+                        "Your organisation requires signing in through its identity provider. Until you do, everything is refused: sign out, then sign in with it."
                     </div>
                 })}
                 <main class="min-w-0 flex-1 p-4 md:p-6">

@@ -18,6 +18,11 @@
 //! events while they sit there (the requirement itself is recorded when it is
 //! turned on).
 //!
+//! Likewise an organisation may require SSO ([`crate::sso::set_required`]):
+//! a session signed in with a password is refused every capability there
+//! (Owners excepted, so a provider outage cannot lock the organisation
+//! out), checked when the actor is built and in each write transaction.
+//!
 //! Every refusal for a member's role goes through [`Actor::refuse`], which
 //! records `access.refused` in the member's organisation from a task of its
 //! own: the refusal is answered at once and stands whether or not the event
@@ -37,6 +42,9 @@ use crate::{ControlError, OrgId, OrgView, Role, UserId};
 pub struct RequestMeta {
     pub ip: String,
     pub user_agent: String,
+    /// The session was signed in through an identity provider (SSO), which
+    /// an organisation may require ([`crate::sso::set_required`]).
+    pub sso: bool,
 }
 
 impl RequestMeta {
@@ -44,6 +52,7 @@ impl RequestMeta {
         Self {
             ip: bounded(ip.into(), 64),
             user_agent: bounded(user_agent.to_string(), 256),
+            sso: false,
         }
     }
 }
@@ -67,10 +76,16 @@ pub struct Actor {
     /// The organisation requires two-factor sign-in for this person's role
     /// and they have not set it up: every capability is refused.
     mfa_due: bool,
+    /// The organisation requires SSO and this session signed in with a
+    /// password: every capability is refused.
+    sso_due: bool,
 }
 
 /// The refusal while two-factor sign-in is due.
 pub const MFA_DUE: &str = "Your organisation requires two-factor sign-in for Owners and Admins. Set it up in Settings -> Two-factor sign-in first.";
+
+/// The refusal while SSO is due.
+pub const SSO_DUE: &str = "Your organisation requires signing in through its identity provider. Sign out, then sign in with it.";
 
 impl Actor {
     pub fn user(&self) -> UserId {
@@ -98,6 +113,11 @@ impl Actor {
     /// and they have not set it up (see the module notes).
     pub fn mfa_due(&self) -> bool {
         self.mfa_due
+    }
+    /// Whether the organisation requires SSO and this session signed in with
+    /// a password (see the module notes).
+    pub fn sso_due(&self) -> bool {
+        self.sso_due
     }
 
     pub fn audit_actor(&self) -> AuditActor {
@@ -129,6 +149,9 @@ impl Actor {
     ) -> Result<Authorized<'_, C>, ControlError> {
         if self.mfa_due {
             return Err(ControlError::forbidden(MFA_DUE));
+        }
+        if self.sso_due {
+            return Err(ControlError::forbidden(SSO_DUE));
         }
         if C::allows(self.org.role) {
             Ok(Authorized {
@@ -216,6 +239,9 @@ impl Actor {
         if let Some(role) = role {
             if mfa_due(tx.conn(), self.org.id, self.user, role).await? {
                 return Err(ControlError::forbidden(MFA_DUE));
+            }
+            if sso_due(tx.conn(), self.org.id, role, &self.meta).await? {
+                return Err(ControlError::forbidden(SSO_DUE));
             }
         }
         match role {
@@ -391,6 +417,7 @@ pub async fn actor(
             ControlError::forbidden("Your account is not a member of any organisation.")
         })?;
     let mfa_due = mfa_due(store.pool(), chosen.id, user, chosen.role).await?;
+    let sso_due = sso_due(store.pool(), chosen.id, chosen.role, &meta).await?;
     Ok(Actor {
         store: store.clone(),
         user,
@@ -398,6 +425,7 @@ pub async fn actor(
         org: chosen,
         meta,
         mfa_due,
+        sso_due,
     })
 }
 
@@ -427,6 +455,28 @@ where
     .fetch_optional(e)
     .await?;
     Ok(due.is_some())
+}
+
+/// Whether `org` requires SSO and the request's session signed in with a
+/// password. Owners are not held: a provider outage must not lock the
+/// organisation out.
+pub(crate) async fn sso_due<'e, E>(
+    e: E,
+    org: OrgId,
+    role: Role,
+    meta: &RequestMeta,
+) -> Result<bool, ControlError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    if meta.sso || role == Role::Owner {
+        return Ok(false);
+    }
+    let required: Option<i64> = sqlx::query_scalar("SELECT require_sso FROM orgs WHERE id = $1")
+        .bind(org.0)
+        .fetch_optional(e)
+        .await?;
+    Ok(required == Some(1))
 }
 
 /// Like [`actor`] but only for an organisation the user is a member of:

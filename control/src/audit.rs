@@ -92,6 +92,7 @@ pub enum AuditAction {
     IdentityUnlinked,
     JoinDomainAdded,
     JoinDomainRemoved,
+    SsoRequirementChanged,
 }
 
 impl AuditAction {
@@ -163,6 +164,7 @@ impl AuditAction {
             AuditAction::IdentityUnlinked => "user.identity_unlinked",
             AuditAction::JoinDomainAdded => "org.join_domain_added",
             AuditAction::JoinDomainRemoved => "org.join_domain_removed",
+            AuditAction::SsoRequirementChanged => "org.sso_requirement_changed",
         }
     }
 }

@@ -38,6 +38,7 @@ pub fn group_actions(group: &str) -> Option<Vec<&'static str>> {
             A::IdentityUnlinked,
             A::JoinDomainAdded,
             A::JoinDomainRemoved,
+            A::SsoRequirementChanged,
         ],
         "team" => &[
             A::SetupCompleted,

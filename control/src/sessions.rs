@@ -31,6 +31,8 @@ pub mod keys {
     pub const CREATED: &str = "created";
     pub const IP: &str = "ip";
     pub const UA: &str = "ua";
+    /// How the session signed in: `password`, `password+totp`, `oidc`, ...
+    pub const METHOD: &str = "method";
     /// Why an SSO sign-in or link that just came back was refused, for the
     /// next sign-in or Settings page to show once.
     pub const SSO_ERROR: &str = "sso_error";

@@ -761,3 +761,72 @@ pub async fn record_unattributed(
     tx.commit().await?;
     Ok(())
 }
+
+/// Whether the organisation requires SSO of its members.
+pub async fn required(auth: &Authorized<'_, ReadOrg>) -> Result<bool, ControlError> {
+    let on: i64 = sqlx::query_scalar("SELECT require_sso FROM orgs WHERE id = $1")
+        .bind(auth.actor().org().0)
+        .fetch_one(auth.store().pool())
+        .await?;
+    Ok(on == 1)
+}
+
+/// Requires (or stops requiring) SSO of the organisation's members: a
+/// session signed in with a password is then refused every capability there,
+/// Owners excepted (see `crate::access`). `offered`: this server offers at
+/// least one identity provider; without one the requirement is refused, as
+/// nobody could meet it. Owners only; audited as
+/// `org.sso_requirement_changed` with how many non-Owner members have no
+/// linked identity yet.
+pub async fn set_required(
+    auth: &Authorized<'_, ManageSignIn>,
+    on: bool,
+    offered: bool,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    if on && !offered {
+        return Err(ControlError::conflict(
+            "This server offers no identity provider (set oidc_client_id or github_client_id), so nobody could meet the requirement.",
+        ));
+    }
+    let actor = auth.actor();
+    let mut tx = auth.store().begin().await?;
+    actor.recheck::<ManageSignIn>(&mut tx).await?;
+    let current: i64 = sqlx::query_scalar("SELECT require_sso FROM orgs WHERE id = $1")
+        .bind(actor.org().0)
+        .fetch_one(tx.conn())
+        .await?;
+    if (current == 1) == on {
+        return Err(ControlError::conflict(if on {
+            "Signing in through an identity provider is already required."
+        } else {
+            "Signing in through an identity provider is already not required."
+        }));
+    }
+    sqlx::query("UPDATE orgs SET require_sso = $1 WHERE id = $2")
+        .bind(i64::from(on))
+        .bind(actor.org().0)
+        .execute(tx.conn())
+        .await?;
+    let unlinked: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM memberships m WHERE m.org_id = $1 AND m.role <> 'owner' \
+         AND NOT EXISTS (SELECT 1 FROM user_identities i WHERE i.user_id = m.user_id)",
+    )
+    .bind(actor.org().0)
+    .fetch_one(tx.conn())
+    .await?;
+    audit::append(
+        &mut tx,
+        &actor.audit_actor(),
+        Event::new(
+            actor.org(),
+            AuditAction::SsoRequirementChanged,
+            format!("org:{}", actor.org().0),
+            json!({ "required": on, "members_without_a_linked_identity": unlinked }),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

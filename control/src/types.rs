@@ -185,6 +185,9 @@ pub struct Me {
     /// The organisation requires two-factor sign-in of this person, who has
     /// not set it up: everything else is refused until they do.
     pub mfa_due: bool,
+    /// The organisation requires SSO and this session signed in with a
+    /// password: everything is refused until they sign in through it.
+    pub sso_due: bool,
     /// Sign-ins from new devices or networks not yet acknowledged.
     pub unread_notices: i64,
 }

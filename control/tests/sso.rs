@@ -497,10 +497,68 @@ async fn failures_naming_nobody_are_recorded_once_a_minute(db: TestDb) {
     assert_eq!(actions(&db, "user.login_failed").await.len(), 6);
 }
 
+async fn requiring_sso_holds_password_sessions(db: TestDb) {
+    let (owner, org) = common::add(&db, "Acme", "owner@acme.example", Role::Owner).await;
+    let (admin, _) = common::add(&db, "Acme", "admin@acme.example", Role::Admin).await;
+    let now = Timestamp::now();
+    let o = actor(&db, owner, org).await;
+    let auth = o.authorize::<ManageSignIn>().unwrap();
+    // Nobody could meet it without a provider.
+    assert!(matches!(
+        sso::set_required(&auth, true, false, now).await,
+        Err(ControlError::Conflict(m)) if m.contains("no identity provider")
+    ));
+    // An Admin's password session, built before the requirement...
+    let before = actor(&db, admin, org).await;
+    sso::set_required(&auth, true, true, now).await.unwrap();
+    assert!(matches!(
+        sso::set_required(&auth, true, true, now).await,
+        Err(ControlError::Conflict(_))
+    ));
+    let changed = actions(&db, "org.sso_requirement_changed").await;
+    assert!(
+        changed[0]
+            .1
+            .contains("\"members_without_a_linked_identity\":1"),
+        "{changed:?}"
+    );
+    // ... is refused in the write transaction.
+    let invite = before
+        .authorize::<control::access::ManageMembers>()
+        .unwrap();
+    assert!(matches!(
+        control::team::invite(&invite, "new@acme.example", Role::Viewer, now).await,
+        Err(ControlError::Forbidden(m)) if m == control::access::SSO_DUE
+    ));
+    // A new password session is refused everything, reading included.
+    let held = actor(&db, admin, org).await;
+    assert!(held.sso_due());
+    assert!(matches!(
+        held.authorize::<control::access::ReadOrg>(),
+        Err(ControlError::Forbidden(m)) if m == control::access::SSO_DUE
+    ));
+    // The same person signed in through a provider is not.
+    let mut via_sso = common::meta();
+    via_sso.sso = true;
+    let free = control::access::actor(&db.store, admin, Some(org), via_sso)
+        .await
+        .unwrap();
+    assert!(!free.sso_due());
+    let invite = free.authorize::<control::access::ManageMembers>().unwrap();
+    control::team::invite(&invite, "new@acme.example", Role::Viewer, now)
+        .await
+        .unwrap();
+    // Owners keep their password (a provider outage must not lock them out).
+    assert!(!actor(&db, owner, org).await.sso_due());
+    sso::set_required(&auth, false, false, now).await.unwrap();
+    assert!(!actor(&db, admin, org).await.sso_due());
+}
+
 control::both_backends!(
     a_flow_answers_once_in_its_own_browser,
     a_first_sign_in_never_takes_over_an_account,
     linking_needs_the_accounts_own_verified_email,
     a_joinable_domain_makes_a_passwordless_member,
     failures_naming_nobody_are_recorded_once_a_minute,
+    requiring_sso_holds_password_sessions,
 );

@@ -45,3 +45,8 @@ CREATE INDEX org_join_domains_domain ON org_join_domains(domain);
 -- requirements apply to password accounts; an SSO-only account's second
 -- factor is its provider's.
 ALTER TABLE users ADD COLUMN password_sign_in INTEGER NOT NULL DEFAULT 1 CHECK (password_sign_in IN (0, 1));
+
+-- An organisation may require its members to sign in through an identity
+-- provider: a password session is refused every capability there (Owners
+-- excepted, so a provider outage cannot lock the organisation out).
+ALTER TABLE orgs ADD COLUMN require_sso INTEGER NOT NULL DEFAULT 0 CHECK (require_sso IN (0, 1));

@@ -312,6 +312,35 @@ async fn sign_in_link_and_join(db: TestDb) {
         )
         .await;
     assert_eq!(res.status(), 403);
+
+    // The Owner requires SSO: a Member's password session is refused
+    // everything (and says why); the SSO session and the Owner's password
+    // session go on.
+    app.add_user("Acme", "pat@acme.example", Role::Member).await;
+    let pat = app.signed_in("pat@acme.example").await;
+    assert_eq!(app.call(&pat, "team", &[]).await.status(), 200);
+    let res = app
+        .call(&browser, "set-sso-required", &[("on", "true")])
+        .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let res = app.call(&pat, "team", &[]).await;
+    assert_eq!(res.status(), 403);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("requires signing in through its identity provider"));
+    assert_eq!(me(&app, &pat).await["sso_due"], true);
+    assert_eq!(app.call(&newbie, "team", &[]).await.status(), 200);
+    assert_eq!(me(&app, &newbie).await["sso_due"], false);
+    assert_eq!(app.call(&browser, "team", &[]).await.status(), 200);
+    let changed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_events WHERE action = 'org.sso_requirement_changed'",
+    )
+    .fetch_one(app.db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(changed, 1);
     provider.stop().await;
 }
 

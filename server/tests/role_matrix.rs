@@ -492,6 +492,35 @@ async fn role_matrix(db: TestDb) {
             Who::OtherOrg | Who::Owner => 409,
         };
         assert_eq!(res.status(), expected, "mfa-require as {who:?}");
+        // Single sign-on: reading the organisation's settings is anyone's,
+        // changing them an Owner's (409 here: no provider is configured,
+        // and the domain checks come after the role).
+        for endpoint in ["sso-requirement", "join-domains", "sign-in-methods"] {
+            let res = app.call(c, endpoint, &[]).await;
+            let expected = if *who == Who::Anonymous { 401 } else { 200 };
+            assert_eq!(res.status(), expected, "{endpoint} as {who:?}");
+        }
+        let res = app.call(c, "set-sso-required", &[("on", "true")]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member | Who::Admin => 403,
+            Who::OtherOrg | Who::Owner => 409,
+        };
+        assert_eq!(res.status(), expected, "set-sso-required as {who:?}");
+        let res = app
+            .call(c, "remove-join-domain", &[("domain", "nowhere.example")])
+            .await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member | Who::Admin => 403,
+            Who::OtherOrg | Who::Owner => 404,
+        };
+        assert_eq!(res.status(), expected, "remove-join-domain as {who:?}");
+        let res = app
+            .call(c, "unlink-identity", &[("provider", "oidc")])
+            .await;
+        let expected = if *who == Who::Anonymous { 401 } else { 404 };
+        assert_eq!(res.status(), expected, "unlink-identity as {who:?}");
         let res = app
             .call(
                 c,
