@@ -14,12 +14,31 @@
 //   CHROMIUM_PATH       browser (default: /usr/bin/chromium)
 //   E2E_TEST_TIMEOUT_MS per-test limit (default: 120000)
 //   PILOTHOUSE_PILOT_INTERVAL_SECS  passed to the server (default here: 2)
+//   CI                  "true" or "1": a test that would skip fails instead
+//   PILOTHOUSE_TEST_SKIP_LOG  a file each skipped test is appended to (scripts/test.sh)
 //
-// Prints "ok - name" / "not ok - name" per test and ends with "N passed, N failed".
+// Sign-in with OpenID Connect: when npm oidc-provider is installed, the run
+// makes a throwaway CA and a certificate for localhost / 127.0.0.1 (openssl),
+// configures the server with PILOTHOUSE_OIDC_* for a provider on a reserved
+// port, and starts server/tests/helpers/oidc_provider.mjs there once the
+// server's URL (the redirect URI) is known. Chromium trusts that one
+// certificate (--ignore-certificate-errors-spki-list, its key's hash); the
+// server trusts the CA (PILOTHOUSE_OIDC_CA_FILE). Tests see it as t.oidc.
+//
+// Sign-in with GitHub: the run starts server/tests/helpers/github_standin.mjs
+// (a stand-in for GitHub's endpoints, which cannot be reached from here) on
+// a reserved port and configures the server for it (PILOTHOUSE_GITHUB_*).
+// Tests see it as t.github.
+//
+// Prints "ok - name" / "not ok - name" / "skip - name: why" per test and ends
+// with "N passed, N failed"; a skipped test counts as neither, and the lines
+// "# SKIP: N test(s) did not run:" and why come just before.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -48,6 +67,11 @@ const CHROMIUM_ARGS = [
 const ANSI_RE = /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07/g;
 const stripAnsi = (s) => s.replace(ANSI_RE, '');
 
+const IN_CI = ['true', '1'].includes(process.env.CI || '');
+
+// Thrown by t.skip(): the test did not run, and says why.
+class Skip extends Error {}
+
 // ---------------------------------------------------------------------------
 // Server
 
@@ -58,9 +82,17 @@ class Server {
     this.exited = null; // { code, signal } once the process is gone
   }
 
-  async start() {
-    this.dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pilothouse-e2e-'));
-    const env = { ...process.env, RUST_LOG: 'info' };
+  // Other processes' lines (the OpenID Provider's) join the server's log,
+  // marked, so a failed test shows them with the server output.
+  note(line) {
+    this.lines.push(line);
+    if (this.lines.length > 5000) this.lines.splice(0, 1000);
+  }
+
+  async start(dataDir, extraEnv = {}) {
+    this.dataDir = dataDir;
+    fs.mkdirSync(dataDir, { recursive: true });
+    const env = { ...process.env, RUST_LOG: 'info', ...extraEnv };
     // The AI Pilot's rules every 2 s instead of every minute, so the
     // operations test sees its proposals quickly.
     if (!env.PILOTHOUSE_PILOT_INTERVAL_SECS) env.PILOTHOUSE_PILOT_INTERVAL_SECS = '2';
@@ -74,8 +106,7 @@ class Server {
     let wake = () => {};
     const onLine = (line) => {
       const clean = stripAnsi(line);
-      this.lines.push(clean);
-      if (this.lines.length > 5000) this.lines.splice(0, 1000);
+      this.note(clean);
       const listen = clean.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
       if (listen && !baseUrl) baseUrl = listen[1];
       const gateway = clean.match(/agent gateway listening on (https:\/\/127\.0\.0\.1:\d+)/);
@@ -147,9 +178,272 @@ function describeExit(e) {
 }
 
 // ---------------------------------------------------------------------------
+// OpenID Provider (npm oidc-provider through server/tests/helpers/oidc_provider.mjs)
+
+const OIDC_MODULE = path.join(REPO, 'node_modules', 'oidc-provider');
+const OIDC_SCRIPT = path.join(REPO, 'server', 'tests', 'helpers', 'oidc_provider.mjs');
+const OPENSSL = '/usr/bin/openssl';
+const OIDC_START_TIMEOUT_MS = 30_000;
+
+// Who can sign in at the provider: the Owner 02-setup.mjs makes
+// (end2end/tests/_common.mjs OWNER), someone at a domain that may join, and
+// Bob (03-invite.mjs), whose password account must not be taken over.
+const OIDC_ACCOUNTS = [
+  { sub: 'g-owner', email: 'owner@example.com', email_verified: true },
+  { sub: 'g-new', email: 'newcomer@acme.example', email_verified: true },
+  { sub: 'g-bob', email: 'bob@example.com', email_verified: true },
+];
+
+// A free TCP port on 127.0.0.1 now (the provider binds it after the server
+// has started: the server must know the issuer URL first).
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+class OidcProvider {
+  constructor(dir) {
+    this.dir = dir;
+    this.state = 'absent'; // absent (not installed), broken (could not run), or running
+    this.reason = null;
+    this.proc = null;
+    this.exited = null;
+  }
+
+  // The certificates, the port and the server's settings; null when the
+  // provider cannot run (this.reason says why).
+  async prepare() {
+    if (!fs.existsSync(OIDC_MODULE)) {
+      this.reason = 'npm oidc-provider is not installed in node_modules (scripts/install.sh installs it)';
+      return null;
+    }
+    try {
+      fs.mkdirSync(this.dir, { recursive: true });
+      const f = (name) => path.join(this.dir, name);
+      const openssl = (...args) => execFileSync(OPENSSL, args, { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] });
+      const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+      // The CA (valid two days; it lives as long as this run's directory).
+      openssl(
+        'req', '-x509', ...ec, '-keyout', f('ca-key.pem'), '-out', f('ca.pem'), '-days', '2',
+        '-subj', '/CN=Pilothouse e2e OIDC test CA',
+        '-addext', 'basicConstraints=critical,CA:TRUE',
+        '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+      );
+      // The provider's certificate, for localhost and 127.0.0.1.
+      openssl('req', '-new', ...ec, '-keyout', f('key.pem'), '-out', f('leaf.csr'), '-subj', '/CN=localhost');
+      const extensions = [
+        'basicConstraints=critical,CA:FALSE',
+        'keyUsage=critical,digitalSignature',
+        'extendedKeyUsage=serverAuth',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+        'authorityKeyIdentifier=keyid',
+        'subjectKeyIdentifier=hash',
+      ];
+      fs.writeFileSync(f('leaf.ext'), `${extensions.join('\n')}\n`);
+      openssl(
+        'x509', '-req', '-in', f('leaf.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca-key.pem'),
+        '-days', '2', '-extfile', f('leaf.ext'), '-out', f('cert.pem'),
+      );
+      this.caFile = f('ca.pem');
+      this.certFile = f('cert.pem');
+      this.keyFile = f('key.pem');
+      // What Chromium is told to accept: this certificate's key, only.
+      const spki = crypto.createPublicKey(fs.readFileSync(this.certFile)).export({ type: 'spki', format: 'der' });
+      this.spkiHash = crypto.createHash('sha256').update(spki).digest('base64');
+      this.port = await freePort();
+    } catch (err) {
+      const detail = err.stderr ? `: ${String(err.stderr).trim()}` : '';
+      this.state = 'broken';
+      this.reason = `cannot make the OpenID Provider's test certificates: ${err.message}${detail}`;
+      return null;
+    }
+    this.issuer = `https://localhost:${this.port}`;
+    this.clientId = 'pilothouse-e2e';
+    this.clientSecret = crypto.randomBytes(24).toString('base64url');
+    return {
+      PILOTHOUSE_OIDC_CLIENT_ID: this.clientId,
+      PILOTHOUSE_OIDC_CLIENT_SECRET: this.clientSecret,
+      PILOTHOUSE_OIDC_ISSUER: this.issuer,
+      PILOTHOUSE_OIDC_CA_FILE: this.caFile,
+    };
+  }
+
+  // Starts it on the reserved port, knowing the server's redirect URI.
+  // Failing leaves state 'broken' (the tests that need it fail, the others run).
+  async start(server) {
+    const config = {
+      port: this.port,
+      cert: this.certFile,
+      key: this.keyFile,
+      client: {
+        client_id: this.clientId,
+        client_secret: this.clientSecret,
+        redirect_uris: [`${server.baseUrl}/auth/oidc/callback`],
+      },
+      accounts: OIDC_ACCOUNTS,
+    };
+    console.log(`# starting the OpenID Provider (npm oidc-provider) at ${this.issuer}`);
+    const proc = spawn(process.execPath, [OIDC_SCRIPT, JSON.stringify(config)], {
+      cwd: REPO,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.proc = proc;
+    readline.createInterface({ input: proc.stderr }).on('line', (l) => server.note(`[oidc-provider] ${stripAnsi(l)}`));
+    const out = readline.createInterface({ input: proc.stdout });
+    try {
+      const ready = await new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`it did not print its ready line within ${OIDC_START_TIMEOUT_MS / 1000} s`)),
+          OIDC_START_TIMEOUT_MS,
+        );
+        out.on('line', (line) => {
+          let v = null;
+          try {
+            v = JSON.parse(line);
+          } catch {
+            // not the ready line
+          }
+          if (v && typeof v.port === 'number') {
+            clearTimeout(timer);
+            resolve(v);
+          } else {
+            server.note(`[oidc-provider] ${stripAnsi(line)}`);
+          }
+        });
+        proc.on('error', (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+        // 'close': after its last stderr line, which the log should show.
+        proc.on('close', (code, signal) => {
+          this.exited = { code, signal };
+          clearTimeout(timer);
+          reject(new Error(`it exited at start (${describeExit(this.exited)})`));
+        });
+      });
+      if (ready.issuer !== this.issuer) throw new Error(`it says its issuer is ${ready.issuer}, not ${this.issuer}`);
+    } catch (err) {
+      this.state = 'broken';
+      this.reason = `the OpenID Provider did not start: ${err.message}\n${server.tail(30)}`;
+      this.kill();
+      return;
+    }
+    proc.on('exit', (code, signal) => {
+      this.exited = { code, signal };
+      server.note(`[oidc-provider] exited (${describeExit(this.exited)})`);
+    });
+    this.state = 'running';
+    console.log(`# OpenID Provider at ${this.issuer}`);
+  }
+
+  // What tests see as t.oidc.
+  forTests() {
+    if (this.state !== 'running') return null;
+    return { issuer: this.issuer, port: this.port, accounts: OIDC_ACCOUNTS.map((a) => ({ ...a })) };
+  }
+
+  async stop() {
+    if (!this.proc || this.exited || this.proc.exitCode !== null) return;
+    const gone = once(this.proc, 'exit');
+    this.proc.kill('SIGTERM');
+    const timeout = new Promise((resolve) => setTimeout(resolve, 5000, 'timeout'));
+    if ((await Promise.race([gone, timeout])) === 'timeout') {
+      this.proc.kill('SIGKILL');
+      await gone;
+    }
+  }
+
+  kill() {
+    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL');
+  }
+}
+
+// ---------------------------------------------------------------------------
+// GitHub stand-in (server/tests/helpers/github_standin.mjs): GitHub's servers
+// cannot be reached from here. Plain HTTP on loopback, node built-ins only,
+// so it always runs. The server is configured for it as a GitHub Enterprise
+// Server (PILOTHOUSE_GITHUB_URL; its API under /api/v3).
+
+const GITHUB_SCRIPT = path.join(REPO, 'server', 'tests', 'helpers', 'github_standin.mjs');
+
+// The Owner (02-setup.mjs) and someone at a domain that may join.
+const GITHUB_USERS = [
+  { id: 5001, login: 'owner-gh', emails: [{ email: 'owner@example.com', primary: true, verified: true }], orgs: [] },
+  { id: 5002, login: 'gh-newcomer', emails: [{ email: 'octo@acme.example', primary: true, verified: true }], orgs: [] },
+];
+
+class GitHubStandIn {
+  async prepare() {
+    this.port = await freePort();
+    this.url = `http://127.0.0.1:${this.port}`;
+    this.clientId = 'Iv1.pilothouse-e2e';
+    this.clientSecret = crypto.randomBytes(24).toString('base64url');
+    return {
+      PILOTHOUSE_GITHUB_CLIENT_ID: this.clientId,
+      PILOTHOUSE_GITHUB_CLIENT_SECRET: this.clientSecret,
+      PILOTHOUSE_GITHUB_URL: this.url,
+    };
+  }
+
+  async start(server) {
+    const config = {
+      port: this.port,
+      client: {
+        client_id: this.clientId,
+        client_secret: this.clientSecret,
+        redirect_uri: `${server.baseUrl}/auth/github/callback`,
+      },
+      users: GITHUB_USERS,
+    };
+    this.proc = spawn(process.execPath, [GITHUB_SCRIPT, JSON.stringify(config)], {
+      cwd: REPO,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    readline.createInterface({ input: this.proc.stderr }).on('line', (l) => server.note(`[github] ${stripAnsi(l)}`));
+    const out = readline.createInterface({ input: this.proc.stdout });
+    // Each racer resolves (none rejects later, unhandled): a line, or why not.
+    let timer = null;
+    const first = await Promise.race([
+      once(out, 'line').then(([line]) => ({ line })),
+      once(this.proc, 'exit').then(() => ({ error: `the GitHub stand-in exited at start\n${server.tail(20)}` })),
+      new Promise((resolve) => {
+        timer = setTimeout(() => resolve({ error: 'the GitHub stand-in did not start within 30 s' }), 30_000);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (first.error) throw new Error(first.error);
+    if (JSON.parse(first.line).port !== this.port) {
+      throw new Error(`the GitHub stand-in is not on port ${this.port}: ${first.line}`);
+    }
+    console.log(`# GitHub stand-in at ${this.url}`);
+  }
+
+  forTests() {
+    return { url: this.url, users: GITHUB_USERS.map((u) => ({ ...u })) };
+  }
+
+  async stop() {
+    if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    const gone = once(this.proc, 'exit');
+    this.proc.kill('SIGTERM');
+    await gone;
+  }
+
+  kill() {
+    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL');
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Per-test context
 
-function makeContext({ server, browser, shared }) {
+function makeContext({ server, oidc, github, browser, shared }) {
   const contexts = [];
   const pages = []; // every page opened in this test, in order
   const problems = []; // console errors and page errors
@@ -189,6 +483,11 @@ function makeContext({ server, browser, shared }) {
     agentUrl: server.agentUrl,
     agentBin: process.env.PILOTHOUSE_AGENT_BIN || path.join(REPO, 'target', 'debug', 'pilothouse-agent'),
     serverLines: () => server.lines.slice(),
+    // The OpenID Provider ({ issuer, port, accounts }), or null when it is
+    // not running; a test that needs it calls t.requireOidc() first.
+    oidc: oidc.forTests(),
+    // The GitHub stand-in ({ url, users }).
+    github: github.forTests(),
     browser,
     // Plain object shared by all tests of the run (state carries over).
     state: shared,
@@ -267,6 +566,21 @@ function makeContext({ server, browser, shared }) {
 
     log(...args) {
       console.log('#', ...args);
+    },
+
+    // Ends the test as skipped, saying why; in CI (CI=true) a failure instead.
+    skip(why) {
+      if (IN_CI) throw new Error(`cannot run (CI=${process.env.CI}, where everything must run): ${why}`);
+      throw new Skip(why);
+    },
+
+    // The running OpenID Provider: skips when npm oidc-provider is not
+    // installed, fails when it is but could not start or has stopped.
+    requireOidc() {
+      if (oidc.state === 'absent') t.skip(oidc.reason);
+      if (oidc.state !== 'running') throw new Error(oidc.reason || 'the OpenID Provider is not running');
+      if (oidc.exited) throw new Error(`the OpenID Provider has stopped (${describeExit(oidc.exited)})`);
+      return t.oidc;
     },
   };
 
@@ -350,10 +664,18 @@ async function main() {
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
 
   const server = new Server(bin);
+  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pilothouse-e2e-'));
+  const oidc = new OidcProvider(path.join(runDir, 'oidc'));
+  const github = new GitHubStandIn();
   let browser = null;
   let passed = 0;
   let failed = 0;
-  const cleanup = () => server.killNow();
+  const skipped = [];
+  const cleanup = () => {
+    server.killNow();
+    oidc.kill();
+    github.kill();
+  };
   process.on('exit', cleanup);
   for (const sig of ['SIGINT', 'SIGTERM']) {
     process.on(sig, () => {
@@ -363,18 +685,26 @@ async function main() {
   }
 
   try {
-    await server.start();
+    const oidcEnv = await oidc.prepare();
+    if (!oidcEnv) console.log(`# OpenID Connect sign-in not configured: ${oidc.reason}`);
+    const githubEnv = await github.prepare();
+    await server.start(path.join(runDir, 'data'), { ...(oidcEnv || {}), ...githubEnv });
+    if (oidcEnv) await oidc.start(server);
+    await github.start(server);
+    const chromiumArgs = [...CHROMIUM_ARGS];
+    // The provider's certificate (from the throwaway CA), and no other.
+    if (oidc.spkiHash) chromiumArgs.push(`--ignore-certificate-errors-spki-list=${oidc.spkiHash}`);
     browser = await chromium.launch({
       executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
       headless: true,
-      args: CHROMIUM_ARGS,
+      args: chromiumArgs,
     });
 
     const shared = {};
     for (const test of tests) {
       const started = Date.now();
       const logFrom = server.lines.length;
-      const ctx = makeContext({ server, browser, shared });
+      const ctx = makeContext({ server, oidc, github, browser, shared });
       let error = null;
       try {
         if (server.exited) throw new Error(`server is not running (${describeExit(server.exited)})`);
@@ -388,7 +718,17 @@ async function main() {
         if (ctx.problems.length) error.message += `\nbrowser errors:\n${ctx.problems.join('\n')}`;
       }
       const secs = ((Date.now() - started) / 1000).toFixed(1);
-      if (error) {
+      if (error instanceof Skip) {
+        skipped.push(`${test.name}: ${error.message}`);
+        console.log(`skip - ${test.name} (${secs} s): ${error.message}`);
+        if (process.env.PILOTHOUSE_TEST_SKIP_LOG) {
+          try {
+            fs.appendFileSync(process.env.PILOTHOUSE_TEST_SKIP_LOG, `browser test ${test.name} (${error.message})\n`);
+          } catch {
+            // the summary still shows it
+          }
+        }
+      } else if (error) {
         failed++;
         const shots = await screenshots(test.name, ctx.pages);
         console.log(`not ok - ${test.name} (${secs} s)`);
@@ -408,15 +748,21 @@ async function main() {
     console.log(indent(err.stack || err.message || err));
   } finally {
     if (browser) await browser.close().catch(() => {});
+    await oidc.stop();
+    await github.stop();
     await server.stop();
   }
 
   if (failed === 0) {
-    fs.rmSync(server.dataDir, { recursive: true, force: true });
-  } else if (server.dataDir) {
-    console.log(`# data directory kept for inspection: ${server.dataDir}`);
+    fs.rmSync(runDir, { recursive: true, force: true });
+  } else {
+    console.log(`# data directory kept for inspection: ${server.dataDir || runDir}`);
   }
   if (passed + failed === 0) console.log('# no tests ran');
+  if (skipped.length) {
+    console.log(`# SKIP: ${skipped.length} test(s) did not run:`);
+    for (const s of skipped) console.log(`#   ${s}`);
+  }
   console.log(`${passed} passed, ${failed} failed`);
   return failed === 0 && passed > 0 ? 0 : 1;
 }

@@ -75,6 +75,10 @@ pub async fn sign_in_methods() -> Result<MethodsView, AppError> {
         .session
         .remove::<String>(control::sessions::keys::SSO_ERROR)
         .await?;
+    // One token for every "Link" link on the page: the session keeps one,
+    // and the start spends it.
+    let token = control::crypto::random_token(16);
+    let mut offered_link = false;
     let mut rows = Vec::new();
     for provider in [Provider::Oidc, Provider::GitHub] {
         let linked = methods
@@ -88,10 +92,7 @@ pub async fn sign_in_methods() -> Result<MethodsView, AppError> {
         let link_href = match linked {
             Some(_) => None,
             None => {
-                let token = control::crypto::random_token(16);
-                cx.session
-                    .insert(control::sessions::keys::SSO_LINK_TOKEN, &token)
-                    .await?;
+                offered_link = true;
                 Some(format!("/auth/{}/start?link={token}", provider.as_str()))
             }
         };
@@ -101,6 +102,11 @@ pub async fn sign_in_methods() -> Result<MethodsView, AppError> {
             linked,
             link_href,
         });
+    }
+    if offered_link {
+        cx.session
+            .insert(control::sessions::keys::SSO_LINK_TOKEN, &token)
+            .await?;
     }
     Ok(MethodsView {
         password: methods.password,
@@ -230,7 +236,7 @@ pub fn SignInMethodsSection() -> impl IntoView {
                                 <p class="mt-2 rounded-md bg-red-50 p-3 text-sm text-red-900" role="alert" data-testid="sso-error">{e}</p>
                             })}
                             <ul class="mt-3 flex max-w-xl flex-col gap-2 text-sm">
-                                <li class="flex items-center justify-between rounded-md border border-slate-200 bg-white p-3">
+                                <li class="flex flex-wrap items-center justify-between gap-2 rounded-md border border-slate-200 bg-white p-3">
                                     <span>"Password"</span>
                                     <span class="text-slate-600" data-testid="password-method">
                                         {if v.password { "Set" } else { "None: you sign in through a provider" }}
@@ -239,11 +245,11 @@ pub fn SignInMethodsSection() -> impl IntoView {
                                 {v.rows.into_iter().map(|row| {
                                     let provider = row.provider.as_str();
                                     view! {
-                                        <li class="flex items-center justify-between rounded-md border border-slate-200 bg-white p-3" data-testid=format!("method-{provider}")>
+                                        <li class="flex flex-wrap items-center justify-between gap-2 rounded-md border border-slate-200 bg-white p-3" data-testid=format!("method-{provider}")>
                                             <span>{row.label.clone()}</span>
                                             {match (row.linked, row.link_href) {
                                                 (Some(linked), _) => view! {
-                                                    <span class="flex items-center gap-3">
+                                                    <span class="flex flex-wrap items-center gap-3">
                                                         <span class="text-slate-600" data-testid="linked-email">{format!("Linked: {}", linked.email)}</span>
                                                         <ActionForm action=unlink>
                                                             <input type="hidden" name="provider" value=provider />
@@ -328,7 +334,7 @@ pub fn JoinDomainsSection() -> impl IntoView {
                         Ok(domains) => view! {
                             <ul class="mt-3 flex max-w-xl flex-col gap-2 text-sm">
                                 {domains.into_iter().map(|d| view! {
-                                    <li class="flex items-center justify-between rounded-md border border-slate-200 bg-white p-3" data-testid="join-domain">
+                                    <li class="flex flex-wrap items-center justify-between gap-2 rounded-md border border-slate-200 bg-white p-3" data-testid="join-domain">
                                         <span>{format!("{} joins as {}", d.domain, d.role.label())}</span>
                                         <ActionForm action=remove>
                                             <input type="hidden" name="domain" value=d.domain.clone() />
@@ -343,8 +349,8 @@ pub fn JoinDomainsSection() -> impl IntoView {
                 })}
             </Suspense>
             <FormError action=remove />
-            <ActionForm action=add attr:class="mt-3 flex max-w-xl items-end gap-3">
-                <label class="field grow">
+            <ActionForm action=add attr:class="mt-3 flex max-w-xl flex-wrap items-end gap-3">
+                <label class="field min-w-0 grow">
                     <span>"Domain"</span>
                     <input class="input" name="domain" placeholder="example.com" required maxlength="253" />
                 </label>
