@@ -13,9 +13,11 @@
 //!   too, through the outbox, with a "this wasn't me" link: a one-time token
 //!   (stored hashed) that works for [`DISOWN_TTL_SECS`].
 //! - **"This wasn't me"** ([`disown_by_token`], or [`disown`] from the
-//!   dashboard) signs out every session of the account and replaces its
-//!   password with one nobody knows, so it must be reset; with email set up
-//!   a reset link goes out at once. Audited as `user.sign_in_disowned`.
+//!   dashboard) signs out every session of the account, removes its links
+//!   to identity providers (whoever it was may have come through one), and
+//!   replaces its password with one nobody knows, so it must be reset; with
+//!   email set up a reset link goes out at once. Audited as
+//!   `user.sign_in_disowned`.
 
 use secrecy::SecretString;
 use serde_json::json;
@@ -199,8 +201,9 @@ async fn notice(
          \n\
          If this was you, there is nothing to do.\n\
          \n\
-         If it was not you, open this link: it signs out every session of the account and\n\
-         makes its password unusable until it is reset (a reset link follows by email):\n\
+         If it was not you, open this link: it signs out every session of the account,\n\
+         unlinks its Google or GitHub sign-in, and makes its password unusable until it\n\
+         is reset (a reset link follows by email):\n\
          \n\
          {base}/not-me/{token}\n",
         when = now.display_utc(),
@@ -362,8 +365,9 @@ async fn unusable_password() -> Result<String, ControlError> {
     crate::password::hash(SecretString::from(random_token(32))).await
 }
 
-/// Ends every session of `user`, sets the password hash to `unknown`, queues a reset
-/// link (with email), and records `user.sign_in_disowned`; commits `tx`.
+/// Ends every session of `user`, sets the password hash to `unknown`, removes
+/// its links to identity providers, queues a reset link (with email), and
+/// records `user.sign_in_disowned`; commits `tx`.
 #[allow(clippy::too_many_arguments)]
 async fn lock_out(
     store: &Store,
@@ -382,6 +386,13 @@ async fn lock_out(
         .await?;
     crate::accounts::set_password_hash(&mut tx, user, &unknown, false, now).await?;
     let ended = crate::sessions::end_for(&mut tx, user, None).await?;
+    // Whoever it was may have come through a linked provider: those links go
+    // too (the owner links again after the reset).
+    let unlinked = sqlx::query("DELETE FROM user_identities WHERE user_id = $1")
+        .bind(user.0)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
     let actor = AuditActor {
         user: Some(user),
         label: email.clone(),
@@ -394,7 +405,7 @@ async fn lock_out(
         user,
         AuditAction::SignInDisowned,
         &format!("user:{}", user.0),
-        json!({ "notice": notice, "via": via, "sessions_ended": ended }),
+        json!({ "notice": notice, "via": via, "sessions_ended": ended, "identities_unlinked": unlinked }),
         now,
     )
     .await?;

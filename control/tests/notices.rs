@@ -264,6 +264,23 @@ async fn the_link_locks_the_account_once(db: TestDb) {
 
 async fn the_dashboard_button_does_the_same(db: TestDb) {
     let s = setup(db).await;
+    // Linked to Google: whoever it was may have come that way.
+    let google = control::sso::Identity {
+        provider: control::sso::Provider::Oidc,
+        subject: "g-1".into(),
+        email: "owner@example.com".into(),
+        email_verified: true,
+        label: "Google".into(),
+    };
+    control::sso::link(
+        &s.db.store,
+        s.user,
+        &google,
+        &common::meta(),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
     s.sign_in(&notices::new_device_id(), "198.51.100.7").await;
     s.sign_in(&notices::new_device_id(), "203.0.113.5").await;
     let owner = common::actor(&s.db, s.user, s.org).await;
@@ -285,6 +302,19 @@ async fn the_dashboard_button_does_the_same(db: TestDb) {
     )
     .await;
     assert!(login.is_err());
+    // The link is gone: Google no longer signs in to the account.
+    assert!(
+        control::sso::sign_in(&s.db.store, &google, &common::meta(), Timestamp::now())
+            .await
+            .is_err()
+    );
+    let details: String = sqlx::query_scalar(
+        "SELECT details FROM audit_events WHERE action = 'user.sign_in_disowned'",
+    )
+    .fetch_one(s.db.store.pool())
+    .await
+    .unwrap();
+    assert!(details.contains("\"identities_unlinked\":1"), "{details}");
 }
 
 control::both_backends!(
