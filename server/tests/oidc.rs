@@ -494,6 +494,78 @@ async fn hosted_domain_and_unreachable_provider(db: TestDb) {
     provider.stop().await;
 }
 
+/// Half a configuration, or a bad value, stops the server at start with a
+/// sentence naming the setting.
+#[tokio::test]
+async fn bad_settings_stop_the_server() {
+    type Set = fn(&mut server::Config);
+    let cases: [(Set, &str); 7] = [
+        (
+            |c| c.oidc_client_id = Some("id".into()),
+            "oidc_client_secret is not",
+        ),
+        (
+            |c| c.oidc_client_secret = Some("s".into()),
+            "oidc_client_id is not",
+        ),
+        (
+            |c| {
+                c.oidc_client_id = Some("id".into());
+                c.oidc_client_secret = Some("s".into());
+                c.oidc_issuer = Some("http://idp.example.com".into());
+            },
+            "oidc_issuer is http://idp.example.com: it must be an https:// URL",
+        ),
+        (
+            |c| {
+                c.oidc_client_id = Some("id".into());
+                c.oidc_client_secret = Some("s".into());
+                c.oidc_hosted_domain = Some("not a domain".into());
+            },
+            "oidc_hosted_domain",
+        ),
+        (
+            |c| {
+                c.oidc_client_id = Some("id".into());
+                c.oidc_client_secret = Some("s".into());
+                c.oidc_ca_file = Some("/nonexistent/ca.pem".into());
+            },
+            "cannot read oidc_ca_file /nonexistent/ca.pem",
+        ),
+        (
+            |c| c.github_client_secret = Some("s".into()),
+            "github_client_id is not",
+        ),
+        (
+            |c| {
+                c.github_client_id = Some("id".into());
+                c.github_client_secret = Some("s".into());
+                c.github_org = Some("bad org!".into());
+            },
+            "github_org is bad org!",
+        ),
+    ];
+    for (set, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = server::Config::load(
+            None,
+            server::Overrides {
+                data_dir: Some(dir.path().to_path_buf()),
+                database_url: None,
+                listen: Some("127.0.0.1:0".parse().unwrap()),
+                agent_listen: Some("127.0.0.1:0".parse().unwrap()),
+            },
+        )
+        .unwrap();
+        set(&mut config);
+        let err = match server::Application::build(config).await {
+            Ok(_) => panic!("the server started despite: {says}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(says), "{says}: {err}");
+    }
+}
+
 control::both_backends!(
     sign_in_link_and_join,
     bad_tokens_are_refused,
