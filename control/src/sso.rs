@@ -41,6 +41,12 @@ use crate::{ControlError, OrgId, Role, Timestamp, UserId};
 
 /// How long a started sign-in waits for the provider's answer.
 pub const FLOW_TTL_SECS: i64 = 600;
+/// Sign-ins started per client address: each keeps a row until it is
+/// answered or expires, so starting is limited like failing.
+pub const STARTS_PER_CLIENT: crate::throttle::Limit = crate::throttle::Limit {
+    max_failures: 120,
+    window_secs: 600,
+};
 /// Failures that name no account are recorded at most this often per
 /// organisation and reason.
 pub const UNATTRIBUTED_RECORD_EVERY_SECS: i64 = 60;
@@ -107,7 +113,8 @@ pub fn new_browser_binding() -> String {
 }
 
 /// Keeps a started flow until the provider answers (see the module notes).
-/// Flows that expired unanswered are deleted here.
+/// At most [`STARTS_PER_CLIENT`] per client address (`ip`), counted whether
+/// or not they finish; flows that expired unanswered are deleted here.
 #[allow(clippy::too_many_arguments)]
 pub async fn begin_flow(
     store: &Store,
@@ -117,8 +124,12 @@ pub async fn begin_flow(
     verifier: &SecretString,
     nonce: &SecretString,
     link_user: Option<UserId>,
+    ip: &str,
     now: Timestamp,
 ) -> Result<(), ControlError> {
+    let key = format!("sso-start:{ip}");
+    // Never given back: every start counts.
+    let _counted = crate::throttle::reserve(store, &[(&key, STARTS_PER_CLIENT)], now).await?;
     let mut tx = store.begin().await?;
     sqlx::query("DELETE FROM sso_flows WHERE expires_at <= $1")
         .bind(now.0)

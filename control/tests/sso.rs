@@ -52,6 +52,7 @@ async fn start(db: &TestDb, state: &str, browser: &str, now: Timestamp) {
         &SecretString::from("verifier-1"),
         &SecretString::from("nonce-1"),
         None,
+        "192.0.2.7",
         now,
     )
     .await
@@ -554,6 +555,60 @@ async fn requiring_sso_holds_password_sessions(db: TestDb) {
     assert!(!actor(&db, admin, org).await.sso_due());
 }
 
+async fn starts_are_limited_per_client_under_a_burst(db: TestDb) {
+    let now = Timestamp::now();
+    let limit = sso::STARTS_PER_CLIENT.max_failures as usize;
+    let burst: Vec<_> = (0..limit + 30)
+        .map(|i| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                sso::begin_flow(
+                    &store,
+                    Provider::Oidc,
+                    &format!("state-{i}"),
+                    "browser",
+                    &SecretString::from("v"),
+                    &SecretString::from("n"),
+                    None,
+                    "198.51.100.9",
+                    now,
+                )
+                .await
+            })
+        })
+        .collect();
+    let (mut ok, mut throttled) = (0, 0);
+    for b in burst {
+        match b.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(ControlError::Throttled(_)) => throttled += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!((ok, throttled), (limit, 30));
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sso_flows")
+        .fetch_one(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(kept as usize, limit, "a refused start keeps nothing");
+    // Another address is not held; the window frees them later.
+    start(&db, "other", "b", now).await;
+    let later = now.plus_secs(sso::STARTS_PER_CLIENT.window_secs + 1);
+    sso::begin_flow(
+        &db.store,
+        Provider::Oidc,
+        "after-the-window",
+        "browser",
+        &SecretString::from("v"),
+        &SecretString::from("n"),
+        None,
+        "198.51.100.9",
+        later,
+    )
+    .await
+    .unwrap();
+}
+
 control::both_backends!(
     a_flow_answers_once_in_its_own_browser,
     a_first_sign_in_never_takes_over_an_account,
@@ -561,4 +616,5 @@ control::both_backends!(
     a_joinable_domain_makes_a_passwordless_member,
     failures_naming_nobody_are_recorded_once_a_minute,
     requiring_sso_holds_password_sessions,
+    starts_are_limited_per_client_under_a_burst,
 );

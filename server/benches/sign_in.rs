@@ -4,7 +4,9 @@
 //! stand-in for GitHub's endpoints (GitHub cannot be reached from here).
 //! Prints figures; asserts nothing about time.
 //!
-//! Run: `cargo bench -p server --bench sign_in -- [N]` (default 20 per method).
+//! Run: `cargo bench -p server --bench sign_in -- [N]` (default 20 per method;
+//! above 59, the SSO starts from this one address reach
+//! `control::sso::STARTS_PER_CLIENT`).
 //!
 //! Each sign-in is a new browser (cookie-keeping client) from the first
 //! request to a signed-in session, timed end to end on the client:

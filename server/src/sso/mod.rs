@@ -10,7 +10,9 @@
 //!   makes a `state` (and for OpenID Connect a nonce) and a PKCE verifier,
 //!   keeps them (`control::sso::begin_flow`) bound to a fresh browser cookie
 //!   (`ph_sso`, HttpOnly, path `/auth/`, 10 minutes), and sends the browser
-//!   to the provider's authorization endpoint.
+//!   to the provider's authorization endpoint. At most
+//!   `control::sso::STARTS_PER_CLIENT` starts per client address (HTTP 429
+//!   with `Retry-After` past it).
 //! - `GET /auth/{oidc|github}/callback` takes the flow once, by `state` and
 //!   the browser cookie; the provider's client exchanges the code and checks
 //!   the answer, giving an identity; then it signs in or links through
@@ -349,11 +351,25 @@ async fn start(
         &auth.verifier,
         &auth.nonce,
         link_user,
+        &cx.meta.ip,
         cx.now,
     )
     .await
     {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+        return match e {
+            control::ControlError::Throttled(wait) => {
+                let secs = wait.as_secs().max(1);
+                let mut res = plain(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("Too many sign-ins were started from your address. Try again in {secs} seconds."),
+                );
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    res.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                res
+            }
+            e => plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        };
     }
     let cookie = format!(
         "{FLOW_COOKIE}={browser}; Path=/auth/; Max-Age={}; HttpOnly; SameSite=Lax{}",
