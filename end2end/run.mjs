@@ -30,6 +30,11 @@
 // a reserved port and configures the server for it (PILOTHOUSE_GITHUB_*).
 // Tests see it as t.github.
 //
+// Email: when npm smtp-server is installed, the run starts
+// server/tests/helpers/smtp_sink.mjs on loopback before the server and
+// configures the server to mail through it (PILOTHOUSE_SMTP_*). Tests read
+// the messages as t.mail.
+//
 // Prints "ok - name" / "not ok - name" / "skip - name: why" per test and ends
 // with "N passed, N failed"; a skipped test counts as neither, and the lines
 // "# SKIP: N test(s) did not run:" and why come just before.
@@ -441,9 +446,86 @@ class GitHubStandIn {
 }
 
 // ---------------------------------------------------------------------------
+// SMTP server (npm smtp-server through server/tests/helpers/smtp_sink.mjs):
+// the server mails through it (plain SMTP, allowed only to a loopback
+// address); tests read what it received.
+
+const SMTP_MODULE = path.join(REPO, 'node_modules', 'smtp-server');
+const SMTP_SCRIPT = path.join(REPO, 'server', 'tests', 'helpers', 'smtp_sink.mjs');
+
+class SmtpSink {
+  constructor() {
+    this.messages = [];
+    this.reason = null;
+    this.proc = null;
+  }
+
+  // Starts it on any free port; the server's settings, or null (this.reason).
+  async start(server) {
+    if (!fs.existsSync(SMTP_MODULE)) {
+      this.reason = 'npm smtp-server is not installed in node_modules (scripts/install.sh installs it)';
+      return null;
+    }
+    this.proc = spawn(process.execPath, [SMTP_SCRIPT, '--port', '0'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    readline.createInterface({ input: this.proc.stderr }).on('line', (l) => server.note(`[smtp] ${stripAnsi(l)}`));
+    const out = readline.createInterface({ input: this.proc.stdout });
+    let timer = null;
+    const port = await new Promise((resolve) => {
+      timer = setTimeout(() => resolve(null), 30_000);
+      out.on('line', (line) => {
+        const listening = line.match(/^listening (\d+)$/);
+        if (listening) return resolve(Number(listening[1]));
+        try {
+          this.messages.push(JSON.parse(line));
+        } catch {
+          server.note(`[smtp] ${line}`);
+        }
+      });
+      this.proc.on('exit', () => resolve(null));
+    });
+    clearTimeout(timer);
+    if (!port) {
+      this.reason = 'the SMTP server (smtp_sink.mjs) did not start';
+      return null;
+    }
+    console.log(`# SMTP server on 127.0.0.1:${port}`);
+    return {
+      PILOTHOUSE_SMTP_SERVER: `127.0.0.1:${port}`,
+      PILOTHOUSE_SMTP_SECURITY: 'none',
+      PILOTHOUSE_MAIL_FROM: 'Pilothouse <pilothouse@example.com>',
+    };
+  }
+
+  // What tests see as t.mail, or null when it is not running.
+  forTests() {
+    if (!this.proc || this.reason) return null;
+    const sink = this;
+    return {
+      // The messages received so far ({ from, to, data }).
+      messages: () => sink.messages.slice(),
+      // The first message received after `since` (an index into messages())
+      // that `match` accepts, within `timeoutMs`.
+      async waitFor(match, since = 0, timeoutMs = 30_000) {
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+          const found = sink.messages.slice(since).find(match);
+          if (found) return found;
+          if (Date.now() > deadline) throw new Error(`no such message within ${timeoutMs / 1000} s (${sink.messages.length} received)`);
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      },
+    };
+  }
+
+  kill() {
+    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL');
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Per-test context
 
-function makeContext({ server, oidc, github, browser, shared }) {
+function makeContext({ server, oidc, github, smtp, browser, shared }) {
   const contexts = [];
   const pages = []; // every page opened in this test, in order
   const problems = []; // console errors and page errors
@@ -488,6 +570,9 @@ function makeContext({ server, oidc, github, browser, shared }) {
     oidc: oidc.forTests(),
     // The GitHub stand-in ({ url, users }).
     github: github.forTests(),
+    // The SMTP server's messages ({ messages(), waitFor() }), or null; a test
+    // that needs it calls t.requireMail() first.
+    mail: smtp.forTests(),
     browser,
     // Plain object shared by all tests of the run (state carries over).
     state: shared,
@@ -572,6 +657,12 @@ function makeContext({ server, oidc, github, browser, shared }) {
     skip(why) {
       if (IN_CI) throw new Error(`cannot run (CI=${process.env.CI}, where everything must run): ${why}`);
       throw new Skip(why);
+    },
+
+    // The SMTP server: skips when npm smtp-server is not installed.
+    requireMail() {
+      if (!t.mail) t.skip(smtp.reason || 'the SMTP server is not running');
+      return t.mail;
     },
 
     // The running OpenID Provider: skips when npm oidc-provider is not
@@ -667,6 +758,7 @@ async function main() {
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pilothouse-e2e-'));
   const oidc = new OidcProvider(path.join(runDir, 'oidc'));
   const github = new GitHubStandIn();
+  const smtp = new SmtpSink();
   let browser = null;
   let passed = 0;
   let failed = 0;
@@ -675,6 +767,7 @@ async function main() {
     server.killNow();
     oidc.kill();
     github.kill();
+    smtp.kill();
   };
   process.on('exit', cleanup);
   for (const sig of ['SIGINT', 'SIGTERM']) {
@@ -688,7 +781,9 @@ async function main() {
     const oidcEnv = await oidc.prepare();
     if (!oidcEnv) console.log(`# OpenID Connect sign-in not configured: ${oidc.reason}`);
     const githubEnv = await github.prepare();
-    await server.start(path.join(runDir, 'data'), { ...(oidcEnv || {}), ...githubEnv });
+    const smtpEnv = await smtp.start(server);
+    if (!smtpEnv) console.log(`# email not configured: ${smtp.reason}`);
+    await server.start(path.join(runDir, 'data'), { ...(oidcEnv || {}), ...githubEnv, ...(smtpEnv || {}) });
     if (oidcEnv) await oidc.start(server);
     await github.start(server);
     const chromiumArgs = [...CHROMIUM_ARGS];
@@ -704,7 +799,7 @@ async function main() {
     for (const test of tests) {
       const started = Date.now();
       const logFrom = server.lines.length;
-      const ctx = makeContext({ server, oidc, github, browser, shared });
+      const ctx = makeContext({ server, oidc, github, smtp, browser, shared });
       let error = null;
       try {
         if (server.exited) throw new Error(`server is not running (${describeExit(server.exited)})`);
@@ -751,6 +846,7 @@ async function main() {
     await oidc.stop();
     await github.stop();
     await server.stop();
+    smtp.kill();
   }
 
   if (failed === 0) {

@@ -130,13 +130,13 @@ pub fn NotMePage() -> impl IntoView {
             {move || match act.value().get() {
                 Some(Ok(email)) => view! {
                     <p class="text-sm" data-testid="not-me-done">
-                        {format!("Every session of {email} is signed out and its password no longer works. If the server sends email, a link to choose a new password is on its way; otherwise use \"Forgot your password?\" or ask the server's operator.")}
+                        {format!("Every session of {email} is signed out, its sign-in through Google or GitHub is unlinked, and its password no longer works. If the server sends email, a link to choose a new password is on its way; otherwise use \"Forgot your password?\" or ask the server's operator.")}
                     </p>
                     <A href="/login" attr:class="mt-4 inline-block text-sky-700 underline">"Go to sign in"</A>
                 }.into_any(),
                 _ => view! {
                     <p class="mb-4 text-sm text-slate-700">
-                        "If you did not sign in, confirm below: every session of your account is signed out at once, and its password stops working until you choose a new one."
+                        "If you did not sign in, confirm below: every session of your account is signed out at once, its sign-in through Google or GitHub is unlinked, and its password stops working until you choose a new one."
                     </p>
                     <ActionForm action=act attr:class="flex flex-col gap-4">
                         <FormError action=act />
