@@ -260,15 +260,9 @@ pub async fn login(
         return Err(ControlError::Unauthenticated(LOGIN_FAILED.into()));
     };
     let mut tx = store.begin().await?;
-    let org: Option<i64> = sqlx::query_scalar(
-        "SELECT org_id FROM memberships WHERE user_id = $1 ORDER BY created_at, org_id LIMIT 1",
-    )
-    .bind(user.0)
-    .fetch_optional(tx.conn())
-    .await?;
     // An account without an organisation gets the answer a wrong password
     // gets: the form does not reveal that the password was right.
-    let Some(org) = org.map(OrgId) else {
+    let Some(org) = first_org(&mut tx, user).await? else {
         return Err(ControlError::Unauthenticated(LOGIN_FAILED.into()));
     };
     throttle::release(&mut tx, reservation).await?;
@@ -764,6 +758,17 @@ fn conflict_if_unique(message: &'static str) -> impl FnOnce(sqlx::Error) -> Cont
             e.into()
         }
     }
+}
+
+/// The organisation a sign-in lands in: the account's oldest membership.
+pub(crate) async fn first_org(tx: &mut Tx, user: UserId) -> Result<Option<OrgId>, ControlError> {
+    let org: Option<i64> = sqlx::query_scalar(
+        "SELECT org_id FROM memberships WHERE user_id = $1 ORDER BY created_at, org_id LIMIT 1",
+    )
+    .bind(user.0)
+    .fetch_optional(tx.conn())
+    .await?;
+    Ok(org.map(OrgId))
 }
 
 pub(crate) async fn insert_org(

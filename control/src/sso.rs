@@ -280,13 +280,7 @@ pub async fn sign_in(
             }
         }
     };
-    let org: Option<i64> = sqlx::query_scalar(
-        "SELECT org_id FROM memberships WHERE user_id = $1 ORDER BY created_at, org_id LIMIT 1",
-    )
-    .bind(user.0)
-    .fetch_optional(tx.conn())
-    .await?;
-    let Some(org) = org.map(OrgId) else {
+    let Some(org) = crate::accounts::first_org(&mut tx, user).await? else {
         return Err(ControlError::forbidden(
             "Your account is not a member of any organisation.",
         ));

@@ -33,6 +33,23 @@ fn google(subject: &str, email: &str) -> Identity {
     }
 }
 
+/// Links the Google identity `subject` with `email` to `user`.
+async fn link(
+    db: &TestDb,
+    user: control::UserId,
+    subject: &str,
+    email: &str,
+) -> Result<(), ControlError> {
+    sso::link(
+        &db.store,
+        user,
+        &google(subject, email),
+        &meta(),
+        Timestamp::now(),
+    )
+    .await
+}
+
 async fn actions(db: &TestDb, action: &str) -> Vec<(String, String)> {
     sqlx::query_as::<_, (String, String)>(
         "SELECT target, details FROM audit_events WHERE action = $1 ORDER BY seq",
@@ -44,19 +61,30 @@ async fn actions(db: &TestDb, action: &str) -> Vec<(String, String)> {
 }
 
 async fn start(db: &TestDb, state: &str, browser: &str, now: Timestamp) {
+    start_from(&db.store, state, browser, "192.0.2.7", now)
+        .await
+        .unwrap();
+}
+
+async fn start_from(
+    store: &control::store::Store,
+    state: &str,
+    browser: &str,
+    ip: &str,
+    now: Timestamp,
+) -> Result<(), ControlError> {
     sso::begin_flow(
-        &db.store,
+        store,
         Provider::Oidc,
         state,
         browser,
         &SecretString::from("verifier-1"),
         &SecretString::from("nonce-1"),
         None,
-        "192.0.2.7",
+        ip,
         now,
     )
     .await
-    .unwrap();
 }
 
 async fn a_flow_answers_once_in_its_own_browser(db: TestDb) {
@@ -167,15 +195,7 @@ async fn a_first_sign_in_never_takes_over_an_account(db: TestDb) {
 
     // Linked while signed in: the identity now signs in, by its subject,
     // even after its email at the provider changed.
-    sso::link(
-        &db.store,
-        owner,
-        &google("g-1", "ada@example.com"),
-        &meta(),
-        now,
-    )
-    .await
-    .unwrap();
+    link(&db, owner, "g-1", "ada@example.com").await.unwrap();
     assert_eq!(actions(&db, "user.identity_linked").await.len(), 1);
     let done = sso::sign_in(&db.store, &google("g-1", "ada@example.com"), &meta(), now)
         .await
@@ -221,15 +241,7 @@ async fn linking_needs_the_accounts_own_verified_email(db: TestDb) {
     let (bob, _) = common::add(&db, "Acme", "bob@example.com", Role::Member).await;
     let now = Timestamp::now();
     // Someone else's address: refused.
-    let err = sso::link(
-        &db.store,
-        ada,
-        &google("g-9", "bob@example.com"),
-        &meta(),
-        now,
-    )
-    .await
-    .unwrap_err();
+    let err = link(&db, ada, "g-9", "bob@example.com").await.unwrap_err();
     assert!(
         matches!(&err, ControlError::Forbidden(m) if m.contains("your own address")),
         "{err:?}"
@@ -240,48 +252,19 @@ async fn linking_needs_the_accounts_own_verified_email(db: TestDb) {
         sso::link(&db.store, ada, &unverified, &meta(), now).await,
         Err(ControlError::Forbidden(_))
     ));
-    sso::link(
-        &db.store,
-        ada,
-        &google("g-1", "ada@example.com"),
-        &meta(),
-        now,
-    )
-    .await
-    .unwrap();
+    link(&db, ada, "g-1", "ada@example.com").await.unwrap();
     // Twice: a clear conflict. Bob cannot take Ada's identity, and Ada cannot
     // link a second Google account.
     assert!(matches!(
-        sso::link(
-            &db.store,
-            ada,
-            &google("g-1", "ada@example.com"),
-            &meta(),
-            now
-        )
-        .await,
+        link(&db, ada, "g-1", "ada@example.com").await,
         Err(ControlError::Conflict(_))
     ));
     assert!(matches!(
-        sso::link(
-            &db.store,
-            bob,
-            &google("g-1", "bob@example.com"),
-            &meta(),
-            now
-        )
-        .await,
+        link(&db, bob, "g-1", "bob@example.com").await,
         Err(ControlError::Conflict(_))
     ));
     assert!(matches!(
-        sso::link(
-            &db.store,
-            ada,
-            &google("g-5", "ada@example.com"),
-            &meta(),
-            now
-        )
-        .await,
+        link(&db, ada, "g-5", "ada@example.com").await,
         Err(ControlError::Conflict(_))
     ));
     let (_, org) = common::add(&db, "Acme", "carol@example.com", Role::Viewer).await;
@@ -562,14 +545,10 @@ async fn starts_are_limited_per_client_under_a_burst(db: TestDb) {
         .map(|i| {
             let store = db.store.clone();
             tokio::spawn(async move {
-                sso::begin_flow(
+                start_from(
                     &store,
-                    Provider::Oidc,
                     &format!("state-{i}"),
                     "browser",
-                    &SecretString::from("v"),
-                    &SecretString::from("n"),
-                    None,
                     "198.51.100.9",
                     now,
                 )
@@ -594,14 +573,10 @@ async fn starts_are_limited_per_client_under_a_burst(db: TestDb) {
     // Another address is not held; the window frees them later.
     start(&db, "other", "b", now).await;
     let later = now.plus_secs(sso::STARTS_PER_CLIENT.window_secs + 1);
-    sso::begin_flow(
+    start_from(
         &db.store,
-        Provider::Oidc,
         "after-the-window",
         "browser",
-        &SecretString::from("v"),
-        &SecretString::from("n"),
-        None,
         "198.51.100.9",
         later,
     )

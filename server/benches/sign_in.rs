@@ -31,7 +31,7 @@ use control::testing::TestDb;
 use control::{Role, Timestamp};
 use helpers::github::{user, GitHubStandIn};
 use helpers::oidc::{self, Account, Client, OidcProvider};
-use helpers::{TestApp, PASSWORD};
+use helpers::{location, TestApp, PASSWORD};
 
 fn report(name: &str, mut times: Vec<Duration>) {
     times.sort();
@@ -45,16 +45,6 @@ fn report(name: &str, mut times: Vec<Duration>) {
         ms(times[(n * 9 / 10).min(n - 1)]),
         ms(times[0]),
     );
-}
-
-fn location(res: &reqwest::Response) -> String {
-    assert!(res.status().is_redirection(), "{}", res.status());
-    res.headers()
-        .get("location")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string()
 }
 
 /// One SSO sign-in in a new browser: (whole, callback alone).

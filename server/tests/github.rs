@@ -17,7 +17,7 @@ mod helpers;
 use control::testing::TestDb;
 use control::Role;
 use helpers::github::{user, GitHubStandIn};
-use helpers::{oidc, TestApp};
+use helpers::{follow, location, oidc, query_param, TestApp};
 
 const CLIENT_ID: &str = "Iv1.pilothouse";
 const CLIENT_SECRET: &str = "a github client secret for the tests";
@@ -44,16 +44,6 @@ async fn stand_in(app: &TestApp, port: u16, users: Vec<serde_json::Value>) -> Gi
     .await
 }
 
-fn location(res: &reqwest::Response) -> String {
-    assert!(res.status().is_redirection(), "{}", res.status());
-    res.headers()
-        .get("location")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 /// Starts at `start` in `browser`, signs in at the stand-in as `login`, and
 /// returns the callback URL without following it.
 async fn at_github(app: &TestApp, browser: &reqwest::Client, start: &str, login: &str) -> String {
@@ -67,22 +57,6 @@ async fn at_github(app: &TestApp, browser: &reqwest::Client, start: &str, login:
         "{back}"
     );
     back
-}
-
-async fn callback(browser: &reqwest::Client, url: &str) -> String {
-    location(&browser.get(url).send().await.unwrap())
-}
-
-async fn page(app: &TestApp, browser: &reqwest::Client, path: &str) -> String {
-    app.page(browser, path).await.text().await.unwrap()
-}
-
-async fn me(app: &TestApp, browser: &reqwest::Client) -> serde_json::Value {
-    app.call(browser, "current-user", &[])
-        .await
-        .json()
-        .await
-        .unwrap()
 }
 
 async fn last_failure(app: &TestApp) -> String {
@@ -121,26 +95,27 @@ async fn link_then_sign_in(db: TestDb) {
     )
     .await;
     app.add_user("Acme", "ada@example.com", Role::Owner).await;
-    let login = page(&app, &app.client(), "/login").await;
+    let login = app.text(&app.client(), "/login").await;
     assert!(login.contains("Sign in with GitHub"), "{login}");
 
     // Not linked yet: refused with the way to link.
     let browser = app.client();
     let back = at_github(&app, &browser, "/auth/github/start", "ada").await;
-    assert_eq!(callback(&browser, &back).await, "/login");
-    assert!(page(&app, &browser, "/login")
+    assert_eq!(follow(&browser, &back).await, "/login");
+    assert!(app
+        .text(&browser, "/login")
         .await
         .contains("not linked to this GitHub account"));
 
     // Linked from Settings while signed in with the password.
     let ada = app.signed_in("ada@example.com").await;
-    let settings = page(&app, &ada, "/settings").await;
+    let settings = app.text(&ada, "/settings").await;
     let at = settings
         .find("/auth/github/start?link=")
         .expect("a Link GitHub link");
     let link = settings[at..at + settings[at..].find('"').unwrap()].to_string();
     let back = at_github(&app, &ada, &link, "ada").await;
-    assert_eq!(callback(&ada, &back).await, "/settings");
+    assert_eq!(follow(&ada, &back).await, "/settings");
     let linked: (String, String) =
         sqlx::query_as("SELECT subject, email FROM user_identities WHERE provider = 'github'")
             .fetch_one(app.db.store.pool())
@@ -151,15 +126,11 @@ async fn link_then_sign_in(db: TestDb) {
     // A new browser signs in with GitHub alone.
     let other = app.client();
     let back = at_github(&app, &other, "/auth/github/start", "ada").await;
-    assert_eq!(callback(&other, &back).await, "/");
-    assert_eq!(me(&app, &other).await["email"], "ada@example.com");
+    assert_eq!(follow(&other, &back).await, "/");
+    assert_eq!(app.me(&other).await["email"], "ada@example.com");
 
     // The code again, under a fresh state: GitHub refuses it.
-    let code = back
-        .split(['?', '&'])
-        .find_map(|p| p.strip_prefix("code="))
-        .unwrap()
-        .to_string();
+    let code = query_param(&back, "code").unwrap();
     let attacker = app.client();
     let to = location(
         &attacker
@@ -168,19 +139,15 @@ async fn link_then_sign_in(db: TestDb) {
             .await
             .unwrap(),
     );
-    let state = to
-        .split(['?', '&'])
-        .find_map(|p| p.strip_prefix("state="))
-        .unwrap()
-        .to_string();
+    let state = query_param(&to, "state").unwrap();
     let forged = app.url(&format!("/auth/github/callback?code={code}&state={state}"));
-    assert_eq!(callback(&attacker, &forged).await, "/login");
-    let shown = page(&app, &attacker, "/login").await;
+    assert_eq!(follow(&attacker, &forged).await, "/login");
+    let shown = app.text(&attacker, "/login").await;
     assert!(
         shown.contains("GitHub did not accept the sign-in code (bad_verification_code)"),
         "{shown}"
     );
-    assert!(me(&app, &attacker).await.is_null());
+    assert!(app.me(&attacker).await.is_null());
     assert!(last_failure(&app).await.contains("sso_provider_error"));
 
     // A wrong state.
@@ -203,15 +170,15 @@ async fn link_then_sign_in(db: TestDb) {
     assert_eq!(res.status(), 200);
     let m = app.client();
     let back = at_github(&app, &m, "/auth/github/start", "mallory").await;
-    assert_eq!(callback(&m, &back).await, "/login");
-    assert!(page(&app, &m, "/login").await.contains("verified address"));
-    assert!(me(&app, &m).await.is_null());
+    assert_eq!(follow(&m, &back).await, "/login");
+    assert!(app.text(&m, "/login").await.contains("verified address"));
+    assert!(app.me(&m).await.is_null());
 
     // A verified one joins as the domain says.
     let n = app.client();
     let back = at_github(&app, &n, "/auth/github/start", "newbie").await;
-    assert_eq!(callback(&n, &back).await, "/");
-    let who = me(&app, &n).await;
+    assert_eq!(follow(&n, &back).await, "/");
+    let who = app.me(&n).await;
     assert_eq!(who["email"], "newbie@acme.example");
     assert_eq!(who["org"]["role"], "viewer");
     gh.stop().await;
@@ -264,14 +231,14 @@ async fn only_members_of_the_organisation(db: TestDb) {
     for login in ["invited", "outsider"] {
         let b = app.client();
         let back = at_github(&app, &b, "/auth/github/start", login).await;
-        assert_eq!(callback(&b, &back).await, "/login", "{login}");
+        assert_eq!(follow(&b, &back).await, "/login", "{login}");
         assert!(
-            page(&app, &b, "/login")
+            app.text(&b, "/login")
                 .await
                 .contains("Only members of the GitHub organisation acme-corp"),
             "{login}"
         );
-        assert!(me(&app, &b).await.is_null(), "{login}");
+        assert!(app.me(&b).await.is_null(), "{login}");
         assert!(
             last_failure(&app).await.contains("sso_not_allowed"),
             "{login}"
@@ -279,8 +246,8 @@ async fn only_members_of_the_organisation(db: TestDb) {
     }
     let b = app.client();
     let back = at_github(&app, &b, "/auth/github/start", "member").await;
-    assert_eq!(callback(&b, &back).await, "/");
-    assert_eq!(me(&app, &b).await["email"], "member@acme.example");
+    assert_eq!(follow(&b, &back).await, "/");
+    assert_eq!(app.me(&b).await["email"], "member@acme.example");
     gh.stop().await;
 }
 

@@ -20,7 +20,7 @@ mod helpers;
 use control::testing::TestDb;
 use control::Role;
 use helpers::oidc::{self, Account, Client, OidcProvider};
-use helpers::TestApp;
+use helpers::{follow, location, query_param, TestApp};
 use std::path::Path;
 
 const CLIENT_ID: &str = "pilothouse";
@@ -44,21 +44,6 @@ fn client_for(app: &TestApp) -> Client {
     Client::new(CLIENT_ID, CLIENT_SECRET, &app.url("/auth/oidc/callback"))
 }
 
-fn location(res: &reqwest::Response) -> String {
-    assert!(
-        res.status().is_redirection(),
-        "{} {:?}",
-        res.status(),
-        res.headers()
-    );
-    res.headers()
-        .get("location")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 /// Starts a sign-in (or a link, from `start`) in `browser`, signs in at the
 /// provider as `login`, and returns the callback URL the provider sent the
 /// browser to, without following it.
@@ -71,23 +56,6 @@ async fn at_provider(app: &TestApp, browser: &reqwest::Client, start: &str, logi
     let back = oidc::authorize(browser, &to, login).await;
     assert!(back.starts_with(&app.url("/auth/oidc/callback")), "{back}");
     back
-}
-
-/// Follows the callback; returns where the server sent the browser.
-async fn callback(browser: &reqwest::Client, url: &str) -> String {
-    location(&browser.get(url).send().await.unwrap())
-}
-
-async fn page(app: &TestApp, browser: &reqwest::Client, path: &str) -> String {
-    app.page(browser, path).await.text().await.unwrap()
-}
-
-async fn me(app: &TestApp, browser: &reqwest::Client) -> serde_json::Value {
-    app.call(browser, "current-user", &[])
-        .await
-        .json()
-        .await
-        .unwrap()
 }
 
 async fn failures(app: &TestApp) -> Vec<String> {
@@ -119,7 +87,7 @@ async fn sign_in_link_and_join(db: TestDb) {
     let (ada, _) = app.add_user("Acme", "ada@example.com", Role::Owner).await;
 
     // The sign-in page offers the provider.
-    let login = page(&app, &app.client(), "/login").await;
+    let login = app.text(&app.client(), "/login").await;
     assert!(login.contains("Sign in with Google"), "{login}");
     assert!(login.contains("href=\"/auth/oidc/start\""), "{login}");
 
@@ -127,17 +95,18 @@ async fn sign_in_link_and_join(db: TestDb) {
     // the way to link, on the sign-in page; recorded.
     let browser = provider.browser();
     let back = at_provider(&app, &browser, "/auth/oidc/start", "1001").await;
-    assert_eq!(callback(&browser, &back).await, "/login");
-    let shown = page(&app, &browser, "/login").await;
+    assert_eq!(follow(&browser, &back).await, "/login");
+    let shown = app.text(&browser, "/login").await;
     assert!(shown.contains("already exists"), "{shown}");
     assert!(
         shown.contains("Settings -&gt; Sign-in methods")
             || shown.contains("Settings -> Sign-in methods"),
         "{shown}"
     );
-    assert!(me(&app, &browser).await.is_null(), "nobody is signed in");
+    assert!(app.me(&browser).await.is_null(), "nobody is signed in");
     // Shown once.
-    assert!(!page(&app, &browser, "/login")
+    assert!(!app
+        .text(&browser, "/login")
         .await
         .contains("already exists"));
     assert!(failures(&app)
@@ -147,8 +116,9 @@ async fn sign_in_link_and_join(db: TestDb) {
         .contains("sso_not_linked"));
 
     // The callback again: the flow was used.
-    assert_eq!(callback(&browser, &back).await, "/login");
-    assert!(page(&app, &browser, "/login")
+    assert_eq!(follow(&browser, &back).await, "/login");
+    assert!(app
+        .text(&browser, "/login")
         .await
         .contains("already used, has expired"));
 
@@ -164,7 +134,7 @@ async fn sign_in_link_and_join(db: TestDb) {
         )
         .await;
     assert!(res.status().is_success() || res.status().is_redirection());
-    let settings = page(&app, &browser, "/settings").await;
+    let settings = app.text(&browser, "/settings").await;
     let at = settings
         .find("/auth/oidc/start?link=")
         .expect("a Link link");
@@ -176,18 +146,19 @@ async fn sign_in_link_and_join(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(location(&res), "/settings");
-    assert!(page(&app, &browser, "/settings")
+    assert!(app
+        .text(&browser, "/settings")
         .await
         .contains("was not from this Settings page"));
     // ... and that spent the real one: the page offers a new one.
-    let settings = page(&app, &browser, "/settings").await;
+    let settings = app.text(&browser, "/settings").await;
     let at = settings
         .find("/auth/oidc/start?link=")
         .expect("a Link link");
     let fresh = settings[at..at + settings[at..].find('"').unwrap()].to_string();
     assert_ne!(fresh, link);
     let back = at_provider(&app, &browser, &fresh, "1001").await;
-    assert_eq!(callback(&browser, &back).await, "/settings");
+    assert_eq!(follow(&browser, &back).await, "/settings");
     let methods: serde_json::Value = app
         .call(&browser, "sign-in-methods", &[])
         .await
@@ -207,8 +178,8 @@ async fn sign_in_link_and_join(db: TestDb) {
     // Now a new browser signs in as Ada with Google alone.
     let other = provider.browser();
     let back = at_provider(&app, &other, "/auth/oidc/start", "1001").await;
-    assert_eq!(callback(&other, &back).await, "/");
-    let who = me(&app, &other).await;
+    assert_eq!(follow(&other, &back).await, "/");
+    let who = app.me(&other).await;
     assert_eq!(who["email"], "ada@example.com", "{who}");
     assert_eq!(who["user_id"], ada.0);
     let method: String = sqlx::query_scalar(
@@ -230,18 +201,14 @@ async fn sign_in_link_and_join(db: TestDb) {
     let third = provider.browser();
     let back = at_provider(&app, &third, "/auth/oidc/start", "1001").await;
     let stranger = app.client();
-    assert_eq!(callback(&stranger, &back).await, "/login");
-    assert!(me(&app, &stranger).await.is_null());
-    assert_eq!(callback(&third, &back).await, "/login");
-    assert!(me(&app, &third).await.is_null());
+    assert_eq!(follow(&stranger, &back).await, "/login");
+    assert!(app.me(&stranger).await.is_null());
+    assert_eq!(follow(&third, &back).await, "/login");
+    assert!(app.me(&third).await.is_null());
 
     // A replayed code under a fresh state of the attacker's own browser: the
     // provider refuses it (used once, and bound to another PKCE verifier).
-    let code = back
-        .split(['?', '&'])
-        .find_map(|p| p.strip_prefix("code="))
-        .unwrap()
-        .to_string();
+    let code = query_param(&back, "code").unwrap();
     let attacker = provider.browser();
     let res = attacker
         .get(app.url("/auth/oidc/start"))
@@ -249,16 +216,12 @@ async fn sign_in_link_and_join(db: TestDb) {
         .await
         .unwrap();
     let to = location(&res);
-    let state = to
-        .split(['?', '&'])
-        .find_map(|p| p.strip_prefix("state="))
-        .unwrap()
-        .to_string();
+    let state = query_param(&to, "state").unwrap();
     let forged = app.url(&format!("/auth/oidc/callback?code={code}&state={state}"));
-    assert_eq!(callback(&attacker, &forged).await, "/login");
-    let shown = page(&app, &attacker, "/login").await;
+    assert_eq!(follow(&attacker, &forged).await, "/login");
+    let shown = app.text(&attacker, "/login").await;
     assert!(shown.contains("did not accept the sign-in code"), "{shown}");
-    assert!(me(&app, &attacker).await.is_null());
+    assert!(app.me(&attacker).await.is_null());
     assert!(failures(&app)
         .await
         .iter()
@@ -279,16 +242,17 @@ async fn sign_in_link_and_join(db: TestDb) {
     // An unverified email is refused, whoever it is.
     let unverified = provider.browser();
     let back = at_provider(&app, &unverified, "/auth/oidc/start", "3003").await;
-    assert_eq!(callback(&unverified, &back).await, "/login");
-    assert!(page(&app, &unverified, "/login")
+    assert_eq!(follow(&unverified, &back).await, "/login");
+    assert!(app
+        .text(&unverified, "/login")
         .await
         .contains("verified address"));
 
     // Nobody from acme.example joins until an Owner allows the domain.
     let newbie = provider.browser();
     let back = at_provider(&app, &newbie, "/auth/oidc/start", "2002").await;
-    assert_eq!(callback(&newbie, &back).await, "/login");
-    assert!(page(&app, &newbie, "/login").await.contains("invitation"));
+    assert_eq!(follow(&newbie, &back).await, "/login");
+    assert!(app.text(&newbie, "/login").await.contains("invitation"));
     let res = app
         .call(
             &browser,
@@ -299,8 +263,8 @@ async fn sign_in_link_and_join(db: TestDb) {
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     let newbie = provider.browser();
     let back = at_provider(&app, &newbie, "/auth/oidc/start", "2002").await;
-    assert_eq!(callback(&newbie, &back).await, "/");
-    let who = me(&app, &newbie).await;
+    assert_eq!(follow(&newbie, &back).await, "/");
+    let who = app.me(&newbie).await;
     assert_eq!(who["email"], "newbie@acme.example");
     assert_eq!(who["org"]["role"], "member", "{who}");
     // A Member cannot change who joins.
@@ -330,9 +294,9 @@ async fn sign_in_link_and_join(db: TestDb) {
         .await
         .unwrap()
         .contains("requires signing in through its identity provider"));
-    assert_eq!(me(&app, &pat).await["sso_due"], true);
+    assert_eq!(app.me(&pat).await["sso_due"], true);
     assert_eq!(app.call(&newbie, "team", &[]).await.status(), 200);
-    assert_eq!(me(&app, &newbie).await["sso_due"], false);
+    assert_eq!(app.me(&newbie).await["sso_due"], false);
     assert_eq!(app.call(&browser, "team", &[]).await.status(), 200);
     let changed: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM audit_events WHERE action = 'org.sso_requirement_changed'",
@@ -415,15 +379,15 @@ async fn bad_tokens_are_refused(db: TestDb) {
         .await;
         let browser = rogue.browser();
         let back = at_provider(&app, &browser, "/auth/oidc/start", "1001").await;
-        let to = callback(&browser, &back).await;
+        let to = follow(&browser, &back).await;
         if mode == "ok" {
             assert_eq!(to, "/", "{mode}");
-            assert_eq!(me(&app, &browser).await["email"], "ada@example.com");
+            assert_eq!(app.me(&browser).await["email"], "ada@example.com");
         } else {
             assert_eq!(to, "/login", "{mode}");
-            let shown = page(&app, &browser, "/login").await;
+            let shown = app.text(&browser, "/login").await;
             assert!(shown_error(&shown).contains(says), "{mode}: {shown}");
-            assert!(me(&app, &browser).await.is_null(), "{mode}");
+            assert!(app.me(&browser).await.is_null(), "{mode}");
             let recorded = failures(&app).await;
             let last = recorded.last().unwrap();
             assert!(last.contains(reason), "{mode}: {recorded:?}");
@@ -460,7 +424,8 @@ async fn hosted_domain_and_unreachable_provider(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(location(&res), "/login");
-    assert!(page(&app, &browser, "/login")
+    assert!(app
+        .text(&browser, "/login")
         .await
         .contains("cannot be reached right now"));
 
@@ -479,8 +444,9 @@ async fn hosted_domain_and_unreachable_provider(db: TestDb) {
     // at the domain: refused.
     let b = provider.browser();
     let back = at_provider(&app, &b, "/auth/oidc/start", "8").await;
-    assert_eq!(callback(&b, &back).await, "/login");
-    assert!(page(&app, &b, "/login")
+    assert_eq!(follow(&b, &back).await, "/login");
+    assert!(app
+        .text(&b, "/login")
         .await
         .contains("Only acme.example accounts"));
     assert!(failures(&app)
@@ -489,8 +455,8 @@ async fn hosted_domain_and_unreachable_provider(db: TestDb) {
         .any(|d| d.contains("sso_not_allowed")));
     let b = provider.browser();
     let back = at_provider(&app, &b, "/auth/oidc/start", "7").await;
-    assert_eq!(callback(&b, &back).await, "/");
-    assert_eq!(me(&app, &b).await["org"]["role"], "viewer");
+    assert_eq!(follow(&b, &back).await, "/");
+    assert_eq!(app.me(&b).await["org"]["role"], "viewer");
     provider.stop().await;
 }
 

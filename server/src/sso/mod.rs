@@ -287,6 +287,23 @@ fn not_offered() -> Response {
     )
 }
 
+/// The provider a route names and the request's context, or 404 when the
+/// provider is not configured.
+fn prelude(
+    s: &SsoState,
+    provider: &str,
+    session: &Session,
+    client: Option<Extension<ClientIp>>,
+    headers: &HeaderMap,
+) -> Result<(Idp, Cx), Response> {
+    let idp = s.idp(provider).ok_or_else(not_offered)?;
+    let ip = client.map(|Extension(ClientIp(ip))| ip).unwrap_or_default();
+    Ok((
+        idp,
+        Cx::from_parts(s.app.clone(), session.clone(), ip, headers),
+    ))
+}
+
 async fn start(
     State(s): State<SsoState>,
     Path(provider): Path<String>,
@@ -295,11 +312,10 @@ async fn start(
     headers: HeaderMap,
     Query(q): Query<StartQuery>,
 ) -> Response {
-    let Some(idp) = s.idp(&provider) else {
-        return not_offered();
+    let (idp, cx) = match prelude(&s, &provider, &session, client, &headers) {
+        Ok(v) => v,
+        Err(res) => return res,
     };
-    let ip = client.map(|Extension(ClientIp(ip))| ip).unwrap_or_default();
-    let cx = Cx::from_parts(s.app.clone(), session.clone(), ip, &headers);
     let user = match cx.user().await {
         Ok(u) => u.map(|(u, _)| u),
         Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
@@ -410,11 +426,10 @@ async fn callback(
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
-    let Some(idp) = s.idp(&provider) else {
-        return not_offered();
+    let (idp, cx) = match prelude(&s, &provider, &session, client, &headers) {
+        Ok(v) => v,
+        Err(res) => return res,
     };
-    let ip = client.map(|Extension(ClientIp(ip))| ip).unwrap_or_default();
-    let cx = Cx::from_parts(s.app.clone(), session.clone(), ip, &headers);
     let mut response = finish(&idp, &cx, q, flow_cookie(&headers)).await;
     let clear = format!(
         "{FLOW_COOKIE}=; Path=/auth/; Max-Age=0; HttpOnly; SameSite=Lax{}",

@@ -130,6 +130,50 @@ impl TestApp {
     }
 }
 
+/// Where a redirect sends the browser (asserts it is one).
+pub fn location(res: &reqwest::Response) -> String {
+    assert!(
+        res.status().is_redirection(),
+        "{} {:?}",
+        res.status(),
+        res.headers()
+    );
+    res.headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The value of `name` in `url`'s query string.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    url.split(['?', '&'])
+        .find_map(|p| p.strip_prefix(&format!("{name}=")))
+        .map(String::from)
+}
+
+/// GETs `url` (a redirect is expected) and returns where it sends the browser.
+pub async fn follow(client: &reqwest::Client, url: &str) -> String {
+    location(&client.get(url).send().await.unwrap())
+}
+
+impl TestApp {
+    /// A page's HTML as a browser gets it.
+    pub async fn text(&self, client: &reqwest::Client, path: &str) -> String {
+        self.page(client, path).await.text().await.unwrap()
+    }
+
+    /// `current-user` for `client`: `null` when signed out.
+    pub async fn me(&self, client: &reqwest::Client) -> serde_json::Value {
+        self.call(client, "current-user", &[])
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
 /// An oversized body must be refused with 413. The server may answer and close
 /// before the client has finished writing; then the client sees a broken pipe.
 pub async fn expect_too_large(req: reqwest::RequestBuilder) {
