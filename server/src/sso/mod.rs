@@ -287,7 +287,7 @@ fn not_offered() -> Response {
     )
 }
 
-/// The provider a route names and the request's context, or 404 when the
+/// The provider a route names and the request's context, or `None` when the
 /// provider is not configured.
 fn prelude(
     s: &SsoState,
@@ -295,10 +295,10 @@ fn prelude(
     session: &Session,
     client: Option<Extension<ClientIp>>,
     headers: &HeaderMap,
-) -> Result<(Idp, Cx), Response> {
-    let idp = s.idp(provider).ok_or_else(not_offered)?;
+) -> Option<(Idp, Cx)> {
+    let idp = s.idp(provider)?;
     let ip = client.map(|Extension(ClientIp(ip))| ip).unwrap_or_default();
-    Ok((
+    Some((
         idp,
         Cx::from_parts(s.app.clone(), session.clone(), ip, headers),
     ))
@@ -312,9 +312,8 @@ async fn start(
     headers: HeaderMap,
     Query(q): Query<StartQuery>,
 ) -> Response {
-    let (idp, cx) = match prelude(&s, &provider, &session, client, &headers) {
-        Ok(v) => v,
-        Err(res) => return res,
+    let Some((idp, cx)) = prelude(&s, &provider, &session, client, &headers) else {
+        return not_offered();
     };
     let user = match cx.user().await {
         Ok(u) => u.map(|(u, _)| u),
@@ -426,9 +425,8 @@ async fn callback(
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
-    let (idp, cx) = match prelude(&s, &provider, &session, client, &headers) {
-        Ok(v) => v,
-        Err(res) => return res,
+    let Some((idp, cx)) = prelude(&s, &provider, &session, client, &headers) else {
+        return not_offered();
     };
     let mut response = finish(&idp, &cx, q, flow_cookie(&headers)).await;
     let clear = format!(
