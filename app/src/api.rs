@@ -186,6 +186,8 @@ pub struct InviteInfo {
     pub invite: InvitePreview,
     /// The email of the signed-in user, if any.
     pub signed_in_as: Option<String>,
+    /// The identity providers an invitation can be accepted with.
+    pub offer: crate::sso_page::SsoOffer,
 }
 
 #[server(endpoint = "invite-details")]
@@ -199,6 +201,7 @@ pub async fn invite_details(token: String) -> Result<InviteInfo, AppError> {
     Ok(InviteInfo {
         invite,
         signed_in_as,
+        offer: cx.state.sso.clone(),
     })
 }
 

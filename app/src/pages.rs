@@ -152,6 +152,25 @@ pub fn InvitePage() -> impl IntoView {
                         let invite = page.invite;
                         let existing = invite.account_exists;
                         let signed_in = page.signed_in_as.clone();
+                        let offer = page.offer.clone();
+                        let accept_with = {
+                            let token = token.clone();
+                            move || {
+                                // An invitation token is hex: anything else gets no links.
+                                let plain = token.chars().all(|c| c.is_ascii_alphanumeric());
+                                [("oidc", offer.oidc.clone()), ("github", offer.github.clone())]
+                                    .into_iter()
+                                    .filter(move |_| plain)
+                                    .filter_map(|(key, label)| label.map(|label| view! {
+                                        <a class="btn-secondary text-center" rel="external"
+                                            href=format!("/auth/{key}/start?invite={token}")
+                                            data-testid=format!("accept-with-{key}")>
+                                            {format!("Accept with {label}")}
+                                        </a>
+                                    }))
+                                    .collect_view()
+                            }
+                        };
                         view! {
                             <AuthCard title="Join an organisation">
                                 <p class="mb-4 text-sm text-slate-700">
@@ -175,6 +194,7 @@ pub fn InvitePage() -> impl IntoView {
                                         }
                                         .into_any(),
                                         (None, false) => view! {
+                                            {accept_with()}
                                             <label class="field">
                                                 <span>"Choose a password (at least 12 characters)"</span>
                                                 <input class="input" type="password" name="password" autocomplete="new-password" required minlength="12" maxlength="128" />

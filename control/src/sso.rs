@@ -105,6 +105,9 @@ pub struct Flow {
     pub nonce: SecretString,
     /// A link flow: the signed-in account that asked for it.
     pub link_user: Option<UserId>,
+    /// Accepting an invitation: its stored token hash
+    /// ([`crate::team::invite_hash`]).
+    pub invite_hash: Option<String>,
 }
 
 /// A new browser-binding value for a flow's cookie (256 bits, hex).
@@ -124,6 +127,7 @@ pub async fn begin_flow(
     verifier: &SecretString,
     nonce: &SecretString,
     link_user: Option<UserId>,
+    invite_hash: Option<&str>,
     ip: &str,
     now: Timestamp,
 ) -> Result<(), ControlError> {
@@ -137,7 +141,7 @@ pub async fn begin_flow(
         .await?;
     sqlx::query(
         "INSERT INTO sso_flows (state_hash, browser_hash, provider, verifier, nonce, link_user, \
-         created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         invite_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(token_hash(STATE_KIND, state))
     .bind(token_hash(BROWSER_KIND, browser))
@@ -145,6 +149,7 @@ pub async fn begin_flow(
     .bind(verifier.expose_secret())
     .bind(nonce.expose_secret())
     .bind(link_user.map(|u| u.0))
+    .bind(invite_hash)
     .bind(now.0)
     .bind(now.plus_secs(FLOW_TTL_SECS).0)
     .execute(tx.conn())
@@ -168,7 +173,7 @@ pub async fn take_flow(
 ) -> Result<Flow, ControlError> {
     let row = sqlx::query(
         "DELETE FROM sso_flows WHERE state_hash = $1 \
-         RETURNING browser_hash, provider, verifier, nonce, link_user, expires_at",
+         RETURNING browser_hash, provider, verifier, nonce, link_user, invite_hash, expires_at",
     )
     .bind(token_hash(STATE_KIND, state))
     .fetch_optional(store.pool())
@@ -189,6 +194,7 @@ pub async fn take_flow(
         verifier: SecretString::from(row.try_get::<String, _>("verifier")?),
         nonce: SecretString::from(row.try_get::<String, _>("nonce")?),
         link_user: row.try_get::<Option<i64>, _>("link_user")?.map(UserId),
+        invite_hash: row.try_get("invite_hash")?,
     })
 }
 
@@ -323,24 +329,7 @@ async fn join_by_domain(
     if rows.is_empty() {
         return Ok(None);
     }
-    // A password nobody knows: the account signs in through its provider
-    // until a reset sets one.
-    let unknown = crate::password::hash(SecretString::from(random_token(32))).await?;
-    let user: i64 = sqlx::query_scalar(
-        "INSERT INTO users (email, password_hash, created_at, password_sign_in) \
-         VALUES ($1, $2, $3, 0) RETURNING id",
-    )
-    .bind(email)
-    .bind(&unknown)
-    .bind(now.0)
-    .fetch_one(tx.conn())
-    .await
-    .map_err(|e| match crate::store::is_unique_violation(&e) {
-        true => ControlError::conflict("An account with that email was just made. Sign in again."),
-        false => e.into(),
-    })?;
-    let user = UserId(user);
-    insert_identity(tx, identity, user, email, now).await?;
+    let user = insert_sso_user(tx, identity, email, now).await?;
     let actor = actor_for(Some(user), email, meta);
     for row in rows {
         let org = OrgId(row.try_get("org_id")?);
@@ -372,6 +361,105 @@ async fn join_by_domain(
         .await?;
     }
     Ok(Some(user))
+}
+
+/// A new account for `email` that signs in through `identity`: its
+/// password is one nobody knows, until a reset sets one.
+async fn insert_sso_user(
+    tx: &mut Tx,
+    identity: &Identity,
+    email: &str,
+    now: Timestamp,
+) -> Result<UserId, ControlError> {
+    let unknown = crate::password::hash(SecretString::from(random_token(32))).await?;
+    let user: i64 = sqlx::query_scalar(
+        "INSERT INTO users (email, password_hash, created_at, password_sign_in) \
+         VALUES ($1, $2, $3, 0) RETURNING id",
+    )
+    .bind(email)
+    .bind(&unknown)
+    .bind(now.0)
+    .fetch_one(tx.conn())
+    .await
+    .map_err(|e| match crate::store::is_unique_violation(&e) {
+        true => ControlError::conflict("An account with that email was just made. Sign in again."),
+        false => e.into(),
+    })?;
+    let user = UserId(user);
+    insert_identity(tx, identity, user, email, now).await?;
+    Ok(user)
+}
+
+/// Accepts the invitation stored as `invite_hash` with `identity`: the
+/// provider must vouch for the invited address, and no account may have it
+/// yet (one that does signs in and accepts). Makes an account without a
+/// password, linked to the identity, a member with the invitation's role,
+/// and signs it in; audited as `user.created`, `invite.accepted` and
+/// `user.login` in the invitation's organisation.
+pub async fn accept_invite(
+    store: &Store,
+    invite_hash: &str,
+    identity: &Identity,
+    meta: &RequestMeta,
+    now: Timestamp,
+) -> Result<LoggedIn, ControlError> {
+    let email = match verified_email(identity) {
+        Ok(email) => email,
+        Err(e) => {
+            record_failure(store, identity, SsoFailure::UnverifiedEmail, meta, now).await;
+            return Err(e);
+        }
+    };
+    let mut tx = store.begin().await?;
+    let invite = crate::team::find_invite_hashed(tx.conn(), invite_hash, now).await?;
+    if invite.email != email {
+        return Err(ControlError::forbidden(format!(
+            "This invitation is for {}; that {} account is {email}. Accept it with an account of the invited address.",
+            invite.email, identity.label
+        )));
+    }
+    let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+        .bind(&email)
+        .fetch_optional(tx.conn())
+        .await?;
+    if existing.is_some() {
+        return Err(ControlError::conflict(format!(
+            "An account with {email} already exists: sign in with it, then open the invitation again."
+        )));
+    }
+    let user = insert_sso_user(&mut tx, identity, &email, now).await?;
+    let actor = actor_for(Some(user), &email, meta);
+    audit::append(
+        &mut tx,
+        &actor,
+        Event::new(
+            invite.org,
+            AuditAction::UserCreated,
+            format!("user:{}", user.0),
+            json!({ "email": email, "via": identity.provider.as_str() }),
+        ),
+        now,
+    )
+    .await?;
+    crate::team::finish_accept(&mut tx, &invite, user, &actor, now).await?;
+    audit::append(
+        &mut tx,
+        &actor,
+        Event::new(
+            invite.org,
+            AuditAction::LoginSucceeded,
+            format!("user:{}", user.0),
+            json!({ "method": identity.provider.as_str() }),
+        ),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(LoggedIn {
+        user,
+        org: invite.org,
+        method: identity.provider.as_str(),
+    })
 }
 
 async fn insert_identity(

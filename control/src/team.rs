@@ -141,7 +141,7 @@ pub async fn invite(
     .bind(actor.org().0)
     .bind(&email)
     .bind(role.as_str())
-    .bind(token_hash("invite", &token))
+    .bind(invite_hash(&token))
     .bind(actor.user().0)
     .bind(now.0)
     .bind(expires.0)
@@ -207,13 +207,13 @@ pub async fn revoke_invite(
     Ok(())
 }
 
-struct PendingInvite {
-    id: i64,
-    org: OrgId,
-    org_name: String,
-    email: String,
-    role: Role,
-    expires_at: Timestamp,
+pub(crate) struct PendingInvite {
+    pub(crate) id: i64,
+    pub(crate) org: OrgId,
+    pub(crate) org_name: String,
+    pub(crate) email: String,
+    pub(crate) role: Role,
+    pub(crate) expires_at: Timestamp,
 }
 
 async fn find_invite(
@@ -221,12 +221,28 @@ async fn find_invite(
     token: &str,
     now: Timestamp,
 ) -> Result<PendingInvite, ControlError> {
+    find_invite_hashed(conn, &invite_hash(token), now).await
+}
+
+/// How an invitation's token is stored (and how an SSO flow that accepts it
+/// keeps it).
+pub fn invite_hash(token: &str) -> String {
+    token_hash("invite", token)
+}
+
+/// The pending invitation whose token hashes to `hash`; refused with a
+/// sentence when it is unknown, used, revoked or expired.
+pub(crate) async fn find_invite_hashed(
+    conn: &mut sqlx::AnyConnection,
+    hash: &str,
+    now: Timestamp,
+) -> Result<PendingInvite, ControlError> {
     let row = sqlx::query(
         "SELECT i.id AS id, i.org_id AS org_id, o.name AS org_name, i.email AS email, i.role AS role, \
          i.expires_at AS expires_at, i.accepted_at AS accepted_at, i.revoked_at AS revoked_at \
          FROM invites i JOIN orgs o ON o.id = i.org_id WHERE i.token_hash = $1",
     )
-    .bind(token_hash("invite", token))
+    .bind(hash)
     .fetch_optional(conn)
     .await?
     .ok_or_else(|| ControlError::not_found("This invitation link is not valid. Ask for a new one."))?;
@@ -279,7 +295,7 @@ pub async fn preview_invite(
     })
 }
 
-async fn finish_accept(
+pub(crate) async fn finish_accept(
     tx: &mut Tx,
     invite: &PendingInvite,
     user: UserId,

@@ -81,6 +81,7 @@ async fn start_from(
         &SecretString::from("verifier-1"),
         &SecretString::from("nonce-1"),
         None,
+        None,
         ip,
         now,
     )
@@ -584,6 +585,84 @@ async fn starts_are_limited_per_client_under_a_burst(db: TestDb) {
     .unwrap();
 }
 
+async fn an_invitation_is_accepted_with_the_invited_address_only(db: TestDb) {
+    let (owner, org) = common::add(&db, "Acme", "owner@acme.example", Role::Owner).await;
+    let now = Timestamp::now();
+    let o = actor(&db, owner, org).await;
+    let invite = control::team::invite(
+        &o.authorize().unwrap(),
+        "dana@elsewhere.example",
+        Role::Admin,
+        now,
+    )
+    .await
+    .unwrap();
+    use secrecy::ExposeSecret;
+    let hash = control::team::invite_hash(invite.token.expose_secret());
+    // Another address, or an unverified one: refused, nothing made.
+    let err = sso::accept_invite(
+        &db.store,
+        &hash,
+        &google("g-x", "mallory@elsewhere.example"),
+        &meta(),
+        now,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, ControlError::Forbidden(m) if m.contains("dana@elsewhere.example")),
+        "{err:?}"
+    );
+    let mut unverified = google("g-d", "dana@elsewhere.example");
+    unverified.email_verified = false;
+    assert!(
+        sso::accept_invite(&db.store, &hash, &unverified, &meta(), now)
+            .await
+            .is_err()
+    );
+    // The invited address: an account without a password, linked, with the
+    // invitation's role, signed in.
+    let done = sso::accept_invite(
+        &db.store,
+        &hash,
+        &google("g-d", "dana@elsewhere.example"),
+        &meta(),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!((done.org, done.method), (org, "oidc"));
+    let dana = actor(&db, done.user, org).await;
+    assert_eq!(dana.role(), Role::Admin);
+    assert!(!sso::methods(&dana).await.unwrap().password);
+    assert_eq!(actions(&db, "invite.accepted").await.len(), 1);
+    // Once only.
+    assert!(matches!(
+        sso::accept_invite(
+            &db.store,
+            &hash,
+            &google("g-d", "dana@elsewhere.example"),
+            &meta(),
+            now
+        )
+        .await,
+        Err(ControlError::Conflict(_))
+    ));
+    // The identity now signs in.
+    assert_eq!(
+        sso::sign_in(
+            &db.store,
+            &google("g-d", "dana@elsewhere.example"),
+            &meta(),
+            now
+        )
+        .await
+        .unwrap()
+        .user,
+        done.user
+    );
+}
+
 control::both_backends!(
     a_flow_answers_once_in_its_own_browser,
     a_first_sign_in_never_takes_over_an_account,
@@ -592,4 +671,5 @@ control::both_backends!(
     failures_naming_nobody_are_recorded_once_a_minute,
     requiring_sso_holds_password_sessions,
     starts_are_limited_per_client_under_a_burst,
+    an_invitation_is_accepted_with_the_invited_address_only,
 );

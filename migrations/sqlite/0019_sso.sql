@@ -16,7 +16,9 @@ CREATE UNIQUE INDEX user_identities_user_provider ON user_identities(user_id, pr
 
 -- A sign-in or link started at the provider and not yet back: the SHA-256 of
 -- its `state` and of the browser cookie it is bound to, the PKCE verifier and
--- the nonce. Used once (deleted when the provider answers), for 10 minutes.
+-- the nonce; for a link, the account that asked; for accepting an
+-- invitation, the invitation's stored token hash. Used once (deleted when the
+-- provider answers), for 10 minutes.
 CREATE TABLE sso_flows (
     state_hash TEXT PRIMARY KEY,
     browser_hash TEXT NOT NULL,
@@ -24,6 +26,7 @@ CREATE TABLE sso_flows (
     verifier TEXT NOT NULL,
     nonce TEXT NOT NULL,
     link_user INTEGER REFERENCES users(id),
+    invite_hash TEXT,
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL
 );

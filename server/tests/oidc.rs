@@ -80,6 +80,7 @@ async fn sign_in_link_and_join(db: TestDb) {
         &[
             Account::new("1001", "ada@example.com"),
             Account::new("2002", "newbie@acme.example"),
+            Account::new("4004", "invitee@else.example"),
             eve,
         ],
     )
@@ -276,6 +277,42 @@ async fn sign_in_link_and_join(db: TestDb) {
         )
         .await;
     assert_eq!(res.status(), 403);
+
+    // An invitation is accepted with Google: the invited address only.
+    let res = app
+        .call(
+            &browser,
+            "invite-member",
+            &[("email", "invitee@else.example"), ("role", "viewer")],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let link: String = res.json().await.unwrap();
+    let token = link.rsplit('/').next().unwrap().to_string();
+    let invitee = provider.browser();
+    let page = app.text(&invitee, &format!("/invite/{token}")).await;
+    assert!(page.contains("Accept with Google"), "{page}");
+    let dead = invitee
+        .get(app.url("/auth/oidc/start?invite=0000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&dead), "/login");
+    assert!(app
+        .text(&invitee, "/login")
+        .await
+        .contains("This invitation link is not valid"));
+    let back = at_provider(
+        &app,
+        &invitee,
+        &format!("/auth/oidc/start?invite={token}"),
+        "4004",
+    )
+    .await;
+    assert_eq!(follow(&invitee, &back).await, "/");
+    let who = app.me(&invitee).await;
+    assert_eq!(who["email"], "invitee@else.example");
+    assert_eq!(who["org"]["role"], "viewer");
 
     // The Owner requires SSO: a Member's password session is refused
     // everything (and says why); the SSO session and the Owner's password

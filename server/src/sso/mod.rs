@@ -6,7 +6,9 @@
 //! - `GET /auth/{oidc|github}/start` starts a sign-in;
 //!   `.../start?link=T` starts linking the signed-in account, `T` being the
 //!   one-time token the Settings page put in its link (`app::sso_page`), so
-//!   another site cannot start a link for a signed-in browser. The start
+//!   another site cannot start a link for a signed-in browser;
+//!   `.../start?invite=TOKEN` accepts an invitation with the provider's
+//!   identity (`control::sso::accept_invite`). The start
 //!   makes a `state` (and for OpenID Connect a nonce) and a PKCE verifier,
 //!   keeps them (`control::sso::begin_flow`) bound to a fresh browser cookie
 //!   (`ph_sso`, HttpOnly, path `/auth/`, 10 minutes), and sends the browser
@@ -253,6 +255,8 @@ pub fn routes(state: SsoState) -> Router {
 #[derive(Deserialize)]
 pub struct StartQuery {
     link: Option<String>,
+    /// Accept this invitation (its token) with the provider's identity.
+    invite: Option<String>,
 }
 
 fn secure(state: &AppState) -> &'static str {
@@ -319,10 +323,19 @@ async fn start(
         Ok(u) => u.map(|(u, _)| u),
         Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
+    let mut invite_hash = None;
     let (link_user, back) = match q.link.as_deref() {
         None => {
             if user.is_some() {
                 return Redirect::to("/").into_response();
+            }
+            if let Some(token) = q.invite.as_deref() {
+                // Checked now, so a dead invitation is refused before the
+                // provider; checked again when it is accepted.
+                if let Err(e) = control::team::preview_invite(&s.app.store, token, cx.now).await {
+                    return refuse_to(&session, "/login", &e.to_string()).await;
+                }
+                invite_hash = Some(control::team::invite_hash(token));
             }
             (None, "/login")
         }
@@ -366,6 +379,7 @@ async fn start(
         &auth.verifier,
         &auth.nonce,
         link_user,
+        invite_hash.as_deref(),
         &cx.meta.ip,
         cx.now,
     )
@@ -507,7 +521,7 @@ async fn finish(idp: &Idp, cx: &Cx, q: CallbackQuery, browser: Option<String>) -
                 Err(e) => refuse_to(&cx.session, "/settings", &e.to_string()).await,
             }
         }
-        None => match control::sso::sign_in(store, &identity, &cx.meta, cx.now).await {
+        None => match signed_in_or_accepted(store, &flow, &identity, cx).await {
             Ok(done) => match cx.sign_in_cookie(done).await {
                 Ok(cookie) => {
                     let mut response = Redirect::to("/").into_response();
@@ -527,6 +541,21 @@ async fn finish(idp: &Idp, cx: &Cx, q: CallbackQuery, browser: Option<String>) -
             }
             Err(e) => refuse_to(&cx.session, "/login", &e.to_string()).await,
         },
+    }
+}
+
+/// Signs in with `identity`, or accepts the flow's invitation with it.
+async fn signed_in_or_accepted(
+    store: &control::store::Store,
+    flow: &control::sso::Flow,
+    identity: &Identity,
+    cx: &Cx,
+) -> Result<control::accounts::LoggedIn, control::ControlError> {
+    match &flow.invite_hash {
+        Some(invite) => {
+            control::sso::accept_invite(store, invite, identity, &cx.meta, cx.now).await
+        }
+        None => control::sso::sign_in(store, identity, &cx.meta, cx.now).await,
     }
 }
 
