@@ -207,6 +207,22 @@ fn actor_for(user: Option<UserId>, label: &str, meta: &RequestMeta) -> AuditActo
     }
 }
 
+/// [`verified_email`], recording a refusal.
+async fn vouched_email(
+    store: &Store,
+    identity: &Identity,
+    meta: &RequestMeta,
+    now: Timestamp,
+) -> Result<String, ControlError> {
+    match verified_email(identity) {
+        Ok(email) => Ok(email),
+        Err(e) => {
+            record_failure(store, identity, SsoFailure::UnverifiedEmail, meta, now).await;
+            Err(e)
+        }
+    }
+}
+
 fn verified_email(identity: &Identity) -> Result<String, ControlError> {
     if !identity.email_verified {
         return Err(ControlError::forbidden(format!(
@@ -226,13 +242,7 @@ pub async fn sign_in(
     meta: &RequestMeta,
     now: Timestamp,
 ) -> Result<LoggedIn, ControlError> {
-    let email = match verified_email(identity) {
-        Ok(email) => email,
-        Err(e) => {
-            record_failure(store, identity, SsoFailure::UnverifiedEmail, meta, now).await;
-            return Err(e);
-        }
-    };
+    let email = vouched_email(store, identity, meta, now).await?;
     let mut tx = store.begin().await?;
     let linked: Option<i64> = sqlx::query_scalar(
         "SELECT user_id FROM user_identities WHERE provider = $1 AND subject = $2",
@@ -403,13 +413,7 @@ pub async fn accept_invite(
     meta: &RequestMeta,
     now: Timestamp,
 ) -> Result<LoggedIn, ControlError> {
-    let email = match verified_email(identity) {
-        Ok(email) => email,
-        Err(e) => {
-            record_failure(store, identity, SsoFailure::UnverifiedEmail, meta, now).await;
-            return Err(e);
-        }
-    };
+    let email = vouched_email(store, identity, meta, now).await?;
     let mut tx = store.begin().await?;
     let invite = crate::team::find_invite_hashed(tx.conn(), invite_hash, now).await?;
     if invite.email != email {
@@ -500,20 +504,13 @@ pub async fn link(
     meta: &RequestMeta,
     now: Timestamp,
 ) -> Result<(), ControlError> {
+    let vouched = vouched_email(store, identity, meta, now).await?;
     let mut tx = store.begin().await?;
     let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
         .bind(user.0)
         .fetch_optional(tx.conn())
         .await?
         .ok_or_else(|| ControlError::Unauthenticated("Please sign in.".into()))?;
-    let vouched = match verified_email(identity) {
-        Ok(v) => v,
-        Err(e) => {
-            drop(tx);
-            record_failure(store, identity, SsoFailure::UnverifiedEmail, meta, now).await;
-            return Err(e);
-        }
-    };
     if vouched != email {
         drop(tx);
         record_failure(store, identity, SsoFailure::NotAllowed, meta, now).await;
