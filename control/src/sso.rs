@@ -1,12 +1,13 @@
 //! Sign-in with an identity provider: an OpenID Connect provider (Google by
-//! default) or GitHub. The protocol runs in the server (`server/src/sso.rs`);
+//! default) or GitHub. The protocol runs in the server (`server/src/sso/`);
 //! the rules about accounts are here.
 //!
-//! - **Flows.** A sign-in or link started at a provider is kept by
-//!   [`begin_flow`] under the SHA-256 of its `state`, bound to the SHA-256 of
-//!   a browser cookie, with its PKCE verifier and nonce, for
-//!   [`FLOW_TTL_SECS`]. [`take_flow`] deletes it in the statement that reads
-//!   it, so a flow answers once: a replayed callback finds nothing.
+//! - **Flows.** A sign-in, link or invitation acceptance started at a
+//!   provider is kept by [`begin_flow`] under the SHA-256 of its `state`,
+//!   bound to the SHA-256 of a browser cookie, with its PKCE verifier and
+//!   nonce, for [`FLOW_TTL_SECS`]; at most [`STARTS_PER_CLIENT`] per client
+//!   address. [`take_flow`] deletes it in the statement that reads it, so a
+//!   flow answers once: a replayed callback finds nothing.
 //! - **Who an identity is.** The provider's stable subject, never its email:
 //!   [`sign_in`] signs in the account an identity was linked to.
 //! - **Linking.** An identity links to an account only while its owner is
@@ -17,7 +18,10 @@
 //! - **Joining.** A first SSO sign-in with a verified email whose domain an
 //!   organisation allows ([`add_join_domain`], Owners) makes an account
 //!   without a password, a member of each such organisation with the role the
-//!   domain gives (never Owner). Anyone else needs an invitation.
+//!   domain gives (never Owner). Anyone else needs an invitation, which
+//!   [`accept_invite`] accepts with an identity for the invited address.
+//! - **Requiring SSO.** An Owner can require it ([`set_required`]); the
+//!   refusal of password sessions is `crate::access`'s.
 //! - **Failures** are recorded as `user.login_failed` with the reason and
 //!   provider: in the organisations of the account they name when they name
 //!   one ([`record_failure`]), otherwise in every organisation, at most once a
