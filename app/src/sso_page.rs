@@ -1,7 +1,7 @@
 //! Sign-in with an identity provider, in the pages: the provider buttons on
 //! the sign-in page, Settings -> Sign-in methods (link, unlink), and
 //! Settings -> Joining by email domain (Owners). The protocol is
-//! `server/src/sso.rs`'s; the rules `control::sso`'s.
+//! `server/src/sso/`'s; the rules `control::sso`'s.
 
 use control::{JoinDomain, LinkedIdentity, SsoProvider as Provider};
 use leptos::prelude::*;

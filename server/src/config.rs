@@ -99,7 +99,7 @@ pub struct Config {
     /// The From of every message, as `Name <address>` or an address;
     /// required with `smtp_server`.
     pub mail_from: Option<String>,
-    /// Sign-in with an OpenID Connect provider (server/src/sso.rs): the
+    /// Sign-in with an OpenID Connect provider (server/src/sso/oidc.rs): the
     /// client id it issued. Unset: no such sign-in is offered.
     pub oidc_client_id: Option<String>,
     /// The client secret; `PILOTHOUSE_OIDC_CLIENT_SECRET_FILE` names a file
