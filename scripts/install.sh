@@ -80,14 +80,16 @@ fi
 # --- Debian packages the tests run for real -------------------------------
 # Chromium for the browser tests; nginx for the agent gateway behind a
 # TLS-terminating proxy; rsyslog with its GnuTLS driver as the SIEM that
-# audit forwarding sends to (each started by its test, never as a service).
+# audit forwarding sends to; pebble, the ACME test server the dashboard gets
+# its certificate from (each started by its test, never as a service).
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so -print -quit 2>/dev/null)" ] || missing+=(rsyslog-gnutls)
+[ -x /usr/bin/pebble ] && [ -x /usr/bin/pebble-challtestsrv ] || missing+=(pebble)
 if [ ${#missing[@]} -eq 0 ]; then
-	say "chromium, nginx, rsyslog: present"
+	say "chromium, nginx, rsyslog, pebble: present"
 else
 	say "installing from Debian: ${missing[*]}"
 	sudo=()

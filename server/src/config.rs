@@ -78,8 +78,20 @@ pub struct Config {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     /// With TLS on: a plain-HTTP listener that only redirects to the HTTPS
-    /// public URL.
+    /// public URL (and answers the ACME CA's http-01 challenges).
     pub http_redirect_listen: Option<SocketAddr>,
+    /// The dashboard's DNS names, one or a list: set to serve it over TLS 1.3
+    /// with a certificate from an ACME CA (server/src/acme.rs), instead of
+    /// `tls_cert_file`. Needs `http_redirect_listen`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub acme_domains: Vec<String>,
+    /// The ACME CA's directory URL. Default: Let's Encrypt.
+    pub acme_directory: Option<String>,
+    /// An email address the CA may write to about the certificate.
+    pub acme_contact: Option<String>,
+    /// A CA certificate (PEM) the ACME server's own HTTPS certificate must
+    /// chain to, instead of the public roots (a private ACME server).
+    pub acme_ca_file: Option<PathBuf>,
     /// Email (password reset links, new sign-in notices): the SMTP server,
     /// `host:port`. Unset: no email is sent and password reset by email is
     /// not offered.
@@ -134,6 +146,24 @@ pub struct Config {
     /// A CA certificate (PEM) GitHub's certificate may chain to, besides the
     /// public roots (an Enterprise Server with a private CA).
     pub github_ca_file: Option<PathBuf>,
+}
+
+/// A list setting also given as one string (`PILOTHOUSE_ACME_DOMAINS=dash.example.com`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
 }
 
 #[derive(Serialize)]

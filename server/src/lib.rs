@@ -5,6 +5,7 @@
 //! first-run setup gate and binds the listener; [`Application::run_until_stopped`]
 //! serves until the process is told to stop. Tests build it on port 0.
 
+pub mod acme;
 pub mod audit_cli;
 mod audit_http;
 pub mod config;
@@ -92,8 +93,10 @@ pub struct Application {
     store: Store,
     addr: SocketAddr,
     public_url: String,
-    /// TLS for the dashboard, when `tls_cert_file` is set.
+    /// TLS for the dashboard, when `tls_cert_file` or `acme_domains` is set.
     web_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Gets and renews the dashboard's certificate, with `acme_domains`.
+    acme: Option<acme::Acme>,
     /// Plain HTTP that redirects to HTTPS (`http_redirect_listen`).
     redirect_listener: Option<TcpListener>,
     agent_listener: TcpListener,
@@ -144,25 +147,30 @@ impl Application {
             addr: config.listen,
             source,
         })?;
-        let web_tls = web_tls_config(&config)?;
+        let (web_tls, acme) = web_tls_config(&config)?;
         let public_url = config
             .public_url
             .clone()
-            .unwrap_or_else(|| {
-                let scheme = if web_tls.is_some() { "https" } else { "http" };
-                format!("{scheme}://{addr}")
+            .unwrap_or_else(|| match (&acme, web_tls.is_some()) {
+                // The certificate's first name, on the listener's port.
+                (Some(acme), _) => match addr.port() {
+                    443 => format!("https://{}", acme.domains()[0]),
+                    port => format!("https://{}:{port}", acme.domains()[0]),
+                },
+                (None, true) => format!("https://{addr}"),
+                (None, false) => format!("http://{addr}"),
             })
             .trim_end_matches('/')
             .to_string();
         if web_tls.is_some() && !public_url.starts_with("https://") {
             return Err(StartError::WebTls(format!(
-                "public_url is {public_url}, but with tls_cert_file set the dashboard is served over HTTPS: make it https://"
+                "public_url is {public_url}, but with tls_cert_file or acme_domains set the dashboard is served over HTTPS: make it https://"
             )));
         }
         let redirect_listener = match config.http_redirect_listen {
             None => None,
             Some(_) if web_tls.is_none() => return Err(StartError::WebTls(
-                "http_redirect_listen redirects to HTTPS: it needs tls_cert_file and tls_key_file"
+                "http_redirect_listen redirects to HTTPS: it needs tls_cert_file and tls_key_file, or acme_domains"
                     .into(),
             )),
             Some(at) => Some(
@@ -300,6 +308,7 @@ impl Application {
         let router = router(&config, state, sso, edge, addr);
         Ok(Application {
             web_tls,
+            acme,
             redirect_listener,
             listener,
             router,
@@ -464,7 +473,10 @@ impl Application {
             if let Ok(at) = redirects.local_addr() {
                 tracing::info!("redirecting http://{at} to {}", self.public_url);
             }
-            let router = web_tls::redirect_router(self.public_url.clone());
+            let mut router = web_tls::redirect_router(self.public_url.clone());
+            if let Some(acme) = &self.acme {
+                router = acme.challenges().router().merge(router);
+            }
             let accept = move |tcp: tokio::net::TcpStream, _addr: SocketAddr| {
                 std::future::ready(Some((tcp, router.clone())))
             };
@@ -474,6 +486,9 @@ impl Application {
                 accept,
                 shutdown_signal(),
             ));
+        }
+        if let Some(acme) = self.acme {
+            tokio::spawn(acme.run());
         }
         let router = self.router;
         match self.web_tls {
@@ -514,18 +529,27 @@ impl Application {
     }
 }
 
-/// The dashboard's TLS configuration from `tls_cert_file` and `tls_key_file`
-/// (both or neither), checked at start.
-fn web_tls_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
+/// The dashboard's TLS configuration, checked at start: from `tls_cert_file`
+/// and `tls_key_file` (both or neither), or from an ACME CA for
+/// `acme_domains` (with what obtains and renews that certificate).
+#[allow(clippy::type_complexity)]
+fn web_tls_config(
+    config: &Config,
+) -> Result<(Option<Arc<rustls::ServerConfig>>, Option<acme::Acme>), StartError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    if let Some(settings) = acme::AcmeSettings::from_config(config).map_err(StartError::WebTls)? {
+        let acme = acme::Acme::new(settings, provider.clone()).map_err(StartError::WebTls)?;
+        let tls = web_tls::server_config(acme.resolver(), provider).map_err(StartError::WebTls)?;
+        return Ok((Some(Arc::new(tls)), Some(acme)));
+    }
     match (&config.tls_cert_file, &config.tls_key_file) {
-        (None, None) => Ok(None),
+        (None, None) => Ok((None, None)),
         (Some(cert), Some(key)) => {
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
             let cert =
                 web_tls::FileCert::load(cert, key, provider.clone()).map_err(StartError::WebTls)?;
             let tls =
                 web_tls::server_config(Arc::new(cert), provider).map_err(StartError::WebTls)?;
-            Ok(Some(Arc::new(tls)))
+            Ok((Some(Arc::new(tls)), None))
         }
         _ => Err(StartError::WebTls(
             "tls_cert_file and tls_key_file go together: set both, or neither".into(),

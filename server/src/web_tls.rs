@@ -153,9 +153,10 @@ fn read(
     Ok(Arc::new(certified))
 }
 
-/// The dashboard's TLS configuration: TLS 1.3 only, with `cert`.
+/// The dashboard's TLS configuration: TLS 1.3 only, presenting what `cert`
+/// resolves (certificate files, or an ACME certificate).
 pub fn server_config(
-    cert: Arc<FileCert>,
+    cert: Arc<dyn ResolvesServerCert>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<ServerConfig, String> {
     let mut config = ServerConfig::builder_with_provider(provider)

@@ -16,70 +16,16 @@ mod process;
 #[path = "helpers/tls.rs"]
 mod tls;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cli_helpers::add_owner;
-use process::{serve_with, PASSWORD};
+use process::{refused_start, serve_with, PASSWORD};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use tls::{client_config, test_pki};
-
-struct Handshake {
-    version: rustls::ProtocolVersion,
-    group: String,
-    leaf: CertificateDer<'static>,
-}
-
-/// One TLS handshake with the dashboard, offering only `versions`.
-async fn handshake(
-    host_port: &str,
-    ca_pem: &str,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> Result<Handshake, std::io::Error> {
-    let tcp = tokio::net::TcpStream::connect(host_port).await?;
-    let tls = tokio_rustls::TlsConnector::from(client_config(ca_pem, versions))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await?;
-    let (_, conn) = tls.get_ref();
-    Ok(Handshake {
-        version: conn.protocol_version().unwrap(),
-        group: format!("{:?}", conn.negotiated_key_exchange_group().unwrap().name()),
-        leaf: conn.peer_certificates().unwrap()[0].clone().into_owned(),
-    })
-}
+use rustls::pki_types::CertificateDer;
+use tls::{handshake, test_pki};
 
 fn leaf_der(cert_pem: &str) -> CertificateDer<'static> {
     CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()
-}
-
-/// `pilothouse serve` with `env`, expected to refuse to start: its exit code
-/// and what it printed.
-fn refused_start(data: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pilothouse"))
-        .args(["serve", "--data-dir"])
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
-        .env_remove("DATABASE_URL")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-            return (status.code(), err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the server started with {env:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,14 +82,14 @@ async fn the_dashboard_serves_tls_13_from_files_and_reloads_them() {
     let host_port = server.web.trim_start_matches("https://").to_string();
 
     // TLS 1.3 with the post-quantum hybrid group; TLS 1.2 alone is refused.
-    let h = handshake(&host_port, &ca, &[&rustls::version::TLS13])
+    let h = handshake(&host_port, "localhost", &ca, &[&rustls::version::TLS13])
         .await
         .unwrap();
     assert_eq!(h.version, rustls::ProtocolVersion::TLSv1_3);
     assert_eq!(h.group, "X25519MLKEM768");
     assert_eq!(h.leaf, leaf_der(&cert));
     assert!(
-        handshake(&host_port, &ca, &[&rustls::version::TLS12])
+        handshake(&host_port, "localhost", &ca, &[&rustls::version::TLS12])
             .await
             .is_err(),
         "a TLS 1.2-only client got in"
@@ -207,7 +153,7 @@ async fn the_dashboard_serves_tls_13_from_files_and_reloads_them() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        match handshake(&host_port, &ca2, &[&rustls::version::TLS13]).await {
+        match handshake(&host_port, "localhost", &ca2, &[&rustls::version::TLS13]).await {
             Ok(h) if h.leaf == leaf_der(&cert2) => break,
             _ => assert!(
                 Instant::now() < deadline,
@@ -219,7 +165,7 @@ async fn the_dashboard_serves_tls_13_from_files_and_reloads_them() {
     // logged and the certificate in use stays.
     std::fs::write(&key_file, &key).unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let h = handshake(&host_port, &ca2, &[&rustls::version::TLS13])
+    let h = handshake(&host_port, "localhost", &ca2, &[&rustls::version::TLS13])
         .await
         .unwrap();
     assert_eq!(

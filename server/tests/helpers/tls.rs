@@ -48,3 +48,30 @@ pub fn client_config(
         .with_no_client_auth(),
     )
 }
+
+pub struct Handshake {
+    pub version: rustls::ProtocolVersion,
+    pub group: String,
+    pub leaf: CertificateDer<'static>,
+}
+
+/// One TLS handshake with `addr` for the server name `name`, trusting
+/// `ca_pem`, offering only `versions`.
+pub async fn handshake(
+    addr: &str,
+    name: &str,
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<Handshake, std::io::Error> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_config(ca_pem, versions))
+        .connect(name, tcp)
+        .await?;
+    let (_, conn) = tls.get_ref();
+    Ok(Handshake {
+        version: conn.protocol_version().unwrap(),
+        group: format!("{:?}", conn.negotiated_key_exchange_group().unwrap().name()),
+        leaf: conn.peer_certificates().unwrap()[0].clone().into_owned(),
+    })
+}
