@@ -480,14 +480,14 @@ impl Agent {
         opened: &OpenedCommand,
     ) -> Result<(ResultStatus, String), AgentError> {
         let header = opened.header();
-        let op = match crate::ops::admit(
+        let crate::ops::Admitted { op, secrets } = match crate::ops::admit(
             &self.record.agent_id,
             self.config.production,
             &self.config.operations,
             header,
             opened.payload(),
         ) {
-            Ok(op) => op,
+            Ok(admitted) => admitted,
             Err(why) => {
                 tracing::warn!(command_id = %header.command_id, kind = %header.kind, reason = %why, "operation refused by the local policy");
                 return Ok((
@@ -512,7 +512,7 @@ impl Agent {
                 // The receiver lives until the task ends; a send cannot fail before.
                 let _ = tx.send(bytes.to_vec());
             };
-            crate::ops::run(&this.config.operations, &op, token, &mut sink).await
+            crate::ops::run(&this.config.operations, &op, secrets, token, &mut sink).await
         };
         let (ran, ()) = tokio::join!(runner, this.stream_output(header, &mut rx, &cancel));
         let status = if ran.succeeded {

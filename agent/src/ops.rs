@@ -21,9 +21,16 @@
 //!
 //! [operations.backup_profiles.nightly]
 //! command = ["/usr/local/bin/backup", "--profile", "nightly"]
-//! env = { AWS_SECRET_ACCESS_KEY = "vault://local/aws_secret" }
+//! env = { AWS_SECRET_ACCESS_KEY = "vault://local/aws_secret", DB_PASSWORD = "secret://DB_PASSWORD" }
 //! stamp = "/var/lib/backup/nightly.ok"  # touched by the backup on success; watched
 //! ```
+//!
+//! A profile's `env` values may refer to the local vault (`vault://local/NAME`,
+//! never leaves this host) and to the control plane's secrets
+//! (`secret://NAME`, set in Settings -> Secrets). The agent declares which
+//! control-plane secrets each profile uses; the control plane sends their
+//! values sealed with the operation, to this agent only, at delivery. Either
+//! kind of value is redacted from the task's output.
 //!
 //! A profile with a `stamp` is watched: each metrics sample reports the
 //! stamp file's modification time as the profile's last success, and the AI
@@ -158,6 +165,14 @@ impl OpsConfig {
             channel::ops::check_profile(name)
                 .map_err(|e| format!("operations.backup_profiles: `{name}`: {}", e.message))?;
             check_command(&format!("backup_profiles.{name}.command"), &p.command)?;
+            let secrets = profile_secrets(p)
+                .map_err(|e| format!("operations.backup_profiles.{name}.env: {e}"))?;
+            if secrets.len() > channel::ops::MAX_PROFILE_SECRETS {
+                return Err(format!(
+                    "operations.backup_profiles.{name}.env names more than {} secrets",
+                    channel::ops::MAX_PROFILE_SECRETS
+                ));
+            }
             if p.stamp.as_ref().is_some_and(|s| !s.is_absolute()) {
                 return Err(format!(
                     "operations.backup_profiles.{name}.stamp must be an absolute path"
@@ -214,6 +229,14 @@ impl OpsConfig {
             package_tool: self.install_package.as_ref().map(|p| p.tool.clone()),
             file_access: self.read_file.is_some(),
             production,
+            profile_secrets: self
+                .backup_profiles
+                .iter()
+                .filter_map(|(name, p)| {
+                    let names = profile_secrets(p).ok()?;
+                    (!names.is_empty()).then(|| (name.clone(), names))
+                })
+                .collect(),
         }
     }
 
@@ -221,6 +244,17 @@ impl OpsConfig {
     pub fn offers(&self, kind: OpKind) -> bool {
         self.capabilities(false).kinds.contains(&kind)
     }
+}
+
+/// The control-plane secrets a profile's environment refers to, sorted, each once.
+fn profile_secrets(p: &ProfileConfig) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for (var, value) in &p.env {
+        names.extend(crate::vault::secret_names(value).map_err(|e| format!("{var}: {e}"))?);
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
 }
 
 fn check_command(what: &str, cmd: &[String]) -> Result<(), String> {
@@ -310,8 +344,10 @@ pub fn admit(
     config: &OpsConfig,
     header: &CommandHeader,
     payload: &[u8],
-) -> Result<Operation, String> {
-    let op = Operation::from_wire(&header.kind, payload)
+) -> Result<Admitted, String> {
+    let (args, secrets) = channel::ops::split_payload(payload)
+        .map_err(|e| format!("the operation's payload was refused: {e}"))?;
+    let op = Operation::from_wire(&header.kind, &args)
         .map_err(|e| format!("the operation's arguments were refused: {e}"))?;
     let Some(signed) = &header.operation else {
         return Err("an operation must carry its approval record; this one has none".into());
@@ -326,7 +362,20 @@ pub fn admit(
         return Err("the plan hash does not match what this command would run".into());
     }
     allowed(config, &op)?;
-    Ok(op)
+    Ok(Admitted {
+        op,
+        secrets: secrets
+            .into_iter()
+            .map(|(name, value)| (name, Zeroizing::new(value)))
+            .collect(),
+    })
+}
+
+/// An operation the local policy admitted, with the control-plane secrets
+/// that came sealed with it.
+pub struct Admitted {
+    pub op: Operation,
+    pub secrets: BTreeMap<String, Zeroizing<String>>,
 }
 
 /// The local allowlist for one operation (a plan: every step).
@@ -403,11 +452,15 @@ pub struct Ran {
 pub async fn run(
     config: &OpsConfig,
     op: &Operation,
+    delivered: BTreeMap<String, Zeroizing<String>>,
     cancel: CancelToken,
     sink: &mut dyn FnMut(&[u8]),
 ) -> Ran {
     let vault = match Vault::load(&config.vault) {
-        Ok(v) => v,
+        Ok(mut v) => {
+            v.deliver(delivered);
+            v
+        }
         Err(e) => {
             let msg = format!("the local vault cannot be used: {e}\n");
             sink(msg.as_bytes());
@@ -742,5 +795,43 @@ mod tests {
             .insert("rel".into(), profile(Some(PathBuf::from("nightly.ok"))));
         let err = cfg.check().unwrap_err();
         assert!(err.contains("backup_profiles.rel.stamp"), "{err}");
+    }
+
+    #[test]
+    fn profiles_declare_the_control_plane_secrets_they_use() {
+        let profile = |env: &[(&str, &str)]| ProfileConfig {
+            command: vec!["/bin/true".into()],
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            stamp: None,
+        };
+        let mut cfg = OpsConfig::default();
+        cfg.backup_profiles.insert(
+            "nightly".into(),
+            profile(&[
+                ("DB_URL", "postgres://app:secret://DB_PASSWORD@db/app"),
+                ("S3_KEY", "secret://S3_KEY"),
+                ("LOCAL", "vault://local/token"),
+            ]),
+        );
+        cfg.backup_profiles
+            .insert("plain".into(), profile(&[("LOCAL", "vault://local/token")]));
+        assert_eq!(cfg.check(), Ok(()));
+        let caps = cfg.capabilities(false);
+        assert_eq!(
+            caps.profile_secrets,
+            BTreeMap::from([(
+                "nightly".to_string(),
+                vec!["DB_PASSWORD".to_string(), "S3_KEY".to_string()]
+            )])
+        );
+        caps.check().unwrap();
+        // A reference that names no secret is refused at load.
+        cfg.backup_profiles
+            .insert("bad".into(), profile(&[("X", "secret://9lives")]));
+        let err = cfg.check().unwrap_err();
+        assert!(err.contains("backup_profiles.bad.env: X"), "{err}");
     }
 }

@@ -44,6 +44,9 @@ pub const DEFAULT_VAULT: &str = "/etc/pilothouse/vault.toml";
 pub const REFERENCE_PREFIX: &str = "vault://local/";
 /// Any reference begins with this; only [`REFERENCE_PREFIX`] is resolvable.
 const SCHEME: &str = "vault://";
+/// A control-plane secret (Settings -> Secrets): `secret://NAME`, resolved
+/// from the values delivered sealed with the operation ([`Vault::deliver`]).
+pub use channel::ops::SECRET_REF;
 /// Longest entry name.
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest value, in bytes (a PEM private key fits comfortably).
@@ -90,20 +93,48 @@ pub enum VaultError {
         reference: String,
         reason: &'static str,
     },
+    #[error(
+        "secret://{name} did not come with this operation: set {name} in Settings -> Secrets \
+         on the dashboard, for this server or the whole organisation"
+    )]
+    NotDelivered { name: String },
 }
 
-/// The loaded vault. `Debug` lists names only.
+/// The loaded vault, and the control-plane secrets delivered with the
+/// operation at hand. `Debug` lists names only.
 #[derive(Default)]
 pub struct Vault {
     entries: BTreeMap<String, Zeroizing<String>>,
+    delivered: BTreeMap<String, Zeroizing<String>>,
 }
 
 impl fmt::Debug for Vault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Vault")
             .field("names", &self.entries.keys().collect::<Vec<_>>())
+            .field("delivered", &self.delivered.keys().collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// The names of the control-plane secrets `s` refers to (`secret://NAME`),
+/// or the first reference whose name is not a secret's name.
+pub fn secret_names(s: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut rest = s;
+    while let Some(at) = rest.find(SECRET_REF) {
+        let tail = &rest[at + SECRET_REF.len()..];
+        let n = tail.bytes().take_while(|&b| is_secret_byte(b)).count();
+        channel::ops::check_secret_name(&tail[..n])
+            .map_err(|e| format!("`{}`: {}", excerpt(&rest[at..]), e.message))?;
+        names.push(tail[..n].to_string());
+        rest = &tail[n..];
+    }
+    Ok(names)
+}
+
+fn is_secret_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 impl Vault {
@@ -195,7 +226,10 @@ impl Vault {
                 );
             }
         }
-        Ok(Self { entries })
+        Ok(Self {
+            entries,
+            delivered: BTreeMap::new(),
+        })
     }
 
     /// How many entries the vault holds.
@@ -212,10 +246,17 @@ impl Vault {
         self.entries.keys().map(String::as_str)
     }
 
-    /// Replaces every `vault://local/NAME` in `s` with the value of NAME. The name
-    /// is the longest run of name characters after the prefix. Any other
-    /// `vault://` reference, an empty or too long name, or an unknown name is an
-    /// error naming the reference. Values are not scanned again.
+    /// Takes the control-plane secrets delivered with an operation, for its
+    /// `secret://NAME` references and for redaction.
+    pub fn deliver(&mut self, secrets: BTreeMap<String, Zeroizing<String>>) {
+        self.delivered = secrets;
+    }
+
+    /// Replaces every `vault://local/NAME` in `s` with the value of NAME, and
+    /// every `secret://NAME` with the delivered secret NAME. The name is the
+    /// longest run of name characters after the prefix. Any other `vault://`
+    /// reference, an empty or too long name, or an unknown name is an error
+    /// naming the reference. Values are not scanned again.
     pub fn resolve(&self, s: &str) -> Result<Zeroizing<String>, VaultError> {
         // Two passes: the first checks every reference and sizes the result, so
         // the string holding the values is allocated once and never reallocated.
@@ -229,9 +270,26 @@ impl Vault {
     /// Calls `f` with the pieces of `s` resolved: literal text and values, in order.
     fn pieces<'a>(&'a self, s: &'a str, mut f: impl FnMut(&str)) -> Result<(), VaultError> {
         let mut rest = s;
-        while let Some(at) = rest.find(SCHEME) {
+        while let Some(at) = next_reference(rest) {
             f(&rest[..at]);
             let reference = &rest[at..];
+            if let Some(tail) = reference.strip_prefix(SECRET_REF) {
+                let n = tail.bytes().take_while(|&b| is_secret_byte(b)).count();
+                if n == 0 || n > channel::ops::MAX_SECRET_NAME_CHARS {
+                    return Err(VaultError::BadReference {
+                        reference: excerpt(reference),
+                        reason: "a secret's name is 1 to 128 letters, digits and _",
+                    });
+                }
+                let name = &tail[..n];
+                let value = self
+                    .delivered
+                    .get(name)
+                    .ok_or_else(|| VaultError::NotDelivered { name: name.into() })?;
+                f(value);
+                rest = &tail[n..];
+                continue;
+            }
             let bad = |reason| VaultError::BadReference {
                 reference: excerpt(reference),
                 reason,
@@ -260,14 +318,25 @@ impl Vault {
         Ok(())
     }
 
-    /// The values, for redaction.
+    /// The values (the vault's and the delivered secrets'), for redaction.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.entries.values().map(|v| v.as_str())
+        self.entries
+            .values()
+            .chain(self.delivered.values())
+            .map(|v| v.as_str())
     }
 
     /// A redactor for this vault's values.
     pub fn redactor(&self) -> Redactor {
         Redactor::new(self.secrets())
+    }
+}
+
+/// Where the next reference of either kind starts.
+fn next_reference(s: &str) -> Option<usize> {
+    match (s.find(SCHEME), s.find(SECRET_REF)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -366,6 +435,37 @@ abc
 
     fn parse(text: &str) -> Result<Vault, VaultError> {
         Vault::parse(text, Path::new("vault.toml"))
+    }
+
+    #[test]
+    fn delivered_secrets_resolve_and_are_redacted() {
+        let mut v = parse(TEXT).unwrap();
+        let e = v.resolve("secret://DB_PASSWORD").unwrap_err();
+        assert!(matches!(&e, VaultError::NotDelivered { name } if name == "DB_PASSWORD"));
+        assert!(e.to_string().contains("Settings -> Secrets"), "{e}");
+        v.deliver(BTreeMap::from([(
+            "DB_PASSWORD".to_string(),
+            Zeroizing::new("delivered-value-9f1c".to_string()),
+        )]));
+        assert_eq!(
+            v.resolve("postgres://app:secret://DB_PASSWORD@db/app vault://local/api-token")
+                .unwrap()
+                .as_str(),
+            "postgres://app:delivered-value-9f1c@db/app tok_0123456789"
+        );
+        let e = v.resolve("secret://").unwrap_err();
+        assert!(matches!(e, VaultError::BadReference { .. }), "{e}");
+        assert!(!format!("{v:?}").contains("delivered-value"), "{v:?}");
+        let out = v.redactor().redact(b"pw=delivered-value-9f1c done");
+        assert!(!String::from_utf8_lossy(&out).contains("delivered-value-9f1c"));
+
+        assert_eq!(
+            secret_names("a secret://A_1 and secret://B/x").unwrap(),
+            vec!["A_1", "B"]
+        );
+        assert!(secret_names("secret://9LIVES").is_err());
+        assert!(secret_names("secret://").is_err());
+        assert!(secret_names("vault://local/x").unwrap().is_empty());
     }
 
     #[test]

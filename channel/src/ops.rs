@@ -35,6 +35,13 @@ pub const MAX_PROFILE_CHARS: usize = 64;
 pub const MAX_PATH_CHARS: usize = 1024;
 /// Most bytes of a file `read_file` sends back.
 pub const MAX_READ_BYTES: usize = 64 * 1024;
+/// How an agent's config names a control-plane secret (Settings -> Secrets)
+/// in a backup profile's environment: `secret://NAME`.
+pub const SECRET_REF: &str = "secret://";
+/// Longest secret name (as the control plane's secrets allow).
+pub const MAX_SECRET_NAME_CHARS: usize = 128;
+/// Most control-plane secrets one backup profile may use.
+pub const MAX_PROFILE_SECRETS: usize = 32;
 
 /// How much harm an operation can do, weakest first. Policy reads it: who may
 /// approve, and whether the two-person rule applies.
@@ -498,6 +505,10 @@ pub struct Capabilities {
     pub file_access: bool,
     /// Whether the agent's config says it is a production host.
     pub production: bool,
+    /// The control-plane secrets (`secret://NAME`) each backup profile's
+    /// task is given, by profile: delivered sealed with the operation.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub profile_secrets: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Most entries in each list of [`Capabilities`].
@@ -536,7 +547,42 @@ impl Capabilities {
         if let Some(tool) = &self.package_tool {
             check_package(tool).map_err(|e| OpError::new("package_tool", e.message))?;
         }
+        for (profile, names) in &self.profile_secrets {
+            let field = format!("profile_secrets.{profile}");
+            if !self.backup_profiles.contains(profile) {
+                return Err(OpError::new(field, "is not one of backup_profiles"));
+            }
+            if names.len() > MAX_PROFILE_SECRETS {
+                return Err(OpError::new(
+                    field,
+                    format!("lists more than {MAX_PROFILE_SECRETS} secrets"),
+                ));
+            }
+            for (i, name) in names.iter().enumerate() {
+                check_secret_name(name)
+                    .map_err(|e| OpError::new(format!("{field}[{i}]"), e.message))?;
+            }
+        }
         Ok(())
+    }
+
+    /// The control-plane secrets `op`'s tasks are given (a plan: every
+    /// step's), sorted, each once.
+    pub fn secrets_for(&self, op: &Operation) -> Vec<String> {
+        let mut names: Vec<String> = match op {
+            Operation::RunPlan { steps } => {
+                steps.iter().flat_map(|s| self.secrets_for(s)).collect()
+            }
+            Operation::RunBackup { profile } => self
+                .profile_secrets
+                .get(profile)
+                .cloned()
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Whether the agent says it runs this operation with these arguments.
@@ -742,6 +788,68 @@ pub fn check_profile(v: &str) -> Result<String, OpError> {
         |c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c),
         "a profile name (lowercase letters, digits, _ and - only)",
     )
+}
+
+/// A control-plane secret's name: a letter or `_`, then letters, digits and
+/// `_` (an environment variable's name).
+pub fn check_secret_name(v: &str) -> Result<String, OpError> {
+    if v.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(OpError::new("secret", "must not start with a digit"));
+    }
+    check_chars(
+        "secret",
+        v,
+        MAX_SECRET_NAME_CHARS,
+        |c| c.is_ascii_alphanumeric() || c == '_',
+        "a secret name (letters, digits and _ only)",
+    )
+}
+
+/// The sealed payload of an operation whose task is given control-plane
+/// secrets: its arguments as they were approved (the plan hash covers them,
+/// not the values) and each secret's value. Only ever inside a sealed
+/// command; the control plane never stores it.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithSecrets {
+    args: Value,
+    secrets: std::collections::BTreeMap<String, String>,
+}
+
+/// The payload that carries `args` (an operation's JSON arguments) with
+/// `secrets` (name -> value). With no secrets the payload is `args` itself.
+pub fn payload_with_secrets(
+    args: &[u8],
+    secrets: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<u8>, OpError> {
+    if secrets.is_empty() {
+        return Ok(args.to_vec());
+    }
+    let args: Value =
+        serde_json::from_slice(args).map_err(|_| OpError::new("args", "are not a JSON object"))?;
+    serde_json::to_vec(&WithSecrets { args, secrets })
+        .map_err(|e| OpError::new("secrets", e.to_string()))
+}
+
+/// Splits a payload into the operation's arguments and the secrets that came
+/// with them (none for a payload of plain arguments). No operation has an
+/// argument named `secrets`, so the two forms cannot be confused.
+pub fn split_payload(
+    payload: &[u8],
+) -> Result<(Vec<u8>, std::collections::BTreeMap<String, String>), OpError> {
+    let value: Value = serde_json::from_slice(payload)
+        .map_err(|_| OpError::new("args", "are not a JSON object"))?;
+    if !value.get("secrets").is_some_and(Value::is_object) {
+        return Ok((payload.to_vec(), Default::default()));
+    }
+    let wrapped: WithSecrets = serde_json::from_value(value)
+        .map_err(|_| OpError::new("secrets", "the payload's secrets are malformed"))?;
+    for name in wrapped.secrets.keys() {
+        check_secret_name(name)?;
+    }
+    let args =
+        serde_json::to_vec(&wrapped.args).map_err(|e| OpError::new("args", e.to_string()))?;
+    Ok((args, wrapped.secrets))
 }
 
 /// An absolute, normalised file path: starts with `/`, no empty, `.` or `..`
@@ -957,5 +1065,92 @@ mod tests {
             ..Capabilities::default()
         };
         assert_eq!(bad.check().unwrap_err().field, "units[0]");
+    }
+
+    #[test]
+    fn secrets_go_with_the_backups_that_use_them() {
+        let mut caps = Capabilities {
+            kinds: vec![OpKind::RunBackup, OpKind::RunPlan, OpKind::DiskUsage],
+            backup_profiles: vec!["nightly".into(), "weekly".into()],
+            ..Capabilities::default()
+        };
+        caps.profile_secrets.insert(
+            "nightly".into(),
+            vec!["DB_PASSWORD".into(), "S3_KEY".into()],
+        );
+        caps.profile_secrets
+            .insert("weekly".into(), vec!["S3_KEY".into()]);
+        caps.check().unwrap();
+        let nightly = Operation::parse("run_backup", &json!({"profile": "nightly"})).unwrap();
+        assert_eq!(caps.secrets_for(&nightly), vec!["DB_PASSWORD", "S3_KEY"]);
+        let plan = Operation::parse(
+            "run_plan",
+            &json!({"steps": [{"kind": "run_backup", "args": {"profile": "weekly"}}, {"kind": "disk_usage"}, {"kind": "run_backup", "args": {"profile": "nightly"}}]}),
+        )
+        .unwrap();
+        assert_eq!(caps.secrets_for(&plan), vec!["DB_PASSWORD", "S3_KEY"]);
+        let disk = Operation::parse("disk_usage", &json!({})).unwrap();
+        assert!(caps.secrets_for(&disk).is_empty());
+
+        // What an agent may declare.
+        let mut bad = caps.clone();
+        bad.profile_secrets
+            .insert("hourly".into(), vec!["X".into()]);
+        assert_eq!(bad.check().unwrap_err().field, "profile_secrets.hourly");
+        for name in ["1PASSWORD", "DB-PASSWORD", "", "A B"] {
+            let mut bad = caps.clone();
+            bad.profile_secrets
+                .insert("weekly".into(), vec![name.into()]);
+            assert_eq!(
+                bad.check().unwrap_err().field,
+                "profile_secrets.weekly[0]",
+                "{name}"
+            );
+        }
+        let mut bad = caps.clone();
+        bad.profile_secrets.insert(
+            "weekly".into(),
+            (0..=MAX_PROFILE_SECRETS).map(|i| format!("S{i}")).collect(),
+        );
+        assert!(bad.check().is_err());
+        // An agent that declares none sends what it always sent.
+        let plain = Capabilities::default();
+        let wire = serde_json::to_string(&plain).unwrap();
+        assert!(!wire.contains("profile_secrets"), "{wire}");
+        assert_eq!(serde_json::from_str::<Capabilities>(&wire).unwrap(), plain);
+    }
+
+    #[test]
+    fn a_payload_carries_secrets_beside_the_approved_arguments() {
+        let args = br#"{"profile":"nightly"}"#;
+        // None: the payload is the arguments, as before.
+        assert_eq!(
+            payload_with_secrets(args, Default::default()).unwrap(),
+            args.to_vec()
+        );
+        let (back, secrets) = split_payload(args).unwrap();
+        assert_eq!(back, args.to_vec());
+        assert!(secrets.is_empty());
+
+        let mut values = std::collections::BTreeMap::new();
+        values.insert("DB_PASSWORD".to_string(), "hunter2-but-longer".to_string());
+        let payload = payload_with_secrets(args, values.clone()).unwrap();
+        let (back, secrets) = split_payload(&payload).unwrap();
+        assert_eq!(secrets, values);
+        // The arguments parse to the same operation, so the plan hash holds.
+        assert_eq!(
+            Operation::from_wire("run_backup", &back).unwrap(),
+            Operation::from_wire("run_backup", args).unwrap()
+        );
+
+        // Malformed: refused, never half read.
+        for bad in [
+            json!({"args": {"profile": "nightly"}, "secrets": {"A": 1}}),
+            json!({"args": {"profile": "nightly"}, "secrets": {"1A": "x"}}),
+            json!({"args": {"profile": "nightly"}, "secrets": {}, "more": 1}),
+            json!({"secrets": {"A": "x"}}),
+        ] {
+            assert!(split_payload(bad.to_string().as_bytes()).is_err(), "{bad}");
+        }
     }
 }

@@ -79,6 +79,7 @@ pub fn group_actions(group: &str) -> Option<Vec<&'static str>> {
             A::CertRenewed,
             A::SecretSet,
             A::SecretDeleted,
+            A::SecretDelivered,
             A::MasterKeyRotated,
         ],
         "operations" => &[

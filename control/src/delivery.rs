@@ -16,7 +16,9 @@
 //! certificate (a key handover) gets no commands until it finishes its round;
 //! a result or output chunk must be sealed to our key and signed by the
 //! agent's identity key; an operation's command carries its plan hash and
-//! approval record in the signed header.
+//! approval record in the signed header; the control-plane secrets a backup's
+//! task uses travel only inside the sealed payload, read at delivery and never
+//! stored with the command.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +38,8 @@ use crate::commands::{self, AgentReport, NewCommand, QueuedCommand};
 use crate::server_keys::ServerKeys;
 use crate::store::Store;
 use crate::{AgentId, CommandId, CommandKind, ControlError, Origin, Timestamp};
+use channel::ops::OpKind;
+use secrecy::ExposeSecret as _;
 
 /// The signed operation part of a command's header: its plan hash and
 /// approval record, for an operation's command; nothing for the control
@@ -68,6 +72,8 @@ pub const UPDATE_TTL_SECS: i64 = 86_400;
 pub struct Delivery {
     store: Store,
     keys: Arc<ServerKeys>,
+    /// The master key of the secrets at rest, for the secrets tasks use.
+    secrets: Option<Arc<crate::secrets::Keyring>>,
     waiters: Mutex<HashMap<AgentId, Arc<Notify>>>,
     heartbeats: agents::Heartbeats,
     /// Results waiting for their group commit.
@@ -99,6 +105,7 @@ impl Delivery {
         Self {
             store,
             keys,
+            secrets: None,
             waiters: Mutex::default(),
             heartbeats: agents::Heartbeats::default(),
             results: Batch::new(RESULTS_PER_BATCH, "agent results"),
@@ -106,6 +113,14 @@ impl Delivery {
             takes: Batch::new(RESULTS_PER_BATCH, "long-polls taking commands"),
             clock,
         }
+    }
+
+    /// Gives operations the control-plane secrets their tasks use (without
+    /// it they go without, and the agent refuses such a task, naming the
+    /// secret).
+    pub fn with_secrets(mut self, ring: Arc<crate::secrets::Keyring>) -> Self {
+        self.secrets = Some(ring);
+        self
     }
 
     /// Writes the heartbeats the polls noted since the last call (the server
@@ -188,7 +203,8 @@ impl Delivery {
             for agent in &taken.wake {
                 self.wake(agent);
             }
-            let delivered = self.seal_in_order(&session, &taken.commands)?;
+            let payloads = self.task_secrets(&session, &taken.commands).await;
+            let delivered = self.seal_in_order(&session, &taken.commands, &payloads)?;
             if !delivered.is_empty() {
                 return Ok(delivered);
             }
@@ -218,13 +234,19 @@ impl Delivery {
     /// order, stopping at the first that cannot travel to this agent: a later
     /// one must never overtake it, or the agent's replay guard would refuse it
     /// for good. Queueing refuses such commands, so this stop is a safeguard.
+    /// A command's payload is its arguments, or what [`Self::task_secrets`]
+    /// built for it in `payloads`.
     fn seal_in_order(
         &self,
         session: &AgentSession,
         pending: &[QueuedCommand],
+        payloads: &HashMap<String, Vec<u8>>,
     ) -> Result<Vec<DeliveredCommand>, ControlError> {
         let mut out = Vec::with_capacity(pending.len());
         for c in pending {
+            let payload = payloads
+                .get(&c.id.0)
+                .map_or(c.args.as_bytes(), Vec::as_slice);
             let header = CommandHeader {
                 agent_id: session.agent().0.clone(),
                 command_id: c.id.0.clone(),
@@ -237,13 +259,13 @@ impl Delivery {
             let delivered = match session.kem_key() {
                 Some(kem) => channel::seal_command(
                     &header,
-                    c.args.as_bytes(),
+                    payload,
                     kem,
                     &self.keys.signing,
                     &mut channel::os_rng(),
                 )
                 .map(|envelope| DeliveredCommand::Sealed { envelope }),
-                None => channel::sign_command(&header, c.args.as_bytes(), &self.keys.signing)
+                None => channel::sign_command(&header, payload, &self.keys.signing)
                     .map(|envelope| DeliveredCommand::Signed { envelope }),
             };
             match delivered {
@@ -256,6 +278,127 @@ impl Delivery {
             }
         }
         Ok(out)
+    }
+
+    /// The payloads of the `taken` commands whose tasks are given
+    /// control-plane secrets (a backup whose profile names `secret://NAME` in
+    /// the agent's config, as its declared capabilities say): the approved
+    /// arguments with the values, built here so that the values are never
+    /// stored with the command, and only for an agent with a sealing key.
+    /// Each delivery is audited (`secret.delivered`, names only). A secret
+    /// that cannot be read is logged (naming it) and left out; the agent then
+    /// refuses to start the task, naming it.
+    async fn task_secrets(
+        &self,
+        session: &AgentSession,
+        taken: &[QueuedCommand],
+    ) -> HashMap<String, Vec<u8>> {
+        let mut out = HashMap::new();
+        let Some(ring) = &self.secrets else {
+            return out;
+        };
+        if session.kem_key().is_none() {
+            return out;
+        }
+        let mut caps: Option<Option<channel::ops::Capabilities>> = None;
+        let mut events = Vec::new();
+        let now = (self.clock)();
+        for c in taken {
+            let CommandKind::Operation(kind @ (OpKind::RunBackup | OpKind::RunPlan)) = c.kind
+            else {
+                continue;
+            };
+            let Ok(op) = channel::ops::Operation::from_wire(kind.as_str(), c.args.as_bytes())
+            else {
+                continue;
+            };
+            if caps.is_none() {
+                caps = Some(self.capabilities(session.agent()).await);
+            }
+            let Some(Some(declared)) = &caps else {
+                continue;
+            };
+            let names = declared.secrets_for(&op);
+            if names.is_empty() {
+                continue;
+            }
+            let given = match crate::secrets::for_task(
+                &self.store,
+                ring,
+                session.org(),
+                session.agent(),
+                &names,
+                now,
+            )
+            .await
+            {
+                Ok(given) => given,
+                Err(e) => {
+                    tracing::error!(agent = %session.agent(), command = %c.id, error = %e, "a secret for this task cannot be read; the task goes without it");
+                    continue;
+                }
+            };
+            if given.is_empty() {
+                continue;
+            }
+            let values = given
+                .iter()
+                .map(|s| (s.name.clone(), s.value.expose_secret().to_string()))
+                .collect();
+            match channel::ops::payload_with_secrets(c.args.as_bytes(), values) {
+                Ok(payload) if payload.len() <= channel::envelope::MAX_PAYLOAD_BYTES => {
+                    out.insert(c.id.0.clone(), payload);
+                    events.push((
+                        audit::AuditActor::system(),
+                        Event::new(
+                            session.org(),
+                            AuditAction::SecretDelivered,
+                            format!("agent:{}", session.agent().0),
+                            json!({
+                                "command": c.id.0,
+                                "kind": kind.as_str(),
+                                "secrets": given.iter().map(|s| json!({"id": s.id, "name": s.name})).collect::<Vec<_>>(),
+                            }),
+                        ),
+                    ));
+                }
+                Ok(_) => {
+                    tracing::error!(agent = %session.agent(), command = %c.id, "the task's secrets do not fit in one command; the task goes without them")
+                }
+                Err(e) => {
+                    tracing::error!(agent = %session.agent(), command = %c.id, error = %e, "cannot add the task's secrets")
+                }
+            }
+        }
+        if !events.is_empty() {
+            if let Err(e) = self.audit_deliveries(events, now).await {
+                tracing::error!(error = %e, "could not record secret.delivered");
+            }
+        }
+        out
+    }
+
+    async fn audit_deliveries(
+        &self,
+        events: Vec<(audit::AuditActor, Event)>,
+        now: Timestamp,
+    ) -> Result<(), ControlError> {
+        let mut tx = self.store.begin().await?;
+        audit::append_many(&mut tx, events, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// What an agent declared it can run, if it declared anything readable.
+    async fn capabilities(&self, agent: &AgentId) -> Option<channel::ops::Capabilities> {
+        let declared: Option<String> =
+            sqlx::query_scalar("SELECT capabilities FROM agents WHERE id = $1")
+                .bind(&agent.0)
+                .fetch_optional(self.store.pool())
+                .await
+                .ok()
+                .flatten();
+        serde_json::from_str(&declared?).ok()
     }
 
     /// Opens and records an agent's result: sealed to our KEM key, signed by

@@ -779,6 +779,67 @@ pub async fn reveal(
     Ok(SecretString::from(value))
 }
 
+/// One secret given to an agent's task.
+pub struct TaskSecret {
+    pub id: String,
+    pub name: String,
+    pub value: SecretString,
+}
+
+/// The values of `names` for a task on `agent` of `org`: for each name, the
+/// secret scoped to that server, else the organisation's. Only environment
+/// variables and API keys are given; a credential stays with the control
+/// plane's integrations. A name without such a secret is left out (the agent
+/// then refuses to start the task, naming it). Each one given records its
+/// last use. The error names a secret that does not decrypt.
+pub async fn for_task(
+    store: &Store,
+    ring: &Keyring,
+    org: OrgId,
+    agent: &AgentId,
+    names: &[String],
+    now: Timestamp,
+) -> Result<Vec<TaskSecret>, SecretError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let server_scope = Scope::Server(agent.clone()).as_db();
+    let placeholders: Vec<String> = (0..names.len()).map(|i| format!("${}", i + 3)).collect();
+    let sql = format!(
+        "SELECT id, scope, name FROM secrets WHERE org_id = $1 AND kind IN ('env', 'api_key') \
+         AND (scope = 'org' OR scope = $2) AND name IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql).bind(org.0).bind(&server_scope);
+    for name in names {
+        query = query.bind(name);
+    }
+    let rows = query.fetch_all(store.pool()).await?;
+    // name -> (id, scoped to this server)
+    let mut chosen: std::collections::BTreeMap<String, (String, bool)> = Default::default();
+    for row in rows {
+        let (id, scope, name): (String, String, String) = (
+            row.try_get("id")?,
+            row.try_get("scope")?,
+            row.try_get("name")?,
+        );
+        let here = scope == server_scope;
+        match chosen.get(&name) {
+            Some((_, true)) => {}
+            Some((_, false)) if !here => {}
+            _ => {
+                chosen.insert(name, (id, here));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(chosen.len());
+    for (name, (id, _)) in chosen {
+        let value = reveal(store, ring, org, &id, now).await?;
+        out.push(TaskSecret { id, name, value });
+    }
+    Ok(out)
+}
+
 /// Writes `n` sealed secrets named `{prefix}{i}` into `org` in one
 /// transaction, without audit events: for benchmarks and tests that need
 /// many secrets (a real change goes through [`set`]).

@@ -83,6 +83,7 @@ fn caps() -> Capabilities {
         package_tool: Some("apt-get".into()),
         file_access: false,
         production: false,
+        profile_secrets: Default::default(),
     }
 }
 

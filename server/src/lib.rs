@@ -208,14 +208,18 @@ impl Application {
         let keys = Arc::new(control::server_keys::ServerKeys::load_or_create(
             &config.data_dir,
         )?);
-        let delivery = Arc::new(control::delivery::Delivery::new(store.clone(), keys));
-        let audit_key = Arc::new(control::checkpoints::AuditKey::load_or_create(
-            &config.data_dir,
-        )?);
         // The master key of the secrets at rest: refused here, at start, when
         // the database's secrets are under a key this server does not hold.
         let secrets_ring = control::secrets::Keyring::open(&config.master_key_file())?;
         control::secrets::adopt(&store, &secrets_ring).await?;
+        let secrets_ring = Arc::new(secrets_ring);
+        let delivery = Arc::new(
+            control::delivery::Delivery::new(store.clone(), keys)
+                .with_secrets(secrets_ring.clone()),
+        );
+        let audit_key = Arc::new(control::checkpoints::AuditKey::load_or_create(
+            &config.data_dir,
+        )?);
         let delivery_handle = delivery.clone();
         let agent_router = gateway::routes(gateway::GatewayState {
             store: store.clone(),
@@ -255,7 +259,6 @@ impl Application {
         }
 
         let mail = mailer::MailSettings::from_config(&config, &host_of(&public_url))?;
-        let secrets_ring = Arc::new(secrets_ring);
         let mailer =
             mail.map(|settings| mailer::Mailer::new(store.clone(), secrets_ring.clone(), settings));
         if mailer.is_none() {

@@ -1,7 +1,9 @@
 //! Operations end to end with no stand-in, on both backends: the real server
 //! on port 0, people signed in over HTTP, and the real agent library whose
-//! `agent.toml` maps `restart_service` to a harmless local script and a backup
-//! profile to one that prints a local-vault secret.
+//! `agent.toml` maps `restart_service` to a harmless local script, a backup
+//! profile to one that prints a local-vault secret, and another to one that
+//! is given a control-plane secret (Settings -> Secrets) sealed with the
+//! operation.
 //!
 //! Then the agent's own refusals, each tested by sending it a command sealed
 //! and signed with the control plane's real command key (read from the
@@ -28,6 +30,9 @@ use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 const SECRET: &str = "vault-secret-7d1e2f9a";
+/// Control-plane secrets (Settings -> Secrets) for the `db` profile.
+const ORG_DB_PASSWORD: &str = "org-wide-db-password-51c0e2";
+const SERVER_DB_PASSWORD: &str = "server-only-db-password-a83d";
 
 struct Setup {
     app: TestApp,
@@ -76,7 +81,11 @@ command = ["/bin/sh", "-c", "echo run >> {slow_log}; echo started; sleep 30; ech
 [operations.backup_profiles.nightly]
 command = ["/bin/sh", "-c", "echo uploading with token $BACKUP_TOKEN"]
 env = {{ BACKUP_TOKEN = "vault://local/backup_token" }}
+[operations.backup_profiles.db]
+command = ["/bin/sh", "-c", "printf %s \"$DB_URL\" > {got}; echo dumping with $DB_URL"]
+env = {{ DB_URL = "postgres://app:secret://DB_PASSWORD@db/app" }}
 "#,
+        got = dir.join("db-url").display(),
         work = work.display(),
         vault = vault.display(),
         script = script.display(),
@@ -769,7 +778,140 @@ async fn refusals_reach_the_audit_log(db: TestDb) {
     assert_eq!(page["op"]["state"], "failed", "{page}");
 }
 
+/// A control-plane secret set as the dashboard's form sets it reaches the
+/// task of a backup whose profile names it (`secret://DB_PASSWORD`): sealed
+/// with the operation at delivery, never stored with the command, redacted
+/// from the output, its delivery audited by name; a server's own secret
+/// wins over the organisation's; without one the agent refuses to start the
+/// task and says what to set.
+async fn control_plane_secrets_reach_the_task_that_uses_them(db: TestDb) {
+    let s = Setup::start(db).await;
+    let owner = s.app.signed_in("owner@example.com").await;
+    let member = s.app.signed_in("member@example.com").await;
+    let member2 = s.app.signed_in("member2@example.com").await;
+    let (state, agent_id) = s.register("db-1").await;
+    let cfg_dir = s.dir.path().join("cfg-secrets");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    let mut running = agent::run::start(&state, agent_config(&cfg_dir, false)).unwrap();
+    running.agent.send_capabilities().await.unwrap();
+    let got = cfg_dir.join("db-url");
+
+    let run_backup = |reason: &'static str| {
+        let (s, agent_id, member, member2) = (&s, &agent_id, &member, &member2);
+        async move {
+            let id = s
+                .propose(member2, agent_id, "run_backup", json!({"profile": "db"}))
+                .await;
+            s.call(
+                member,
+                "approve-operation",
+                &[("id", &id), ("reason", reason)],
+            )
+            .await;
+            id
+        }
+    };
+
+    // Not set yet: the agent refuses to start the task and names it.
+    let id = run_backup("no secret yet").await;
+    running.agent.poll_once().await.unwrap();
+    let page = s.call(&member, "operation", &[("id", &id)]).await;
+    assert_eq!(page["op"]["state"], "failed", "{page}");
+    let output = page["outputs"][0].as_str().unwrap();
+    assert!(
+        output.contains("secret://DB_PASSWORD did not come with this operation: set DB_PASSWORD in Settings -> Secrets"),
+        "{output}"
+    );
+    assert!(!got.exists(), "the task ran without its secret");
+
+    // Set for every server, as the Settings form does: the task gets it.
+    s.call(
+        &owner,
+        "set-secret",
+        &[
+            ("name", "DB_PASSWORD"),
+            ("kind", "env"),
+            ("scope", "org"),
+            ("value", ORG_DB_PASSWORD),
+        ],
+    )
+    .await;
+    let id = run_backup("nightly dump").await;
+    running.agent.poll_once().await.unwrap();
+    let page = s.call(&member, "operation", &[("id", &id)]).await;
+    assert_eq!(page["op"]["state"], "succeeded", "{page}");
+    assert_eq!(
+        std::fs::read_to_string(&got).unwrap(),
+        format!("postgres://app:{ORG_DB_PASSWORD}@db/app")
+    );
+    let output = page["outputs"][0].as_str().unwrap();
+    assert!(
+        output.contains("dumping with postgres://app:[REDACTED]@db/app"),
+        "{output}"
+    );
+    assert!(!output.contains(ORG_DB_PASSWORD), "{output}");
+
+    // Its delivery is audited by name, never by value.
+    let (actor, _, _, target, details) = audit_event(&s, "secret.delivered").await;
+    assert_eq!(actor, "system");
+    assert_eq!(target, format!("agent:{}", agent_id.0));
+    assert_eq!(details["kind"], "run_backup");
+    assert_eq!(details["secrets"][0]["name"], "DB_PASSWORD");
+    assert!(!details.to_string().contains(ORG_DB_PASSWORD));
+    // And its last use shows in the list.
+    let listed = s.call(&owner, "secrets", &[]).await;
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "DB_PASSWORD")
+        .unwrap();
+    assert!(row["last_used_at"].as_i64().is_some(), "{row}");
+    assert!(!listed.to_string().contains(ORG_DB_PASSWORD));
+
+    // This server's own value wins over the organisation's.
+    s.call(
+        &owner,
+        "set-secret",
+        &[
+            ("name", "DB_PASSWORD"),
+            ("kind", "env"),
+            ("scope", &agent_id.0),
+            ("value", SERVER_DB_PASSWORD),
+        ],
+    )
+    .await;
+    let id = run_backup("server's own").await;
+    running.agent.poll_once().await.unwrap();
+    let page = s.call(&member, "operation", &[("id", &id)]).await;
+    assert_eq!(page["op"]["state"], "succeeded", "{page}");
+    assert_eq!(
+        std::fs::read_to_string(&got).unwrap(),
+        format!("postgres://app:{SERVER_DB_PASSWORD}@db/app")
+    );
+
+    // No value is kept with the commands, their results or the audit log.
+    for (table, column) in [
+        ("commands", "args"),
+        ("commands", "result"),
+        ("audit_events", "details"),
+    ] {
+        let stored: Vec<Option<String>> =
+            sqlx::query_scalar(&format!("SELECT {column} FROM {table}"))
+                .fetch_all(s.app.db.store.pool())
+                .await
+                .unwrap();
+        for value in [ORG_DB_PASSWORD, SERVER_DB_PASSWORD] {
+            assert!(
+                stored.iter().flatten().all(|v| !v.contains(value)),
+                "{table}.{column} holds a secret value"
+            );
+        }
+    }
+}
+
 control::both_backends!(
+    control_plane_secrets_reach_the_task_that_uses_them,
     refusals_reach_the_audit_log,
     a_restart_mid_task_fails_the_task_without_running_it_twice,
     live_output_and_cancel_reach_the_running_task,
