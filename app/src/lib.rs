@@ -16,6 +16,7 @@ mod error;
 mod forwarding_page;
 pub mod mfa_page;
 pub mod notices_page;
+mod notifications_page;
 mod operations;
 pub mod ops_api;
 mod pages;

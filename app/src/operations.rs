@@ -795,6 +795,15 @@ fn DeclaredCapabilities(caps: Option<Capabilities>) -> impl IntoView {
                 <Fact label="Backup profiles">{list(&c.backup_profiles)}</Fact>
                 <Fact label="Package tool">{c.package_tool.clone().unwrap_or_else(|| "none".into())}</Fact>
                 <Fact label="File reading">{if c.file_access { "allowed by the agent's config" } else { "off in the agent's config" }}</Fact>
+                {(!c.profile_secrets.is_empty()).then(|| {
+                    let uses = c
+                        .profile_secrets
+                        .iter()
+                        .map(|(profile, names)| format!("{profile}: {}", names.join(", ")))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    view! { <Fact label="Secrets its backups are given (Settings)">{uses}</Fact> }
+                })}
             </dl>
         </div>
     }

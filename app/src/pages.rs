@@ -435,6 +435,7 @@ pub fn Settings() -> impl IntoView {
         <AuditKeySection />
         <crate::sso_page::JoinDomainsSection />
         <crate::forwarding_page::ForwardingSection />
+        <crate::notifications_page::NotificationsSection />
         <crate::secrets_page::SecretsSection />
     }
 }

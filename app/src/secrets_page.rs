@@ -118,7 +118,7 @@ fn SecretRow(s: SecretView, can_manage: bool, delete: ServerAction<DeleteSecret>
             <td>{scope_label(&s.scope)}</td>
             <td>{kind_label(&s.kind)}</td>
             <td class="whitespace-nowrap">{s.updated_at.display_utc()}</td>
-            <td class="whitespace-nowrap">{last}</td>
+            <td class="whitespace-nowrap" data-testid="secret-last-used">{last}</td>
             <td>
                 {can_manage.then(|| view! {
                     <ActionForm action=delete>

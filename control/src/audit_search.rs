@@ -96,7 +96,13 @@ pub fn group_actions(group: &str) -> Option<Vec<&'static str>> {
             A::PolicyChanged,
         ],
         "approvals" => &[A::OperationApproved, A::OperationRejected],
-        "audit" => &[A::AuditExported, A::ForwardingAdded, A::ForwardingRemoved],
+        "audit" => &[
+            A::AuditExported,
+            A::ForwardingAdded,
+            A::ForwardingRemoved,
+            A::NotificationChannelAdded,
+            A::NotificationChannelRemoved,
+        ],
         _ => return None,
     };
     Some(actions.iter().map(|a| a.as_str()).collect())

@@ -52,6 +52,8 @@ pub mod names;
 #[cfg(feature = "server")]
 pub mod notices;
 #[cfg(feature = "server")]
+pub mod notifications;
+#[cfg(feature = "server")]
 pub mod operations;
 #[cfg(feature = "server")]
 pub mod password;

@@ -47,6 +47,8 @@ const MAX_ERROR_CHARS: usize = 300;
 pub enum MailKind {
     PasswordReset,
     NewSignIn,
+    /// An organisation's event announced to an email notification channel.
+    Notification,
 }
 
 impl MailKind {
@@ -54,6 +56,7 @@ impl MailKind {
         match self {
             MailKind::PasswordReset => "password_reset",
             MailKind::NewSignIn => "new_sign_in",
+            MailKind::Notification => "notification",
         }
     }
 }

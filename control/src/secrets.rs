@@ -22,8 +22,9 @@
 //!    new secret is wrapped by the new key;
 //! 3. every data key still wrapped by another key is re-wrapped, a batch per
 //!    transaction, in every table of [`WRAPPED_TABLES`]: the secrets, and
-//!    what [`crate::mfa`] (TOTP seeds) and [`crate::mail`] (queued messages)
-//!    seal the same way through [`seal_own`];
+//!    what [`crate::mfa`] (TOTP seeds), [`crate::mail`] (queued messages) and
+//!    [`crate::notifications`] (channel secrets) seal the same way through
+//!    [`seal_own`];
 //! 4. `master.key.next` replaces `master.key`. The old key wraps nothing and
 //!    is gone.
 //!
@@ -66,7 +67,12 @@ const OWN_AAD: &[u8] = b"pilothouse sealed value v1\0";
 /// The tables whose rows hold a wrapped data key (`id`, `master_key_id`,
 /// `wrapped_key`): secrets, the TOTP seeds of [`crate::mfa`], and the queued
 /// messages of [`crate::mail`].
-const WRAPPED_TABLES: [&str; 3] = ["secrets", "user_totp", "mail_bodies"];
+const WRAPPED_TABLES: [&str; 4] = [
+    "secrets",
+    "user_totp",
+    "mail_bodies",
+    "notification_secrets",
+];
 const NONCE: usize = 12;
 
 /// Who may set, replace and delete secrets: Owners and Admins.

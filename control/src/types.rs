@@ -787,6 +787,28 @@ pub struct SecretView {
     pub last_used_at: Option<Timestamp>,
 }
 
+/// A notification channel and how its delivery stands (never its secret).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NotificationChannelView {
+    pub id: String,
+    /// `email`, `slack` or `webhook`.
+    pub kind: String,
+    pub name: String,
+    /// The email address, the webhook's URL, or a Slack URL's host only.
+    pub address: String,
+    /// Whether it trusts a CA of its own rather than the public web roots.
+    pub own_ca: bool,
+    /// Announced events it has not been told yet.
+    pub pending: i64,
+    /// Failed attempts since the last success.
+    pub failures: i64,
+    /// When the next attempt is, while failing.
+    pub retry_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
 /// An audit forwarding destination and how its delivery stands (never its
 /// secret).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

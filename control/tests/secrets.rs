@@ -321,6 +321,23 @@ async fn rotation_leaves_every_secret_readable_and_the_old_key_useless(db: TestD
             format!("value-{i}"),
         ));
     }
+    // A notification channel's secret is sealed under the same key.
+    let channel = control::notifications::add(
+        &owner
+            .authorize::<control::notifications::ManageNotifications>()
+            .unwrap(),
+        &server_ring,
+        control::notifications::NewChannel {
+            kind: control::notifications::ChannelKind::Webhook,
+            name: "pager".into(),
+            address: "https://hooks.example.com/pilothouse".into(),
+            ca_pem: None,
+            secret: Some(SecretString::from("a channel key that is long enough")),
+        },
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
     let old_copy = tempfile::tempdir().unwrap();
     std::fs::copy(&key_path, old_copy.path().join("master.key")).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -395,6 +412,16 @@ async fn rotation_leaves_every_secret_readable_and_the_old_key_useless(db: TestD
             Err(SecretError::UnknownMasterKey { .. })
         ));
     }
+    // The channel's secret was re-wrapped too: readable with the new key
+    // only, and the error names the channel.
+    let key = control::notifications::secret(&db.store, &server_ring, &channel)
+        .await
+        .unwrap();
+    assert_eq!(key.expose_secret(), "a channel key that is long enough");
+    let refused = control::notifications::secret(&db.store, &old_ring, &channel)
+        .await
+        .unwrap_err();
+    assert!(refused.contains(&channel), "{refused}");
     let rotated: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM audit_events WHERE org_id = $1 AND action = 'secrets.master_key_rotated'",
     )

@@ -7,6 +7,9 @@
 // - a Member proposes a high-risk install from the server page: a second
 //   Member gets the refusal note instead of the buttons, and so does the
 //   proposer; an Admin approves it;
+// - the Owner sets a secret in Settings and runs the backup whose profile
+//   names it (`secret://E2E_DB_PASSWORD`): the task gets the value, the page
+//   and the log never show it;
 // - with Production Protection on, the pilot's proposal for a new failure is
 //   refused and the server page shows the finding;
 // - at 390 px wide the shell has no sideways scrolling and an approval works.
@@ -30,6 +33,7 @@ const PEOPLE = {
 };
 const HOST = 'e2e-ops';
 const PHONE = { width: 390, height: 844 };
+const DB_PASSWORD = 'e2e-db-password-from-settings-4b7a';
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -77,6 +81,9 @@ function agentFiles(dir) {
   const state = write('state.sh', `#!/bin/sh\ncat '${unitState}'\n`, 0o755);
   const restart = write('restart.sh', '#!/bin/sh\necho "restarting $1"\n', 0o755);
   const install = write('install.sh', '#!/bin/sh\necho "installing $1"\n', 0o755);
+  // The backup that is given a control-plane secret leaves what it got here.
+  const dbUrl = path.join(dir, 'db-url');
+  const dump = write('dump.sh', `#!/bin/sh\nprintf %s "$DB_URL" > '${dbUrl}'\necho "dumping with $DB_URL"\n`, 0o755);
   const vault = write('vault.toml', 'e2e_note = "operations-test-vault-entry"\n', 0o600);
   const config = write(
     'agent.toml',
@@ -90,11 +97,14 @@ function agentFiles(dir) {
       `unit_state = ["${state}", "{unit}"]`,
       `restart_service = ["${restart}", "{unit}"]`,
       `install_package = { tool = "apt-get", command = ["${install}", "{package}"] }`,
+      '[operations.backup_profiles.db]',
+      `command = ["${dump}"]`,
+      'env = { DB_URL = "postgres://app:secret://E2E_DB_PASSWORD@db/app" }',
       '',
     ].join('\n'),
     0o600,
   );
-  return { config, unitState };
+  return { config, unitState, dbUrl };
 }
 
 async function addServer(t, page) {
@@ -113,7 +123,7 @@ function startAgent(t, { token, server }) {
   const args = ['register', '--server', server, '--token-file', '-', '--state-dir', stateDir, '--hostname', HOST];
   const reg = spawnSync(t.agentBin, args, { encoding: 'utf8', timeout: 30_000, input: `${token}\n` });
   assert.equal(reg.status, 0, `register failed: ${reg.stderr}${reg.stdout}`);
-  const { config, unitState } = agentFiles(opsDir);
+  const { config, unitState, dbUrl } = agentFiles(opsDir);
   const proc = spawn(t.agentBin, ['run', '--state-dir', stateDir, '--config', config], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: 'info' },
@@ -123,7 +133,7 @@ function startAgent(t, { token, server }) {
   proc.stderr.on('data', (d) => output.push(String(d)));
   // Never outlive the run, whatever happens to the steps.
   process.on('exit', () => proc.kill('SIGKILL'));
-  return { proc, stateDir, opsDir, unitState, output };
+  return { proc, stateDir, opsDir, unitState, dbUrl, output };
 }
 
 function setUnit(state) {
@@ -353,6 +363,49 @@ async function aPlanFromTheServerPage(t) {
   assert.equal((output.match(/restarting nginx\.service/g) || []).length, 2, `both steps ran: ${output}`);
 }
 
+async function aSecretFromSettingsReachesItsBackup(t) {
+  const owner = await as(t, 'owner');
+  await t.goto(owner, '/settings');
+  const section = owner.locator('[data-testid="secrets"]');
+  const form = section.locator('[data-testid="set-secret"]');
+  await form.locator('input[name="name"]').fill('E2E_DB_PASSWORD');
+  await form.locator('input[name="value"]').fill(DB_PASSWORD);
+  await form.getByRole('button', { name: 'Set secret', exact: true }).click();
+  const row = section.locator('[data-testid="secret"][data-name="E2E_DB_PASSWORD"]');
+  await t.expectText(row, /All servers/);
+  await t.expectText(row.locator('[data-testid="secret-last-used"]'), 'never');
+  assert.equal(await form.locator('input[name="value"]').inputValue(), '', 'the value stays in the form');
+  assert.ok(!(await owner.content()).includes(DB_PASSWORD), 'Settings shows the value back');
+
+  // The server page says which secrets its backups are given; the Owner
+  // runs the backup (medium risk: self-approved).
+  await t.goto(owner, t0().serverPath);
+  await t.expectText(owner.locator('[data-testid="capabilities"]'), /db: E2E_DB_PASSWORD/);
+  const propose = owner.locator('[data-testid="propose-form"]');
+  await propose.locator('select[name="kind"]').selectOption('run_backup');
+  await propose.locator('select[name="profile"]').selectOption('db');
+  await propose.locator('input[name="reason"]').fill('dump the database');
+  await propose.locator('input[name="run_now"]').check();
+  await propose.getByRole('button', { name: 'Propose', exact: true }).click();
+  await t.waitForPath(owner, /^\/operations\/op_[0-9a-f]{24}$/);
+  await t.waitHydrated(owner);
+  const id = new URL(owner.url()).pathname.split('/').pop();
+  await expectFinished(t, owner, id, { output: /dumping with postgres:\/\/app:\[REDACTED\]@db\/app/ });
+  assert.ok(!(await owner.content()).includes(DB_PASSWORD), 'the operation page shows the secret');
+  // The task had the real value.
+  assert.equal(fs.readFileSync(t0().agent.dbUrl, 'utf8'), `postgres://app:${DB_PASSWORD}@db/app`);
+
+  // The log names the delivery, never the value; Settings shows the use.
+  await t.goto(owner, '/audit?group=keys');
+  await t.expectText(owner.locator('[data-testid="audit-row"]').first(), /secret\.delivered/);
+  assert.ok(!(await owner.content()).includes(DB_PASSWORD), 'the audit log shows the secret');
+  await t.goto(owner, '/settings');
+  assert.notEqual((await row.locator('[data-testid="secret-last-used"]').textContent()).trim(), 'never');
+  // Deleted again: the secrets steps start from none.
+  await row.getByRole('button', { name: 'Delete', exact: true }).click();
+  await t.expectCount(section.locator('[data-testid="secret"]'), 0);
+}
+
 async function productionProtection(t) {
   const owner = await as(t, 'owner');
   const { serverPath } = t0();
@@ -493,6 +546,7 @@ export const tests = [
   { name: 'the AI Pilot proposes a restart, a Member approves, the output arrives', fn: pilotProposesAMemberApproves },
   { name: 'a high-risk proposal needs an Admin, never its proposer', fn: highRiskNeedsAnAdmin },
   { name: 'a plan proposed and run from the server page', fn: aPlanFromTheServerPage },
+  { name: 'a secret set in Settings reaches the backup that uses it, never shown', fn: aSecretFromSettingsReachesItsBackup },
   { name: 'Production Protection refuses the pilot, shown on the server page', fn: productionProtection },
   { name: 'at 390 px wide the shell does not scroll sideways and an approval works', fn: phoneWidth },
   { name: 'labels, and a deletion that asks for the name and can be restored', fn: labelsAndSafeDelete },

@@ -239,7 +239,7 @@ impl Forwarder {
 
 /// A request error with its causes (connection refused, TLS, timeout), and
 /// without the URL (its query may hold a token).
-fn describe(e: reqwest::Error) -> String {
+pub(crate) fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);

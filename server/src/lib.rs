@@ -15,6 +15,7 @@ pub mod http;
 pub mod install;
 pub mod listen;
 pub mod mailer;
+pub mod notifier;
 pub mod release_cli;
 pub mod sso;
 pub mod web_tls;
@@ -116,6 +117,8 @@ pub struct Application {
     forwarder: forwarder::Forwarder,
     /// Sends the email outbox, when SMTP is configured.
     mailer: Option<mailer::Mailer>,
+    /// Announces events to the organisations' notification channels.
+    notifier: notifier::Notifier,
 }
 
 #[derive(Clone)]
@@ -261,6 +264,8 @@ impl Application {
         let mail = mailer::MailSettings::from_config(&config, &host_of(&public_url))?;
         let mailer =
             mail.map(|settings| mailer::Mailer::new(store.clone(), secrets_ring.clone(), settings));
+        let notifier =
+            notifier::Notifier::new(store.clone(), secrets_ring.clone(), mailer.is_some());
         if mailer.is_none() {
             tracing::info!("no smtp_server set: no email is sent, password reset by email is off");
         }
@@ -333,6 +338,7 @@ impl Application {
             pilot_interval: config.pilot_interval(),
             forwarder,
             mailer,
+            notifier,
             agent_limits: listen::Limits {
                 max_connections: config.agent_max_connections,
                 header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
@@ -406,6 +412,7 @@ impl Application {
             }
         });
         tokio::spawn(self.forwarder.run(FORWARD_INTERVAL));
+        tokio::spawn(self.notifier.run(notifier::NOTIFY_INTERVAL));
         if let Some(mailer) = self.mailer {
             tokio::spawn(mailer.run(mailer::MAIL_INTERVAL));
         }

@@ -13,12 +13,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "helpers/https_hook.rs"]
+mod https_hook;
 #[path = "helpers/tls.rs"]
 mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use control::access::{self, Operator, RequestMeta};
@@ -27,7 +28,6 @@ use control::checkpoints::{self, AuditKey, CheckpointCadence};
 use control::forwarding::{self, DestinationKind, NewDestination, SecretDir};
 use control::testing::TestDb;
 use control::{OrgId, Role, Timestamp, UserId};
-use hmac::{Hmac, Mac};
 use secrecy::SecretString;
 use server::forwarder::Forwarder;
 
@@ -331,122 +331,28 @@ async fn syslog_postgres() {
 }
 
 // ---------------------------------------------------------------------------
-// The webhook receiver
-
-#[derive(Default)]
-struct Received {
-    /// Events taken, as their sequence numbers, in arrival order.
-    seqs: Vec<i64>,
-    checkpoints: Vec<i64>,
-    /// Requests whose signature did not verify.
-    forged: u32,
-    /// Requests answered 503 while down.
-    refused: u32,
-}
-
-struct Webhook {
-    url: String,
-    received: Arc<Mutex<Received>>,
-    down: Arc<std::sync::atomic::AtomicBool>,
-}
+// The webhook receiver (helpers/https_hook.rs)
 
 const HMAC_KEY: &str = "a webhook key that is long enough";
 
-/// Starts an HTTPS server on a loopback port with the given certificate;
-/// `POST /hook` checks `X-Pilothouse-Signature` against [`HMAC_KEY`].
-async fn webhook(cert: &str, key: &str) -> Webhook {
-    use axum::body::Bytes;
-    use axum::http::{HeaderMap, StatusCode};
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    let received = Arc::new(Mutex::new(Received::default()));
-    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (r, d) = (received.clone(), down.clone());
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let (r, d) = (r.clone(), d.clone());
-            async move {
-                let mut r = r.lock().unwrap();
-                if d.load(std::sync::atomic::Ordering::SeqCst) {
-                    r.refused += 1;
-                    return StatusCode::SERVICE_UNAVAILABLE;
-                }
-                let t = headers
-                    .get("x-pilothouse-timestamp")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                let sig = headers
-                    .get("x-pilothouse-signature")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("v1="))
-                    .and_then(|v| hex::decode(v).ok())
-                    .unwrap_or_default();
-                let mut mac = Hmac::<sha2::Sha256>::new_from_slice(HMAC_KEY.as_bytes()).unwrap();
-                mac.update(format!("{t}.").as_bytes());
-                mac.update(&body);
-                if mac.verify_slice(&sig).is_err() {
-                    r.forged += 1;
-                    return StatusCode::UNAUTHORIZED;
-                }
-                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                for e in v["events"].as_array().unwrap() {
-                    r.seqs.push(e["seq"].as_i64().unwrap());
-                }
-                for c in v["checkpoints"].as_array().unwrap() {
-                    r.checkpoints.push(c["count"].as_i64().unwrap());
-                }
-                StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper_util::service::TowerToHyperService::new(app);
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
-            });
+/// The event and checkpoint numbers a receiver took, in arrival order.
+fn seqs_and_checkpoints(hook: &https_hook::Hook) -> (Vec<i64>, Vec<i64>) {
+    let (mut seqs, mut checkpoints) = (Vec::new(), Vec::new());
+    for t in hook.taken() {
+        for e in t.body["events"].as_array().unwrap() {
+            seqs.push(e["seq"].as_i64().unwrap());
         }
-    });
-    Webhook {
-        url: format!("https://localhost:{port}/hook"),
-        received,
-        down,
+        for c in t.body["checkpoints"].as_array().unwrap() {
+            checkpoints.push(c["count"].as_i64().unwrap());
+        }
     }
+    (seqs, checkpoints)
 }
 
 async fn a_webhook_that_was_down_gets_every_event_once_in_order(db: TestDb) {
     let data = tempfile::tempdir().unwrap();
     let (ca, cert, key) = tls::test_pki("forwarding");
-    let hook = webhook(&cert, &key).await;
+    let hook = https_hook::start(&cert, &key, Some(HMAC_KEY)).await;
     let owner = owner(&db).await;
     let org = owner.org();
     let secrets = SecretDir::new(data.path());
@@ -457,7 +363,7 @@ async fn a_webhook_that_was_down_gets_every_event_once_in_order(db: TestDb) {
         NewDestination {
             kind: DestinationKind::Webhook,
             name: "siem".into(),
-            address: hook.url.clone(),
+            address: hook.url("/hook"),
             ca_pem: Some(ca.clone()),
             secret: Some(SecretString::from(HMAC_KEY)),
         },
@@ -494,7 +400,7 @@ async fn a_webhook_that_was_down_gets_every_event_once_in_order(db: TestDb) {
     assert_eq!(forwarder.run_once(now).await.unwrap(), first as u64);
 
     // Down (503) for a while, then back.
-    hook.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    hook.set_down(true);
     for i in 0..3 {
         add(&db, &format!("w{i}@example.com"), Role::Member).await;
     }
@@ -514,21 +420,27 @@ async fn a_webhook_that_was_down_gets_every_event_once_in_order(db: TestDb) {
         view.last_error.as_deref().unwrap().contains("503"),
         "{view:?}"
     );
-    hook.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    hook.set_down(false);
     let total = head(&db, org).await;
     let back = Timestamp(view.retry_at.unwrap().0 + 1);
     assert_eq!(
         forwarder.run_once(back).await.unwrap(),
         (total - first) as u64
     );
-    let r = hook.received.lock().unwrap();
+    let (seqs, checkpoints) = seqs_and_checkpoints(&hook);
     assert_eq!(
-        r.seqs,
+        seqs,
         (1..=total).collect::<Vec<_>>(),
         "every event once, in order"
     );
-    assert_eq!(r.checkpoints, vec![signed[0].count]);
-    assert_eq!((r.forged, r.refused), (0, 1));
+    assert_eq!(checkpoints, vec![signed[0].count]);
+    assert_eq!(
+        (
+            hook.forged.load(std::sync::atomic::Ordering::SeqCst),
+            hook.refused.load(std::sync::atomic::Ordering::SeqCst)
+        ),
+        (0, 1)
+    );
 }
 
 #[tokio::test]
@@ -551,7 +463,7 @@ async fn an_untrusted_receiver_gets_nothing() {
     let data = tempfile::tempdir().unwrap();
     let (_, cert, key) = tls::test_pki("forwarding");
     let (other_ca, _, _) = tls::test_pki("forwarding");
-    let hook = webhook(&cert, &key).await;
+    let hook = https_hook::start(&cert, &key, Some(HMAC_KEY)).await;
     let owner = owner(&db).await;
     let secrets = SecretDir::new(data.path());
     let auth = owner.authorize::<forwarding::ManageForwarding>().unwrap();
@@ -561,7 +473,7 @@ async fn an_untrusted_receiver_gets_nothing() {
         NewDestination {
             kind: DestinationKind::Webhook,
             name: "siem".into(),
-            address: hook.url.clone(),
+            address: hook.url("/hook"),
             ca_pem: Some(other_ca),
             secret: Some(SecretString::from(HMAC_KEY)),
         },
@@ -572,7 +484,7 @@ async fn an_untrusted_receiver_gets_nothing() {
     let forwarder = Forwarder::new(db.store.clone(), secrets, "control.example")
         .with_timeout(Duration::from_secs(5));
     assert_eq!(forwarder.run_once(Timestamp::now()).await.unwrap(), 0);
-    assert!(hook.received.lock().unwrap().seqs.is_empty());
+    assert!(hook.taken().is_empty());
     let view = &forwarding::list(&db.store, owner.org()).await.unwrap()[0];
     assert_eq!(view.failures, 1);
     assert_eq!(view.delivered_seq, 0);

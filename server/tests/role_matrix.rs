@@ -171,6 +171,7 @@ async fn role_matrix(db: TestDb) {
         ("pending-operations", vec![]),
         ("pending-count", vec![]),
         ("audit-destinations", vec![]),
+        ("notification-channels", vec![]),
     ] {
         for (who, c) in &clients {
             let res = app.call(c, endpoint, &form).await;
@@ -198,63 +199,44 @@ async fn role_matrix(db: TestDb) {
         assert_eq!(res.text().await.unwrap(), "\"Done\"");
     }
 
-    // Audit forwarding: Owners and Admins add and remove destinations; the
-    // others are refused, and another organisation's Owner finds none of Acme's.
-    for (who, c) in &clients {
-        let name = format!("siem {who:?}");
-        let res = app
-            .call(
-                c,
-                "add-audit-destination",
-                &[
-                    ("kind", "syslog"),
-                    ("name", &name),
-                    ("address", "siem.example.com:6514"),
-                ],
-            )
-            .await;
-        let expected = match who {
-            Who::Anonymous => 401,
-            Who::Viewer | Who::Member => 403,
-            _ => 200,
-        };
-        assert_eq!(res.status(), expected, "add-audit-destination as {who:?}");
-    }
-    let owner_c = &clients.iter().find(|(w, _)| *w == Who::Owner).unwrap().1;
-    let listed: Vec<control::DestinationView> = app
-        .call(owner_c, "audit-destinations", &[])
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listed.len(), 2, "Acme's: the Admin's and the Owner's");
-    let acme_destination = listed[0].id.clone();
-    for (who, c) in &clients {
-        if *who == Who::Owner || *who == Who::Admin {
-            continue;
-        }
-        let res = app
-            .call(c, "remove-audit-destination", &[("id", &acme_destination)])
-            .await;
-        let expected = match who {
-            Who::Anonymous => 401,
-            Who::OtherOrg => 404,
-            _ => 403,
-        };
-        assert_eq!(
-            res.status(),
-            expected,
-            "remove-audit-destination as {who:?}"
-        );
-    }
-    let res = app
-        .call(
-            owner_c,
+    // Audit forwarding and notification channels: Owners and Admins add and
+    // remove them; the others are refused, and another organisation's Owner
+    // finds none of Acme's.
+    managed_by_owners_and_admins(
+        &app,
+        &clients,
+        (
+            "add-audit-destination",
+            "audit-destinations",
             "remove-audit-destination",
-            &[("id", &acme_destination)],
-        )
-        .await;
-    assert_eq!(res.status(), 200);
+        ),
+        |name| {
+            vec![
+                ("kind", "syslog".to_string()),
+                ("name", name),
+                ("address", "siem.example.com:6514".to_string()),
+            ]
+        },
+    )
+    .await;
+    managed_by_owners_and_admins(
+        &app,
+        &clients,
+        (
+            "add-notification-channel",
+            "notification-channels",
+            "remove-notification-channel",
+        ),
+        |name| {
+            vec![
+                ("kind", "email".to_string()),
+                ("name", name),
+                ("address", "security@example.com".to_string()),
+            ]
+        },
+    )
+    .await;
+    let owner_c = &clients.iter().find(|(w, _)| *w == Who::Owner).unwrap().1;
 
     // Operations: propose, approve and reject (medium and high risk), cancel
     // someone else's, Production Protection, delete and restore. The other
@@ -843,6 +825,50 @@ async fn role_matrix(db: TestDb) {
             "signed out as {who:?}"
         );
     }
+}
+
+/// Everyone tries to add one (named after them), list, and remove Acme's
+/// first: only Owners and Admins may add and remove; another organisation's
+/// Owner does not find it. `endpoints`: (add, list, remove).
+async fn managed_by_owners_and_admins(
+    app: &TestApp,
+    clients: &[(Who, reqwest::Client)],
+    (add, list, remove): (&str, &str, &str),
+    form: impl Fn(String) -> Vec<(&'static str, String)>,
+) {
+    for (who, c) in clients {
+        let fields = form(format!("added by {who:?}"));
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let res = app.call(c, add, &fields).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::Viewer | Who::Member => 403,
+            _ => 200,
+        };
+        assert_eq!(res.status(), expected, "{add} as {who:?}");
+    }
+    let owner_c = &clients.iter().find(|(w, _)| *w == Who::Owner).unwrap().1;
+    let listed: Vec<serde_json::Value> = app.call(owner_c, list, &[]).await.json().await.unwrap();
+    assert_eq!(
+        listed.len(),
+        2,
+        "{list}: Acme's, the Admin's and the Owner's"
+    );
+    let first = listed[0]["id"].as_str().unwrap().to_string();
+    for (who, c) in clients {
+        if *who == Who::Owner || *who == Who::Admin {
+            continue;
+        }
+        let res = app.call(c, remove, &[("id", &first)]).await;
+        let expected = match who {
+            Who::Anonymous => 401,
+            Who::OtherOrg => 404,
+            _ => 403,
+        };
+        assert_eq!(res.status(), expected, "{remove} as {who:?}");
+    }
+    let res = app.call(owner_c, remove, &[("id", &first)]).await;
+    assert_eq!(res.status(), 200, "{remove} as the Owner");
 }
 
 control::both_backends!(role_matrix);

@@ -5,6 +5,7 @@
 
 pub mod agent_tls;
 pub mod github;
+pub mod https_hook;
 pub mod oidc;
 pub mod smtp;
 pub mod tls;
