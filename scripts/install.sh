@@ -88,8 +88,10 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so -print -quit 2>/dev/null)" ] || missing+=(rsyslog-gnutls)
 [ -x /usr/bin/pebble ] && [ -x /usr/bin/pebble-challtestsrv ] || missing+=(pebble)
+# OpenSSH's ssh-keygen checks the SSH keys Pilothouse generates.
+[ -x /usr/bin/ssh-keygen ] || missing+=(openssh-client)
 if [ ${#missing[@]} -eq 0 ]; then
-	say "chromium, nginx, rsyslog, pebble: present"
+	say "chromium, nginx, rsyslog, pebble, ssh-keygen: present"
 else
 	say "installing from Debian: ${missing[*]}"
 	sudo=()

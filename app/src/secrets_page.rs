@@ -41,6 +41,20 @@ pub async fn set_secret(
     Ok(control::secrets::set(&auth, &cx.state.secrets, new, cx.now).await?)
 }
 
+/// Generates an SSH key pair kept as secret `name`; returns the public key
+/// (the private key is never shown).
+#[server(endpoint = "generate-ssh-key")]
+pub async fn generate_ssh_key(name: String, scope: Option<String>) -> Result<String, AppError> {
+    use control::secrets::Scope;
+    let cx = crate::context::cx().await?;
+    let actor = cx.actor().await?;
+    let auth = actor.authorize::<control::secrets::ManageSecrets>()?;
+    let scope = Scope::parse(scope.as_deref().unwrap_or(""))?;
+    let (_, public) =
+        control::secrets::generate_ssh_key(&auth, &cx.state.secrets, scope, &name, cx.now).await?;
+    Ok(public)
+}
+
 #[server(endpoint = "delete-secret")]
 pub async fn delete_secret(id: String) -> Result<(), AppError> {
     let cx = crate::context::cx().await?;
@@ -60,6 +74,7 @@ fn kind_label(kind: &str) -> &'static str {
     match kind {
         "env" => "Environment variable",
         "api_key" => "Cloud API key",
+        "ssh_key" => "SSH key",
         _ => "Credential",
     }
 }
@@ -67,9 +82,16 @@ fn kind_label(kind: &str) -> &'static str {
 #[component]
 pub fn SecretsSection() -> impl IntoView {
     let set = ServerAction::<SetSecret>::new();
+    let generate = ServerAction::<GenerateSshKey>::new();
     let delete = ServerAction::<DeleteSecret>::new();
     let list = Resource::new(
-        move || (set.version().get(), delete.version().get()),
+        move || {
+            (
+                set.version().get(),
+                generate.version().get(),
+                delete.version().get(),
+            )
+        },
         |_| list_secrets(),
     );
     let can_manage = me().0.org.role.manages_members();
@@ -77,7 +99,7 @@ pub fn SecretsSection() -> impl IntoView {
         <section class="mt-8" data-testid="secrets">
             <h2 class="text-lg font-semibold">"Secrets"</h2>
             <p class="mt-1 max-w-2xl text-sm text-slate-600">
-                "Environment variables, cloud API keys and credentials, encrypted at rest under a master key kept outside the database. A value is written once and never shown again: replace it by setting the same name, or delete it."
+                "Environment variables, cloud API keys, credentials and SSH keys, encrypted at rest under a master key kept outside the database. A value is written once and never shown again: replace it by setting the same name, or delete it. An SSH key is generated here: its public key is shown, its private key never. A backup profile uses a secret as secret://NAME in its server's agent.toml."
             </p>
             <Transition fallback=|| view! { <p class="text-slate-500">"Loading…"</p> }>
                 {move || Suspend::new(async move {
@@ -100,7 +122,7 @@ pub fn SecretsSection() -> impl IntoView {
                 })}
             </Transition>
             <div class="mt-2"><FormError action=delete /></div>
-            {can_manage.then(|| view! { <SetSecretForm set /> })}
+            {can_manage.then(|| view! { <SetSecretForm set /> <GenerateSshKeyForm generate /> })}
         </section>
     }
 }
@@ -114,7 +136,12 @@ fn SecretRow(s: SecretView, can_manage: bool, delete: ServerAction<DeleteSecret>
     let name = s.name.clone();
     view! {
         <tr data-testid="secret" data-name=name>
-            <td class="font-mono text-sm font-medium">{s.name}</td>
+            <td class="font-mono text-sm font-medium">
+                {s.name}
+                {s.public_key.map(|k| view! {
+                    <code class="mt-1 block max-w-md break-all text-xs font-normal text-slate-600" data-testid="ssh-public-key">{k}</code>
+                })}
+            </td>
             <td>{scope_label(&s.scope)}</td>
             <td>{kind_label(&s.kind)}</td>
             <td class="whitespace-nowrap">{s.updated_at.display_utc()}</td>
@@ -140,7 +167,6 @@ fn SetSecretForm(set: ServerAction<SetSecret>) -> impl IntoView {
             form.reset();
         }
     });
-    let servers = Resource::new(|| (), |_| crate::api::list_servers());
     view! {
         <div class="mt-4 max-w-xl">
             <h3 class="card-label">"Set a secret"</h3>
@@ -157,25 +183,53 @@ fn SetSecretForm(set: ServerAction<SetSecret>) -> impl IntoView {
                         <option value="credential">"Credential"</option>
                     </select>
                 </label>
-                <label class="field">
-                    <span>"For"</span>
-                    <select name="scope" class="input">
-                        <option value="org" selected=true>"All servers"</option>
-                        <Suspense fallback=|| ()>
-                            {move || Suspend::new(async move {
-                                servers.await.unwrap_or_default().into_iter().map(|s| view! {
-                                    <option value=s.id.0.clone()>{format!("{} ({})", s.hostname, s.id)}</option>
-                                }).collect_view()
-                            })}
-                        </Suspense>
-                    </select>
-                </label>
+                <ScopeField />
                 <label class="field">
                     <span>"Value (never shown again)"</span>
                     <input class="input" type="password" name="value" required maxlength="32768" autocomplete="new-password" />
                 </label>
                 <FormError action=set />
                 <div><button class="btn-primary" type="submit">"Set secret"</button></div>
+            </ActionForm>
+        </div>
+    }
+}
+
+/// Which servers a secret is for: all, or one of the organisation's.
+#[component]
+fn ScopeField() -> impl IntoView {
+    let servers = Resource::new(|| (), |_| crate::api::list_servers());
+    view! {
+        <label class="field">
+            <span>"For"</span>
+            <select name="scope" class="input">
+                <option value="org" selected=true>"All servers"</option>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        servers.await.unwrap_or_default().into_iter().map(|s| view! {
+                            <option value=s.id.0.clone()>{format!("{} ({})", s.hostname, s.id)}</option>
+                        }).collect_view()
+                    })}
+                </Suspense>
+            </select>
+        </label>
+    }
+}
+
+#[component]
+fn GenerateSshKeyForm(generate: ServerAction<GenerateSshKey>) -> impl IntoView {
+    view! {
+        <div class="mt-4 max-w-xl">
+            <h3 class="card-label">"Generate an SSH key"</h3>
+            <p class="mt-1 text-sm text-slate-600">"An Ed25519 key pair made here. Put its public key where the servers connect to (authorized_keys); the private key only ever reaches the tasks that name it."</p>
+            <ActionForm action=generate attr:class="mt-2 flex flex-col gap-3" attr:data-testid="generate-ssh-key">
+                <label class="field">
+                    <span>"Name (letters, digits and _)"</span>
+                    <input class="input font-mono" type="text" name="name" required maxlength="128" autocomplete="off" pattern="[A-Za-z_][A-Za-z0-9_]*" />
+                </label>
+                <ScopeField />
+                <FormError action=generate />
+                <div><button class="btn-primary" type="submit">"Generate SSH key"</button></div>
             </ActionForm>
         </div>
     }

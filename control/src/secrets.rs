@@ -339,6 +339,9 @@ pub enum SecretKind {
     ApiKey,
     /// A credential of a notification channel or an integration.
     Credential,
+    /// An SSH private key Pilothouse generated ([`generate_ssh_key`]); its
+    /// public half is shown.
+    SshKey,
 }
 
 impl SecretKind {
@@ -347,6 +350,7 @@ impl SecretKind {
             SecretKind::Env => "env",
             SecretKind::ApiKey => "api_key",
             SecretKind::Credential => "credential",
+            SecretKind::SshKey => "ssh_key",
         }
     }
 }
@@ -358,6 +362,7 @@ impl std::str::FromStr for SecretKind {
             "env" => Ok(SecretKind::Env),
             "api_key" => Ok(SecretKind::ApiKey),
             "credential" => Ok(SecretKind::Credential),
+            "ssh_key" => Ok(SecretKind::SshKey),
             _ => Err(ControlError::invalid(
                 "kind: one of env, api_key, credential.",
             )),
@@ -546,6 +551,13 @@ pub(crate) fn open_own(
     .ok_or_else(|| SecretError::Tampered { id: id.to_string() })
 }
 
+/// `SHA256:<base64>` of an OpenSSH public key, as `ssh-keygen -l` prints it.
+fn ssh_fingerprint(public: &str) -> String {
+    ssh_key::PublicKey::from_openssh(public)
+        .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string())
+        .unwrap_or_default()
+}
+
 /// A [`SecretError`] where a [`ControlError`] is answered.
 fn as_control(e: SecretError) -> ControlError {
     match e {
@@ -576,8 +588,11 @@ pub async fn set(
     new: NewSecret,
     now: Timestamp,
 ) -> Result<String, ControlError> {
-    let name = new.name.trim().to_string();
-    check_name(&name)?;
+    if new.kind == SecretKind::SshKey {
+        return Err(ControlError::invalid(
+            "kind: an SSH key is generated here (Generate SSH key), never pasted in.",
+        ));
+    }
     let value = new.value.expose_secret();
     if value.is_empty() || value.len() > MAX_VALUE {
         return Err(ControlError::invalid(format!(
@@ -585,6 +600,57 @@ pub async fn set(
             MAX_VALUE / 1024
         )));
     }
+    write(auth, ring, &new, value.as_bytes(), None, now).await
+}
+
+/// Generates an Ed25519 SSH key pair (the `ssh-key` crate, the system's
+/// random source) and keeps it as secret `name` of kind `ssh_key`: the
+/// private key (OpenSSH format) sealed like any secret, never shown; the
+/// public key (`ssh-ed25519 AAAA... pilothouse:NAME`) shown in the list. The
+/// same scope and name again makes a new pair in its place. Audited
+/// (`secret.set`, with the public key's SHA-256 fingerprint). Returns the id
+/// and the public key.
+pub async fn generate_ssh_key(
+    auth: &Authorized<'_, ManageSecrets>,
+    ring: &Keyring,
+    scope: Scope,
+    name: &str,
+    now: Timestamp,
+) -> Result<(String, String), ControlError> {
+    let name = name.trim();
+    check_name(name)?;
+    let mut key = ssh_key::PrivateKey::random(&mut OsRng, ssh_key::Algorithm::Ed25519)
+        .map_err(ControlError::internal)?;
+    key.set_comment(format!("pilothouse:{name}"));
+    let private = key
+        .to_openssh(ssh_key::LineEnding::LF)
+        .map_err(ControlError::internal)?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(ControlError::internal)?;
+    let new = NewSecret {
+        scope,
+        kind: SecretKind::SshKey,
+        name: name.to_string(),
+        value: SecretString::from(String::new()),
+    };
+    let id = write(auth, ring, &new, private.as_bytes(), Some(&public), now).await?;
+    Ok((id, public))
+}
+
+/// Writes a secret (new, or in place of the same scope and name) and its
+/// `secret.set` event in one transaction.
+async fn write(
+    auth: &Authorized<'_, ManageSecrets>,
+    ring: &Keyring,
+    new: &NewSecret,
+    value: &[u8],
+    public_key: Option<&str>,
+    now: Timestamp,
+) -> Result<String, ControlError> {
+    let name = new.name.trim().to_string();
+    check_name(&name)?;
     let actor = auth.actor();
     let org = actor.org();
     let scope = new.scope.as_db();
@@ -627,25 +693,25 @@ pub async fn set(
         .unwrap_or_else(|| format!("sec_{}", random_token(12)));
     let key_id = current_key(&mut tx).await?;
     let (wrapped, ciphertext) =
-        seal_secret(ring, &key_id, &id, org, &scope, &name, value.as_bytes())
-            .map_err(as_control)?;
+        seal_secret(ring, &key_id, &id, org, &scope, &name, value).map_err(as_control)?;
     if existing.is_some() {
         sqlx::query(
-            "UPDATE secrets SET kind = $1, master_key_id = $2, wrapped_key = $3, ciphertext = $4, updated_at = $5 \
-             WHERE id = $6",
+            "UPDATE secrets SET kind = $1, master_key_id = $2, wrapped_key = $3, ciphertext = $4, updated_at = $5, \
+             public_key = $6 WHERE id = $7",
         )
         .bind(new.kind.as_str())
         .bind(&key_id)
         .bind(&wrapped)
         .bind(&ciphertext)
         .bind(now.0)
+        .bind(public_key)
         .bind(&id)
         .execute(tx.conn())
         .await?;
     } else {
         sqlx::query(
-            "INSERT INTO secrets (id, org_id, scope, kind, name, master_key_id, wrapped_key, ciphertext, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+            "INSERT INTO secrets (id, org_id, scope, kind, name, master_key_id, wrapped_key, ciphertext, created_at, updated_at, public_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
         )
         .bind(&id)
         .bind(org.0)
@@ -656,23 +722,23 @@ pub async fn set(
         .bind(&wrapped)
         .bind(&ciphertext)
         .bind(now.0)
+        .bind(public_key)
         .execute(tx.conn())
         .await?;
+    }
+    let mut details = json!({
+        "name": name,
+        "scope": scope,
+        "kind": new.kind.as_str(),
+        "replaced": existing.is_some(),
+    });
+    if let Some(public) = public_key {
+        details["fingerprint"] = json!(ssh_fingerprint(public));
     }
     audit::append(
         &mut tx,
         &actor.audit_actor(),
-        Event::new(
-            org,
-            AuditAction::SecretSet,
-            format!("secret:{id}"),
-            json!({
-                "name": name,
-                "scope": scope,
-                "kind": new.kind.as_str(),
-                "replaced": existing.is_some(),
-            }),
-        ),
+        Event::new(org, AuditAction::SecretSet, format!("secret:{id}"), details),
         now,
     )
     .await?;
@@ -721,7 +787,7 @@ pub async fn delete(
 /// The organisation's secrets, without their values, by scope and name.
 pub async fn list(auth: &Authorized<'_, ReadOrg>) -> Result<Vec<SecretView>, ControlError> {
     let rows = sqlx::query(
-        "SELECT id, scope, kind, name, created_at, updated_at, last_used_at FROM secrets \
+        "SELECT id, scope, kind, name, created_at, updated_at, last_used_at, public_key FROM secrets \
          WHERE org_id = $1 ORDER BY scope, name",
     )
     .bind(auth.actor().org().0)
@@ -738,6 +804,7 @@ pub async fn list(auth: &Authorized<'_, ReadOrg>) -> Result<Vec<SecretView>, Con
                 created_at: Timestamp(r.try_get("created_at")?),
                 updated_at: Timestamp(r.try_get("updated_at")?),
                 last_used_at: r.try_get::<Option<i64>, _>("last_used_at")?.map(Timestamp),
+                public_key: r.try_get("public_key")?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?)
@@ -794,8 +861,8 @@ pub struct TaskSecret {
 
 /// The values of `names` for a task on `agent` of `org`: for each name, the
 /// secret scoped to that server, else the organisation's. Only environment
-/// variables and API keys are given; a credential stays with the control
-/// plane's integrations. A name without such a secret is left out (the agent
+/// variables, API keys and SSH keys (the private key, OpenSSH format) are
+/// given; a credential stays with the control plane's integrations. A name without such a secret is left out (the agent
 /// then refuses to start the task, naming it). Each one given records its
 /// last use. The error names a secret that does not decrypt.
 pub async fn for_task(
@@ -812,7 +879,7 @@ pub async fn for_task(
     let server_scope = Scope::Server(agent.clone()).as_db();
     let placeholders: Vec<String> = (0..names.len()).map(|i| format!("${}", i + 3)).collect();
     let sql = format!(
-        "SELECT id, scope, name FROM secrets WHERE org_id = $1 AND kind IN ('env', 'api_key') \
+        "SELECT id, scope, name FROM secrets WHERE org_id = $1 AND kind IN ('env', 'api_key', 'ssh_key') \
          AND (scope = 'org' OR scope = $2) AND name IN ({})",
         placeholders.join(", ")
     );

@@ -785,6 +785,8 @@ pub struct SecretView {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
+    /// An SSH key's public half (OpenSSH format); `None` for other kinds.
+    pub public_key: Option<String>,
 }
 
 /// A notification channel and how its delivery stands (never its secret).

@@ -438,7 +438,99 @@ async fn rotation_leaves_every_secret_readable_and_the_old_key_useless(db: TestD
     assert_eq!(again.old_key_id, rotation.new_key_id);
 }
 
+/// An SSH key pair made here: the public key is shown and is what OpenSSH's
+/// own `ssh-keygen` derives from the private key, which is sealed (absent
+/// from a dump), never listed, and given to a task that names it. It cannot
+/// be pasted in as a value, and a Member cannot make one.
+async fn ssh_keys_are_generated_here_and_only_the_public_key_is_shown(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = ring_in(&db, dir.path()).await;
+    let (owner, org) = common::add(&db, "Acme", "owner@example.com", Role::Owner).await;
+    let (member, _) = common::add(&db, "Acme", "member@example.com", Role::Member).await;
+    let owner = common::actor(&db, owner, org).await;
+    let auth = owner.authorize::<ManageSecrets>().unwrap();
+    let now = Timestamp::now();
+    let (id, public) = secrets::generate_ssh_key(&auth, &ring, Scope::Org, "DEPLOY_KEY", now)
+        .await
+        .unwrap();
+    assert!(public.starts_with("ssh-ed25519 AAAA"), "{public}");
+    assert!(public.ends_with(" pilothouse:DEPLOY_KEY"), "{public}");
+    let listed = secrets::list(&owner.authorize().unwrap()).await.unwrap();
+    assert_eq!(listed[0].kind, "ssh_key");
+    assert_eq!(listed[0].public_key.as_deref(), Some(public.as_str()));
+    assert!(!format!("{listed:?}").contains("PRIVATE KEY"));
+
+    // The private key, as a task gets it, is the pair of the public key by
+    // ssh-keygen's own reading.
+    let agent = control::AgentId::parse("agt_0123456789abcdef01234567").unwrap();
+    let given = secrets::for_task(&db.store, &ring, org, &agent, &["DEPLOY_KEY".into()], now)
+        .await
+        .unwrap();
+    assert_eq!(given.len(), 1);
+    let private = given[0].value.expose_secret().to_string();
+    assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    let file = dir.path().join("id_ed25519");
+    std::fs::write(&file, &private).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let derived = std::process::Command::new("ssh-keygen")
+        .arg("-y")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .expect("ssh-keygen (openssh-client, scripts/install.sh)");
+    assert!(derived.status.success(), "{derived:?}");
+    let derived = String::from_utf8(derived.stdout).unwrap();
+    let blob = |k: &str| k.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(blob(&derived), blob(&public));
+    // The audit event names its fingerprint, as ssh-keygen -l prints it.
+    let printed = std::process::Command::new("ssh-keygen")
+        .arg("-l")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8(printed.stdout)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let details: String = sqlx::query_scalar(
+        "SELECT details FROM audit_events WHERE org_id = $1 AND action = 'secret.set' AND target = $2",
+    )
+    .bind(org.0)
+    .bind(format!("secret:{id}"))
+    .fetch_one(db.store.pool())
+    .await
+    .unwrap();
+    let details: serde_json::Value = serde_json::from_str(&details).unwrap();
+    assert_eq!(details["fingerprint"], fingerprint);
+    assert_eq!(details["kind"], "ssh_key");
+
+    // Sealed: no line of the private key's body is in a dump.
+    let dumped = dump(&db);
+    for line in private.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!contains(&dumped, line), "the dump holds the private key");
+    }
+    // Generated again: a new pair in its place.
+    let (again, second) = secrets::generate_ssh_key(&auth, &ring, Scope::Org, "DEPLOY_KEY", now)
+        .await
+        .unwrap();
+    assert_eq!(again, id);
+    assert_ne!(blob(&second), blob(&public));
+
+    // Never pasted in; never made by a Member.
+    let mut pasted = env("OTHER_KEY", "-----BEGIN OPENSSH PRIVATE KEY-----");
+    pasted.kind = SecretKind::SshKey;
+    let refused = secrets::set(&auth, &ring, pasted, now).await.unwrap_err();
+    assert!(refused.to_string().contains("generated here"), "{refused}");
+    let member = common::actor(&db, member, org).await;
+    assert!(member.authorize::<ManageSecrets>().is_err());
+}
+
 control::both_backends!(
+    ssh_keys_are_generated_here_and_only_the_public_key_is_shown,
     secrets_are_write_only_and_sealed_at_rest,
     tampering_and_a_wrong_master_key_name_the_secret,
     the_secret_limit_holds_under_concurrent_writes,

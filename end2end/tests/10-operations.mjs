@@ -239,7 +239,7 @@ async function setUp(t) {
   await t.expectText(card.locator('[data-testid="production-state"]'), 'Off');
   // Only the kinds the agent declared are offered (plans of them too).
   const kinds = await card.locator('select[name="kind"] option').evaluateAll((opts) => opts.map((o) => o.value));
-  assert.deepEqual(kinds.sort(), ['install_package', 'restart_service', 'run_plan'], `kinds offered: ${kinds}`);
+  assert.deepEqual(kinds.sort(), ['install_package', 'restart_service', 'run_backup', 'run_plan'], `kinds offered: ${kinds}`);
 }
 
 async function pilotProposesAMemberApproves(t) {

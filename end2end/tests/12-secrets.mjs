@@ -1,7 +1,8 @@
 // Secrets on the Settings page: an Owner sets one; its name appears, its
 // value never does (not in the page, and the form is emptied); setting the
 // same name replaces it; the change is in the log without the value; a
-// Viewer sees the list without the form or Delete; the Owner deletes it.
+// Viewer sees the list without the form or Delete; the Owner deletes it. An
+// SSH key generated here shows its public key, never its private key.
 import assert from 'node:assert/strict';
 import { OWNER, signIn } from './_common.mjs';
 
@@ -59,5 +60,21 @@ export default async function secrets(t) {
   // The Owner deletes it.
   await t.goto(page, '/settings');
   await row.getByRole('button', { name: 'Delete', exact: true }).click();
+  await t.expectText(section.locator('[data-testid="no-secrets"]'), 'No secrets.');
+
+  // An SSH key is generated here: its public key is shown, the private key
+  // never (not in the page, not in the log).
+  const generate = section.locator('[data-testid="generate-ssh-key"]');
+  await generate.locator('input[name="name"]').fill('DEPLOY_KEY');
+  await generate.getByRole('button', { name: 'Generate SSH key', exact: true }).click();
+  const key = section.locator('[data-testid="secret"][data-name="DEPLOY_KEY"]');
+  await t.expectText(key.locator('[data-testid="ssh-public-key"]'), /^ssh-ed25519 AAAA[0-9A-Za-z+/=]+ pilothouse:DEPLOY_KEY$/);
+  await t.expectText(key, /SSH key/);
+  assert.ok(!(await page.content()).includes('PRIVATE KEY'), 'the private key is shown');
+  await t.goto(page, '/audit?group=keys');
+  await t.expectText(page.locator('[data-testid="audit-row"]').first(), /secret\.set/);
+  assert.ok(!(await page.content()).includes('PRIVATE KEY'), 'the audit log shows the private key');
+  await t.goto(page, '/settings');
+  await key.getByRole('button', { name: 'Delete', exact: true }).click();
   await t.expectText(section.locator('[data-testid="no-secrets"]'), 'No secrets.');
 }
