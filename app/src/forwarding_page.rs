@@ -172,13 +172,7 @@ fn DestinationRow(
 
 #[component]
 fn AddDestinationForm(add: ServerAction<AddAuditDestination>) -> impl IntoView {
-    // Once added, the form is emptied: the HMAC key does not linger in it.
-    let form = NodeRef::<leptos::html::Form>::new();
-    Effect::new(move |_| {
-        if let (Some(Ok(_)), Some(form)) = (add.value().get(), form.get()) {
-            form.reset();
-        }
-    });
+    let form = crate::ui::emptied_on_success(add);
     view! {
         <div class="mt-4 max-w-xl">
             <h3 class="card-label">"Add a destination"</h3>

@@ -160,13 +160,7 @@ fn ChannelItem(
 
 #[component]
 fn AddChannelForm(add: ServerAction<AddNotificationChannel>) -> impl IntoView {
-    // Once added, the form is emptied: the URL or key does not linger in it.
-    let form = NodeRef::<leptos::html::Form>::new();
-    Effect::new(move |_| {
-        if let (Some(Ok(_)), Some(form)) = (add.value().get(), form.get()) {
-            form.reset();
-        }
-    });
+    let form = crate::ui::emptied_on_success(add);
     view! {
         <div class="mt-4 max-w-xl">
             <h3 class="card-label">"Add a channel"</h3>

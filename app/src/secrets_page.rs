@@ -160,13 +160,7 @@ fn SecretRow(s: SecretView, can_manage: bool, delete: ServerAction<DeleteSecret>
 
 #[component]
 fn SetSecretForm(set: ServerAction<SetSecret>) -> impl IntoView {
-    // Once set, the form is emptied: the value does not linger in the page.
-    let form = NodeRef::<leptos::html::Form>::new();
-    Effect::new(move |_| {
-        if let (Some(Ok(_)), Some(form)) = (set.value().get(), form.get()) {
-            form.reset();
-        }
-    });
+    let form = crate::ui::emptied_on_success(set);
     view! {
         <div class="mt-4 max-w-xl">
             <h3 class="card-label">"Set a secret"</h3>

@@ -291,6 +291,22 @@ where
     }
 }
 
+/// A form that empties itself once `action` succeeds, so that what was
+/// typed (a secret, a key, a URL with a token) does not linger in the page.
+pub fn emptied_on_success<T>(action: ServerAction<T>) -> NodeRef<leptos::html::Form>
+where
+    T: leptos::server_fn::ServerFn<Error = AppError> + Send + Sync + Clone + 'static,
+    T::Output: Send + Sync + Clone + 'static,
+{
+    let form = NodeRef::<leptos::html::Form>::new();
+    Effect::new(move |_| {
+        if let (Some(Ok(_)), Some(form)) = (action.value().get(), form.get()) {
+            form.reset();
+        }
+    });
+    form
+}
+
 /// A signal that ticks every `secs` in the browser (never on the server), for live refresh.
 pub fn ticker(secs: u32) -> ReadSignal<u32> {
     let (tick, set_tick) = signal(0u32);

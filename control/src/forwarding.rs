@@ -148,7 +148,9 @@ impl SecretDir {
     }
 }
 
-fn check_name(name: &str) -> Result<String, ControlError> {
+/// A destination's or channel's name: trimmed, 1 to 64 characters, no
+/// control characters.
+pub(crate) fn check_name(name: &str) -> Result<String, ControlError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(ControlError::invalid(format!(
@@ -539,19 +541,34 @@ pub async fn failed(
     error: &str,
     now: Timestamp,
 ) -> Result<(), ControlError> {
-    let failures = d.failures.saturating_add(1);
+    record_failure(store, "audit_destinations", &d.id, d.failures, error, now).await
+}
+
+/// Records failure number `before + 1` of row `id` of `table` (a table of
+/// senders with `failures`, `next_attempt_at` and `last_error`): the error,
+/// without control characters and bounded, and the back-off before the next
+/// try.
+pub(crate) async fn record_failure(
+    store: &Store,
+    table: &'static str,
+    id: &str,
+    before: i64,
+    error: &str,
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    let failures = before.saturating_add(1);
     let error: String = error
         .chars()
         .filter(|c| !c.is_control())
         .take(MAX_ERROR_CHARS)
         .collect();
-    sqlx::query(
-        "UPDATE audit_destinations SET failures = $1, next_attempt_at = $2, last_error = $3 WHERE id = $4",
-    )
+    sqlx::query(&format!(
+        "UPDATE {table} SET failures = $1, next_attempt_at = $2, last_error = $3 WHERE id = $4"
+    ))
     .bind(failures)
     .bind(now.plus_secs(backoff_secs(failures)).0)
     .bind(error)
-    .bind(&d.id)
+    .bind(id)
     .execute(store.pool())
     .await?;
     Ok(())

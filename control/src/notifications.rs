@@ -40,7 +40,7 @@ use crate::access::{Authorized, Capability};
 use crate::audit::{self, AuditAction, Event};
 use crate::audit_export::ExportedEvent;
 use crate::crypto::random_token;
-use crate::forwarding::{backoff_secs, check_ca_pem, check_webhook_url};
+use crate::forwarding::{check_ca_pem, check_name, check_webhook_url, record_failure};
 use crate::secrets::{Keyring, Sealed};
 use crate::store::{Store, Tx};
 use crate::{ControlError, NotificationChannelView, OrgId, Role, Timestamp};
@@ -49,11 +49,9 @@ use crate::{ControlError, NotificationChannelView, OrgId, Role, Timestamp};
 pub const MAX_CHANNELS: i64 = 10;
 /// Events one round sends a channel (email: one message each).
 pub const ROUND_EVENTS: i64 = 20;
-const MAX_NAME_CHARS: usize = 64;
 const MAX_ADDRESS_CHARS: usize = 2048;
 const MIN_KEY_CHARS: usize = 16;
 const MAX_KEY_CHARS: usize = 512;
-const MAX_ERROR_CHARS: usize = 300;
 /// What a sealed channel secret is bound to besides the channel's id.
 const SECRET_CONTEXT: &str = "notification channel secret";
 /// How long an announcement by email may wait for an SMTP server.
@@ -141,19 +139,6 @@ pub struct NewChannel {
     pub ca_pem: Option<String>,
     /// The Slack URL, or the webhook's HMAC key.
     pub secret: Option<SecretString>,
-}
-
-fn check_name(name: &str) -> Result<String, ControlError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(ControlError::invalid(format!(
-            "name: 1 to {MAX_NAME_CHARS} characters."
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ControlError::invalid("name: no control characters."));
-    }
-    Ok(name.to_string())
 }
 
 fn check_email(address: &str) -> Result<(), ControlError> {
@@ -443,8 +428,23 @@ pub struct Due {
     pub failures: i64,
 }
 
-/// Channels owed an announced event whose retry time has come.
+/// Channels owed an announced event whose retry time has come. First, a
+/// channel owed none moves its cursor to its organisation's last event, so
+/// that this look stays short however many unannounced events (sign-ins,
+/// commands) the log gathers; an event committed meanwhile has a higher
+/// number and is not passed over.
 pub async fn due(store: &Store, now: Timestamp) -> Result<Vec<Due>, ControlError> {
+    let head =
+        "(SELECT MAX(e.seq) FROM audit_events e WHERE e.org_id = notification_channels.org_id)";
+    sqlx::query(&format!(
+        "UPDATE notification_channels SET delivered_seq = {head} \
+         WHERE delivered_seq < {head} AND NOT EXISTS (SELECT 1 FROM audit_events e \
+           WHERE e.org_id = notification_channels.org_id AND e.seq > notification_channels.delivered_seq \
+           AND e.action IN ({}))",
+        notified_sql()
+    ))
+    .execute(store.pool())
+    .await?;
     let sql = format!(
         "SELECT c.id, c.org_id, o.name AS org_name, c.kind, c.address, c.ca_pem, c.delivered_seq, c.failures \
          FROM notification_channels c JOIN orgs o ON o.id = c.org_id \
@@ -604,22 +604,15 @@ pub async fn failed(
     error: &str,
     now: Timestamp,
 ) -> Result<(), ControlError> {
-    let failures = d.failures.saturating_add(1);
-    let error: String = error
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_ERROR_CHARS)
-        .collect();
-    sqlx::query(
-        "UPDATE notification_channels SET failures = $1, next_attempt_at = $2, last_error = $3 WHERE id = $4",
+    record_failure(
+        store,
+        "notification_channels",
+        &d.id,
+        d.failures,
+        error,
+        now,
     )
-    .bind(failures)
-    .bind(now.plus_secs(backoff_secs(failures)).0)
-    .bind(error)
-    .bind(&d.id)
-    .execute(store.pool())
-    .await?;
-    Ok(())
+    .await
 }
 
 /// What happened, in a few words, from the event's action.

@@ -17,6 +17,8 @@
 
 #[path = "helpers/cli.rs"]
 mod cli_helpers;
+#[path = "helpers/machine.rs"]
+mod machine;
 #[path = "helpers/process.rs"]
 mod process;
 #[path = "helpers/tls.rs"]
@@ -28,6 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cli_helpers::add_owner;
+use machine::{free_port, skip};
 use process::{refused_start, serve_with, PASSWORD};
 use rustls::pki_types::CertificateDer;
 use tls::{handshake, Handshake};
@@ -36,15 +39,6 @@ const PEBBLE: &str = "/usr/bin/pebble";
 const CHALLTESTSRV: &str = "/usr/bin/pebble-challtestsrv";
 const NAME: &str = "dashboard.pilothouse.test";
 const SECOND_NAME: &str = "ops.pilothouse.test";
-
-/// A free loopback port (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Killed(Child);
 
@@ -220,22 +214,10 @@ fn pebble_missing() -> bool {
     if Path::new(PEBBLE).exists() && Path::new(CHALLTESTSRV).exists() {
         return false;
     }
-    // install.sh installs it; a machine without it says so.
-    assert!(
-        std::env::var("CI").is_err(),
-        "pebble is missing: run scripts/install.sh"
+    skip(
+        "ACME against pebble",
+        "pebble is not installed (scripts/install.sh installs it)",
     );
-    eprintln!("SKIP ACME: {PEBBLE} is not installed (scripts/install.sh)");
-    if let Ok(path) = std::env::var("PILOTHOUSE_TEST_SKIP_LOG") {
-        use std::io::Write as _;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "ACME against pebble (pebble missing)");
-        }
-    }
     true
 }
 

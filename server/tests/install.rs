@@ -16,9 +16,12 @@
 
 #[path = "helpers/cli.rs"]
 mod cli_helpers;
+#[path = "helpers/machine.rs"]
+mod machine;
 #[path = "helpers/process.rs"]
 mod process;
 
+use machine::skip;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
@@ -72,22 +75,6 @@ fn in_namespace_over(layer: &Path, dirs: &str, script: &str) -> Command {
 /// [`in_namespace_over`] the install script's directories.
 fn in_namespace(layer: &Path, script: &str) -> Command {
     in_namespace_over(layer, SCRIPT_DIRS, script)
-}
-
-/// Says why a test did not run: fails in CI (which has what it needs), else
-/// prints SKIP and lists it in `make test`'s skips.
-fn skip(what: &str, why: &str) {
-    assert!(std::env::var("CI").is_err(), "{what} cannot run: {why}");
-    eprintln!("SKIP {what}: {why}");
-    if let Ok(path) = std::env::var("PILOTHOUSE_TEST_SKIP_LOG") {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{what} ({why})");
-        }
-    }
 }
 
 fn run(mut cmd: Command) -> (i32, String, String) {

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use control::testing::TestDb;
 use control::Role;
+use helpers::machine::free_port;
 use helpers::smtp::{SinkTls, SmtpSink};
 use helpers::{TestApp, PASSWORD};
 use server::Config;
@@ -27,14 +28,6 @@ fn mail_config(config: &mut Config, port: u16, security: &str, ca: Option<&std::
     config.smtp_security = Some(security.into());
     config.smtp_ca_file = ca.map(std::path::Path::to_path_buf);
     config.mail_from = Some("Pilothouse <pilothouse@example.com>".into());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The token of the reset link in a message's text.

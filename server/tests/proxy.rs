@@ -11,7 +11,8 @@
 
 mod helpers;
 
-use std::net::TcpListener;
+use helpers::machine::free_port;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,22 +36,10 @@ fn nginx_binary() -> Option<PathBuf> {
         .map(PathBuf::from)
         .find(|p| p.exists());
     if found.is_none() {
-        let ci = matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"));
-        assert!(
-            !ci,
-            "nginx is not installed: scripts/install.sh installs it"
+        helpers::machine::skip(
+            "proxy tests",
+            "nginx is not installed (scripts/install.sh installs it)",
         );
-        eprintln!("SKIP proxy tests: nginx is not installed (scripts/install.sh installs it)");
-        if let Ok(path) = std::env::var("PILOTHOUSE_TEST_SKIP_LOG") {
-            use std::io::Write;
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-            {
-                let _ = writeln!(f, "proxy (nginx not installed)");
-            }
-        }
     }
     found
 }
@@ -66,14 +55,6 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_nginx(binary: &Path, app: &TestApp) -> Nginx {

@@ -6,6 +6,7 @@
 pub mod agent_tls;
 pub mod github;
 pub mod https_hook;
+pub mod machine;
 pub mod oidc;
 pub mod smtp;
 pub mod tls;
