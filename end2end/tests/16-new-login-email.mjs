@@ -7,14 +7,7 @@
 //
 // Skipped (visibly; a failure under CI=true) when npm smtp-server is not installed.
 import assert from 'node:assert/strict';
-import { OWNER, signIn } from './_common.mjs';
-
-// Quoted-printable undone, soft line breaks joined.
-function decodeQp(text) {
-  return text
-    .replace(/=\r?\n/g, '')
-    .replace(/=([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16)));
-}
+import { OWNER, decodeQp, signIn } from './_common.mjs';
 
 export default async function newLoginEmail(t) {
   const mail = t.requireMail();

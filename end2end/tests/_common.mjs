@@ -14,6 +14,13 @@ export const BOB = {
 
 export const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
+// A mail's quoted-printable undone, soft line breaks joined.
+export function decodeQp(text) {
+  return text
+    .replace(/=\r?\n/g, '')
+    .replace(/=([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16)));
+}
+
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export const pathOf = (page) => new URL(page.url()).pathname;
