@@ -279,28 +279,14 @@ pub async fn add(
     let mut tx = auth.store().begin().await?;
     tx.lock_org(actor.org()).await?;
     actor.recheck::<ManageForwarding>(&mut tx).await?;
-    let count: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM audit_destinations WHERE org_id = $1")
-            .bind(actor.org().0)
-            .fetch_one(tx.conn())
-            .await?;
-    if count >= MAX_DESTINATIONS {
-        return Err(ControlError::conflict(format!(
-            "An organisation has at most {MAX_DESTINATIONS} destinations: remove one first."
-        )));
-    }
-    let taken: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM audit_destinations WHERE org_id = $1 AND name = $2",
+    check_room(
+        &mut tx,
+        "audit_destinations",
+        actor.org(),
+        &name,
+        (MAX_DESTINATIONS, "destinations"),
     )
-    .bind(actor.org().0)
-    .bind(&name)
-    .fetch_one(tx.conn())
     .await?;
-    if taken > 0 {
-        return Err(ControlError::conflict(format!(
-            "A destination named \"{name}\" exists already."
-        )));
-    }
     sqlx::query(
         "INSERT INTO audit_destinations (id, org_id, kind, name, address, ca_pem, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -342,6 +328,41 @@ pub async fn add(
         return Err(e.into());
     }
     Ok(id)
+}
+
+/// Refuses a new row of `table` (an organisation's destinations or
+/// channels, called `what`) past `max` per organisation, or with a name the
+/// organisation uses already. Run in the adding transaction, under the
+/// organisation's lock, so that concurrent adds cannot pass it together.
+pub(crate) async fn check_room(
+    tx: &mut crate::store::Tx,
+    table: &'static str,
+    org: OrgId,
+    name: &str,
+    (max, what): (i64, &str),
+) -> Result<(), ControlError> {
+    let count: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE org_id = $1"))
+        .bind(org.0)
+        .fetch_one(tx.conn())
+        .await?;
+    if count >= max {
+        return Err(ControlError::conflict(format!(
+            "An organisation has at most {max} {what}: remove one first."
+        )));
+    }
+    let taken: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM {table} WHERE org_id = $1 AND name = $2"
+    ))
+    .bind(org.0)
+    .bind(name)
+    .fetch_one(tx.conn())
+    .await?;
+    if taken > 0 {
+        return Err(ControlError::conflict(format!(
+            "The name \"{name}\" is taken by another of the organisation's {what}."
+        )));
+    }
+    Ok(())
 }
 
 /// Removes a destination: it is sent nothing more.

@@ -40,7 +40,7 @@ use crate::access::{Authorized, Capability};
 use crate::audit::{self, AuditAction, Event};
 use crate::audit_export::ExportedEvent;
 use crate::crypto::random_token;
-use crate::forwarding::{check_ca_pem, check_name, check_webhook_url, record_failure};
+use crate::forwarding::{check_ca_pem, check_name, check_room, check_webhook_url, record_failure};
 use crate::secrets::{Keyring, Sealed};
 use crate::store::{Store, Tx};
 use crate::{ControlError, NotificationChannelView, OrgId, Role, Timestamp};
@@ -246,28 +246,14 @@ pub async fn add(
     let mut tx = auth.store().begin().await?;
     tx.lock_org(org).await?;
     actor.recheck::<ManageNotifications>(&mut tx).await?;
-    let count: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM notification_channels WHERE org_id = $1")
-            .bind(org.0)
-            .fetch_one(tx.conn())
-            .await?;
-    if count >= MAX_CHANNELS {
-        return Err(ControlError::conflict(format!(
-            "An organisation has at most {MAX_CHANNELS} notification channels: remove one first."
-        )));
-    }
-    let taken: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM notification_channels WHERE org_id = $1 AND name = $2",
+    check_room(
+        &mut tx,
+        "notification_channels",
+        org,
+        &name,
+        (MAX_CHANNELS, "notification channels"),
     )
-    .bind(org.0)
-    .bind(&name)
-    .fetch_one(tx.conn())
     .await?;
-    if taken > 0 {
-        return Err(ControlError::conflict(format!(
-            "A notification channel named \"{name}\" exists already."
-        )));
-    }
     // Told from here on: its cursor is the log's head, and the event that
     // records its creation is announced to it too.
     let head: i64 =
