@@ -184,22 +184,13 @@ fn AddDestinationForm(add: ServerAction<AddAuditDestination>) -> impl IntoView {
                         <option value="webhook">"HTTPS webhook (HMAC-SHA256)"</option>
                     </select>
                 </label>
-                <label class="field">
-                    <span>"Name"</span>
-                    <input class="input" type="text" name="name" required maxlength="64" autocomplete="off" />
-                </label>
-                <label class="field">
-                    <span>"Address (host:port for syslog, https:// URL for a webhook)"</span>
-                    <input class="input" type="text" name="address" required maxlength="2048" autocomplete="off" />
-                </label>
-                <label class="field">
-                    <span>"HMAC key (webhooks; 16 characters or more; never shown again)"</span>
-                    <input class="input" type="password" name="secret" maxlength="512" autocomplete="new-password" />
-                </label>
-                <label class="field">
-                    <span>"CA certificate, PEM (optional: trust this CA instead of the public roots)"</span>
-                    <textarea class="input font-mono text-xs" name="ca_pem" rows="4" spellcheck="false"></textarea>
-                </label>
+                <crate::ui::SenderFields
+                    address_label="Address (host:port for syslog, https:// URL for a webhook)"
+                    address_required=true
+                    secret_label="HMAC key (webhooks; 16 characters or more; never shown again)"
+                    secret_max="512"
+                    ca_label="CA certificate, PEM (optional: trust this CA instead of the public roots)"
+                />
                 <FormError action=add />
                 <div><button class="btn-primary" type="submit">"Add destination"</button></div>
             </ActionForm>

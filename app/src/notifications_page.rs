@@ -173,22 +173,13 @@ fn AddChannelForm(add: ServerAction<AddNotificationChannel>) -> impl IntoView {
                         <option value="webhook">"HTTPS webhook (HMAC-SHA256)"</option>
                     </select>
                 </label>
-                <label class="field">
-                    <span>"Name"</span>
-                    <input class="input" type="text" name="name" required maxlength="64" autocomplete="off" />
-                </label>
-                <label class="field">
-                    <span>"Address (an email address, or a webhook's https:// URL; none for Slack)"</span>
-                    <input class="input" type="text" name="address" maxlength="2048" autocomplete="off" />
-                </label>
-                <label class="field">
-                    <span>"Secret (Slack: the webhook's URL; webhook: an HMAC key of 16 characters or more; never shown again)"</span>
-                    <input class="input" type="password" name="secret" maxlength="2048" autocomplete="new-password" />
-                </label>
-                <label class="field">
-                    <span>"CA certificate, PEM (optional, webhooks: trust this CA instead of the public roots)"</span>
-                    <textarea class="input font-mono text-xs" name="ca_pem" rows="3" spellcheck="false"></textarea>
-                </label>
+                <crate::ui::SenderFields
+                    address_label="Address (an email address, or a webhook's https:// URL; none for Slack)"
+                    address_required=false
+                    secret_label="Secret (Slack: the webhook's URL; webhook: an HMAC key of 16 characters or more; never shown again)"
+                    secret_max="2048"
+                    ca_label="CA certificate, PEM (optional, webhooks: trust this CA instead of the public roots)"
+                />
                 <FormError action=add />
                 <div><button class="btn-primary" type="submit">"Add channel"</button></div>
             </ActionForm>

@@ -291,6 +291,37 @@ where
     }
 }
 
+/// The fields of a form that adds a sender to the outside (an audit
+/// destination, a notification channel), after its kind: a name, an
+/// address, a write-only secret and an optional CA certificate (PEM).
+#[component]
+pub fn SenderFields(
+    address_label: &'static str,
+    address_required: bool,
+    secret_label: &'static str,
+    secret_max: &'static str,
+    ca_label: &'static str,
+) -> impl IntoView {
+    view! {
+        <label class="field">
+            <span>"Name"</span>
+            <input class="input" type="text" name="name" required maxlength="64" autocomplete="off" />
+        </label>
+        <label class="field">
+            <span>{address_label}</span>
+            <input class="input" type="text" name="address" required=address_required maxlength="2048" autocomplete="off" />
+        </label>
+        <label class="field">
+            <span>{secret_label}</span>
+            <input class="input" type="password" name="secret" maxlength=secret_max autocomplete="new-password" />
+        </label>
+        <label class="field">
+            <span>{ca_label}</span>
+            <textarea class="input font-mono text-xs" name="ca_pem" rows="3" spellcheck="false"></textarea>
+        </label>
+    }
+}
+
 /// A form that empties itself once `action` succeeds, so that what was
 /// typed (a secret, a key, a URL with a token) does not linger in the page.
 pub fn emptied_on_success<T>(action: ServerAction<T>) -> NodeRef<leptos::html::Form>
