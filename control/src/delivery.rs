@@ -116,8 +116,8 @@ impl Delivery {
     }
 
     /// Gives operations the control-plane secrets their tasks use (without
-    /// it they go without, and the agent refuses such a task, naming the
-    /// secret).
+    /// it they go without, and the agent fails such a task before it starts,
+    /// naming the secret).
     pub fn with_secrets(mut self, ring: Arc<crate::secrets::Keyring>) -> Self {
         self.secrets = Some(ring);
         self
@@ -287,7 +287,7 @@ impl Delivery {
     /// stored with the command, and only for an agent with a sealing key.
     /// Each delivery is audited (`secret.delivered`, names only). A secret
     /// that cannot be read is logged (naming it) and left out; the agent then
-    /// refuses to start the task, naming it.
+    /// does not start the task and fails the operation, naming it.
     async fn task_secrets(
         &self,
         session: &AgentSession,

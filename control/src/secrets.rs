@@ -862,8 +862,9 @@ pub struct TaskSecret {
 /// The values of `names` for a task on `agent` of `org`: for each name, the
 /// secret scoped to that server, else the organisation's. Only environment
 /// variables, API keys and SSH keys (the private key, OpenSSH format) are
-/// given; a credential stays with the control plane's integrations. A name without such a secret is left out (the agent
-/// then refuses to start the task, naming it). Each one given records its
+/// given; a credential stays with the control plane's integrations. A name
+/// without such a secret is left out (the agent then does not start the
+/// task and fails the operation, naming it). Each one given records its
 /// last use. The error names a secret that does not decrypt.
 pub async fn for_task(
     store: &Store,
