@@ -212,7 +212,21 @@ async fn team_rules_hold(db: TestDb) {
         .await
         .unwrap();
 
-    // Invitations: one-time, expiring, for that email only.
+    // Invitations: one-time, expiring, for that email only. The five
+    // refusals above are recorded (`access.refused`) from tasks of their own:
+    // wait for them, so that the count below sees only what follows.
+    let refused = "SELECT COUNT(*) FROM audit_events WHERE action = 'access.refused'";
+    for _ in 0..200 {
+        if count(&db, refused).await >= 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        count(&db, refused).await,
+        5,
+        "each refusal is recorded once"
+    );
     let audit_before = count(&db, "SELECT COUNT(*) FROM audit_events").await;
     let dup = team::invite(&admin_m, "viewer@example.com", Role::Member, now).await;
     assert!(matches!(dup, Err(ControlError::Conflict(_))));
