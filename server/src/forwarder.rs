@@ -66,14 +66,12 @@ impl Forwarder {
 
     /// Runs a round every `interval`, for ever.
     pub async fn run(self, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.run_once(Timestamp::now()).await {
-                tracing::warn!(error = %e, "audit forwarding could not read its state");
-            }
-        }
+        every(
+            interval,
+            "audit forwarding could not read its state",
+            || self.run_once(Timestamp::now()),
+        )
+        .await
     }
 
     /// One round for every destination that is due at `now` (also the time
@@ -234,6 +232,24 @@ impl Forwarder {
             at.delivered_checkpoint = checkpoint;
         }
         Ok(sent)
+    }
+}
+
+/// Runs `round` every `interval`, for ever, logging `failure` with the
+/// error of a round that fails (the next one runs all the same). A round
+/// that overruns delays the next rather than piling them up.
+pub(crate) async fn every<T, F, Fut>(interval: Duration, failure: &'static str, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ControlError>>,
+{
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = round().await {
+            tracing::warn!(error = %e, "{failure}");
+        }
     }
 }
 

@@ -183,14 +183,10 @@ impl Mailer {
 
     /// Runs a round every `interval`, for ever.
     pub async fn run(self, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.run_once(Timestamp::now()).await {
-                tracing::warn!(error = %e, "the mailer could not read the outbox");
-            }
-        }
+        crate::forwarder::every(interval, "the mailer could not read the outbox", || {
+            self.run_once(Timestamp::now())
+        })
+        .await
     }
 
     /// Sends every message due at `now`; returns how many an SMTP server

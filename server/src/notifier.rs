@@ -30,7 +30,7 @@ use control::store::Store;
 use control::{ControlError, Timestamp};
 use secrecy::ExposeSecret;
 
-use crate::forwarder::{describe, sign, TIMEOUT};
+use crate::forwarder::{describe, every, sign, TIMEOUT};
 
 /// How often the notifier looks for events to announce.
 pub const NOTIFY_INTERVAL: Duration = Duration::from_secs(1);
@@ -57,14 +57,10 @@ impl Notifier {
 
     /// Runs a round every `interval`, for ever.
     pub async fn run(self, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.run_once(Timestamp::now()).await {
-                tracing::warn!(error = %e, "notifications could not read their state");
-            }
-        }
+        every(interval, "notifications could not read their state", || {
+            self.run_once(Timestamp::now())
+        })
+        .await
     }
 
     /// One round for every channel that is due at `now`; returns how many
