@@ -5,26 +5,21 @@
 //! of this CA's certificate (carried in their registration token), so a
 //! man-in-the-middle without this key cannot pose as the control plane.
 //!
-//! The CA key lives in the data directory, mode 0600, created on first start;
-//! start-up refuses a key file that others can read. Nothing from a CSR but its
-//! public key is used: names, validity and usages are ours, so an agent cannot
-//! ask for a CA certificate or another agent's identity.
-
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+//! The CA key is kept in the database, sealed under the master key
+//! ([`crate::key_vault`]); it is made on first start. Nothing from a CSR but
+//! its public key is used: names, validity and usages are ours, so an agent
+//! cannot ask for a CA certificate or another agent's identity.
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
+use zeroize::Zeroizing;
 
 use crate::crypto::{random_token, sha256_hex};
 use crate::Timestamp;
 
-const CA_CERT_FILE: &str = "agent-ca.crt";
-const CA_KEY_FILE: &str = "agent-ca.key";
 /// Agent client certificates live this long; agents renew at two thirds.
 pub const CLIENT_CERT_DAYS: i64 = 30;
 /// Lifetime of the gateway's own TLS certificate; the gateway renews it while
@@ -33,15 +28,8 @@ pub const SERVER_CERT_DAYS: i64 = 90;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("cannot read or write {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`", path = .path.display())]
-    Permissions { path: PathBuf, mode: u32 },
-    #[error("{path} is not a valid CA file: {reason}", path = .path.display())]
-    Corrupt { path: PathBuf, reason: String },
+    #[error("the agent CA's {what} is not valid: {reason}")]
+    Corrupt { what: &'static str, reason: String },
     #[error("the certificate request is not valid: {0}")]
     BadRequest(String),
     #[error("certificate generation failed: {0}")]
@@ -72,17 +60,6 @@ impl std::fmt::Debug for AgentCa {
     }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
-    move |source| CaError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn write_private(path: &Path, contents: &str) -> Result<(), CaError> {
-    crate::files::write_new_private(path, contents.as_bytes()).map_err(io(path))
-}
-
 fn to_offset(t: Timestamp) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(t.0.div_euclid(1000)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
@@ -98,54 +75,63 @@ fn random_serial() -> (SerialNumber, String) {
 }
 
 impl AgentCa {
-    /// Loads the CA from `dir`, creating it on first start.
-    pub fn load_or_create(dir: &Path, now: Timestamp) -> Result<AgentCa, CaError> {
-        let cert_path = dir.join(CA_CERT_FILE);
-        let key_path = dir.join(CA_KEY_FILE);
-        if !key_path.exists() {
-            let key = KeyPair::generate()?;
-            let mut params = CertificateParams::default();
-            let mut dn = DistinguishedName::new();
-            dn.push(DnType::OrganizationName, "Pilothouse");
-            dn.push(DnType::CommonName, "Pilothouse agent CA");
-            params.distinguished_name = dn;
-            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            params.not_before = to_offset(now.plus_secs(-3600));
-            params.not_after = to_offset(now.plus_secs(10 * 365 * 86_400));
-            params.serial_number = Some(random_serial().0);
-            let cert = params.self_signed(&key)?;
-            write_private(&key_path, &key.serialize_pem())?;
-            fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
-        }
-        let mode = fs::metadata(&key_path)
-            .map_err(io(&key_path))?
-            .permissions()
-            .mode()
-            & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(CaError::Permissions {
-                path: key_path,
-                mode,
+    /// A new CA: its key (PEM) and self-signed certificate (PEM), valid ten
+    /// years from `now`.
+    pub(crate) fn new_pem(now: Timestamp) -> Result<(Zeroizing<String>, String), CaError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Pilothouse");
+        dn.push(DnType::CommonName, "Pilothouse agent CA");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_before = to_offset(now.plus_secs(-3600));
+        params.not_after = to_offset(now.plus_secs(10 * 365 * 86_400));
+        params.serial_number = Some(random_serial().0);
+        let cert = params.self_signed(&key)?;
+        Ok((Zeroizing::new(key.serialize_pem()), cert.pem()))
+    }
+
+    /// A new CA, held in memory only (tests; the server's comes from
+    /// [`crate::key_vault`]).
+    pub fn generate(now: Timestamp) -> Result<AgentCa, CaError> {
+        let (key_pem, cert_pem) = Self::new_pem(now)?;
+        Self::from_pem(&key_pem, &cert_pem)
+    }
+
+    /// The CA from its key and certificate (PEM); refused when either does
+    /// not parse or the certificate is not for that key.
+    pub fn from_pem(key_pem: &str, cert_pem: &str) -> Result<AgentCa, CaError> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| CaError::Corrupt {
+            what: "key",
+            reason: e.to_string(),
+        })?;
+        let cert_der = rustls_pem_der(cert_pem).ok_or_else(|| CaError::Corrupt {
+            what: "certificate",
+            reason: "no PEM certificate".into(),
+        })?;
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(&cert_der).map_err(|e| CaError::Corrupt {
+                what: "certificate",
+                reason: e.to_string(),
+            })?;
+        if &*parsed.public_key().subject_public_key.data != key.public_key_raw() {
+            return Err(CaError::Corrupt {
+                what: "certificate",
+                reason: "it is not for the CA's key".into(),
             });
         }
-        let key_pem = fs::read_to_string(&key_path).map_err(io(&key_path))?;
-        let cert_pem = fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
-        let corrupt = |path: &Path, reason: String| CaError::Corrupt {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| corrupt(&key_path, e.to_string()))?;
-        let cert_der = rustls_pem_der(&cert_pem)
-            .ok_or_else(|| corrupt(&cert_path, "no PEM certificate".into()))?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
-            .map_err(|e| corrupt(&cert_path, e.to_string()))?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(|e| CaError::Corrupt {
+            what: "certificate",
+            reason: e.to_string(),
+        })?;
         Ok(AgentCa {
-            cert_pem,
+            cert_pem: cert_pem.to_string(),
             cert_der,
             issuer,
         })
@@ -240,18 +226,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn issues_client_certs_from_csrs_and_keeps_its_key_private() {
-        let dir = tempfile::tempdir().unwrap();
+    fn issues_client_certs_from_csrs() {
         let now = Timestamp::now();
-        let ca = AgentCa::load_or_create(dir.path(), now).unwrap();
-        let again = AgentCa::load_or_create(dir.path(), now).unwrap();
-        assert_eq!(ca.pin(), again.pin(), "the CA is created once");
-        let mode = fs::metadata(dir.path().join(CA_KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600);
+        let (key_pem, cert_pem) = AgentCa::new_pem(now).unwrap();
+        let ca = AgentCa::from_pem(&key_pem, &cert_pem).unwrap();
+        let again = AgentCa::from_pem(&key_pem, &cert_pem).unwrap();
+        assert_eq!(ca.pin(), again.pin(), "the same CA from the same PEM");
 
         // The CSR asks to be a CA for another name: only its key is used.
         let agent_key = KeyPair::generate().unwrap();
@@ -291,13 +271,27 @@ mod tests {
             "signed by the agent CA"
         );
         assert!(ca.issue_client("not a csr", "agt_1234", now).is_err());
+    }
 
-        fs::set_permissions(
-            dir.path().join(CA_KEY_FILE),
-            fs::Permissions::from_mode(0o644),
-        )
-        .unwrap();
-        let err = AgentCa::load_or_create(dir.path(), now).unwrap_err();
-        assert!(matches!(err, CaError::Permissions { .. }), "{err}");
+    #[test]
+    fn a_certificate_for_another_key_or_bad_pem_is_refused() {
+        let now = Timestamp::now();
+        let (key_pem, _) = AgentCa::new_pem(now).unwrap();
+        let (_, other_cert) = AgentCa::new_pem(now).unwrap();
+        let err = AgentCa::from_pem(&key_pem, &other_cert).unwrap_err();
+        assert!(err.to_string().contains("not for the CA's key"), "{err}");
+        let err = AgentCa::from_pem("not a key", &other_cert).unwrap_err();
+        assert!(matches!(err, CaError::Corrupt { what: "key", .. }), "{err}");
+        let err = AgentCa::from_pem(&key_pem, "not a certificate").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CaError::Corrupt {
+                    what: "certificate",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

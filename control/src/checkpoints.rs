@@ -1,7 +1,7 @@
 //! Signed audit checkpoints, made by the control plane with its audit key.
 //!
-//! The audit key is an Ed25519 key of its own (`audit-signing.key` in the
-//! data directory, 0600), never the command key. Every
+//! The audit key is an Ed25519 key of its own, never the command key, kept
+//! in the database sealed under the master key ([`crate::key_vault`]). Every
 //! [`CheckpointCadence::every_events`] events or
 //! [`CheckpointCadence::every_secs`] seconds (whichever comes first, and only
 //! when there are new events; by default 1000 events or 15 minutes, set by
@@ -19,11 +19,8 @@
 //! holds the audit key can sign new checkpoints, not alter the customer's
 //! copies.
 
-use std::path::Path;
-
 use sqlx::Row;
 
-use crate::server_keys::{read_or_create, KeyFileError};
 use crate::store::Store;
 use crate::{ControlError, OrgId, Timestamp};
 
@@ -61,16 +58,19 @@ impl std::fmt::Debug for AuditKey {
 }
 
 impl AuditKey {
-    /// Loads `audit-signing.key` from the data directory, creating it (0600)
-    /// the first time; refuses a file others can read.
-    pub fn load_or_create(dir: &Path) -> Result<Self, KeyFileError> {
-        let path = dir.join("audit-signing.key");
-        let bytes = read_or_create(&path, || {
-            channel::SigningKey::generate().to_bytes().to_vec()
-        })?;
-        let signing =
-            channel::SigningKey::from_bytes(&bytes).map_err(|_| KeyFileError::Corrupt { path })?;
-        Ok(Self { signing })
+    /// A new key, held in memory only (tests; the server's comes from
+    /// [`crate::key_vault`]).
+    pub fn generate() -> Self {
+        Self {
+            signing: channel::SigningKey::generate(),
+        }
+    }
+
+    /// The key from its secret bytes; `None` when they are not a key.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        channel::SigningKey::from_bytes(bytes)
+            .ok()
+            .map(|signing| Self { signing })
     }
 
     /// The public key customers pin: base64url, as `--key` takes it.

@@ -42,6 +42,8 @@ pub mod forwarding;
 #[cfg(feature = "server")]
 pub mod hot_path;
 #[cfg(feature = "server")]
+pub mod key_vault;
+#[cfg(feature = "server")]
 pub mod mail;
 #[cfg(feature = "server")]
 pub mod metrics;

@@ -22,9 +22,9 @@
 //!    new secret is wrapped by the new key;
 //! 3. every data key still wrapped by another key is re-wrapped, a batch per
 //!    transaction, in every table of [`WRAPPED_TABLES`]: the secrets, and
-//!    what [`crate::mfa`] (TOTP seeds), [`crate::mail`] (queued messages) and
-//!    [`crate::notifications`] (channel secrets) seal the same way through
-//!    [`seal_own`];
+//!    what [`crate::mfa`] (TOTP seeds), [`crate::mail`] (queued messages),
+//!    [`crate::notifications`] (channel secrets) and [`crate::key_vault`]
+//!    (the control plane's own keys) seal the same way through [`seal_own`];
 //! 4. `master.key.next` replaces `master.key`. The old key wraps nothing and
 //!    is gone.
 //!
@@ -65,13 +65,16 @@ const VALUE_AAD: &[u8] = b"pilothouse secret value v1\0";
 const KEY_AAD: &[u8] = b"pilothouse data key v1\0";
 const OWN_AAD: &[u8] = b"pilothouse sealed value v1\0";
 /// The tables whose rows hold a wrapped data key (`id`, `master_key_id`,
-/// `wrapped_key`): secrets, the TOTP seeds of [`crate::mfa`], and the queued
-/// messages of [`crate::mail`].
-const WRAPPED_TABLES: [&str; 4] = [
+/// `wrapped_key`): secrets, the TOTP seeds of [`crate::mfa`], the queued
+/// messages of [`crate::mail`], the channel secrets of
+/// [`crate::notifications`] and the control plane's own keys
+/// ([`crate::key_vault`]).
+const WRAPPED_TABLES: [&str; 5] = [
     "secrets",
     "user_totp",
     "mail_bodies",
     "notification_secrets",
+    "control_keys",
 ];
 const NONCE: usize = 12;
 
@@ -260,8 +263,8 @@ fn read_key(path: &Path) -> Result<MasterKey, SecretError> {
 }
 
 /// Makes sure the database names a master key this process holds, at
-/// start-up. A database with nothing sealed (no secret, two-factor seed or
-/// queued message) adopts the file's key; one whose sealed rows are under a
+/// start-up. A database with nothing sealed (no secret, two-factor seed,
+/// queued message, channel secret or control-plane key) adopts the file's key; one whose sealed rows are under a
 /// key the files do not hold is refused, naming both.
 pub async fn adopt(store: &Store, ring: &Keyring) -> Result<(), SecretError> {
     let held = ring.key_ids();

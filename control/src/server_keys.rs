@@ -1,29 +1,12 @@
 //! The control plane's own channel keys: the Ed25519 command-signing key that
 //! every command carries a signature from, and the X-Wing key that agents seal
-//! their results to. Both live in the data directory, mode 0600, created on
-//! first start; start-up refuses key files that others can read.
+//! their results to. The server keeps them in the database, sealed under the
+//! master key ([`crate::key_vault`]); they are made on first start.
 //!
-//! Whoever holds these files can issue commands that agents accept, so they
-//! are as sensitive as the CA key beside them.
-
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+//! Whoever holds these keys can issue commands that agents accept, so they
+//! are as sensitive as the agent CA's key.
 
 use channel::{KemSecretKey, SigningKey};
-
-#[derive(Debug, thiserror::Error)]
-pub enum KeyFileError {
-    #[error("cannot read or write {path}: {source}", path = .path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`", path = .path.display())]
-    Permissions { path: PathBuf, mode: u32 },
-    #[error("{path} is not a valid key file", path = .path.display())]
-    Corrupt { path: PathBuf },
-}
 
 pub struct ServerKeys {
     pub signing: SigningKey,
@@ -39,42 +22,14 @@ impl std::fmt::Debug for ServerKeys {
     }
 }
 
-pub(crate) fn read_or_create(
-    path: &Path,
-    fresh: impl FnOnce() -> Vec<u8>,
-) -> Result<Vec<u8>, KeyFileError> {
-    let io = |source| KeyFileError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if !path.exists() {
-        let bytes = fresh();
-        crate::files::write_new_private(path, hex::encode(&bytes).as_bytes()).map_err(io)?;
-    }
-    let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyFileError::Permissions {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
-    let text = fs::read_to_string(path).map_err(io)?;
-    hex::decode(text.trim()).map_err(|_| KeyFileError::Corrupt {
-        path: path.to_path_buf(),
-    })
-}
-
 impl ServerKeys {
-    pub fn load_or_create(dir: &Path) -> Result<ServerKeys, KeyFileError> {
-        let signing_path = dir.join("command-signing.key");
-        let kem_path = dir.join("result-kem.key");
-        let signing = read_or_create(&signing_path, || SigningKey::generate().to_bytes().to_vec())?;
-        let signing = SigningKey::from_bytes(&signing)
-            .map_err(|_| KeyFileError::Corrupt { path: signing_path })?;
-        let kem = read_or_create(&kem_path, || KemSecretKey::generate().to_bytes().to_vec())?;
-        let kem =
-            KemSecretKey::from_bytes(&kem).map_err(|_| KeyFileError::Corrupt { path: kem_path })?;
-        Ok(ServerKeys { signing, kem })
+    /// New keys, held in memory only (tests; the server's come from
+    /// [`crate::key_vault`]).
+    pub fn generate() -> ServerKeys {
+        ServerKeys {
+            signing: SigningKey::generate(),
+            kem: KemSecretKey::generate(),
+        }
     }
 }
 
@@ -96,30 +51,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_created_once_private_and_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = ServerKeys::load_or_create(dir.path()).unwrap();
-        let b = ServerKeys::load_or_create(dir.path()).unwrap();
-        assert_eq!(a.signing.key_id(), b.signing.key_id());
-        assert_eq!(a.kem.key_id(), b.kem.key_id());
+    fn public_keys_round_trip_through_their_stored_form() {
+        let a = ServerKeys::generate();
         let vk = encode_key(a.signing.verifying_key());
         assert_eq!(
             decode_key::<channel::VerifyingKey>(&vk).unwrap().key_id(),
             a.signing.key_id()
         );
-        fs::write(dir.path().join("result-kem.key"), "zz").unwrap();
-        assert!(matches!(
-            ServerKeys::load_or_create(dir.path()),
-            Err(KeyFileError::Corrupt { .. })
-        ));
-        fs::set_permissions(
-            dir.path().join("command-signing.key"),
-            fs::Permissions::from_mode(0o640),
-        )
-        .unwrap();
-        assert!(matches!(
-            ServerKeys::load_or_create(dir.path()),
-            Err(KeyFileError::Permissions { .. })
-        ));
+        assert!(decode_key::<channel::VerifyingKey>("not a key").is_none());
     }
 }

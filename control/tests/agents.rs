@@ -50,9 +50,8 @@ fn enrolment(token: &str, kem: bool) -> Enrolment {
 }
 
 async fn enrolment_tokens_are_one_time_and_audited(db: TestDb) {
-    let dir = tempfile::tempdir().unwrap();
     let now = Timestamp::now();
-    let ca = AgentCa::load_or_create(dir.path(), now).unwrap();
+    let ca = AgentCa::generate(now).unwrap();
     let (owner, org) = add(&db, "Acme", "owner@example.com", Role::Owner).await;
     let (member, _) = add(&db, "Acme", "member@example.com", Role::Member).await;
     let owner = access::actor(&db.store, owner, Some(org), meta())
@@ -188,9 +187,8 @@ async fn enrolment_tokens_are_one_time_and_audited(db: TestDb) {
 }
 
 async fn revocation_refuses_the_certificate_and_cancels_commands(db: TestDb) {
-    let dir = tempfile::tempdir().unwrap();
     let now = Timestamp::now();
-    let ca = AgentCa::load_or_create(dir.path(), now).unwrap();
+    let ca = AgentCa::generate(now).unwrap();
     let (owner, org) = add(&db, "Acme", "owner@example.com", Role::Owner).await;
     let owner = access::actor(&db.store, owner, Some(org), meta())
         .await
@@ -218,7 +216,7 @@ async fn revocation_refuses_the_certificate_and_cancels_commands(db: TestDb) {
         .is_err());
 
     // The queue: delivered until reported, reported once.
-    let delivery = delivery(&db, dir.path());
+    let delivery = delivery(&db);
     let first = delivery.ping(&manage, &enrolled.agent, now).await.unwrap();
     let second = delivery.ping(&manage, &enrolled.agent, now).await.unwrap();
     let pending = commands::take_pending(&db.store, &identity, now)
@@ -345,10 +343,9 @@ async fn revocation_refuses_the_certificate_and_cancels_commands(db: TestDb) {
 
 async fn metrics_are_batched_rolled_up_and_expired(db: TestDb) {
     use channel::api::{DiskUsage, MetricSample};
-    let dir = tempfile::tempdir().unwrap();
     // 10 s into a 5-minute bucket.
     let now = Timestamp(1_800_000_010_000);
-    let ca = AgentCa::load_or_create(dir.path(), now).unwrap();
+    let ca = AgentCa::generate(now).unwrap();
     let (owner, org) = add(&db, "Acme", "owner@example.com", Role::Owner).await;
     let owner = access::actor(&db.store, owner, Some(org), meta())
         .await
@@ -464,9 +461,8 @@ async fn metrics_are_batched_rolled_up_and_expired(db: TestDb) {
 /// transactions) at the same time must all succeed: on SQLite a deferred
 /// transaction would fail at its first write when a heartbeat slipped in.
 async fn concurrent_heartbeats_and_commands_all_succeed(db: TestDb) {
-    let dir = tempfile::tempdir().unwrap();
     let now = Timestamp::now();
-    let ca = AgentCa::load_or_create(dir.path(), now).unwrap();
+    let ca = AgentCa::generate(now).unwrap();
     let (owner, org) = add(&db, "Acme", "owner@example.com", Role::Owner).await;
     let owner = access::actor(&db.store, owner, Some(org), meta())
         .await
@@ -489,7 +485,7 @@ async fn concurrent_heartbeats_and_commands_all_succeed(db: TestDb) {
         .unwrap();
         ids.push((enrolled.agent, enrolled.cert.fingerprint));
     }
-    let delivery = Arc::new(delivery(&db, dir.path()));
+    let delivery = Arc::new(delivery(&db));
     let mut tasks = Vec::new();
     for i in 0..40 {
         let (store, owner, (id, fp), delivery) = (
@@ -544,9 +540,8 @@ async fn enrol_as(
 /// the release gets its command and audit event; the others are skipped with
 /// the reason (revoked, another organisation's, already on the version).
 async fn an_update_offered_to_a_selection_skips_who_cannot_take_it(db: TestDb) {
-    let dir = tempfile::tempdir().unwrap();
     let now = Timestamp::now();
-    let ca = AgentCa::load_or_create(dir.path(), now).unwrap();
+    let ca = AgentCa::generate(now).unwrap();
     let (owner, org) = add(&db, "Acme", "owner@example.com", Role::Owner).await;
     let (stranger, other) = add(&db, "Globex", "owner@globex.example", Role::Owner).await;
     let owner = access::actor(&db.store, owner, Some(org), meta())
@@ -561,7 +556,7 @@ async fn an_update_offered_to_a_selection_skips_who_cannot_take_it(db: TestDb) {
     let revoked = enrol_as(&db, &ca, &manage(), "0.1.0", now).await;
     let stranger_manages = stranger.authorize::<ManageAgents>().unwrap();
     let foreign = enrol_as(&db, &ca, &stranger_manages, "0.1.0", now).await;
-    let delivery = delivery(&db, dir.path());
+    let delivery = delivery(&db);
     delivery.revoke(&manage(), &revoked, now).await.unwrap();
     let release = channel::release::ReleaseKey::generate()
         .sign("0.2.0", "x86_64-linux", b"agent")

@@ -16,10 +16,7 @@ async fn add(db: &TestDb, email: &str) {
 }
 
 async fn checkpoints_are_signed_when_due_and_an_export_verifies(db: TestDb) {
-    let dir = tempfile::tempdir().unwrap();
-    let key = AuditKey::load_or_create(dir.path()).unwrap();
-    let again = AuditKey::load_or_create(dir.path()).unwrap();
-    assert_eq!(key.public_key(), again.public_key(), "the key is made once");
+    let key = AuditKey::generate();
     add(&db, "a@example.com").await;
     let now = Timestamp::now();
     let first = checkpoints::sign_due(&db.store, &key, CheckpointCadence::default(), false, now)
@@ -102,8 +99,7 @@ control::both_backends!(checkpoints_are_signed_when_due_and_an_export_verifies);
 /// last checkpoint, not at 2; every 2 minutes signs a chain that grew by one
 /// event once 2 minutes have passed, not after 1.
 async fn a_configured_cadence_decides_when_a_checkpoint_is_due(db: TestDb) {
-    let dir = tempfile::tempdir().unwrap();
-    let key = AuditKey::load_or_create(dir.path()).unwrap();
+    let key = AuditKey::generate();
     let cadence = CheckpointCadence {
         every_events: 3,
         every_secs: 120,

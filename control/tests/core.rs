@@ -57,8 +57,7 @@ async fn writes_recheck_the_role_inside_their_transaction(db: TestDb) {
     );
 
     // An Admin demoted to Member can no longer create registration tokens.
-    let dir = tempfile::tempdir().unwrap();
-    let ca = AgentCa::load_or_create(dir.path(), now).unwrap();
+    let ca = AgentCa::generate(now).unwrap();
     let a_admin = actor(&db, a, org).await;
     let agents_auth = a_admin.authorize::<ManageAgents>().unwrap();
     team::change_role(&b.authorize().unwrap(), a, Role::Member, now)
@@ -113,20 +112,17 @@ async fn the_last_owner_survives_concurrent_demotions(db: TestDb) {
 }
 
 struct Fleet {
-    _dir: tempfile::TempDir,
-    ca: AgentCa,
+    ca: Arc<AgentCa>,
     delivery: Delivery,
     owner: Actor,
 }
 
 async fn fleet(db: &TestDb) -> Fleet {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = AgentCa::load_or_create(dir.path(), Timestamp::now()).unwrap();
-    let delivery = delivery(db, dir.path());
+    let ca = Arc::new(AgentCa::generate(Timestamp::now()).unwrap());
+    let delivery = delivery(db);
     let (owner, org) = add(db, "Acme", "owner@example.com", Role::Owner).await;
     let owner = actor(db, owner, org).await;
     Fleet {
-        _dir: dir,
         ca,
         delivery,
         owner,
@@ -378,9 +374,8 @@ async fn enrolment_refusals_are_bounded(db: TestDb) {
         let (store, limited) = (db.store.clone(), limited.clone());
         let forged = format!("pht1_{i:032x}_{pin}");
         let e = attempt(forged);
-        let ca_dir = f._dir.path().to_path_buf();
+        let ca = f.ca.clone();
         tasks.push(tokio::spawn(async move {
-            let ca = AgentCa::load_or_create(&ca_dir, now).unwrap();
             agents::enrol(&store, &ca, &limited, e, &meta(), now).await
         }));
     }

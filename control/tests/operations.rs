@@ -41,8 +41,8 @@ struct Org {
 
 async fn org(db: &TestDb) -> Org {
     let dir = tempfile::tempdir().unwrap();
-    let ca = AgentCa::load_or_create(dir.path(), Timestamp::now()).unwrap();
-    let delivery = delivery(db, dir.path());
+    let ca = AgentCa::generate(Timestamp::now()).unwrap();
+    let delivery = delivery(db);
     let mut people = Vec::new();
     for (email, role) in [
         ("owner@example.com", Role::Owner),

@@ -430,11 +430,11 @@ async fn run(n: usize, with_ops: bool) {
     println!("fleet simulator: {n} agents against pilothouse serve (pid {pid}), gateway {base}");
     let owner = owner_session(&server.base, &code).await;
     let ca_pem = std::fs::read_to_string(server.data.path().join("agent-ca.crt")).unwrap();
-    let ca_pin = control::crypto::sha256_hex(
-        control::ca::AgentCa::load_or_create(server.data.path(), control::Timestamp::now())
-            .unwrap()
-            .cert_der(),
-    );
+    let ca_pin = {
+        use rustls::pki_types::pem::PemObject as _;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
+        control::crypto::sha256_hex(&der)
+    };
     let store =
         control::store::Store::connect(&control::store::Store::sqlite_url(server.data.path()))
             .await

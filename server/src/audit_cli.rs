@@ -9,6 +9,7 @@ use control::access::Operator;
 use control::audit::AuditActor;
 use control::audit_export::{self, ExportFilter, ExportFormat, ExportRange};
 use control::checkpoints::{self, AuditKey, CheckpointCadence};
+use control::key_vault;
 use control::store::Store;
 use control::{ControlError, OrgId, Timestamp};
 
@@ -51,14 +52,14 @@ pub async fn export(
 /// last checkpoint is signed, whatever the cadence).
 pub async fn checkpoints(
     store: &Store,
-    data_dir: &Path,
+    keys: KeyPlace<'_>,
     cadence: CheckpointCadence,
     org_name: &str,
     sign_now: bool,
 ) -> Result<usize, ControlError> {
     let org = org(store, org_name).await?;
     if sign_now {
-        let key = AuditKey::load_or_create(data_dir).map_err(ControlError::internal)?;
+        let key = audit_key(store, keys).await?;
         checkpoints::sign_due(store, &key, cadence, true, Timestamp::now()).await?;
     }
     let list = checkpoints::list(store, org).await?;
@@ -70,9 +71,27 @@ pub async fn checkpoints(
     Ok(list.len())
 }
 
+/// Where the control plane's keys are: the data directory (for keys an
+/// earlier version kept there) and the master key they are sealed under.
+#[derive(Clone, Copy)]
+pub struct KeyPlace<'a> {
+    pub data_dir: &'a Path,
+    pub master_key_file: &'a Path,
+}
+
+/// The audit key, from the database (made the first time).
+async fn audit_key(store: &Store, keys: KeyPlace<'_>) -> Result<AuditKey, ControlError> {
+    let ring = key_vault::open_ring(store, keys.master_key_file)
+        .await
+        .map_err(ControlError::internal)?;
+    key_vault::audit_key(store, &ring, keys.data_dir)
+        .await
+        .map_err(ControlError::internal)
+}
+
 /// Prints the audit public key (creating the key the first time).
-pub fn key(data_dir: &Path) -> Result<(), ControlError> {
-    let key = AuditKey::load_or_create(data_dir).map_err(ControlError::internal)?;
+pub async fn key(store: &Store, keys: KeyPlace<'_>) -> Result<(), ControlError> {
+    let key = audit_key(store, keys).await?;
     println!("{}", key.public_key());
     eprintln!(
         "key id {}: pin this public key where you keep the checkpoints",

@@ -67,7 +67,7 @@ pub enum StartError {
     #[error("agent gateway TLS: {0}")]
     Tls(String),
     #[error("control plane keys: {0}")]
-    Keys(#[from] control::server_keys::KeyFileError),
+    Keys(#[from] control::key_vault::VaultError),
     #[error("secrets: {0}")]
     Secrets(#[from] control::secrets::SecretError),
     #[error("cannot read or write {path}: {source}")]
@@ -183,8 +183,26 @@ impl Application {
             ),
         };
 
-        let now = control::Timestamp::now();
-        let ca = Arc::new(control::ca::AgentCa::load_or_create(&config.data_dir, now)?);
+        // The master key of the secrets at rest: refused here, at start, when
+        // the database's secrets are under a key this server does not hold.
+        let secrets_ring = control::secrets::Keyring::open(&config.master_key_file())?;
+        control::secrets::adopt(&store, &secrets_ring).await?;
+        // The control plane's own keys, sealed in the database under it.
+        let control::key_vault::ControlKeys {
+            ca,
+            server: keys,
+            audit: audit_key,
+            agent_jwt: jwt_key,
+        } = control::key_vault::load_all(
+            &store,
+            &secrets_ring,
+            &config.data_dir,
+            control::Timestamp::now(),
+        )
+        .await?;
+        let ca = Arc::new(ca);
+        let audit_key = Arc::new(audit_key);
+        let secrets_ring = Arc::new(secrets_ring);
         let gateway_cert = Arc::new(
             gateway::GatewayCert::new(
                 ca.clone(),
@@ -207,28 +225,16 @@ impl Application {
                 addr: config.agent_listen,
                 source,
             })?;
-        let jwt_key = load_or_create_secret(&config.data_dir.join("agent-jwt.key"))?;
-        let keys = Arc::new(control::server_keys::ServerKeys::load_or_create(
-            &config.data_dir,
-        )?);
-        // The master key of the secrets at rest: refused here, at start, when
-        // the database's secrets are under a key this server does not hold.
-        let secrets_ring = control::secrets::Keyring::open(&config.master_key_file())?;
-        control::secrets::adopt(&store, &secrets_ring).await?;
-        let secrets_ring = Arc::new(secrets_ring);
         let delivery = Arc::new(
-            control::delivery::Delivery::new(store.clone(), keys)
+            control::delivery::Delivery::new(store.clone(), Arc::new(keys))
                 .with_secrets(secrets_ring.clone()),
         );
-        let audit_key = Arc::new(control::checkpoints::AuditKey::load_or_create(
-            &config.data_dir,
-        )?);
         let delivery_handle = delivery.clone();
         let agent_router = gateway::routes(gateway::GatewayState {
             store: store.clone(),
             ca: ca.clone(),
             delivery: delivery.clone(),
-            jwt_key: jwt_key.into(),
+            jwt_key: jwt_key.as_slice().into(),
             enrol_throttle: Arc::new(control::throttle::MemoryThrottle::new(
                 control::agents::ENROL_FAILURES_PER_CLIENT,
                 control::agents::ENROL_WINDOW_SECS,
@@ -600,27 +606,6 @@ fn proxy_trust(
     )
     .map(Some)
     .map_err(StartError::Tls)
-}
-
-/// Reads a 32-byte secret from `path`, creating it (mode 0600) on first start.
-fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, StartError> {
-    let err = |source| StartError::Secret {
-        path: path.display().to_string(),
-        source,
-    };
-    if !path.exists() {
-        let secret = control::crypto::random_token(32);
-        control::files::write_new_private(path, secret.as_bytes()).map_err(err)?;
-    }
-    let hex =
-        String::from_utf8_lossy(&control::files::read_private(path).map_err(err)?).into_owned();
-    if hex.trim().len() < 64 {
-        return Err(err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "too short to be a secret",
-        )));
-    }
-    Ok(hex.trim().as_bytes().to_vec())
 }
 
 /// The host of a URL, without scheme, port or path (RFC 5424's HOSTNAME

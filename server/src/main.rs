@@ -368,13 +368,6 @@ async fn run(cli: Cli) -> ExitCode {
                 return ExitCode::FAILURE;
             }
             let now = control::Timestamp::now();
-            let ca = match control::ca::AgentCa::load_or_create(&config.data_dir, now) {
-                Ok(ca) => ca,
-                Err(e) => {
-                    eprintln!("pilothouse: agent CA: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
             let store =
                 match control::store::Store::connect(config.database_url().expose_secret()).await {
                     Ok(s) => s,
@@ -383,6 +376,20 @@ async fn run(cli: Cli) -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
+            let ca = match control::key_vault::open_ring(&store, &config.master_key_file()).await {
+                Ok(ring) => {
+                    control::key_vault::agent_ca(&store, &ring, &config.data_dir, now).await
+                }
+                Err(e) => Err(e),
+            };
+            let ca = match ca {
+                Ok(ca) => ca,
+                Err(e) => {
+                    store.close().await;
+                    eprintln!("pilothouse: agent CA: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let operator = control::access::Operator::command_line(store.clone());
             let result = control::agents::create_registration_token_cli(
                 &operator,
@@ -670,8 +677,14 @@ async fn audit(command: AuditCommand) -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
+            let master_key_file = config.master_key_file();
+            let keys = audit_cli::KeyPlace {
+                data_dir: &config.data_dir,
+                master_key_file: &master_key_file,
+            };
+            let result = audit_cli::key(&store, keys).await;
             store.close().await;
-            match audit_cli::key(&config.data_dir) {
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => admin_error(e),
             }
@@ -707,14 +720,14 @@ async fn audit(command: AuditCommand) -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let result = audit_cli::checkpoints(
-                &store,
-                &config.data_dir,
-                config.checkpoint_cadence(),
-                &org,
-                sign_now,
-            )
-            .await;
+            let master_key_file = config.master_key_file();
+            let keys = audit_cli::KeyPlace {
+                data_dir: &config.data_dir,
+                master_key_file: &master_key_file,
+            };
+            let result =
+                audit_cli::checkpoints(&store, keys, config.checkpoint_cadence(), &org, sign_now)
+                    .await;
             store.close().await;
             match result {
                 Ok(n) => {

@@ -6,6 +6,7 @@
 #[path = "helpers/cli.rs"]
 mod cli_helpers;
 use cli_helpers::{add_owner, pilothouse, text};
+use rustls::pki_types::pem::PemObject as _;
 
 #[test]
 fn admin_add_user_creates_accounts_and_refuses_bad_input() {
@@ -183,12 +184,16 @@ fn admin_registration_token_prints_the_token_last() {
         (3, "pht1", 32, 64),
         "{last}"
     );
-    let pin = control::crypto::sha256_hex(
-        control::ca::AgentCa::load_or_create(dir.path(), control::Timestamp::now())
-            .unwrap()
-            .cert_der(),
-    );
+    // The CA's key is in the database, sealed; its certificate is copied
+    // into the data directory for proxies.
+    let pem = std::fs::read(dir.path().join("agent-ca.crt")).unwrap();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+    let pin = control::crypto::sha256_hex(&der);
     assert_eq!(parts[2], pin, "the token carries the CA pin");
+    assert!(
+        !dir.path().join("agent-ca.key").exists(),
+        "no CA key file in the data directory"
+    );
 
     for (args, says) in [
         (vec!["--org", "Nope"], "No organisation named"),

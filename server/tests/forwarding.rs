@@ -225,7 +225,7 @@ async fn a_syslog_receiver_that_was_down_gets_every_event_once_in_order(db: Test
     for i in 0..5 {
         add(&db, &format!("m{i}@example.com"), Role::Member).await;
     }
-    let key = AuditKey::load_or_create(data.path()).unwrap();
+    let key = AuditKey::generate();
     let signed = checkpoints::sign_due(&db.store, &key, CheckpointCadence::default(), true, now)
         .await
         .unwrap();
@@ -388,7 +388,7 @@ async fn a_webhook_that_was_down_gets_every_event_once_in_order(db: TestDb) {
     }
     let signed = checkpoints::sign_due(
         &db.store,
-        &AuditKey::load_or_create(data.path()).unwrap(),
+        &AuditKey::generate(),
         CheckpointCadence::default(),
         true,
         now,

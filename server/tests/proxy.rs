@@ -57,10 +57,10 @@ impl Drop for Nginx {
     }
 }
 
-fn start_nginx(binary: &Path, app: &TestApp) -> Nginx {
+async fn start_nginx(binary: &Path, app: &TestApp) -> Nginx {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = control::ca::AgentCa::load_or_create(app.dir.path(), Timestamp::now()).unwrap();
+    let ca = app.control_keys().await.ca;
     let (cert, key) = ca
         .issue_server(&["localhost".to_string()], Timestamp::now())
         .unwrap();
@@ -166,7 +166,7 @@ async fn the_real_agent_runs_through_nginx_and_nobody_else_can(db: TestDb) {
     .await;
     app.add_user("Acme", "owner@example.com", Role::Owner).await;
     let owner = app.signed_in("owner@example.com").await;
-    let nginx = start_nginx(&nginx_bin, &app);
+    let nginx = start_nginx(&nginx_bin, &app).await;
 
     // The real agent registers and runs through nginx.
     let token = control::agents::create_registration_token_cli(

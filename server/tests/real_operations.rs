@@ -553,7 +553,7 @@ async fn the_agent_refuses_what_its_policy_forbids(db: TestDb) {
         .await
         .unwrap();
     let mut forger = Forger {
-        keys: control::server_keys::ServerKeys::load_or_create(s.app.dir.path()).unwrap(),
+        keys: s.app.control_keys().await.server,
         agent: agent_id.clone(),
         kem: serde_json::from_value(Value::String(kem)).unwrap(),
         sequence: 1000,

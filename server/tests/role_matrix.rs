@@ -36,7 +36,7 @@ async fn enrol_server(app: &TestApp) -> control::AgentId {
     )
     .await
     .unwrap();
-    let ca = control::ca::AgentCa::load_or_create(app.dir.path(), now).unwrap();
+    let ca = app.control_keys().await.ca;
     let key = rcgen::KeyPair::generate().unwrap();
     let csr = rcgen::CertificateParams::new(Vec::<String>::new())
         .unwrap()
@@ -579,8 +579,7 @@ async fn role_matrix(db: TestDb) {
     }
 
     // Servers: enrol two agents in Acme directly through the control plane.
-    let ca =
-        control::ca::AgentCa::load_or_create(app.dir.path(), control::Timestamp::now()).unwrap();
+    let ca = app.control_keys().await.ca;
     let mut servers = Vec::new();
     for _ in 0..2 {
         let token = control::agents::create_registration_token_cli(

@@ -52,12 +52,9 @@ pub fn csr() -> (rcgen::KeyPair, String) {
     (key, csr)
 }
 
-/// The delivery with server keys kept in `dir`.
-pub fn delivery(db: &TestDb, dir: &std::path::Path) -> Delivery {
-    Delivery::new(
-        db.store.clone(),
-        Arc::new(ServerKeys::load_or_create(dir).unwrap()),
-    )
+/// The delivery with new server keys.
+pub fn delivery(db: &TestDb) -> Delivery {
+    Delivery::new(db.store.clone(), Arc::new(ServerKeys::generate()))
 }
 
 /// Everything the database holds, as a dump would show it: the SQLite file

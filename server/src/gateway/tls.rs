@@ -210,8 +210,7 @@ mod tests {
 
     #[test]
     fn the_gateway_certificate_is_renewed_before_it_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = Arc::new(AgentCa::load_or_create(dir.path(), clock()).unwrap());
+        let ca = Arc::new(AgentCa::generate(clock()).unwrap());
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let cert = GatewayCert::new(ca, &["localhost".into()], provider, clock).unwrap();
         let first = cert.chain()[0].clone();
