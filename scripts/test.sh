@@ -67,6 +67,25 @@ count() {
 export PILOTHOUSE_TEST_SKIP_LOG="$LOG_DIR/pg-skips"
 : >"$PILOTHOUSE_TEST_SKIP_LOG"
 
+# A clean clone builds everything once: incremental caches would only take disk
+# (several GB over the test binaries) without ever being reused.
+if [[ "${CI:-}" == "true" ]]; then
+	export CARGO_INCREMENTAL=0
+fi
+
+# Disk: what the build takes is printed at the end, and a cold run (no target/
+# yet) on a machine short of room is told so before a build fails half-way with
+# "No space left on device".
+disk_free_gb() { df -Pk . | awk 'NR == 2 { printf "%d", $4 / 1048576 }'; }
+NEED_GB=${PILOTHOUSE_TEST_NEED_GB:-25}
+if [[ ! -d target ]] && (($(disk_free_gb) < NEED_GB)); then
+	printf 'make test: only %d GB free here (%s); a cold run needs about %d GB for target/ and fuzz/target/.\n' \
+		"$(disk_free_gb)" "$PWD" "$NEED_GB" >&2
+	printf 'Free some space (for example `cargo clean` in another checkout) and run it again.\n' >&2
+	exit 1
+fi
+printf 'disk: %d GB free before the build\n' "$(disk_free_gb)"
+
 trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -93,6 +112,8 @@ read -r rust_passed rust_failed < <(count cargo-test.log '^test result: ')
 read -r e2e_passed e2e_failed < <(count e2e.log '^[0-9]+ passed, [0-9]+ failed$')
 pg_skipped=$(wc -l <"$PILOTHOUSE_TEST_SKIP_LOG")
 summary
+printf '\ndisk: target/ %s, fuzz/target/ %s, %d GB left free\n' \
+	"$(du -sh target 2>/dev/null | cut -f1)" "$(du -sh fuzz/target 2>/dev/null | cut -f1)" "$(disk_free_gb)"
 if ((pg_skipped > 0)); then
 	printf '\nSKIP: %d tests or PostgreSQL test halves did not run:\n' "$pg_skipped"
 	sed 's/^/  /' "$PILOTHOUSE_TEST_SKIP_LOG"
