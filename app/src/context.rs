@@ -30,8 +30,6 @@ pub struct AppState {
     pub agent_url: String,
     /// The audit public key (base64url) and its id, for customers to pin.
     pub audit_key: crate::api::AuditKeyView,
-    /// Where audit forwarding destinations' secrets are kept.
-    pub forwarding: control::forwarding::SecretDir,
     /// The master key of the secrets at rest.
     pub secrets: Arc<control::secrets::Keyring>,
     /// The signed agent releases the gateway serves (for "Update agent").

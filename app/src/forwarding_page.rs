@@ -45,7 +45,7 @@ pub async fn add_audit_destination(
         ca_pem: given(ca_pem),
         secret: given(secret).map(secrecy::SecretString::from),
     };
-    Ok(control::forwarding::add(&auth, &cx.state.forwarding, new, cx.now).await?)
+    Ok(control::forwarding::add(&auth, &cx.state.secrets, new, cx.now).await?)
 }
 
 #[server(endpoint = "remove-audit-destination")]
@@ -53,7 +53,7 @@ pub async fn remove_audit_destination(id: String) -> Result<(), AppError> {
     let cx = crate::context::cx().await?;
     let actor = cx.actor().await?;
     let auth = actor.authorize::<control::forwarding::ManageForwarding>()?;
-    Ok(control::forwarding::remove(&auth, &cx.state.forwarding, id.trim(), cx.now).await?)
+    Ok(control::forwarding::remove(&auth, id.trim(), cx.now).await?)
 }
 
 /// How a destination's delivery stands, in words, and a badge class.

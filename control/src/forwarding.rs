@@ -21,13 +21,16 @@
 //! sent the checkpoint (cursor `delivered_checkpoint`). That is how a
 //! customer keeps copies the control plane cannot take back.
 //!
-//! A webhook's HMAC key is write-only: it lives in a file beside the server's
-//! keys (`forwarding/<id>.secret` in the data directory, 0600), never in the
-//! database, and is never shown or logged. Failures, recoveries and
+//! A webhook's HMAC key is write-only: sealed under the master key
+//! ([`crate::secrets::seal_own`], table `audit_destination_secrets`),
+//! re-wrapped by a master-key rotation, never shown or logged. Keys an earlier
+//! version kept as files (`forwarding/<id>.secret` in the data directory) are
+//! moved into the database at start ([`import_secret_files`]). Failures,
+//! recoveries and
 //! deliveries are not audit events (they would feed themselves); adding and
 //! removing a destination are.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -37,6 +40,7 @@ use crate::access::{Authorized, Capability};
 use crate::audit::{self, AuditAction, Event};
 use crate::audit_export::ExportedEvent;
 use crate::crypto::random_token;
+use crate::secrets::{Keyring, Sealed};
 use crate::store::Store;
 use crate::{ControlError, DestinationView, OrgId, Role, Timestamp};
 
@@ -106,46 +110,131 @@ pub struct NewDestination {
     pub secret: Option<SecretString>,
 }
 
-/// Where destinations' secrets live: `forwarding/` in the data directory.
-#[derive(Clone, Debug)]
-pub struct SecretDir {
-    dir: PathBuf,
+/// The associated-data context a webhook's HMAC key is sealed under.
+const SECRET_CONTEXT: &str = "audit destination secret";
+
+/// A destination's HMAC key, opened. The error names the destination, never
+/// the value.
+pub async fn secret(store: &Store, ring: &Keyring, id: &str) -> Result<SecretString, String> {
+    let row = sqlx::query(
+        "SELECT master_key_id, wrapped_key, ciphertext FROM audit_destination_secrets WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(store.pool())
+    .await
+    .map_err(|e| format!("cannot read the destination's key: {e}"))?
+    .ok_or_else(|| format!("destination {id} has no key stored"))?;
+    let sealed = Sealed {
+        key_id: row.try_get("master_key_id").map_err(|e| e.to_string())?,
+        wrapped_key: row.try_get("wrapped_key").map_err(|e| e.to_string())?,
+        ciphertext: row.try_get("ciphertext").map_err(|e| e.to_string())?,
+    };
+    let value = crate::secrets::open_own(ring, id, SECRET_CONTEXT, &sealed)
+        .map_err(|e| format!("the key of destination {id} cannot be used: {e}"))?;
+    String::from_utf8(value.to_vec())
+        .map(SecretString::from)
+        .map_err(|_| format!("the key of destination {id} is not text"))
 }
 
-impl SecretDir {
-    pub fn new(data_dir: &Path) -> Self {
-        Self {
-            dir: data_dir.join("forwarding"),
+/// Seals `secret` as destination `id`'s key, in `tx`.
+async fn store_secret(
+    tx: &mut crate::store::Tx,
+    ring: &Keyring,
+    id: &str,
+    secret: &SecretString,
+) -> Result<(), ControlError> {
+    let sealed = crate::secrets::seal_own(
+        tx,
+        ring,
+        id,
+        SECRET_CONTEXT,
+        secret.expose_secret().as_bytes(),
+    )
+    .await?;
+    sqlx::query(
+        "INSERT INTO audit_destination_secrets (id, master_key_id, wrapped_key, ciphertext) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(&sealed.key_id)
+    .bind(&sealed.wrapped_key)
+    .bind(&sealed.ciphertext)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// Moves the HMAC keys an earlier version kept as files
+/// (`forwarding/<id>.secret` in `data_dir`) into the database, sealed; each
+/// file is removed once its key is stored (or was stored by an earlier
+/// start: the same key). A file for a destination that no longer exists is
+/// removed; one that differs from the stored key, or cannot be read, is left
+/// where it is and logged. Returns how many keys were moved.
+pub async fn import_secret_files(
+    store: &Store,
+    ring: &Keyring,
+    data_dir: &Path,
+) -> Result<usize, ControlError> {
+    let dir = data_dir.join("forwarding");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut moved = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(id) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".secret"))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let secret = match crate::files::read_private(&path)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+        {
+            Some(text) => SecretString::from(text),
+            None => {
+                tracing::warn!(file = %path.display(), "a forwarding key file that cannot be read (or that others can read) was left in place");
+                continue;
+            }
+        };
+        let mut tx = store.begin().await?;
+        let exists: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_destinations WHERE id = $1")
+                .bind(&id)
+                .fetch_one(tx.conn())
+                .await?;
+        let stored: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_destination_secrets WHERE id = $1")
+                .bind(&id)
+                .fetch_one(tx.conn())
+                .await?;
+        if exists == 1 && stored == 0 {
+            store_secret(&mut tx, ring, &id, &secret).await?;
+            moved += 1;
         }
-    }
-
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.secret"))
-    }
-
-    fn write(&self, id: &str, secret: &SecretString) -> std::io::Result<()> {
-        crate::files::private_dir(&self.dir)?;
-        crate::files::write_new_private(&self.path(id), secret.expose_secret().as_bytes())
-    }
-
-    /// A destination's secret, or an error naming the file (never its contents).
-    pub fn read(&self, id: &str) -> Result<SecretString, String> {
-        let path = self.path(id);
-        let bytes = crate::files::read_private(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        String::from_utf8(bytes)
-            .map(SecretString::from)
-            .map_err(|_| format!("{} is not text", path.display()))
-    }
-
-    fn remove(&self, id: &str) {
-        let path = self.path(id);
-        if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove a forwarding secret");
+        tx.commit().await?;
+        if exists == 1 && stored == 1 {
+            let same = self::secret(store, ring, &id)
+                .await
+                .is_ok_and(|s| s.expose_secret() == secret.expose_secret());
+            if !same {
+                tracing::warn!(file = %path.display(), "a forwarding key file differs from the key in the database, which is in use; the file was left in place");
+                continue;
             }
         }
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(file = %path.display(), error = %e, "could not remove a forwarding key file whose key is in the database");
+        }
     }
+    if moved > 0 {
+        tracing::info!(
+            keys = moved,
+            "moved forwarding keys from files into the database, sealed under the master key"
+        );
+    }
+    Ok(moved)
 }
 
 /// A destination's or channel's name: trimmed, 1 to 64 characters, no
@@ -263,12 +352,11 @@ fn check_new(new: &NewDestination) -> Result<String, ControlError> {
     Ok(name)
 }
 
-/// Adds a destination; it is owed every event from the first. Its secret
-/// goes to `secrets` before the change commits (and is removed if the
-/// commit fails).
+/// Adds a destination; it is owed every event from the first. Its secret is
+/// sealed under the master key in the same transaction.
 pub async fn add(
     auth: &Authorized<'_, ManageForwarding>,
-    secrets: &SecretDir,
+    ring: &Keyring,
     new: NewDestination,
     now: Timestamp,
 ) -> Result<String, ControlError> {
@@ -300,6 +388,9 @@ pub async fn add(
     .bind(now.0)
     .execute(tx.conn())
     .await?;
+    if let Some(secret) = &new.secret {
+        store_secret(&mut tx, ring, &id, secret).await?;
+    }
     audit::append(
         &mut tx,
         &actor.audit_actor(),
@@ -317,16 +408,7 @@ pub async fn add(
         now,
     )
     .await?;
-    if let Some(secret) = &new.secret {
-        secrets.write(&id, secret).map_err(|e| {
-            tracing::error!(error = %e, "could not store a forwarding secret");
-            ControlError::internal(e)
-        })?;
-    }
-    if let Err(e) = tx.commit().await {
-        secrets.remove(&id);
-        return Err(e.into());
-    }
+    tx.commit().await?;
     Ok(id)
 }
 
@@ -368,7 +450,6 @@ pub(crate) async fn check_room(
 /// Removes a destination: it is sent nothing more.
 pub async fn remove(
     auth: &Authorized<'_, ManageForwarding>,
-    secrets: &SecretDir,
     id: &str,
     now: Timestamp,
 ) -> Result<(), ControlError> {
@@ -385,6 +466,10 @@ pub async fn remove(
     .ok_or_else(|| ControlError::not_found("No such destination."))?;
     let name: String = row.try_get("name")?;
     let delivered: i64 = row.try_get("delivered_seq")?;
+    sqlx::query("DELETE FROM audit_destination_secrets WHERE id = $1")
+        .bind(id)
+        .execute(tx.conn())
+        .await?;
     sqlx::query("DELETE FROM audit_destinations WHERE id = $1")
         .bind(id)
         .execute(tx.conn())
@@ -402,7 +487,6 @@ pub async fn remove(
     )
     .await?;
     tx.commit().await?;
-    secrets.remove(id);
     Ok(())
 }
 

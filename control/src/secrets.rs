@@ -23,8 +23,9 @@
 //! 3. every data key still wrapped by another key is re-wrapped, a batch per
 //!    transaction, in every table of [`WRAPPED_TABLES`]: the secrets, and
 //!    what [`crate::mfa`] (TOTP seeds), [`crate::mail`] (queued messages),
-//!    [`crate::notifications`] (channel secrets) and [`crate::key_vault`]
-//!    (the control plane's own keys) seal the same way through [`seal_own`];
+//!    [`crate::notifications`] (channel secrets), [`crate::forwarding`] (SIEM
+//!    webhook keys) and [`crate::key_vault`] (the control plane's own keys)
+//!    seal the same way through [`seal_own`];
 //! 4. `master.key.next` replaces `master.key`. The old key wraps nothing and
 //!    is gone.
 //!
@@ -67,13 +68,15 @@ const OWN_AAD: &[u8] = b"pilothouse sealed value v1\0";
 /// The tables whose rows hold a wrapped data key (`id`, `master_key_id`,
 /// `wrapped_key`): secrets, the TOTP seeds of [`crate::mfa`], the queued
 /// messages of [`crate::mail`], the channel secrets of
-/// [`crate::notifications`] and the control plane's own keys
+/// [`crate::notifications`], the SIEM webhooks' keys of
+/// [`crate::forwarding`] and the control plane's own keys
 /// ([`crate::key_vault`]).
-const WRAPPED_TABLES: [&str; 5] = [
+const WRAPPED_TABLES: [&str; 6] = [
     "secrets",
     "user_totp",
     "mail_bodies",
     "notification_secrets",
+    "audit_destination_secrets",
     "control_keys",
 ];
 const NONCE: usize = 12;
@@ -264,7 +267,8 @@ fn read_key(path: &Path) -> Result<MasterKey, SecretError> {
 
 /// Makes sure the database names a master key this process holds, at
 /// start-up. A database with nothing sealed (no secret, two-factor seed,
-/// queued message, channel secret or control-plane key) adopts the file's key; one whose sealed rows are under a
+/// queued message, channel or webhook key, or control-plane key) adopts the
+/// file's key; one whose sealed rows are under a
 /// key the files do not hold is refused, naming both.
 pub async fn adopt(store: &Store, ring: &Keyring) -> Result<(), SecretError> {
     let held = ring.key_ids();

@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use control::audit_export::ExportedEvent;
-use control::forwarding::{self, DestinationKind, Due, SecretDir, ROUND_EVENTS, WEBHOOK_BATCH};
+use control::forwarding::{self, DestinationKind, Due, ROUND_EVENTS, WEBHOOK_BATCH};
+use control::secrets::Keyring;
 use control::store::Store;
 use control::{ControlError, Timestamp};
 use hmac::{Hmac, Mac};
@@ -42,14 +43,15 @@ pub const TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Clone)]
 pub struct Forwarder {
     store: Store,
-    secrets: SecretDir,
+    /// Opens the webhooks' HMAC keys.
+    secrets: Arc<Keyring>,
     /// RFC 5424 HOSTNAME: the control plane's public host name.
     hostname: String,
     timeout: Duration,
 }
 
 impl Forwarder {
-    pub fn new(store: Store, secrets: SecretDir, hostname: impl Into<String>) -> Self {
+    pub fn new(store: Store, secrets: Arc<Keyring>, hostname: impl Into<String>) -> Self {
         Self {
             store,
             secrets,
@@ -176,7 +178,7 @@ impl Forwarder {
         checkpoints: &[channel::Checkpoint],
         now: Timestamp,
     ) -> Result<u64, String> {
-        let key = self.secrets.read(&d.id)?;
+        let key = forwarding::secret(&self.store, &self.secrets, &d.id).await?;
         let mut client = reqwest::Client::builder()
             .timeout(self.timeout)
             .redirect(reqwest::redirect::Policy::none())

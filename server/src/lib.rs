@@ -200,6 +200,7 @@ impl Application {
             control::Timestamp::now(),
         )
         .await?;
+        control::forwarding::import_secret_files(&store, &secrets_ring, &config.data_dir).await?;
         let ca = Arc::new(ca);
         let audit_key = Arc::new(audit_key);
         let secrets_ring = Arc::new(secrets_ring);
@@ -294,8 +295,7 @@ impl Application {
                 public_key: audit_key.public_key(),
                 key_id: audit_key.key_id().to_string(),
             },
-            forwarding: control::forwarding::SecretDir::new(&config.data_dir),
-            secrets: secrets_ring,
+            secrets: secrets_ring.clone(),
             agent_releases: config.agent_releases_dir(),
             mail_enabled: mailer.is_some(),
             sso: app::sso_page::SsoOffer {
@@ -303,11 +303,8 @@ impl Application {
                 github: github.as_ref().map(|g| g.label().to_string()),
             },
         };
-        let forwarder = forwarder::Forwarder::new(
-            store.clone(),
-            control::forwarding::SecretDir::new(&config.data_dir),
-            host_of(&public_url),
-        );
+        let forwarder =
+            forwarder::Forwarder::new(store.clone(), secrets_ring.clone(), host_of(&public_url));
         let edge = http::EdgeConfig {
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             public_origin: origin_of(&public_url),

@@ -22,12 +22,14 @@ mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use control::access::{self, Operator, RequestMeta};
 use control::accounts;
 use control::checkpoints::{self, AuditKey, CheckpointCadence};
-use control::forwarding::{self, DestinationKind, NewDestination, SecretDir};
+use control::forwarding::{self, DestinationKind, NewDestination};
+use control::secrets::Keyring;
 use control::testing::TestDb;
 use control::{OrgId, Role, Timestamp, UserId};
 use machine::{free_port, skip};
@@ -59,6 +61,15 @@ async fn owner(db: &TestDb) -> access::Actor {
     )
     .await
     .unwrap()
+}
+
+/// The master key in `dir`, adopted by the database, as the server opens it.
+async fn ring(db: &TestDb, dir: &Path) -> Arc<Keyring> {
+    Arc::new(
+        control::key_vault::open_ring(&db.store, &dir.join("master.key"))
+            .await
+            .unwrap(),
+    )
 }
 
 async fn head(db: &TestDb, org: OrgId) -> i64 {
@@ -194,7 +205,7 @@ async fn a_syslog_receiver_that_was_down_gets_every_event_once_in_order(db: Test
     let mut rsyslog = Rsyslog::start(logs.path(), &cert, &key, &ca);
     let owner = owner(&db).await;
     let org = owner.org();
-    let secrets = SecretDir::new(data.path());
+    let secrets = ring(&db, data.path()).await;
     let auth = owner.authorize::<forwarding::ManageForwarding>().unwrap();
     forwarding::add(
         &auth,
@@ -337,7 +348,7 @@ async fn a_webhook_that_was_down_gets_every_event_once_in_order(db: TestDb) {
     let hook = https_hook::start(&cert, &key, Some(HMAC_KEY)).await;
     let owner = owner(&db).await;
     let org = owner.org();
-    let secrets = SecretDir::new(data.path());
+    let secrets = ring(&db, data.path()).await;
     let auth = owner.authorize::<forwarding::ManageForwarding>().unwrap();
     let id = forwarding::add(
         &auth,
@@ -353,13 +364,19 @@ async fn a_webhook_that_was_down_gets_every_event_once_in_order(db: TestDb) {
     )
     .await
     .unwrap();
-    // The key is a private file, not in the database or the list.
-    let file = data.path().join("forwarding").join(format!("{id}.secret"));
-    use std::os::unix::fs::PermissionsExt as _;
-    assert_eq!(
-        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    // The key is sealed in the database: it opens under the master key, and
+    // its row does not hold it.
+    let opened = forwarding::secret(&db.store, &secrets, &id).await.unwrap();
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&opened), HMAC_KEY);
+    let sealed: String = sqlx::query_scalar(
+        "SELECT wrapped_key || ciphertext FROM audit_destination_secrets WHERE id = $1",
+    )
+    .bind(&id)
+    .fetch_one(db.store.pool())
+    .await
+    .unwrap();
+    assert!(!sealed.contains(HMAC_KEY));
+    assert!(!data.path().join("forwarding").exists(), "no key file");
     let listed = format!("{:?}", forwarding::list(&db.store, org).await.unwrap());
     assert!(!listed.contains(HMAC_KEY));
     let dumped: Vec<String> = sqlx::query_scalar(
@@ -447,7 +464,7 @@ async fn an_untrusted_receiver_gets_nothing() {
     let (other_ca, _, _) = tls::test_pki("forwarding");
     let hook = https_hook::start(&cert, &key, Some(HMAC_KEY)).await;
     let owner = owner(&db).await;
-    let secrets = SecretDir::new(data.path());
+    let secrets = ring(&db, data.path()).await;
     let auth = owner.authorize::<forwarding::ManageForwarding>().unwrap();
     forwarding::add(
         &auth,
@@ -483,7 +500,7 @@ async fn an_untrusted_receiver_gets_nothing() {
 async fn the_limit_holds_under_concurrent_adds(db: TestDb) {
     let data = tempfile::tempdir().unwrap();
     let owner = owner(&db).await;
-    let secrets = SecretDir::new(data.path());
+    let secrets = ring(&db, data.path()).await;
     let auth = owner.authorize::<forwarding::ManageForwarding>().unwrap();
     let add = |name: String| {
         let (auth, secrets) = (&auth, &secrets);
@@ -522,6 +539,98 @@ async fn the_limit_holds_under_concurrent_adds(db: TestDb) {
             .len() as i64,
         forwarding::MAX_DESTINATIONS
     );
+}
+
+/// An earlier version's key files (`forwarding/<id>.secret`) move into the
+/// database at start: the file is removed once its key is stored; a file
+/// for a destination that is gone is removed; one that differs from the
+/// stored key, or that others can read, stays where it is.
+async fn key_files_of_an_earlier_version_move_into_the_database(db: TestDb) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let data = tempfile::tempdir().unwrap();
+    let secrets = ring(&db, data.path()).await;
+    let owner = owner(&db).await;
+    let auth = owner.authorize::<forwarding::ManageForwarding>().unwrap();
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        ids.push(
+            forwarding::add(
+                &auth,
+                &secrets,
+                NewDestination {
+                    kind: DestinationKind::Webhook,
+                    name: name.into(),
+                    address: "https://siem.example.com/hook".into(),
+                    ca_pem: None,
+                    secret: Some(SecretString::from(format!("{HMAC_KEY} {name}"))),
+                },
+                Timestamp::now(),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    // As an earlier version left it: a's key only in its file.
+    sqlx::query("DELETE FROM audit_destination_secrets WHERE id = $1")
+        .bind(&ids[0])
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    let dir = data.path().join("forwarding");
+    control::files::private_dir(&dir).unwrap();
+    let file = |id: &str| dir.join(format!("{id}.secret"));
+    let write = |id: &str, text: &str| {
+        control::files::write_new_private(&file(id), text.as_bytes()).unwrap()
+    };
+    write(&ids[0], &format!("{HMAC_KEY} a"));
+    // b's file holds its stored key (an import cut short); c's another one.
+    write(&ids[1], &format!("{HMAC_KEY} b"));
+    write(&ids[2], "another key, long enough to be one");
+    write("fwd_gone", "the key of a removed destination");
+    write("fwd_loose", "a key file others can read");
+    std::fs::set_permissions(file("fwd_loose"), std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let moved = forwarding::import_secret_files(&db.store, &secrets, data.path())
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    let a = forwarding::secret(&db.store, &secrets, &ids[0])
+        .await
+        .unwrap();
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&a),
+        format!("{HMAC_KEY} a")
+    );
+    assert!(!file(&ids[0]).exists() && !file(&ids[1]).exists());
+    assert!(!file("fwd_gone").exists());
+    assert!(file(&ids[2]).exists(), "a differing key is not dropped");
+    assert!(file("fwd_loose").exists(), "a loose file is not read");
+    let c = forwarding::secret(&db.store, &secrets, &ids[2])
+        .await
+        .unwrap();
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&c),
+        format!("{HMAC_KEY} c")
+    );
+    // Run again (the next start): nothing more to move.
+    assert_eq!(
+        forwarding::import_secret_files(&db.store, &secrets, data.path())
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn key_files_sqlite() {
+    key_files_of_an_earlier_version_move_into_the_database(TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn key_files_postgres() {
+    if let Some(db) = TestDb::postgres("key_files_postgres").await {
+        key_files_of_an_earlier_version_move_into_the_database(db).await;
+    }
 }
 
 #[tokio::test]
