@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 
 use crate::ca::{AgentCa, CaError};
 use crate::checkpoints::AuditKey;
-use crate::secrets::{open_own, seal_own, Keyring, Sealed, SecretError};
+use crate::secrets::{open_own, seal_own, Keyring, MasterKeySource, Sealed, SecretError};
 use crate::server_keys::{encode_key, ServerKeys};
 use crate::store::Store;
 use crate::{ControlError, Timestamp};
@@ -146,11 +146,11 @@ impl std::fmt::Debug for ControlKeys {
     }
 }
 
-/// The master key at `master_key_file` (made if missing), adopted by the
-/// database ([`crate::secrets::adopt`]): what a command-line tool opens before
-/// it reads a control-plane key.
-pub async fn open_ring(store: &Store, master_key_file: &Path) -> Result<Keyring, VaultError> {
-    let ring = Keyring::open(master_key_file)?;
+/// The master key from `source` (a file is made if missing), adopted by the
+/// database ([`crate::secrets::adopt`]): what the server and a command-line
+/// tool open before they read a control-plane key.
+pub async fn open_ring(store: &Store, source: &MasterKeySource) -> Result<Keyring, VaultError> {
+    let ring = source.open()?;
     crate::secrets::adopt(store, &ring).await?;
     Ok(ring)
 }

@@ -155,6 +155,27 @@ fn cipher_for(key: &[u8; 32]) -> ChaCha20Poly1305 {
     cipher
 }
 
+/// Where the master key comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MasterKeySource {
+    /// A file the server may create (mode 0600) and a rotation replaces.
+    File(PathBuf),
+    /// A systemd credential (`LoadCredential=NAME:SOURCE`, read at
+    /// `$CREDENTIALS_DIRECTORY/NAME`): read-only, never created or replaced
+    /// here; a rotation works on its source file instead (docs/secrets.md).
+    Credential { name: String, path: PathBuf },
+}
+
+impl MasterKeySource {
+    /// Opens the keyring of this source.
+    pub fn open(&self) -> Result<Keyring, SecretError> {
+        match self {
+            MasterKeySource::File(path) => Keyring::open(path),
+            MasterKeySource::Credential { path, .. } => Keyring::open_existing(path),
+        }
+    }
+}
+
 /// The master keys this process holds: the current one (the file) and, while
 /// a rotation runs or after one was interrupted, the next one.
 pub struct Keyring {
@@ -184,6 +205,24 @@ impl Keyring {
                     reason: e.to_string(),
                 }
             })?;
+        }
+        let ring = Keyring {
+            path: path.to_path_buf(),
+            keys: RwLock::new(Vec::new()),
+        };
+        ring.reload()?;
+        Ok(ring)
+    }
+
+    /// Reads the master key at `path` (and `path.next` if there is one),
+    /// which must exist: a systemd credential, never created here.
+    pub fn open_existing(path: &Path) -> Result<Keyring, SecretError> {
+        if !path.exists() {
+            return Err(SecretError::KeyFile {
+                path: path.to_path_buf(),
+                reason: "no such file: is the credential loaded (LoadCredential= in the unit)?"
+                    .into(),
+            });
         }
         let ring = Keyring {
             path: path.to_path_buf(),
@@ -966,12 +1005,11 @@ pub struct Rotation {
     pub rewrapped: u64,
 }
 
-/// Rotates the master key (see the module's comment for the steps), from a
-/// process that holds `ring` (the CLI). Every data key in
-/// [`WRAPPED_TABLES`] is re-wrapped; values are not re-encrypted. Audited in
-/// every organisation that holds secrets (`secrets.master_key_rotated`).
-pub async fn rotate_master_key(store: &Store, ring: &Keyring) -> Result<Rotation, SecretError> {
-    adopt(store, ring).await?;
+/// Writes the next master key beside the current one (`master.key.next`,
+/// mode 0600) unless one is there already, and returns its id: the first
+/// step of a rotation, on its own for a key that servers read from a systemd
+/// credential (each server must hold the next key before the switch).
+pub fn prepare_next_key(ring: &Keyring) -> Result<String, SecretError> {
     let next_path = ring.next_path();
     if !next_path.exists() {
         let text = new_key_file_text();
@@ -993,6 +1031,16 @@ pub async fn rotate_master_key(store: &Store, ring: &Keyring) -> Result<Rotation
         }
         std::fs::rename(&tmp, &next_path).map_err(io)?;
     }
+    Ok(read_key(&next_path)?.id)
+}
+
+/// Rotates the master key (see the module's comment for the steps), from a
+/// process that holds `ring` (the CLI). Every data key in
+/// [`WRAPPED_TABLES`] is re-wrapped; values are not re-encrypted. Audited in
+/// every organisation that holds secrets (`secrets.master_key_rotated`).
+pub async fn rotate_master_key(store: &Store, ring: &Keyring) -> Result<Rotation, SecretError> {
+    adopt(store, ring).await?;
+    prepare_next_key(ring)?;
     ring.reload()?;
     let ids = ring.key_ids();
     let (old, new) = (ids[0].clone(), ids[ids.len() - 1].clone());
@@ -1034,7 +1082,7 @@ pub async fn rotate_master_key(store: &Store, ring: &Keyring) -> Result<Rotation
         tx.commit().await?;
     }
     if old != new {
-        std::fs::rename(&next_path, &ring.path).map_err(|e| SecretError::KeyFile {
+        std::fs::rename(ring.next_path(), &ring.path).map_err(|e| SecretError::KeyFile {
             path: ring.path.clone(),
             reason: e.to_string(),
         })?;

@@ -20,9 +20,12 @@ use control::testing::TestDb;
 use control::Timestamp;
 
 async fn ring_in(db: &TestDb, dir: &Path) -> Keyring {
-    key_vault::open_ring(&db.store, &dir.join("master.key"))
-        .await
-        .unwrap()
+    key_vault::open_ring(
+        &db.store,
+        &control::secrets::MasterKeySource::File(dir.join("master.key")),
+    )
+    .await
+    .unwrap()
 }
 
 async fn load(db: &TestDb, ring: &Keyring, dir: &Path) -> Result<ControlKeys, VaultError> {

@@ -72,16 +72,17 @@ pub async fn checkpoints(
 }
 
 /// Where the control plane's keys are: the data directory (for keys an
-/// earlier version kept there) and the master key they are sealed under.
+/// earlier version kept there) and where the master key they are sealed
+/// under comes from.
 #[derive(Clone, Copy)]
 pub struct KeyPlace<'a> {
     pub data_dir: &'a Path,
-    pub master_key_file: &'a Path,
+    pub master_key: &'a control::secrets::MasterKeySource,
 }
 
 /// The audit key, from the database (made the first time).
 async fn audit_key(store: &Store, keys: KeyPlace<'_>) -> Result<AuditKey, ControlError> {
-    let ring = key_vault::open_ring(store, keys.master_key_file)
+    let ring = key_vault::open_ring(store, keys.master_key)
         .await
         .map_err(ControlError::internal)?;
     key_vault::audit_key(store, &ring, keys.data_dir)

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use control::checkpoints::CheckpointCadence;
+use control::secrets::MasterKeySource;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
@@ -69,6 +70,11 @@ pub struct Config {
     /// start). Default: `master.key` in `data_dir`. Keep a copy of it apart
     /// from database backups: without it no secret can be read.
     pub master_key_file: Option<PathBuf>,
+    /// The master key as a systemd credential instead: the name given to
+    /// `LoadCredential=` in the unit, read at `$CREDENTIALS_DIRECTORY/NAME`
+    /// and never written. `master_key_file` wins when both are set (that is
+    /// how `rotate-master-key` is pointed at the credential's source file).
+    pub master_key_credential: Option<String>,
     /// Signed agent releases the gateway serves to install scripts (what
     /// `pilothouse release sign` writes). Default: `releases` in `data_dir`.
     pub agent_releases_dir: Option<PathBuf>,
@@ -341,11 +347,37 @@ impl Config {
         std::time::Duration::from_secs(self.pilot_interval_secs.max(1))
     }
 
-    /// Where the master key of the secrets at rest is.
-    pub fn master_key_file(&self) -> PathBuf {
-        self.master_key_file
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("master.key"))
+    /// Where the master key of the secrets at rest comes from:
+    /// `master_key_file`, else the systemd credential `master_key_credential`,
+    /// else `master.key` in the data directory. A credential without
+    /// `$CREDENTIALS_DIRECTORY`, or whose name is not a plain file name, is
+    /// refused with a sentence.
+    pub fn master_key(&self) -> Result<MasterKeySource, String> {
+        if let Some(path) = &self.master_key_file {
+            return Ok(MasterKeySource::File(path.clone()));
+        }
+        let Some(name) = self.master_key_credential.as_deref() else {
+            return Ok(MasterKeySource::File(self.data_dir.join("master.key")));
+        };
+        if name.is_empty()
+            || name.contains('/')
+            || name == "."
+            || name == ".."
+            || name.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "master_key_credential must be the credential's name as LoadCredential= gives it (no `/`), not {name:?}"
+            ));
+        }
+        match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) if !dir.is_empty() => Ok(MasterKeySource::Credential {
+                name: name.to_string(),
+                path: PathBuf::from(dir).join(name),
+            }),
+            _ => Err(format!(
+                "master_key_credential is {name:?}, but CREDENTIALS_DIRECTORY is not set: run the server from a systemd unit with LoadCredential={name}:/path/to/key, or use master_key_file"
+            )),
+        }
     }
 
     /// Where the signed agent releases are.

@@ -70,6 +70,8 @@ pub enum StartError {
     Keys(#[from] control::key_vault::VaultError),
     #[error("secrets: {0}")]
     Secrets(#[from] control::secrets::SecretError),
+    #[error("master key: {0}")]
+    MasterKey(String),
     #[error("cannot read or write {path}: {source}")]
     Secret {
         path: String,
@@ -185,7 +187,8 @@ impl Application {
 
         // The master key of the secrets at rest: refused here, at start, when
         // the database's secrets are under a key this server does not hold.
-        let secrets_ring = control::secrets::Keyring::open(&config.master_key_file())?;
+        let master_key = config.master_key().map_err(StartError::MasterKey)?;
+        let secrets_ring = master_key.open()?;
         control::secrets::adopt(&store, &secrets_ring).await?;
         // The control plane's own keys, sealed in the database under it.
         let control::key_vault::ControlKeys {

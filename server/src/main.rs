@@ -94,6 +94,11 @@ enum SecretsCommand {
     RotateMasterKey {
         #[command(flatten)]
         common: Common,
+        /// Only write the next key (`master.key.next` beside the key) and
+        /// print its id: for a key that servers read from a systemd
+        /// credential, which must each hold the next key before the switch.
+        #[arg(long)]
+        prepare: bool,
     },
 }
 
@@ -336,7 +341,8 @@ async fn run(cli: Cli) -> ExitCode {
                 Ok(app) => app,
                 Err(
                     e @ (server::StartError::Store(control::StoreError::UnsupportedUrl)
-                    | server::StartError::WebTls(_)),
+                    | server::StartError::WebTls(_)
+                    | server::StartError::MasterKey(_)),
                 ) => {
                     return usage_error(&format!("cannot start: {e}"));
                 }
@@ -376,7 +382,14 @@ async fn run(cli: Cli) -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-            let ca = match control::key_vault::open_ring(&store, &config.master_key_file()).await {
+            let master_key = match config.master_key() {
+                Ok(m) => m,
+                Err(e) => {
+                    store.close().await;
+                    return usage_error(&e);
+                }
+            };
+            let ca = match control::key_vault::open_ring(&store, &master_key).await {
                 Ok(ring) => {
                     control::key_vault::agent_ca(&store, &ring, &config.data_dir, now).await
                 }
@@ -549,8 +562,8 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Audit { command } => audit(command).await,
         Command::Secrets {
-            command: SecretsCommand::RotateMasterKey { common },
-        } => rotate_master_key(common).await,
+            command: SecretsCommand::RotateMasterKey { common, prepare },
+        } => rotate_master_key(common, prepare).await,
         Command::Release { command } => release(command),
     }
 }
@@ -632,13 +645,42 @@ fn release(command: ReleaseCommand) -> ExitCode {
     }
 }
 
-async fn rotate_master_key(common: Common) -> ExitCode {
+async fn rotate_master_key(common: Common, prepare: bool) -> ExitCode {
     let (config, store) = match admin_data(common).await {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let path = match config.master_key() {
+        Ok(control::secrets::MasterKeySource::File(path)) => path,
+        Ok(control::secrets::MasterKeySource::Credential { name, .. }) => {
+            store.close().await;
+            return usage_error(&format!(
+                "the master key comes from the systemd credential {name}, which cannot be changed from here: set PILOTHOUSE_MASTER_KEY_FILE to the credential's source file (its LoadCredential= path) and run this again (docs/secrets.md)"
+            ));
+        }
+        Err(e) => {
+            store.close().await;
+            return usage_error(&e);
+        }
+    };
+    if prepare {
+        store.close().await;
+        return match control::secrets::Keyring::open(&path)
+            .and_then(|ring| control::secrets::prepare_next_key(&ring))
+        {
+            Ok(id) => {
+                println!(
+                    "next master key {id} is ready beside {}: give it to every server (with a credential: LoadCredential=NAME.next:{}.next), restart them, then run rotate-master-key without --prepare",
+                    path.display(),
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage_error(&e.to_string()),
+        };
+    }
     let started = std::time::Instant::now();
-    let result = match control::secrets::Keyring::open(&config.master_key_file()) {
+    let result = match control::secrets::Keyring::open(&path) {
         Ok(ring) => control::secrets::rotate_master_key(&store, &ring).await,
         Err(e) => Err(e),
     };
@@ -677,10 +719,16 @@ async fn audit(command: AuditCommand) -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let master_key_file = config.master_key_file();
+            let master_key = match config.master_key() {
+                Ok(m) => m,
+                Err(e) => {
+                    store.close().await;
+                    return usage_error(&e);
+                }
+            };
             let keys = audit_cli::KeyPlace {
                 data_dir: &config.data_dir,
-                master_key_file: &master_key_file,
+                master_key: &master_key,
             };
             let result = audit_cli::key(&store, keys).await;
             store.close().await;
@@ -720,10 +768,16 @@ async fn audit(command: AuditCommand) -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let master_key_file = config.master_key_file();
+            let master_key = match config.master_key() {
+                Ok(m) => m,
+                Err(e) => {
+                    store.close().await;
+                    return usage_error(&e);
+                }
+            };
             let keys = audit_cli::KeyPlace {
                 data_dir: &config.data_dir,
-                master_key_file: &master_key_file,
+                master_key: &master_key,
             };
             let result =
                 audit_cli::checkpoints(&store, keys, config.checkpoint_cadence(), &org, sign_now)

@@ -66,9 +66,12 @@ async fn owner(db: &TestDb) -> access::Actor {
 /// The master key in `dir`, adopted by the database, as the server opens it.
 async fn ring(db: &TestDb, dir: &Path) -> Arc<Keyring> {
     Arc::new(
-        control::key_vault::open_ring(&db.store, &dir.join("master.key"))
-            .await
-            .unwrap(),
+        control::key_vault::open_ring(
+            &db.store,
+            &control::secrets::MasterKeySource::File(dir.join("master.key")),
+        )
+        .await
+        .unwrap(),
     )
 }
 

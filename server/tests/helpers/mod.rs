@@ -65,10 +65,12 @@ impl TestApp {
     /// The server's own keys, read as the server reads them: from the
     /// database, under the master key in its data directory.
     pub async fn control_keys(&self) -> control::key_vault::ControlKeys {
-        let ring =
-            control::key_vault::open_ring(&self.db.store, &self.dir.path().join("master.key"))
-                .await
-                .unwrap();
+        let ring = control::key_vault::open_ring(
+            &self.db.store,
+            &control::secrets::MasterKeySource::File(self.dir.path().join("master.key")),
+        )
+        .await
+        .unwrap();
         control::key_vault::load_all(&self.db.store, &ring, self.dir.path(), Timestamp::now())
             .await
             .unwrap()
