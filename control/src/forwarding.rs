@@ -40,7 +40,7 @@ use crate::access::{Authorized, Capability};
 use crate::audit::{self, AuditAction, Event};
 use crate::audit_export::ExportedEvent;
 use crate::crypto::random_token;
-use crate::secrets::{Keyring, Sealed};
+use crate::secrets::Keyring;
 use crate::store::Store;
 use crate::{ControlError, DestinationView, OrgId, Role, Timestamp};
 
@@ -116,24 +116,14 @@ const SECRET_CONTEXT: &str = "audit destination secret";
 /// A destination's HMAC key, opened. The error names the destination, never
 /// the value.
 pub async fn secret(store: &Store, ring: &Keyring, id: &str) -> Result<SecretString, String> {
-    let row = sqlx::query(
-        "SELECT master_key_id, wrapped_key, ciphertext FROM audit_destination_secrets WHERE id = $1",
+    crate::secrets::open_text_row(
+        store,
+        ring,
+        ("audit_destination_secrets", SECRET_CONTEXT),
+        id,
+        &format!("destination {id}"),
     )
-    .bind(id)
-    .fetch_optional(store.pool())
     .await
-    .map_err(|e| format!("cannot read the destination's key: {e}"))?
-    .ok_or_else(|| format!("destination {id} has no key stored"))?;
-    let sealed = Sealed {
-        key_id: row.try_get("master_key_id").map_err(|e| e.to_string())?,
-        wrapped_key: row.try_get("wrapped_key").map_err(|e| e.to_string())?,
-        ciphertext: row.try_get("ciphertext").map_err(|e| e.to_string())?,
-    };
-    let value = crate::secrets::open_own(ring, id, SECRET_CONTEXT, &sealed)
-        .map_err(|e| format!("the key of destination {id} cannot be used: {e}"))?;
-    String::from_utf8(value.to_vec())
-        .map(SecretString::from)
-        .map_err(|_| format!("the key of destination {id} is not text"))
 }
 
 /// Seals `secret` as destination `id`'s key, in `tx`.
@@ -143,24 +133,15 @@ async fn store_secret(
     id: &str,
     secret: &SecretString,
 ) -> Result<(), ControlError> {
-    let sealed = crate::secrets::seal_own(
+    crate::secrets::seal_row(
         tx,
         ring,
+        "audit_destination_secrets",
         id,
         SECRET_CONTEXT,
         secret.expose_secret().as_bytes(),
     )
-    .await?;
-    sqlx::query(
-        "INSERT INTO audit_destination_secrets (id, master_key_id, wrapped_key, ciphertext) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(id)
-    .bind(&sealed.key_id)
-    .bind(&sealed.wrapped_key)
-    .bind(&sealed.ciphertext)
-    .execute(tx.conn())
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Moves the HMAC keys an earlier version kept as files

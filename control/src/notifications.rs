@@ -41,7 +41,7 @@ use crate::audit::{self, AuditAction, Event};
 use crate::audit_export::ExportedEvent;
 use crate::crypto::random_token;
 use crate::forwarding::{check_ca_pem, check_name, check_room, check_webhook_url, record_failure};
-use crate::secrets::{Keyring, Sealed};
+use crate::secrets::Keyring;
 use crate::store::{Store, Tx};
 use crate::{ControlError, NotificationChannelView, OrgId, Role, Timestamp};
 
@@ -281,16 +281,14 @@ pub async fn add(
         .map(|s| s.expose_secret().trim())
         .filter(|s| !s.is_empty())
     {
-        let sealed =
-            crate::secrets::seal_own(&mut tx, ring, &id, SECRET_CONTEXT, secret.as_bytes()).await?;
-        sqlx::query(
-            "INSERT INTO notification_secrets (id, master_key_id, wrapped_key, ciphertext) VALUES ($1, $2, $3, $4)",
+        crate::secrets::seal_row(
+            &mut tx,
+            ring,
+            "notification_secrets",
+            &id,
+            SECRET_CONTEXT,
+            secret.as_bytes(),
         )
-        .bind(&id)
-        .bind(&sealed.key_id)
-        .bind(&sealed.wrapped_key)
-        .bind(&sealed.ciphertext)
-        .execute(tx.conn())
         .await?;
     }
     audit::append(
@@ -490,24 +488,14 @@ pub async fn owed(store: &Store, d: &Due) -> Result<Vec<ExportedEvent<'static>>,
 /// The channel's secret (the Slack URL, the webhook's HMAC key). The error
 /// names the channel, never the value.
 pub async fn secret(store: &Store, ring: &Keyring, id: &str) -> Result<SecretString, String> {
-    let row = sqlx::query(
-        "SELECT master_key_id, wrapped_key, ciphertext FROM notification_secrets WHERE id = $1",
+    crate::secrets::open_text_row(
+        store,
+        ring,
+        ("notification_secrets", SECRET_CONTEXT),
+        id,
+        &format!("channel {id}"),
     )
-    .bind(id)
-    .fetch_optional(store.pool())
     .await
-    .map_err(|e| format!("cannot read the channel's secret: {e}"))?
-    .ok_or_else(|| format!("channel {id} has no secret stored"))?;
-    let sealed = Sealed {
-        key_id: row.try_get("master_key_id").map_err(|e| e.to_string())?,
-        wrapped_key: row.try_get("wrapped_key").map_err(|e| e.to_string())?,
-        ciphertext: row.try_get("ciphertext").map_err(|e| e.to_string())?,
-    };
-    let value = crate::secrets::open_own(ring, id, SECRET_CONTEXT, &sealed)
-        .map_err(|e| format!("the secret of channel {id} cannot be used: {e}"))?;
-    String::from_utf8(value.to_vec())
-        .map(SecretString::from)
-        .map_err(|_| format!("the secret of channel {id} is not text"))
 }
 
 /// Records that the receiver took everything up to event `seq`; conditional

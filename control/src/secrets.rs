@@ -597,6 +597,59 @@ pub(crate) fn open_own(
     .ok_or_else(|| SecretError::Tampered { id: id.to_string() })
 }
 
+/// Seals `value` for row `id` and `context` ([`seal_own`]) into `table`, a
+/// table of credentials keyed by their owner's id (`id`, `master_key_id`,
+/// `wrapped_key`, `ciphertext`; one of [`WRAPPED_TABLES`]).
+pub(crate) async fn seal_row(
+    tx: &mut Tx,
+    ring: &Keyring,
+    table: &'static str,
+    id: &str,
+    context: &str,
+    value: &[u8],
+) -> Result<(), ControlError> {
+    let sealed = seal_own(tx, ring, id, context, value).await?;
+    sqlx::query(&format!(
+        "INSERT INTO {table} (id, master_key_id, wrapped_key, ciphertext) VALUES ($1, $2, $3, $4)"
+    ))
+    .bind(id)
+    .bind(&sealed.key_id)
+    .bind(&sealed.wrapped_key)
+    .bind(&sealed.ciphertext)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// Opens the text [`seal_row`] sealed into `table` for `id` and `context`.
+/// The error names `what` (the channel, the destination), never the value.
+pub(crate) async fn open_text_row(
+    store: &Store,
+    ring: &Keyring,
+    (table, context): (&'static str, &str),
+    id: &str,
+    what: &str,
+) -> Result<SecretString, String> {
+    let row = sqlx::query(&format!(
+        "SELECT master_key_id, wrapped_key, ciphertext FROM {table} WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(store.pool())
+    .await
+    .map_err(|e| format!("cannot read the key of {what}: {e}"))?
+    .ok_or_else(|| format!("{what} has no key stored"))?;
+    let sealed = Sealed {
+        key_id: row.try_get("master_key_id").map_err(|e| e.to_string())?,
+        wrapped_key: row.try_get("wrapped_key").map_err(|e| e.to_string())?,
+        ciphertext: row.try_get("ciphertext").map_err(|e| e.to_string())?,
+    };
+    let value = open_own(ring, id, context, &sealed)
+        .map_err(|e| format!("the key of {what} cannot be used: {e}"))?;
+    String::from_utf8(value.to_vec())
+        .map(SecretString::from)
+        .map_err(|_| format!("the key of {what} is not text"))
+}
+
 /// `SHA256:<base64>` of an OpenSSH public key, as `ssh-keygen -l` prints it.
 fn ssh_fingerprint(public: &str) -> String {
     ssh_key::PublicKey::from_openssh(public)

@@ -216,6 +216,11 @@ async fn admin_store(common: Common) -> Result<control::store::Store, ExitCode> 
 /// [`admin_store`] with the configuration.
 async fn admin_data(common: Common) -> Result<(Config, control::store::Store), ExitCode> {
     let config = common.load(None, None).map_err(|e| usage_error(&e))?;
+    admin_data_for(config).await
+}
+
+/// The data directory made and the database opened for `config`.
+async fn admin_data_for(config: Config) -> Result<(Config, control::store::Store), ExitCode> {
     control::files::private_dir(&config.data_dir).map_err(|e| {
         eprintln!(
             "pilothouse: cannot create {}: {e}",
@@ -230,6 +235,25 @@ async fn admin_data(common: Common) -> Result<(Config, control::store::Store), E
             ExitCode::FAILURE
         })?;
     Ok((config, store))
+}
+
+/// [`admin_data`] for a command that reads the control plane's keys: also
+/// where the master key comes from (exit 2 with a sentence when that is
+/// misconfigured, before the database is opened).
+async fn admin_keys(
+    common: Common,
+) -> Result<
+    (
+        Config,
+        control::secrets::MasterKeySource,
+        control::store::Store,
+    ),
+    ExitCode,
+> {
+    let config = common.load(None, None).map_err(|e| usage_error(&e))?;
+    let master_key = config.master_key().map_err(|e| usage_error(&e))?;
+    let (config, store) = admin_data_for(config).await?;
+    Ok((config, master_key, store))
 }
 
 /// The exit for an admin command's error: 2 with the sentence for what the
@@ -362,33 +386,11 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Admin {
             command: AdminCommand::RegistrationToken { common, org, ttl },
         } => {
-            let config = match common.load(None, None) {
-                Ok(c) => c,
-                Err(e) => return usage_error(&e),
+            let (config, master_key, store) = match admin_keys(common).await {
+                Ok(s) => s,
+                Err(code) => return code,
             };
-            if let Err(e) = control::files::private_dir(&config.data_dir) {
-                eprintln!(
-                    "pilothouse: cannot create {}: {e}",
-                    config.data_dir.display()
-                );
-                return ExitCode::FAILURE;
-            }
             let now = control::Timestamp::now();
-            let store =
-                match control::store::Store::connect(config.database_url().expose_secret()).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("pilothouse: cannot open the database: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-            let master_key = match config.master_key() {
-                Ok(m) => m,
-                Err(e) => {
-                    store.close().await;
-                    return usage_error(&e);
-                }
-            };
             let ca = match control::key_vault::open_ring(&store, &master_key).await {
                 Ok(ring) => {
                     control::key_vault::agent_ca(&store, &ring, &config.data_dir, now).await
@@ -646,21 +648,17 @@ fn release(command: ReleaseCommand) -> ExitCode {
 }
 
 async fn rotate_master_key(common: Common, prepare: bool) -> ExitCode {
-    let (config, store) = match admin_data(common).await {
+    let (_, master_key, store) = match admin_keys(common).await {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let path = match config.master_key() {
-        Ok(control::secrets::MasterKeySource::File(path)) => path,
-        Ok(control::secrets::MasterKeySource::Credential { name, .. }) => {
+    let path = match master_key {
+        control::secrets::MasterKeySource::File(path) => path,
+        control::secrets::MasterKeySource::Credential { name, .. } => {
             store.close().await;
             return usage_error(&format!(
                 "the master key comes from the systemd credential {name}, which cannot be changed from here: set PILOTHOUSE_MASTER_KEY_FILE to the credential's source file (its LoadCredential= path) and run this again (docs/secrets.md)"
             ));
-        }
-        Err(e) => {
-            store.close().await;
-            return usage_error(&e);
         }
     };
     if prepare {
@@ -715,16 +713,9 @@ async fn audit(command: AuditCommand) -> ExitCode {
             key,
         } => audit_cli::verify(&export, &checkpoints, &key),
         AuditCommand::Key { common } => {
-            let (config, store) = match admin_data(common).await {
+            let (config, master_key, store) = match admin_keys(common).await {
                 Ok(s) => s,
                 Err(code) => return code,
-            };
-            let master_key = match config.master_key() {
-                Ok(m) => m,
-                Err(e) => {
-                    store.close().await;
-                    return usage_error(&e);
-                }
             };
             let keys = audit_cli::KeyPlace {
                 data_dir: &config.data_dir,
@@ -764,16 +755,9 @@ async fn audit(command: AuditCommand) -> ExitCode {
             org,
             sign_now,
         } => {
-            let (config, store) = match admin_data(common).await {
+            let (config, master_key, store) = match admin_keys(common).await {
                 Ok(s) => s,
                 Err(code) => return code,
-            };
-            let master_key = match config.master_key() {
-                Ok(m) => m,
-                Err(e) => {
-                    store.close().await;
-                    return usage_error(&e);
-                }
             };
             let keys = audit_cli::KeyPlace {
                 data_dir: &config.data_dir,
