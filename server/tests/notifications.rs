@@ -9,7 +9,8 @@
 //!
 //! Checked: an Owner adds the three kinds over the dashboard's API; a role
 //! change to Owner reaches each, once, with who, what and when, and without
-//! any secret; what is not announced (a sign-in) is not sent; a receiver
+//! any secret or the session cookie of the Owner who made it; what is not
+//! announced (a sign-in) is not sent; a receiver
 //! that is down is retried and gets the events in order when it is back;
 //! the Slack URL and the HMAC key are sealed (absent from the database's
 //! rows and from every page); a channel's cursor moves past events that are
@@ -66,7 +67,25 @@ async fn channels_announce_what_matters(db: TestDb) {
     .await;
     app.add_user("Acme", "owner@example.com", Role::Owner).await;
     let (bob, _) = app.add_user("Acme", "bob@example.com", Role::Member).await;
-    let owner = app.signed_in("owner@example.com").await;
+    // Signed in by hand, to keep the session cookie: no message may carry it.
+    let owner = app.client();
+    let res = app
+        .call(
+            &owner,
+            "login",
+            &[("email", "owner@example.com"), ("password", helpers::PASSWORD)],
+        )
+        .await;
+    let session = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("pilothouse_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    assert!(session.len() >= 16, "{session}");
     let (ca, cert, key) = helpers::tls::test_pki("notifications");
     let slack = https_hook::start(&cert, &key, None).await;
     let hook = https_hook::start(&cert, &key, Some(HMAC_KEY)).await;
@@ -209,6 +228,13 @@ async fn channels_announce_what_matters(db: TestDb) {
         .map(|t| t.body["text"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(said.len(), 3, "{said:#?}");
+    // Neither webhook carries the session or a channel secret.
+    for t in hook.taken().iter().chain(slack.taken().iter()) {
+        let body = t.body.to_string();
+        for secret in [HMAC_KEY, SLACK_TOKEN, session.as_str()] {
+            assert!(!body.contains(secret), "a webhook body carries a secret: {body}");
+        }
+    }
     assert!(said[0].contains("notification.channel_added") && said[0].contains("ops chat"));
     assert!(said[1].contains("notification.channel_added") && said[1].contains("pager"));
     assert!(said[2].contains("member.role_changed"));
@@ -228,7 +254,7 @@ async fn channels_announce_what_matters(db: TestDb) {
         assert_eq!(m.to, vec!["security@example.com"]);
         assert!(m.secure, "sent without TLS");
         let text = m.text();
-        for secret in [HMAC_KEY, SLACK_TOKEN] {
+        for secret in [HMAC_KEY, SLACK_TOKEN, session.as_str()] {
             assert!(!m.data.contains(secret) && !text.contains(secret), "{text}");
         }
         assert!(text.contains("Audit event #"), "{text}");
