@@ -62,8 +62,6 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("agent CA: {0}")]
-    Ca(#[from] control::ca::CaError),
     #[error("agent gateway TLS: {0}")]
     Tls(String),
     #[error("control plane keys: {0}")]

@@ -73,7 +73,10 @@ async fn channels_announce_what_matters(db: TestDb) {
         .call(
             &owner,
             "login",
-            &[("email", "owner@example.com"), ("password", helpers::PASSWORD)],
+            &[
+                ("email", "owner@example.com"),
+                ("password", helpers::PASSWORD),
+            ],
         )
         .await;
     let session = res
@@ -232,7 +235,10 @@ async fn channels_announce_what_matters(db: TestDb) {
     for t in hook.taken().iter().chain(slack.taken().iter()) {
         let body = t.body.to_string();
         for secret in [HMAC_KEY, SLACK_TOKEN, session.as_str()] {
-            assert!(!body.contains(secret), "a webhook body carries a secret: {body}");
+            assert!(
+                !body.contains(secret),
+                "a webhook body carries a secret: {body}"
+            );
         }
     }
     assert!(said[0].contains("notification.channel_added") && said[0].contains("ops chat"));
