@@ -447,10 +447,7 @@ pub async fn remove(
     .ok_or_else(|| ControlError::not_found("No such destination."))?;
     let name: String = row.try_get("name")?;
     let delivered: i64 = row.try_get("delivered_seq")?;
-    sqlx::query("DELETE FROM audit_destination_secrets WHERE id = $1")
-        .bind(id)
-        .execute(tx.conn())
-        .await?;
+    crate::secrets::delete_row(&mut tx, "audit_destination_secrets", id).await?;
     sqlx::query("DELETE FROM audit_destinations WHERE id = $1")
         .bind(id)
         .execute(tx.conn())

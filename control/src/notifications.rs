@@ -330,10 +330,7 @@ pub async fn remove(
             .await?
             .ok_or_else(|| ControlError::not_found("No such notification channel."))?;
     let (name, kind): (String, String) = (row.try_get("name")?, row.try_get("kind")?);
-    sqlx::query("DELETE FROM notification_secrets WHERE id = $1")
-        .bind(id)
-        .execute(tx.conn())
-        .await?;
+    crate::secrets::delete_row(&mut tx, "notification_secrets", id).await?;
     sqlx::query("DELETE FROM notification_channels WHERE id = $1")
         .bind(id)
         .execute(tx.conn())

@@ -5,7 +5,7 @@
 //! own data key (32 random bytes, new whenever the value is set). The data key
 //! is wrapped (ChaCha20-Poly1305 again) by a master key that is never in the
 //! database: a 0600 file, `master.key` in the data directory unless configured
-//! otherwise. Each row stores the id of the master key that wrapped its data
+//! otherwise, or a systemd credential ([`MasterKeySource`]). Each row stores the id of the master key that wrapped its data
 //! key. The associated data binds a value to its secret's id, organisation,
 //! scope and name, and a wrapped key to its secret's id and master key id, so
 //! neither opens in another row.
@@ -618,6 +618,20 @@ pub(crate) async fn seal_row(
     .bind(&sealed.ciphertext)
     .execute(tx.conn())
     .await?;
+    Ok(())
+}
+
+/// Deletes what [`seal_row`] sealed into `table` for `id` (before its
+/// owner's row, which it references).
+pub(crate) async fn delete_row(
+    tx: &mut Tx,
+    table: &'static str,
+    id: &str,
+) -> Result<(), ControlError> {
+    sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
+        .bind(id)
+        .execute(tx.conn())
+        .await?;
     Ok(())
 }
 

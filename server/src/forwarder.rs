@@ -206,21 +206,7 @@ impl Forwarder {
             let (these, later) = rest.split_at(split);
             rest = later;
             let body = forwarding::webhook_body(d.org, chunk, these).map_err(|e| e.to_string())?;
-            let t = Timestamp::now().0 / 1000;
-            let signature = sign(key.expose_secret().as_bytes(), t, &body);
-            let answer = client
-                .post(&d.address)
-                .header("content-type", "application/json")
-                .header("x-pilothouse-timestamp", t.to_string())
-                .header("x-pilothouse-signature", format!("v1={signature}"))
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| format!("the webhook request failed: {}", describe(e)))?;
-            let status = answer.status();
-            if !status.is_success() {
-                return Err(format!("the webhook answered HTTP {status}"));
-            }
+            post_signed(&client, &d.address, key.expose_secret().as_bytes(), body).await?;
             let checkpoint = these.last().map_or(at.delivered_checkpoint, |c| c.count);
             let moved = forwarding::delivered(&self.store, &at, upto, checkpoint, now)
                 .await
@@ -267,6 +253,34 @@ pub(crate) fn describe(e: reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// POSTs a JSON `body` to a webhook, signed with `key` (headers
+/// `x-pilothouse-timestamp` and `x-pilothouse-signature: v1=<hex>`, see
+/// [`sign`]); anything but a 2xx answer is an error. Shared by audit
+/// forwarding and notification channels.
+pub(crate) async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    key: &[u8],
+    body: Vec<u8>,
+) -> Result<(), String> {
+    let t = Timestamp::now().0 / 1000;
+    let signature = sign(key, t, &body);
+    let answer = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-pilothouse-timestamp", t.to_string())
+        .header("x-pilothouse-signature", format!("v1={signature}"))
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("the webhook request failed: {}", describe(e)))?;
+    let status = answer.status();
+    if !status.is_success() {
+        return Err(format!("the webhook answered HTTP {status}"));
+    }
+    Ok(())
 }
 
 /// Hex HMAC-SHA256 of `"<t>.<body>"` under `key`: the webhook signature.

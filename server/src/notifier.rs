@@ -30,7 +30,7 @@ use control::store::Store;
 use control::{ControlError, Timestamp};
 use secrecy::ExposeSecret;
 
-use crate::forwarder::{describe, every, sign, TIMEOUT};
+use crate::forwarder::{describe, every, post_signed, TIMEOUT};
 
 /// How often the notifier looks for events to announce.
 pub const NOTIFY_INTERVAL: Duration = Duration::from_secs(1);
@@ -170,21 +170,7 @@ impl Notifier {
         let key = notifications::secret(&self.store, &self.ring, &d.id).await?;
         let client = self.client(d)?;
         let body = notifications::webhook_body(d, events);
-        let t = Timestamp::now().0 / 1000;
-        let signature = sign(key.expose_secret().as_bytes(), t, &body);
-        let answer = client
-            .post(&d.address)
-            .header("content-type", "application/json")
-            .header("x-pilothouse-timestamp", t.to_string())
-            .header("x-pilothouse-signature", format!("v1={signature}"))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("the webhook request failed: {}", describe(e)))?;
-        let status = answer.status();
-        if !status.is_success() {
-            return Err(format!("the webhook answered HTTP {status}"));
-        }
+        post_signed(&client, &d.address, key.expose_secret().as_bytes(), body).await?;
         let last = events.last().map_or(d.delivered_seq, |e| e.seq);
         let moved = notifications::delivered(&self.store, d, last, now)
             .await
