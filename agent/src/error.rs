@@ -10,7 +10,8 @@ use crate::state::StateError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The command line was wrong in a way clap cannot see (a malformed token or URL).
+    /// The command line was wrong in a way [`crate::cli`] does not check (a malformed
+    /// token or URL).
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]

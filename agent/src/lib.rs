@@ -2,6 +2,7 @@
 //! (HTTPS long-poll over mutual TLS, no inbound ports), runs the commands the
 //! control plane signs and seals for it, and reports host metrics.
 //!
+//! - [`cli`]: the command line, parsed into a [`cli::Command`].
 //! - [`token`]: the registration token and its CA pin.
 //! - [`pki`]: rustls configurations, the pinned-CA verifier, TLS keys and CSRs.
 //! - [`x509`]: the few certificate fields the agent reads.
@@ -26,6 +27,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod cli;
 pub mod config;
 mod error;
 pub mod gateway;

@@ -2,76 +2,17 @@
 //!
 //! Owns the command line, logging set-up, where the self-update launcher runs (the
 //! first thing `run` does, before any runtime or lock), the current-thread runtime
-//! and the exit codes: 0 on success (and when `run` ends for a self-update), 2 for
-//! bad usage (clap's own errors, a malformed token or server URL) and for a CA pin
+//! and the exit codes: 0 on success (and when `run` ends for a self-update, and for
+//! `--help` and `--version`), 2 for bad usage (what [`agent::cli`] refuses, an
+//! unreadable token file, a malformed token or server URL) and for a CA pin
 //! mismatch, 1 for every other failure. Errors are printed as one sentence on
 //! stderr.
 
+use agent::cli::{Command, Exit, TokenSource};
 use agent::register::{register, RegisterOptions};
 use agent::AgentError;
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::io::Write as _;
 use std::process::ExitCode;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "pilothouse-agent",
-    version,
-    about = "The Pilothouse agent: dials out to the control plane, runs the operations it signs and reports metrics.",
-    subcommand_required = true,
-    arg_required_else_help = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Register this server with a control plane, using a one-time token.
-    Register {
-        /// The control plane's agent gateway, https://HOST:PORT.
-        #[arg(long, value_name = "URL")]
-        server: String,
-        /// The registration token from the dashboard (pht1_...). Visible to
-        /// other users in `ps` while the command runs: prefer --token-file.
-        #[arg(
-            long,
-            value_name = "TOKEN",
-            required_unless_present = "token_file",
-            conflicts_with = "token_file"
-        )]
-        token: Option<String>,
-        /// Read the registration token from this file, or from standard input with `-`.
-        #[arg(long, value_name = "FILE")]
-        token_file: Option<PathBuf>,
-        /// Where the agent keeps its keys and state.
-        #[arg(long, value_name = "DIR", default_value = agent::state::DEFAULT_STATE_DIR)]
-        state_dir: PathBuf,
-        /// The name to register under (default: the kernel's host name).
-        #[arg(long, value_name = "NAME")]
-        hostname: Option<String>,
-        /// Register without a post-quantum (X-Wing) key: "Classical fallback".
-        #[arg(long)]
-        no_pqc: bool,
-        /// Replace an existing registration.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Run the agent (normally started by systemd).
-    Run {
-        #[arg(long, value_name = "DIR", default_value = agent::state::DEFAULT_STATE_DIR)]
-        state_dir: PathBuf,
-        /// Configuration file [default: /etc/pilothouse/agent.toml, if present].
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-    },
-    /// Show the registration, keys, certificate and last contact.
-    Status {
-        #[arg(long, value_name = "DIR", default_value = agent::state::DEFAULT_STATE_DIR)]
-        state_dir: PathBuf,
-    },
-}
 
 /// Logs to stderr at `warn` unless `RUST_LOG` says otherwise (`info`,
 /// `agent=debug,warn`, ...), and keeps the last warning or error for the
@@ -120,25 +61,34 @@ fn read_token(path: &std::path::Path) -> std::io::Result<String> {
 
 fn main() -> ExitCode {
     agent::health::mark_started();
-    let cli = Cli::parse();
+    let command = match agent::cli::parse(std::env::args_os().skip(1)) {
+        Ok(command) => command,
+        Err(exit) => {
+            // A closed stdout (`--help | head -1`) is no failure: the exit code stands.
+            let _ = match &exit {
+                Exit::Print(text) => std::io::stdout().write_all(text.as_bytes()),
+                Exit::Usage(text) => std::io::stderr().write_all(text.as_bytes()),
+            };
+            return ExitCode::from(exit.code());
+        }
+    };
     init_logging();
     // Nothing else may pick a provider: every configuration names aws-lc-rs, and
     // this makes any default-provider lookup agree.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
-    let result = match cli.command {
+    let result = match command {
         Command::Register {
             server,
             token,
-            token_file,
             state_dir,
             hostname,
             no_pqc,
             force,
         } => {
-            let token = match (token, token_file) {
-                (Some(t), _) => t,
-                (None, Some(path)) => match read_token(&path) {
+            let token = match token {
+                TokenSource::Arg(t) => t,
+                TokenSource::File(path) => match read_token(&path) {
                     Ok(t) => t,
                     Err(e) => {
                         eprintln!(
@@ -148,10 +98,6 @@ fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 },
-                (None, None) => {
-                    eprintln!("pilothouse-agent: give --token or --token-file");
-                    return ExitCode::from(2);
-                }
             };
             block_on(register(RegisterOptions {
             server,
