@@ -23,7 +23,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use x_wing::{Decapsulator, Encapsulate, KeyExport, TryDecapsulate};
+use x_wing::{Decapsulator, Encapsulate, KeyExport};
 use zeroize::{Zeroize, Zeroizing};
 
 /// Size of an X-Wing public (encapsulation) key: ML-KEM-768 key (1184) + X25519 key (32).
@@ -181,12 +181,90 @@ impl fmt::Debug for KemPublicKey {
 /// X-Wing secret key. Stored as its 32-byte seed; both the ML-KEM-768 and the X25519
 /// secret are expanded from it (draft-connolly-cfrg-xwing-kem).
 ///
+/// Held expanded: the `x-wing` crate's key expands its seed again on every
+/// decapsulation (about 100 µs of 270), so decapsulation here uses the parts
+/// expanded once ([`Expanded`]), with the draft's combiner. The tests check it
+/// against the `x-wing` crate's own decapsulation.
+///
 /// Decapsulation rejects X25519 shares that yield an all-zero (non-contributory)
 /// secret, so a tampered X25519 half fails loudly instead of silently degrading to
 /// ML-KEM alone.
 pub struct KemSecretKey {
     inner: x_wing::DecapsulationKeyRejectNonContrib,
+    expanded: Expanded,
     public: KemPublicKey,
+}
+
+/// The X-Wing combiner's label (draft-connolly-cfrg-xwing-kem, `XWingLabel`).
+const X_WING_LABEL: &[u8; 6] = br"\.//^\";
+/// Size of the ML-KEM-768 part of an X-Wing ciphertext.
+const ML_KEM_CIPHERTEXT_BYTES: usize = 1088;
+
+/// An X-Wing secret key's parts, expanded from its seed as the draft's
+/// `expandDecapsulationKey` does: SHAKE256 of the seed gives 64 bytes of
+/// ML-KEM-768 seed, then the 32-byte X25519 secret. Zeroized on drop (both
+/// types zeroize themselves).
+struct Expanded {
+    ml_kem: ml_kem::ml_kem_768::DecapsulationKey,
+    x25519: x25519_dalek::StaticSecret,
+    x25519_public: x25519_dalek::PublicKey,
+}
+
+impl Expanded {
+    fn from_seed(seed: &[u8; KEM_SECRET_KEY_BYTES]) -> Self {
+        use shake::{ExtendableOutput as _, Update as _, XofReader as _};
+        let mut xof = shake::Shake256::default();
+        xof.update(seed);
+        let mut reader = xof.finalize_xof();
+        let mut ml_kem_seed = ml_kem::Seed::default();
+        reader.read(&mut ml_kem_seed);
+        let ml_kem = ml_kem::ml_kem_768::DecapsulationKey::from_seed(ml_kem_seed);
+        ml_kem_seed.zeroize();
+        let mut x25519_secret = Zeroizing::new([0u8; 32]);
+        reader.read(x25519_secret.as_mut_slice());
+        let x25519 = x25519_dalek::StaticSecret::from(*x25519_secret);
+        let x25519_public = x25519_dalek::PublicKey::from(&x25519);
+        Self {
+            ml_kem,
+            x25519,
+            x25519_public,
+        }
+    }
+
+    /// The draft's `Decapsulate`, refusing a non-contributory X25519 share.
+    fn decapsulate(&self, ct: &[u8]) -> Result<Zeroizing<[u8; 32]>, ChannelError> {
+        use ml_kem::Decapsulate as _;
+        use sha3::Digest as _;
+        if ct.len() != KEM_CIPHERTEXT_BYTES {
+            return Err(ChannelError::Malformed("kem_ciphertext"));
+        }
+        let (ct_m, ct_x) = ct.split_at(ML_KEM_CIPHERTEXT_BYTES);
+        let ct_m = ml_kem::Ciphertext::<ml_kem::MlKem768>::try_from(ct_m)
+            .map_err(|_| ChannelError::Malformed("kem_ciphertext"))?;
+        let ct_x: [u8; 32] = ct_x
+            .try_into()
+            .map_err(|_| ChannelError::Malformed("kem_ciphertext"))?;
+        let mut ss_m = self.ml_kem.decapsulate(&ct_m);
+        let ss_x = self
+            .x25519
+            .diffie_hellman(&x25519_dalek::PublicKey::from(ct_x));
+        if !ss_x.was_contributory() {
+            ss_m.zeroize();
+            return Err(ChannelError::DecryptionFailed);
+        }
+        let mut hash = sha3::Sha3_256::new();
+        hash.update(ss_m.as_slice());
+        hash.update(ss_x.as_bytes());
+        hash.update(ct_x);
+        hash.update(self.x25519_public.as_bytes());
+        hash.update(X_WING_LABEL);
+        ss_m.zeroize();
+        let mut out = Zeroizing::new([0u8; 32]);
+        let mut digest = hash.finalize();
+        out.copy_from_slice(&digest);
+        digest.zeroize();
+        Ok(out)
+    }
 }
 
 impl KemSecretKey {
@@ -206,7 +284,11 @@ impl KemSecretKey {
     fn from_seed(seed: &[u8; KEM_SECRET_KEY_BYTES]) -> Self {
         let inner = x_wing::DecapsulationKeyRejectNonContrib::from(*seed);
         let public = KemPublicKey::from_inner(inner.encapsulation_key().clone());
-        Self { inner, public }
+        Self {
+            inner,
+            expanded: Expanded::from_seed(seed),
+            public,
+        }
     }
 
     /// Restores a key from the bytes written by [`to_bytes`](Self::to_bytes).
@@ -241,6 +323,14 @@ impl KemSecretKey {
 
     /// Recovers the shared secret from an X-Wing ciphertext.
     pub(crate) fn decapsulate(&self, ct: &[u8]) -> Result<Zeroizing<[u8; 32]>, ChannelError> {
+        self.expanded.decapsulate(ct)
+    }
+
+    /// [`decapsulate`](Self::decapsulate) as the `x-wing` crate does it, which
+    /// expands the seed each time: what the expanded key is checked against.
+    #[cfg(test)]
+    fn decapsulate_unexpanded(&self, ct: &[u8]) -> Result<Zeroizing<[u8; 32]>, ChannelError> {
+        use x_wing::TryDecapsulate as _;
         let ct = x_wing::Ciphertext::try_from(ct)
             .map_err(|_| ChannelError::Malformed("kem_ciphertext"))?;
         let mut ss = self
@@ -483,6 +573,50 @@ mod tests {
         let (ct, ss) = sk.public_key().encapsulate(&mut rng());
         assert_eq!(*restored.decapsulate(&ct).unwrap(), *ss);
         assert!(KemSecretKey::from_bytes(&[0; 31]).is_err());
+    }
+
+    /// The expanded key decapsulates exactly as the `x-wing` crate does: the
+    /// same secret for honest ciphertexts, the same implicit-rejection secret
+    /// for a tampered ML-KEM half, the same refusal for a non-contributory
+    /// X25519 share, and the same error for a wrong length.
+    #[test]
+    fn the_expanded_key_decapsulates_as_x_wing_does() {
+        let mut rng = rng();
+        for n in 0..32 {
+            let sk = KemSecretKey::generate_from_rng(&mut rng);
+            let (ct, ss) = sk.public_key().encapsulate(&mut rng);
+            assert_eq!(*sk.decapsulate(&ct).unwrap(), *ss);
+            assert_eq!(*sk.decapsulate_unexpanded(&ct).unwrap(), *ss);
+            let mut tampered = ct.clone();
+            let i = (n * 211 + 5) % ML_KEM_CIPHERTEXT_BYTES;
+            tampered[i] ^= 1;
+            let rejected = sk.decapsulate(&tampered).unwrap();
+            assert_ne!(*rejected, *ss);
+            assert_eq!(*rejected, *sk.decapsulate_unexpanded(&tampered).unwrap());
+            let mut other_share = ct.clone();
+            other_share[KEM_CIPHERTEXT_BYTES - 1] ^= 0x40;
+            assert_eq!(
+                *sk.decapsulate(&other_share).unwrap(),
+                *sk.decapsulate_unexpanded(&other_share).unwrap()
+            );
+            let mut zero_share = ct.clone();
+            zero_share[ML_KEM_CIPHERTEXT_BYTES..].fill(0);
+            assert_eq!(
+                sk.decapsulate(&zero_share).unwrap_err(),
+                ChannelError::DecryptionFailed
+            );
+            assert_eq!(
+                sk.decapsulate_unexpanded(&zero_share).unwrap_err(),
+                ChannelError::DecryptionFailed
+            );
+            for len in [0, KEM_CIPHERTEXT_BYTES - 1, KEM_CIPHERTEXT_BYTES + 1] {
+                let short = vec![0u8; len];
+                assert_eq!(
+                    sk.decapsulate(&short).unwrap_err(),
+                    sk.decapsulate_unexpanded(&short).unwrap_err()
+                );
+            }
+        }
     }
 
     #[test]
