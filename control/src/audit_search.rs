@@ -150,9 +150,34 @@ const TEXT_SLICE: i64 = 4_096;
 const TEXT_SLICE_MAX: i64 = 65_536;
 /// The narrowest slice after the first, when little of the budget is left.
 const TEXT_SLICE_MIN: i64 = 1_024;
-/// How long one page searches free text by scanning before it answers with
-/// what it found and where it stopped ([`AuditResults::searched_to`]).
+/// How long one page searches free text by scanning, or reading SQLite's
+/// text index, before it answers with what it found and where it stopped
+/// ([`AuditResults::searched_to`]).
 const TEXT_BUDGET: std::time::Duration = std::time::Duration::from_millis(30);
+
+/// SQLite's text index keys an event by `org_id << TEXT_KEY_BITS | seq`
+/// (migration 0024, whose trigger refuses a sequence number that does not fit).
+const TEXT_KEY_BITS: i64 = 40;
+/// Candidates read from SQLite's text index at first, then four times as
+/// many per chunk up to [`INDEX_CHUNK_MAX`].
+const INDEX_CHUNK: i64 = 256;
+const INDEX_CHUNK_MAX: i64 = 16_384;
+
+/// An FTS5 query for the events holding every trigram of `text` (each a
+/// quoted string, `"` doubled), which every event containing `text` does.
+/// `text` has at least three characters.
+fn trigram_query(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut terms = Vec::new();
+    for w in chars.windows(3) {
+        let t: String = w.iter().collect();
+        if seen.insert(t.clone()) {
+            terms.push(format!("\"{}\"", t.replace('"', "\"\"")));
+        }
+    }
+    terms.join(" AND ")
+}
 
 /// A parsed filter: SQL conditions (with `?` for their values) that apply to
 /// any slice of the log, the action group, and bounds on sequence numbers.
@@ -236,6 +261,9 @@ impl Query {
                     "text: at most {MAX_TEXT} characters."
                 )));
             }
+            if text.contains('\0') {
+                return Err(ControlError::invalid("text: contains a NUL character."));
+            }
             q.text = Some(text.to_string());
         }
         Ok((q, times[0], times[1]))
@@ -294,6 +322,73 @@ impl Query {
             .iter()
             .map(view)
             .collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    /// SQLite: the newest events below `upper` matching the query, at most
+    /// `need`, from the trigram index `audit_text` (migration 0024). Its
+    /// candidates (events holding every trigram of `text`) are read newest
+    /// first in growing chunks, each chunk's events checked against the
+    /// whole query (the text itself included). Stops when `need` are found,
+    /// when no candidate is left, or after a chunk that ends past `budget`
+    /// (measured from `started`): then with the sequence number where it
+    /// stopped, every matching event at or above it having been found.
+    #[allow(clippy::too_many_arguments)]
+    async fn search_sqlite_index(
+        &self,
+        pool: &sqlx::AnyPool,
+        org: i64,
+        text: &str,
+        upper: i64,
+        need: i64,
+        started: std::time::Instant,
+        budget: std::time::Duration,
+    ) -> Result<(Vec<AuditEventView>, Option<i64>), ControlError> {
+        let terms = trigram_query(text);
+        let base = org << TEXT_KEY_BITS;
+        let mut cursor = upper;
+        let mut chunk = INDEX_CHUNK;
+        let mut found = Vec::new();
+        loop {
+            let keys: Vec<i64> = sqlx::query_scalar(
+                "SELECT rowid FROM audit_text WHERE audit_text MATCH $1 \
+                 AND rowid > $2 AND rowid < $3 ORDER BY rowid DESC LIMIT $4",
+            )
+            .persistent(false)
+            .bind(terms.as_str())
+            .bind(base + self.lower)
+            .bind(base + cursor)
+            .bind(chunk)
+            .fetch_all(pool)
+            .await?;
+            let seqs: Vec<i64> = keys.iter().map(|k| k - base).collect();
+            if let Some(&oldest) = seqs.last() {
+                let listed = (
+                    "seq IN (SELECT value FROM json_each(?))".to_string(),
+                    Bind::Text(serde_json::Value::from(seqs).to_string()),
+                );
+                let limit = need - found.len() as i64;
+                found.extend(
+                    self.fetch(
+                        pool,
+                        Backend::Sqlite,
+                        org,
+                        oldest - 1,
+                        Some(cursor),
+                        Some(listed),
+                        limit,
+                    )
+                    .await?,
+                );
+                cursor = oldest;
+            }
+            if (keys.len() as i64) < chunk || found.len() as i64 >= need {
+                return Ok((found, None));
+            }
+            if started.elapsed() >= budget {
+                return Ok((found, Some(cursor)));
+            }
+            chunk = (chunk * 4).min(INDEX_CHUNK_MAX);
+        }
     }
 
     /// The events matching the query with `lower < seq < upper` (plus
@@ -515,9 +610,12 @@ async fn has_text_index(pool: &sqlx::AnyPool) -> Result<bool, ControlError> {
 /// from the page's start and stopping after a page (a time range is first
 /// turned into bounds on sequence numbers). Free text is searched in slices
 /// of sequence numbers, newest first: text that matches often fills the page
-/// in the first slice. On PostgreSQL with the trigram index, what the first
-/// slice did not find is looked up in the index; otherwise the slices go on
-/// for at most [`TEXT_BUDGET`], and a page that stopped early says where
+/// in the first slice. What the first slice did not find comes from the
+/// trigram index: PostgreSQL's `audit_events_text` (where pg_trgm is
+/// available) in one query; SQLite's `audit_text`, read in chunks for at most
+/// [`TEXT_BUDGET`]. Text shorter than three characters (no trigram) and
+/// PostgreSQL without the index go on scanning slices for at most
+/// [`TEXT_BUDGET`]. A page that stopped early says where
 /// ([`AuditResults::searched_to`]) and continues from there.
 pub async fn search(
     auth: &Authorized<'_, ReadOrg>,
@@ -559,9 +657,12 @@ pub async fn search_within(
             .fetch_optional(pool)
             .await?;
             let mut upper = q.upper.unwrap_or(i64::MAX).min(head.unwrap_or(0) + 1);
-            let indexed = store.backend() == Backend::Postgres
-                && text.chars().count() >= 3
-                && has_text_index(pool).await?;
+            let indexed = text.chars().count() >= 3
+                && match backend {
+                    Backend::Postgres => has_text_index(pool).await?,
+                    // Migration 0024 builds it on every SQLite database.
+                    Backend::Sqlite => true,
+                };
             let started = std::time::Instant::now();
             let mut slice = TEXT_SLICE;
             let mut found = Vec::new();
@@ -570,14 +671,33 @@ pub async fn search_within(
                 if indexed && slice > TEXT_SLICE {
                     // The first slice did not fill the page: the rest comes
                     // from the trigram index.
-                    let clause = (
-                        format!("{TEXT_EXPR} LIKE ? ESCAPE '\\'"),
-                        Bind::Text(like_pattern(&text)),
-                    );
-                    found.extend(
-                        q.fetch(pool, backend, org, q.lower, Some(upper), Some(clause), need)
-                            .await?,
-                    );
+                    match backend {
+                        Backend::Postgres => {
+                            let clause = (
+                                format!("{TEXT_EXPR} LIKE ? ESCAPE '\\'"),
+                                Bind::Text(like_pattern(&text)),
+                            );
+                            found.extend(
+                                q.fetch(
+                                    pool,
+                                    backend,
+                                    org,
+                                    q.lower,
+                                    Some(upper),
+                                    Some(clause),
+                                    need,
+                                )
+                                .await?,
+                            );
+                        }
+                        Backend::Sqlite => {
+                            let (more, stopped) = q
+                                .search_sqlite_index(pool, org, &text, upper, need, started, budget)
+                                .await?;
+                            found.extend(more);
+                            searched_to = stopped;
+                        }
+                    }
                     break;
                 }
                 let lower = q.lower.max(upper - 1 - slice);

@@ -254,6 +254,13 @@ async fn the_viewer_filters_pages_and_refuses_bad_filters(db: TestDb) {
         ),
         (
             control::AuditFilterText {
+                text: Some("a\0b".into()),
+                ..Default::default()
+            },
+            "text:",
+        ),
+        (
+            control::AuditFilterText {
                 group: Some("everything".into()),
                 ..Default::default()
             },
