@@ -189,6 +189,9 @@ pub(crate) struct Query {
     upper: Option<i64>,
     /// Only events with a sequence number above this (exclusive).
     lower: i64,
+    /// An actor, server or operation is asked for: the page walks that
+    /// column's own index, which holds few events of the log.
+    narrow: bool,
 }
 
 impl Query {
@@ -201,6 +204,7 @@ impl Query {
             text: None,
             upper: None,
             lower: 0,
+            narrow: false,
         };
         if let Some(before) = given(&filter.before) {
             let seq = before
@@ -220,6 +224,7 @@ impl Query {
             }
             q.conds
                 .push(("actor = ?".into(), vec![Bind::Text(actor.to_string())]));
+            q.narrow = true;
         }
         if let Some(group) = given(&filter.group) {
             q.actions =
@@ -234,6 +239,7 @@ impl Query {
                 "target = ?".into(),
                 vec![Bind::Text(format!("agent:{}", agent.0))],
             ));
+            q.narrow = true;
         }
         if let Some(op) = given(&filter.operation) {
             let op = OperationId::parse(op)
@@ -242,6 +248,7 @@ impl Query {
                 "target = ?".into(),
                 vec![Bind::Text(format!("operation:{}", op.0))],
             ));
+            q.narrow = true;
         }
         let mut times = [None, None];
         for (i, (value, name)) in [(&filter.since, "since"), (&filter.until, "until")]
@@ -290,6 +297,7 @@ impl Query {
             text: None,
             upper: None,
             lower: 0,
+            narrow: false,
         }
     }
 
@@ -613,7 +621,8 @@ async fn has_text_index(pool: &sqlx::AnyPool) -> Result<bool, ControlError> {
 /// in the first slice. What the first slice did not find comes from the
 /// trigram index: PostgreSQL's `audit_events_text` (where pg_trgm is
 /// available) in one query; SQLite's `audit_text`, read in chunks for at most
-/// [`TEXT_BUDGET`]. Text shorter than three characters (no trigram) and
+/// [`TEXT_BUDGET`], unless an actor, server or operation is asked for. Text
+/// shorter than three characters (no trigram), SQLite with those filters and
 /// PostgreSQL without the index go on scanning slices for at most
 /// [`TEXT_BUDGET`]. A page that stopped early says where
 /// ([`AuditResults::searched_to`]) and continues from there.
@@ -661,7 +670,14 @@ pub async fn search_within(
                 && match backend {
                     Backend::Postgres => has_text_index(pool).await?,
                     // Migration 0024 builds it on every SQLite database.
-                    Backend::Sqlite => true,
+                    // With an actor, server or operation the slices walk
+                    // that column's index, which is faster than checking
+                    // every event that holds the text's trigrams: for one
+                    // server and a common word at 1,000,000 events, the
+                    // index ran out of a page's budget where the slices
+                    // answered in 24 ms. PostgreSQL's planner makes this
+                    // choice itself.
+                    Backend::Sqlite => !q.narrow,
                 };
             let started = std::time::Instant::now();
             let mut slice = TEXT_SLICE;

@@ -255,6 +255,16 @@ async fn every_filter_answers_what_a_full_read_finds(db: TestDb) {
         // search goes on over the next pages, never skipping an event.
         let (got, partial) = walk(&auth, &f, Duration::ZERO).await;
         assert_eq!(got, want, "{text}, over pages");
+        let on_server = AuditFilterText {
+            server: Some(format!("agt_{:024x}", 5)),
+            ..f.clone()
+        };
+        let (got, _) = walk(&auth, &on_server, slow).await;
+        assert_eq!(
+            got,
+            expect(&|e| contains(e, text) && e.target == format!("agent:agt_{:024x}", 5)),
+            "{text} on one server"
+        );
         let grouped = AuditFilterText {
             group: Some("operations".into()),
             ..f.clone()
