@@ -63,3 +63,28 @@ pub fn now_ms() -> i64 {
 pub fn pqc_state(has_kem_key: bool) -> &'static str {
     channel::PqcState::of_agent(has_kem_key).label()
 }
+
+/// Makes this process non-dumpable (`PR_SET_DUMPABLE` 0): no core file, and no
+/// ptrace or `/proc/PID/mem` access by other processes of its user. It holds its
+/// keys and the local vault's values in memory, and the shipped build aborts on a
+/// panic, which would otherwise dump core. Tasks it starts are not affected (the
+/// flag is reset when they exec).
+///
+/// # Errors
+/// The `prctl` call's error (it does not fail on Linux for this value).
+pub fn forbid_core_dumps() -> std::io::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(std::io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_process_is_made_non_dumpable() {
+        super::forbid_core_dumps().unwrap();
+        assert_eq!(
+            rustix::process::dumpable_behavior().unwrap(),
+            rustix::process::DumpableBehavior::NotDumpable
+        );
+    }
+}

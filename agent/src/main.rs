@@ -61,6 +61,9 @@ fn read_token(path: &std::path::Path) -> std::io::Result<String> {
 
 fn main() -> ExitCode {
     agent::health::mark_started();
+    if let Err(e) = agent::forbid_core_dumps() {
+        eprintln!("pilothouse-agent: cannot turn core dumps off: {e}");
+    }
     let command = match agent::cli::parse(std::env::args_os().skip(1)) {
         Ok(command) => command,
         Err(exit) => {
