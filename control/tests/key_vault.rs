@@ -285,7 +285,8 @@ async fn rotation_rewraps_them_and_tampering_is_named(db: TestDb) {
             .unwrap();
     let mut flipped = ct.into_bytes();
     let i = flipped.len() / 2;
-    flipped[i] = if flipped[i] == b'A' { b'B' } else { b'A' };
+    // Hex, read in either case: `0` and `1` differ from every other digit.
+    flipped[i] = if flipped[i] == b'0' { b'1' } else { b'0' };
     sqlx::query("UPDATE control_keys SET ciphertext = $1 WHERE name = 'audit-signing'")
         .bind(String::from_utf8(flipped).unwrap())
         .execute(db.store.pool())
